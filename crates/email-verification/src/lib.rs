@@ -1,0 +1,26 @@
+//! The email-verification service: consumes signup events, sends the verification email over SMTP, and
+//! confirms tokens over gRPC.
+//!
+//! Architecture invariant: tokens are stored only as hashes, and a redelivered event never sends a second
+//! email.
+
+mod service;
+mod settings;
+mod startup;
+
+pub use settings::Settings;
+pub use startup::App;
+
+/// The embedded schema migrations of the `email-verification` database.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!()
+}
+
+/// The `migrate` subcommand: applies pending migrations and exits.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = platform::db::connect(&settings.database).await?;
+    platform::db::migrate(&pool, migrator()).await?;
+    tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}

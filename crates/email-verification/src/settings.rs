@@ -1,0 +1,33 @@
+//! The email-verification service's configuration, from environment variables only.
+
+use platform::settings::{
+    AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings,
+};
+
+/// Everything the email-verification service reads at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `PORT` (gRPC, default 50053) and `METRICS_PORT` (default 9053).
+    pub server: ServerSettings,
+    /// `DATABASE_URL` (default database `email-verification`) and pool settings.
+    pub database: DatabaseSettings,
+    /// `AMQP_URL` and `EVENTS_EXCHANGE`.
+    pub amqp: AmqpSettings,
+    /// `SHUTDOWN_GRACE_PERIOD_SECS`.
+    pub shutdown: ShutdownSettings,
+    /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
+    pub telemetry: TelemetrySettings,
+}
+
+impl Settings {
+    /// Reads and checks every variable; the first bad one is named in the error.
+    pub fn load() -> Result<Self, SettingsError> {
+        Ok(Self {
+            server: ServerSettings::load(50053, 9053)?,
+            database: DatabaseSettings::load("email_verification")?,
+            amqp: AmqpSettings::load()?,
+            shutdown: ShutdownSettings::load()?,
+            telemetry: TelemetrySettings::load()?,
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! The friend-discovery service: "people you may know" from contacts uploaded at signup.
+//!
+//! Architecture invariant: contacts arrive, are stored and are compared only as keyed hashes; no plaintext
+//! contact ever reaches this service.
+
+mod service;
+mod settings;
+mod startup;
+
+pub use settings::Settings;
+pub use startup::App;
+
+/// The embedded schema migrations of the `friend-discovery` database.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!()
+}
+
+/// The `migrate` subcommand: applies pending migrations and exits.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = platform::db::connect(&settings.database).await?;
+    platform::db::migrate(&pool, migrator()).await?;
+    tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}

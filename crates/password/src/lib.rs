@@ -1,0 +1,25 @@
+//! The password service: argon2id credential storage and verification over gRPC, with its own database.
+//!
+//! Architecture invariant: a plaintext password exists here only for the duration of one RPC; only PHC
+//! strings are stored, and no password reaches a log line, an error or a trace.
+
+mod service;
+mod settings;
+mod startup;
+
+pub use settings::Settings;
+pub use startup::App;
+
+/// The embedded schema migrations of the `password` database.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!()
+}
+
+/// The `migrate` subcommand: applies pending migrations and exits.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = platform::db::connect(&settings.database).await?;
+    platform::db::migrate(&pool, migrator()).await?;
+    tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}

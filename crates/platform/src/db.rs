@@ -1,0 +1,66 @@
+//! The service's own Postgres database: a pool that fails fast with a clear message, and the embedded
+//! migrations, which `serve` checks and `migrate` applies.
+
+use std::collections::HashSet;
+
+use anyhow::{Context as _, bail};
+use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+
+use crate::settings::DatabaseSettings;
+
+/// Opens the pool and proves one connection works, so a bad `DATABASE_URL` fails at start, not on first use.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options = settings.connect_options()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at DATABASE_URL ({})", settings.redacted()))
+}
+
+/// Migration versions embedded in this binary that the database has not applied.
+pub async fn pending_migrations(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<Vec<i64>> {
+    let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("cannot read the migration history")?;
+    let applied: HashSet<i64> = if table_exists {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .context("cannot read the migration history")?
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    Ok(migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect())
+}
+
+/// Applies pending migrations. Safe to run repeatedly and concurrently: sqlx takes an advisory lock, and
+/// migrations the database has but this binary does not know (a newer release) are left alone.
+pub async fn migrate(pool: &PgPool, mut migrator: Migrator) -> anyhow::Result<()> {
+    migrator.set_ignore_missing(true).set_locking(true);
+    migrator.run(pool).await.context("migration failed")?;
+    Ok(())
+}
+
+/// Before serving: migrate when asked to, otherwise refuse to serve a schema older than this binary.
+pub async fn ensure_migrated(pool: &PgPool, migrator: Migrator, migrate_on_start: bool) -> anyhow::Result<()> {
+    if migrate_on_start {
+        return migrate(pool, migrator).await;
+    }
+    let pending = pending_migrations(pool, &migrator).await?;
+    if !pending.is_empty() {
+        bail!(
+            "the database schema is behind this binary (pending migrations: {pending:?}); \
+             run the `migrate` subcommand first, or set MIGRATE_ON_START=true"
+        );
+    }
+    Ok(())
+}

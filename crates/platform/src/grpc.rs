@@ -1,0 +1,164 @@
+//! The parts of a gRPC server every service shares: `grpc.health.v1` following [`Readiness`], server
+//! reflection, a span and metrics per call (continuing the caller's W3C trace), and a drain on shutdown.
+
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures_util::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    server::NamedService,
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::health::Readiness;
+
+/// Builds `grpc.health.v1` for the whole server (service `""`) and for `S`, both following `readiness`.
+pub fn health_service<S: NamedService>(
+    readiness: &Readiness,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    tokio::spawn(follow_readiness(reporter, readiness.subscribe(), S::NAME));
+    service
+}
+
+async fn follow_readiness(
+    reporter: HealthReporter,
+    mut reports: tokio::sync::watch::Receiver<crate::health::Report>,
+    name: &'static str,
+) {
+    loop {
+        let status = if reports.borrow_and_update().ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(name, status).await;
+        if reports.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Server reflection over every contract in `proto/`, so `grpcurl` works without local files.
+pub fn reflection_service() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+/// A channel to another service that carries the caller's trace context on every call.
+pub type TracedChannel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+>;
+
+/// A lazily connected channel to `url` with `deadline` on every call; it does no I/O until first used, and
+/// reconnects by itself after failures.
+pub fn channel(url: &str, deadline: Duration) -> anyhow::Result<TracedChannel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(deadline)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, propagate_trace))
+}
+
+fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    crate::propagation::inject_metadata(request.metadata_mut());
+    Ok(request)
+}
+
+/// A readiness check that passes when the gRPC server behind `channel` reports SERVING.
+pub fn readiness_check(
+    channel: TracedChannel,
+) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    move || {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        Box::pin(async move {
+            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            let response = client.check(request).await.map_err(|status| status.message().to_owned())?;
+            match response.into_inner().status() {
+                tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
+                other => Err(other.as_str_name().to_lowercase()),
+            }
+        })
+    }
+}
+
+/// Serves `routes` on `listener` until `cancel` fires, then lets in-flight calls finish within `grace`.
+pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationToken, grace: Duration) {
+    let server = Server::builder()
+        .layer(tower::layer::layer_fn(Observed))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.clone().cancelled_owned());
+    let task = tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+    let abort = task.abort_handle();
+    tokio::select! {
+        _ = task => {}
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "gRPC drain exceeded the grace period; aborting");
+            abort.abort();
+        }
+    }
+}
+
+/// Wraps every call in a server span whose parent is the caller's `traceparent`, and records its metrics.
+#[derive(Debug, Clone)]
+struct Observed<S>(S);
+
+impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!("grpc.server", otel.kind = "server", rpc.method = %method, rpc.grpc.status_code = tracing::field::Empty);
+        let parent = crate::propagation::extract(request.headers());
+        // A call without a valid traceparent simply starts a new trace.
+        let _ = span.set_parent(parent);
+        let start = Instant::now();
+        let call = tracing::Instrument::instrument(self.0.call(request), span.clone());
+        Box::pin(async move {
+            let Ok(response) = call.await;
+            // Failures are sent trailers-only, so their status is in the headers; success streams it in trailers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|value| value.to_str().ok())
+                .map_or("0", |code| code)
+                .to_owned();
+            span.record("rpc.grpc.status_code", code.as_str());
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+            // Probes arrive every few seconds; they are not worth an info line each.
+            if method.starts_with("/grpc.") {
+                tracing::debug!(parent: &span, grpc_code = %code, elapsed_ms, "rpc completed");
+            } else {
+                tracing::info!(parent: &span, grpc_code = %code, elapsed_ms, "rpc completed");
+            }
+            crate::metrics::record_grpc(&method, &code, start);
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! Readiness: a set of named checks on the process's backing services, evaluated in the background and
+//! published to `/readyz` and to `grpc.health.v1`. Shutdown flips it to not ready at once, before draining.
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the checks run, and how long one may take before it counts as failed.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// The outcome of the latest round of checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// True when every check passed and the process is not shutting down.
+    pub ready: bool,
+    /// Each check's name and its error, if it failed.
+    pub checks: BTreeMap<&'static str, Result<(), String>>,
+    /// True once shutdown has started.
+    pub draining: bool,
+}
+
+/// Cloneable handle on the process's readiness.
+#[derive(Clone)]
+pub struct Readiness {
+    checks: Arc<Vec<(&'static str, CheckFn)>>,
+    report: Arc<watch::Sender<Report>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness").field("report", &*self.report.borrow()).finish()
+    }
+}
+
+/// Collects the checks of a [`Readiness`].
+#[derive(Default)]
+pub struct ReadinessBuilder {
+    checks: Vec<(&'static str, CheckFn)>,
+}
+
+impl std::fmt::Debug for ReadinessBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.checks.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+impl ReadinessBuilder {
+    /// Adds a check; it passes when the future returns `Ok` within a second. Errors must not contain secrets.
+    pub fn check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(check()) as CheckFuture)));
+        self
+    }
+
+    /// Finishes the set. The process starts not ready until the first round of checks passes.
+    pub fn build(self) -> Readiness {
+        let (report, _) = watch::channel(Report::default());
+        Readiness { checks: Arc::new(self.checks), report: Arc::new(report) }
+    }
+}
+
+impl Readiness {
+    /// Starts describing the checks.
+    pub fn builder() -> ReadinessBuilder {
+        ReadinessBuilder::default()
+    }
+
+    /// The latest report.
+    pub fn report(&self) -> Report {
+        self.report.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the report.
+    pub fn subscribe(&self) -> watch::Receiver<Report> {
+        self.report.subscribe()
+    }
+
+    /// Reports not ready from now on, whatever the checks say: load balancers stop sending new work.
+    pub fn start_draining(&self) {
+        self.report.send_modify(|report| {
+            report.draining = true;
+            report.ready = false;
+        });
+    }
+
+    /// Runs the checks now and then every couple of seconds until `cancel` fires or draining starts.
+    pub async fn monitor(self, cancel: CancellationToken) {
+        let mut interval = tokio::time::interval(CHECK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = cancel.cancelled() => return,
+            }
+            let checks = self.run_checks().await;
+            self.publish(checks);
+        }
+    }
+
+    async fn run_checks(&self) -> BTreeMap<&'static str, Result<(), String>> {
+        let rounds = self.checks.iter().map(|(name, check)| async move {
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err("timed out".to_owned()),
+            };
+            (*name, outcome)
+        });
+        futures_util::future::join_all(rounds).await.into_iter().collect()
+    }
+
+    fn publish(&self, checks: BTreeMap<&'static str, Result<(), String>>) {
+        self.report.send_if_modified(|report| {
+            if report.draining {
+                return false;
+            }
+            let ready = checks.values().all(Result::is_ok);
+            if report.checks == checks && report.ready == ready {
+                return false;
+            }
+            log_changes(&report.checks, &checks);
+            *report = Report { ready, checks, draining: false };
+            true
+        });
+    }
+}
+
+fn log_changes(
+    before: &BTreeMap<&'static str, Result<(), String>>,
+    after: &BTreeMap<&'static str, Result<(), String>>,
+) {
+    for (name, outcome) in after {
+        match (before.get(name).map(Result::is_ok), outcome) {
+            (Some(true) | None, Err(error)) => tracing::warn!(check = name, %error, "dependency not ready"),
+            (Some(false) | None, Ok(())) => tracing::info!(check = name, "dependency ready"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_follows_its_checks_and_draining_overrides_them() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let flag = healthy.clone();
+        let readiness = Readiness::builder()
+            .check("dependency", move || {
+                let ok = flag.load(Ordering::SeqCst);
+                async move { if ok { Ok(()) } else { Err("down".to_owned()) } }
+            })
+            .build();
+        assert!(!readiness.report().ready, "not ready before the first round");
+
+        readiness.publish(readiness.run_checks().await);
+        assert!(!readiness.report().ready);
+        assert_eq!(readiness.report().checks["dependency"], Err("down".to_owned()));
+
+        healthy.store(true, Ordering::SeqCst);
+        readiness.publish(readiness.run_checks().await);
+        assert!(readiness.report().ready);
+
+        readiness.start_draining();
+        readiness.publish(readiness.run_checks().await);
+        assert!(!readiness.report().ready, "draining wins over passing checks");
+    }
+}

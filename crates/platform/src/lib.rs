@@ -1,0 +1,19 @@
+//! Domain-free glue every service shares: settings, telemetry, shutdown, health, metrics, database, broker.
+//!
+//! Architecture invariant: nothing here knows about users, passwords or emails. Something moves in only when
+//! two services need it.
+
+pub mod amqp;
+pub mod backing;
+pub mod cli;
+pub mod db;
+pub mod grpc;
+pub mod health;
+pub mod healthcheck;
+pub mod http;
+pub mod metrics;
+pub mod propagation;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

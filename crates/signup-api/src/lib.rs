@@ -1,0 +1,15 @@
+//! signup-api: the only HTTP ingress. It parses requests once into domain types, orchestrates the gRPC
+//! services, and answers in JSON, with RFC 9457 problem details for every error.
+//!
+//! Architecture invariant: signup-api is stateless and owns no database; a plaintext password leaves it only
+//! in the call to the password service, and a plaintext contact never leaves it.
+
+pub mod problem;
+mod routes;
+mod settings;
+mod startup;
+mod upstream;
+
+pub use routes::router;
+pub use settings::{Settings, Upstreams as UpstreamSettings};
+pub use startup::{App, AppState};

@@ -1,0 +1,38 @@
+//! The `signup-api` binary: parses the command line and wires the library together, nothing else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signup_api::{App, Settings};
+
+#[derive(Parser)]
+#[command(version, about = "The HTTP ingress of the signup system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Default)]
+enum Command {
+    /// Serve HTTP on PORT (the default command).
+    #[default]
+    Serve,
+    /// Probe the running server's /readyz on PORT; exit 0 when it is ready.
+    Healthcheck,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    platform::cli::exit(run(Cli::parse().command.unwrap_or_default()).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Healthcheck = command {
+        return platform::healthcheck::http(Settings::load_port()?, "/readyz").await;
+    }
+    let settings = Settings::load()?;
+    let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;
+    let result = async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await;
+    telemetry.shutdown();
+    result
+}

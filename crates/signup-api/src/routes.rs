@@ -1,0 +1,23 @@
+//! The one place every HTTP route of signup-api is listed, with the layers that wrap them.
+
+use axum::{Router, middleware};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::{problem::Problem, startup::AppState};
+
+/// Every route: the versioned API under `/v1`, and `/livez`, `/readyz`, `/metrics` for the platform.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new().fallback(not_found).with_state(state.clone()).layer(platform::http::trace_layer());
+    Router::new()
+        .merge(platform::http::operational_router(state.readiness.clone()))
+        .merge(api)
+        .layer(middleware::from_fn(platform::metrics::track_http))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            axum::response::IntoResponse::into_response(Problem::internal())
+        }))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found()
+}

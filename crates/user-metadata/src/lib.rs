@@ -1,0 +1,26 @@
+//! The user-metadata service: user records (email, display name, status) over gRPC, and the transactional
+//! outbox through which every committed signup is announced on the broker.
+//!
+//! Architecture invariant: an event is written to the outbox in the same transaction as the change it
+//! describes, and nothing is published that was not committed.
+
+mod service;
+mod settings;
+mod startup;
+
+pub use settings::Settings;
+pub use startup::App;
+
+/// The embedded schema migrations of the `user-metadata` database.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!()
+}
+
+/// The `migrate` subcommand: applies pending migrations and exits.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = platform::db::connect(&settings.database).await?;
+    platform::db::migrate(&pool, migrator()).await?;
+    tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The `user-metadata` binary: parses the command line and wires the library together, nothing else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use platform::settings::ServerSettings;
+use user_metadata::{App, Settings};
+
+#[derive(Parser)]
+#[command(version, about = "user records and the outbox of signup events, over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Default)]
+enum Command {
+    /// Serve gRPC on PORT (the default command).
+    #[default]
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Probe the running server on PORT; exit 0 when it is ready.
+    Healthcheck,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    platform::cli::exit(run(Cli::parse().command.unwrap_or_default()).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Healthcheck = command {
+        return platform::healthcheck::grpc(ServerSettings::load(50051, 9051)?.port).await;
+    }
+    let settings = Settings::load()?;
+    let telemetry = platform::telemetry::init("user-metadata", &settings.telemetry)?;
+    let result = match command {
+        Command::Migrate => user_metadata::migrate(&settings).await,
+        _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
+    };
+    telemetry.shutdown();
+    result
+}
