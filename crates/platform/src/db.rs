@@ -4,7 +4,12 @@
 use std::collections::HashSet;
 
 use anyhow::{Context as _, bail};
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use secrecy::ExposeSecret as _;
+use sqlx::{
+    PgPool, Postgres,
+    migrate::{MigrateDatabase as _, Migrator},
+    postgres::PgPoolOptions,
+};
 
 use crate::settings::DatabaseSettings;
 
@@ -17,6 +22,27 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to the database at DATABASE_URL ({})", settings.redacted()))
+}
+
+/// The `migrate` subcommand: creates the database if it is missing (and the role may), then applies pending
+/// migrations.
+pub async fn migrate_command(settings: &DatabaseSettings, migrator: Migrator) -> anyhow::Result<()> {
+    let url = settings.url().expose_secret();
+    let exists = Postgres::database_exists(url)
+        .await
+        .with_context(|| format!("cannot connect to the database server at DATABASE_URL ({})", settings.redacted()))?;
+    if !exists {
+        Postgres::create_database(url)
+            .await
+            .with_context(|| format!("cannot create database {}", settings.redacted()))?;
+        tracing::info!(database = %settings.redacted(), "database created");
+    }
+    let pool = connect(settings).await?;
+    let pending = pending_migrations(&pool, &migrator).await?;
+    migrate(&pool, migrator).await?;
+    tracing::info!(applied = ?pending, "database is up to date");
+    pool.close().await;
+    Ok(())
 }
 
 /// Migration versions embedded in this binary that the database has not applied.

@@ -6,8 +6,10 @@ use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Dura
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// How often the checks run, and how long one may take before it counts as failed.
-const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the checks run: often while not ready, so a starting process turns ready within a fraction of a
+/// second of its dependencies, and calmly once ready. And how long one check may take before it fails.
+const READY_INTERVAL: Duration = Duration::from_secs(2);
+const NOT_READY_INTERVAL: Duration = Duration::from_millis(100);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -91,17 +93,17 @@ impl Readiness {
         });
     }
 
-    /// Runs the checks now and then every couple of seconds until `cancel` fires or draining starts.
+    /// Runs the checks now, then again every 100 ms while not ready and every 2 s once ready, until `cancel`
+    /// fires.
     pub async fn monitor(self, cancel: CancellationToken) {
-        let mut interval = tokio::time::interval(CHECK_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                () = cancel.cancelled() => return,
-            }
             let checks = self.run_checks().await;
             self.publish(checks);
+            let pause = if self.report.borrow().ready { READY_INTERVAL } else { NOT_READY_INTERVAL };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => return,
+            }
         }
     }
 

@@ -222,6 +222,11 @@ impl DatabaseSettings {
         PgConnectOptions::from_str(url).map_err(|e| SettingsError::invalid("DATABASE_URL", e))
     }
 
+    /// The URL itself, password included: hand it only to the database driver.
+    pub fn url(&self) -> &SecretString {
+        &self.url
+    }
+
     /// Host, port and database name, safe to log.
     pub fn redacted(&self) -> String {
         match self.connect_options() {

@@ -16,11 +16,7 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!()
 }
 
-/// The `migrate` subcommand: applies pending migrations and exits.
+/// The `migrate` subcommand: creates the database if missing, applies pending migrations, and exits.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = platform::db::connect(&settings.database).await?;
-    platform::db::migrate(&pool, migrator()).await?;
-    tracing::info!("migrations applied");
-    pool.close().await;
-    Ok(())
+    platform::db::migrate_command(&settings.database, migrator()).await
 }

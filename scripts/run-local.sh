@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs the whole system natively against local Postgres and RabbitMQ: creates and migrates the four databases,
+# starts the five services with their logs interleaved and prefixed, and stops them all on Ctrl-C or SIGTERM.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+bin=${CARGO_TARGET_DIR:-target}/debug
+services=(user-metadata password email-verification friend-discovery signup-api)
+stateful=(user-metadata password email-verification friend-discovery)
+
+# Readable logs for people; every other variable passes through from the caller's environment.
+export LOG_FORMAT=${LOG_FORMAT:-pretty}
+export RUST_LOG=${RUST_LOG:-info}
+
+pids=()
+stopping=0
+
+prefix() {
+  # Keep the prefixer alive through Ctrl-C so the services' shutdown lines still reach the terminal.
+  trap '' INT TERM
+  local tag
+  tag=$(printf '%-19s|' "$1")
+  sed -u "s/^/${tag} /"
+}
+
+stop() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  trap '' INT TERM
+  if [ "${#pids[@]}" -gt 0 ]; then
+    echo "stopping ${#pids[@]} services..."
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  echo "all services stopped"
+}
+trap 'stop; exit 0' INT TERM
+trap 'stop' EXIT
+
+for service in "${stateful[@]}"; do
+  "$bin/$service" migrate > >(prefix "$service") 2>&1
+done
+
+# Each service runs in its own session, so a Ctrl-C reaches only this script, which then stops them in an
+# orderly way; a service exiting on its own is then always a real failure.
+for service in "${services[@]}"; do
+  setsid "$bin/$service" serve > >(prefix "$service") 2>&1 &
+  pids+=("$!")
+done
+
+port=${PORT:-8080}
+deadline=$((SECONDS + 30))
+until PORT=$port "$bin/signup-api" healthcheck >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "signup-api did not become ready within 30 s; see the logs above" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+echo
+echo "signup-api is ready on http://localhost:${port} (try: curl -s http://localhost:${port}/readyz). Ctrl-C stops everything."
+echo
+
+# Any service exiting on its own ends the run, so a crash is never hidden behind the others' logs.
+wait -n "${pids[@]}" || true
+echo "a service exited; stopping the rest" >&2
+exit 1
