@@ -27,7 +27,11 @@ lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 cargo-test: ## Every test: unit, service and end-to-end (needs local Postgres and RabbitMQ)
-	$(CARGO) test --workspace --no-fail-fast
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --all-targets --no-fail-fast; \
+	fi
 
 deploy-check: ## Validate the compose file, images, Kubernetes, ECS and pipeline definitions offline
 	deploy/check.sh

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::settings::{LogFormat, TelemetrySettings};
 
@@ -32,15 +32,16 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> anyhow:
 
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
     let filter = EnvFilter::try_new(&settings.rust_log).context("RUST_LOG")?;
-    let (json, pretty) = match settings.log_format {
-        LogFormat::Json => (Some(json_layer()), None),
-        LogFormat::Pretty => (None, Some(tracing_subscriber::fmt::layer().with_target(true))),
+    // Boxed, not `Option`: `Option<Layer>` does not forward `on_register_dispatch`, which the JSON layer needs
+    // to find each span's OpenTelemetry ids.
+    let output: Box<dyn Layer<_> + Send + Sync> = match settings.log_format {
+        LogFormat::Json => Box::new(json_layer()),
+        LogFormat::Pretty => Box::new(tracing_subscriber::fmt::layer().with_target(true)),
     };
     tracing_subscriber::registry()
         .with(filter)
         .with(otel)
-        .with(json)
-        .with(pretty)
+        .with(output)
         .try_init()
         .context("a global tracing subscriber is already installed")?;
     Ok(Telemetry { provider })

@@ -1,0 +1,97 @@
+//! A throwaway Postgres database per test and service, dropped when the test ends (pass or fail).
+
+use anyhow::Context as _;
+// Database names cannot be bind parameters; ours are generated here from a UUID, never from input.
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _, PgConnection};
+
+/// A fresh, empty database on the test server; `DROP DATABASE ... WITH (FORCE)` on drop.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates `e2e_<label>_<random>`.
+    pub async fn create(label: &str) -> anyhow::Result<Self> {
+        let name = format!("e2e_{}_{}", label.replace('-', "_"), uuid::Uuid::now_v7().simple());
+        let mut admin = admin().await?;
+        let create = format!(r#"CREATE DATABASE "{name}""#);
+        admin.execute(AssertSqlSafe(create)).await?;
+        let url = database_url(&name);
+        Ok(Self { name, url })
+    }
+
+    /// A name for a database that does not exist yet (a service is to create it); dropped like any other.
+    pub fn reserve(label: &str) -> Self {
+        let name = format!("e2e_{}_{}", label.replace('-', "_"), uuid::Uuid::now_v7().simple());
+        let url = database_url(&name);
+        Self { name, url }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A `DATABASE_URL` for it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A direct connection, for assertions on what a service stored.
+    pub async fn connect(&self) -> anyhow::Result<PgConnection> {
+        PgConnection::connect(&self.url).await.with_context(|| format!("connect to {}", self.name))
+    }
+
+    /// Refuses new connections and ends the current ones: the database is "down" for its service.
+    pub async fn cut_off(&self) -> anyhow::Result<()> {
+        let mut admin = admin().await?;
+        let refuse = format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS false"#, self.name);
+        admin.execute(AssertSqlSafe(refuse)).await?;
+        let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1";
+        sqlx::query(terminate).bind(&self.name).execute(&mut admin).await?;
+        Ok(())
+    }
+
+    /// Lets connections in again after [`TestDatabase::cut_off`].
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        let mut admin = admin().await?;
+        let allow = format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS true"#, self.name);
+        admin.execute(AssertSqlSafe(allow)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside or outside a runtime, so the cleanup gets a thread and a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut admin = admin().await?;
+                let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                admin.execute(AssertSqlSafe(drop)).await?;
+                anyhow::Ok(())
+            })
+        });
+        if let Ok(Err(error)) = cleanup.join() {
+            eprintln!("could not drop test database {}: {error:#}", self.name);
+        }
+    }
+}
+
+/// A `DATABASE_URL` for database `name` on the test server.
+pub fn database_url(name: &str) -> String {
+    let base = crate::backing::postgres_url();
+    match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+async fn admin() -> anyhow::Result<PgConnection> {
+    let url = crate::backing::postgres_url();
+    PgConnection::connect(&url).await.context("connect to the test Postgres server (TEST_POSTGRES_URL)")
+}

@@ -1,0 +1,82 @@
+//! Configuration comes from the environment only, and a bad value stops the process at start with a message
+//! that names the variable and never echoes a secret.
+
+use e2e::{
+    database::TestDatabase,
+    process::{Finished, ServiceProcess, free_port},
+    stack::var,
+};
+
+type Env = Vec<(String, String)>;
+
+const ALL: [&str; 5] = ["signup-api", "user-metadata", "password", "email-verification", "friend-discovery"];
+
+fn assert_rejected(finished: &Finished, variable: &str, context: &str) {
+    let stderr = finished.stderr.join("\n");
+    assert!(!finished.status.success(), "{context}: started anyway");
+    assert_eq!(finished.status.code(), Some(1), "{context}: {stderr}");
+    assert!(stderr.contains(variable), "{context}: error does not name {variable}: {stderr}");
+}
+
+#[tokio::test]
+async fn a_malformed_port_stops_every_binary_naming_port() -> anyhow::Result<()> {
+    for name in ALL {
+        let finished = ServiceProcess::run(name, &["serve"], &[var("PORT", "eighty")]).await?;
+
+        assert_rejected(&finished, "PORT", name);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_url_that_is_not_postgres_stops_serve_and_migrate_naming_it() -> anyhow::Result<()> {
+    for name in ["user-metadata", "password", "email-verification", "friend-discovery"] {
+        for command in ["serve", "migrate"] {
+            let env = [var("DATABASE_URL", "mysql://root:hunter2-canary@127.0.0.1/db")];
+
+            let finished = ServiceProcess::run(name, &[command], &env).await?;
+
+            assert_rejected(&finished, "DATABASE_URL", &format!("{name} {command}"));
+            assert!(!finished.stderr.join("\n").contains("hunter2-canary"), "{name} echoed the password");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_without_leaking_its_password() -> anyhow::Result<()> {
+    let closed = free_port()?;
+    let env = [
+        var("PORT", free_port()?),
+        var("METRICS_PORT", free_port()?),
+        var("DATABASE_URL", format!("postgres://app:hunter2-canary@127.0.0.1:{closed}/password")),
+        var("DATABASE_CONNECT_TIMEOUT_SECS", 2),
+    ];
+
+    let finished = ServiceProcess::run("password", &["serve"], &env).await?;
+
+    assert_rejected(&finished, "DATABASE_URL", "unreachable database");
+    let all_output = [finished.stdout.join("\n"), finished.stderr.join("\n")].concat();
+    assert!(all_output.contains(&format!("127.0.0.1:{closed}")), "error does not say where: {all_output}");
+    assert!(!all_output.contains("hunter2-canary"), "the password leaked: {all_output}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
+    let database = TestDatabase::create("config").await?;
+    let cases: [(&str, Env, &str); 6] = [
+        ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
+        ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
+        ("signup-api", vec![var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")], "SHUTDOWN_GRACE_PERIOD_SECS"),
+        ("password", vec![var("DATABASE_URL", database.url()), var("MIGRATE_ON_START", "perhaps")], "MIGRATE_ON_START"),
+        ("user-metadata", vec![var("DATABASE_URL", database.url()), var("AMQP_URL", "http://nope")], "AMQP_URL"),
+        ("friend-discovery", vec![var("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+    ];
+    for (name, env, variable) in cases {
+        let finished = ServiceProcess::run(name, &["serve"], &env).await?;
+
+        assert_rejected(&finished, variable, &format!("{name} with bad {variable}"));
+    }
+    Ok(())
+}
