@@ -23,6 +23,7 @@ prefix() {
   sed -u "s/^/${tag} /"
 }
 
+# shellcheck disable=SC2329 # invoked by the traps below
 stop() {
   [ "$stopping" = 1 ] && return
   stopping=1
