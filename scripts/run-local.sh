@@ -11,6 +11,8 @@ stateful=(user-metadata password email-verification friend-discovery)
 # Readable logs for people; every other variable passes through from the caller's environment.
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export RUST_LOG=${RUST_LOG:-info}
+# A development-only key; production injects its own secret.
+export CONTACT_HASH_KEY=${CONTACT_HASH_KEY:-dev-only-contact-hash-key-change-me-0000}
 
 pids=()
 stopping=0

@@ -3,9 +3,11 @@
 //!
 //! Tests live in `tests/e2e/`, one binary of modules.
 
+pub mod broker;
 pub mod database;
 pub mod poll;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 
 /// The local backing services tests run against; override with `TEST_POSTGRES_URL` and `TEST_AMQP_URL`.

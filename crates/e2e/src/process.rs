@@ -110,6 +110,14 @@ impl ServiceProcess {
         Ok(())
     }
 
+    /// Sends SIGKILL: the process dies at once, as in a crash.
+    pub fn sigkill(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("process already reaped")?;
+        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -KILL {pid} failed");
+        Ok(())
+    }
+
     /// Waits for the process to exit, for at most `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let status = tokio::time::timeout(timeout, self.child.wait())

@@ -1,66 +1,122 @@
 //! The whole system as real processes: five binaries on free ports, each stateful one on a fresh database,
-//! all on a broker exchange of their own, configured only through environment variables.
+//! all on a broker exchange and queues of their own, configured only through environment variables.
 
 use std::time::Duration;
 
+use proto::{
+    password::v1::password_service_client::PasswordServiceClient,
+    user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient,
+};
+use tonic::transport::Channel;
+
 use crate::{
     database::TestDatabase,
-    process::{Probe, ServiceProcess, free_port},
+    process::{Probe, ServiceProcess, free_port, grpc_channel},
+    proxy::Proxy,
 };
 
 /// How long any process may take to become ready before a test gives up on it.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The drain bound the stack runs with (`SHUTDOWN_GRACE_PERIOD_SECS`).
 pub const GRACE: Duration = Duration::from_secs(5);
+/// How long an event may take to reach every subscriber before a test gives up on it.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The gRPC services, with the label of their database.
+/// The gRPC services, in start order.
 pub const GRPC_SERVICES: [&str; 4] = ["user-metadata", "password", "email-verification", "friend-discovery"];
+/// The services that consume events.
+pub const SUBSCRIBERS: [&str; 2] = ["email-verification", "friend-discovery"];
+
+/// The contact hash key of every test stack.
+pub const CONTACT_HASH_KEY: &str = "e2e-contact-hash-key-0123456789abcdef";
+
+/// What to vary from the default stack.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Route user-metadata's broker connection through a [`Proxy`] the test can cut.
+    pub proxy_user_metadata_broker: bool,
+    /// Extra variables for one service: `(service, name, value)`.
+    pub env: Vec<(&'static str, &'static str, String)>,
+}
 
 /// One service of the stack: its process, its ports, and its environment.
 #[derive(Debug)]
 pub struct Member {
-    /// The running binary.
+    /// The running binary (the latest, after restarts).
     pub process: ServiceProcess,
+    /// Earlier runs of the same service, kept for their logs.
+    pub past: Vec<ServiceProcess>,
     /// `PORT`.
     pub port: u16,
     /// `METRICS_PORT` for gRPC services, `PORT` for signup-api.
     pub ops_port: u16,
     /// Exactly the environment it was started with.
     pub env: Vec<(String, String)>,
-    /// How exec-to-ready is measured.
+    /// How readiness is probed.
     pub probe: Probe,
 }
 
-/// The five processes and what they own. Dropping it kills the processes and drops the databases.
+impl Member {
+    /// Every stdout line of every run of this service.
+    pub fn all_stdout(&self) -> Vec<String> {
+        self.past.iter().chain([&self.process]).flat_map(ServiceProcess::stdout_lines).collect()
+    }
+}
+
+/// The five processes and what they own. Dropping it kills the processes, drops the databases and deletes the
+/// broker topology.
 #[derive(Debug)]
 pub struct Stack {
     /// The four gRPC services, in [`GRPC_SERVICES`] order, then signup-api.
     pub members: Vec<Member>,
     /// The exchange this stack's events go to.
     pub exchange: String,
+    /// user-metadata's way to the broker, when [`Options::proxy_user_metadata_broker`] was set.
+    pub broker_proxy: Option<Proxy>,
+    queues: Vec<String>,
     databases: Vec<TestDatabase>,
+    http: reqwest::Client,
 }
 
 impl Stack {
-    /// Creates the databases and starts all five binaries with `MIGRATE_ON_START=true`. Does not wait for them.
+    /// Starts the default stack (see [`Stack::start_with`]).
     pub async fn start() -> anyhow::Result<Self> {
-        let exchange = format!("e2e.{}", uuid::Uuid::now_v7().simple());
+        Self::start_with(Options::default()).await
+    }
+
+    /// Creates the databases and starts all five binaries with `MIGRATE_ON_START=true`. Does not wait for them.
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let exchange = format!("e2e.{id}");
+        let broker_proxy = match options.proxy_user_metadata_broker {
+            true => Some(Proxy::start(([127, 0, 0, 1], 5672).into()).await?),
+            false => None,
+        };
         let mut members = Vec::new();
-        let mut databases = Vec::new();
+        let (mut databases, mut queues) = (Vec::new(), Vec::new());
         for name in GRPC_SERVICES {
             let database = TestDatabase::create(name).await?;
             let (port, ops_port) = (free_port()?, free_port()?);
+            let queue = format!("e2e.{id}.{name}");
+            let amqp_url = match (&broker_proxy, name) {
+                (Some(proxy), "user-metadata") => format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port()),
+                _ => crate::backing::amqp_url(),
+            };
             let mut env = common_env(port);
             env.extend([
                 var("METRICS_PORT", ops_port),
                 var("DATABASE_URL", database.url()),
                 var("MIGRATE_ON_START", "true"),
-                var("AMQP_URL", crate::backing::amqp_url()),
+                var("AMQP_URL", amqp_url),
                 var("EVENTS_EXCHANGE", &exchange),
+                var("EVENTS_QUEUE", &queue),
+                var("OUTBOX_POLL_INTERVAL_MS", 200),
             ]);
+            env.extend(extra(&options, name));
             let process = ServiceProcess::spawn(name, &["serve"], &env)?;
-            members.push(Member { process, port, ops_port, env, probe: Probe::Grpc(port) });
+            members.push(Member { process, past: Vec::new(), port, ops_port, env, probe: Probe::Grpc(port) });
             databases.push(database);
+            queues.push(queue);
         }
         let port = free_port()?;
         let mut env = common_env(port);
@@ -70,10 +126,12 @@ impl Stack {
             var("PASSWORD_URL", url(1)),
             var("EMAIL_VERIFICATION_URL", url(2)),
             var("FRIEND_DISCOVERY_URL", url(3)),
+            var("CONTACT_HASH_KEY", CONTACT_HASH_KEY),
         ]);
+        env.extend(extra(&options, "signup-api"));
         let process = ServiceProcess::spawn("signup-api", &["serve"], &env)?;
-        members.push(Member { process, port, ops_port: port, env, probe: Probe::Http(port) });
-        Ok(Self { members, exchange, databases })
+        members.push(Member { process, past: Vec::new(), port, ops_port: port, env, probe: Probe::Http(port) });
+        Ok(Self { members, exchange, broker_proxy, queues, databases, http: reqwest::Client::new() })
     }
 
     /// Waits until every process is ready; returns each one's exec-to-ready time.
@@ -87,19 +145,124 @@ impl Stack {
     }
 
     /// The member running `name`.
-    pub fn member(&self, name: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.process.name() == name)
+    pub fn member(&self, name: &str) -> &Member {
+        self.members.iter().find(|m| m.process.name() == name).unwrap_or_else(|| panic!("no member {name}"))
+    }
+
+    fn member_mut(&mut self, name: &str) -> &mut Member {
+        self.members.iter_mut().find(|m| m.process.name() == name).unwrap_or_else(|| panic!("no member {name}"))
+    }
+
+    /// Stops `name` with SIGTERM and waits for it to exit.
+    pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        let member = self.member_mut(name);
+        member.process.sigterm()?;
+        member.process.wait(GRACE + Duration::from_secs(2)).await?;
+        Ok(())
+    }
+
+    /// Kills `name` with SIGKILL, as a crash would, and waits for it to be gone.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let member = self.member_mut(name);
+        member.process.sigkill()?;
+        member.process.wait(Duration::from_secs(10)).await?;
+        Ok(())
+    }
+
+    /// Starts `name` again with the same ports and environment, and waits until it is ready.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let member = self.member_mut(name);
+        let process = ServiceProcess::spawn(name, &["serve"], &member.env)?;
+        let old = std::mem::replace(&mut member.process, process);
+        member.past.push(old);
+        member.process.wait_ready(member.probe, READY_TIMEOUT).await?;
+        Ok(())
     }
 
     /// The database of the gRPC service `name`.
-    pub fn database(&self, name: &str) -> Option<&TestDatabase> {
-        GRPC_SERVICES.iter().position(|s| *s == name).and_then(|i| self.databases.get(i))
+    pub fn database(&self, name: &str) -> &TestDatabase {
+        let i = GRPC_SERVICES.iter().position(|s| *s == name).unwrap_or_else(|| panic!("no database for {name}"));
+        &self.databases[i]
+    }
+
+    /// Every database of the stack.
+    pub fn databases(&self) -> &[TestDatabase] {
+        &self.databases
+    }
+
+    /// The queue of a subscribing service.
+    pub fn queue(&self, name: &str) -> &str {
+        let i = GRPC_SERVICES.iter().position(|s| *s == name).unwrap_or_else(|| panic!("no queue for {name}"));
+        &self.queues[i]
     }
 
     /// signup-api's base URL.
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.members[GRPC_SERVICES.len()].port)
+        format!("http://127.0.0.1:{}", self.member("signup-api").port)
     }
+
+    /// `POST /v1/signups` with a JSON body and, optionally, an `Idempotency-Key`.
+    pub async fn signup(&self, body: &serde_json::Value, key: Option<&str>) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.http.post(format!("{}/v1/signups", self.api_url())).json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Events of type `kind` (all types when `None`) a subscriber has recorded as processed.
+    pub async fn processed(&self, subscriber: &str, kind: Option<&str>) -> anyhow::Result<i64> {
+        let mut connection = self.database(subscriber).connect().await?;
+        let count =
+            sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE $1::text IS NULL OR event_type = $1")
+                .bind(kind)
+                .fetch_one(&mut connection)
+                .await?;
+        Ok(count)
+    }
+
+    /// Waits until every subscriber has processed `expected` events of type `kind`.
+    pub async fn wait_processed(&self, kind: &str, expected: i64) -> anyhow::Result<()> {
+        for subscriber in SUBSCRIBERS {
+            crate::poll::eventually(DELIVERY_TIMEOUT, || async {
+                let count = self.processed(subscriber, Some(kind)).await?;
+                anyhow::ensure!(count >= expected, "{subscriber} processed {count} {kind}, waiting for {expected}");
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// An HTTP client for anything else.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A client of user-metadata.
+    pub async fn users(&self) -> anyhow::Result<UserMetadataServiceClient<Channel>> {
+        Ok(UserMetadataServiceClient::new(grpc_channel(self.member("user-metadata").port).await?))
+    }
+
+    /// A client of password.
+    pub async fn passwords(&self) -> anyhow::Result<PasswordServiceClient<Channel>> {
+        Ok(PasswordServiceClient::new(grpc_channel(self.member("password").port).await?))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let (exchange, queues) = (self.exchange.clone(), self.queues.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(crate::broker::delete_topology(&exchange, &queues))
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn extra(options: &Options, service: &str) -> Vec<(String, String)> {
+    options.env.iter().filter(|(s, _, _)| *s == service).map(|(_, k, v)| var(k, v)).collect()
 }
 
 fn common_env(port: u16) -> Vec<(String, String)> {

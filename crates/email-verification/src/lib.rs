@@ -4,6 +4,7 @@
 //! Architecture invariant: tokens are stored only as hashes, and a redelivered event never sends a second
 //! email.
 
+mod consumer;
 mod service;
 mod settings;
 mod startup;

@@ -1,7 +1,8 @@
 //! The email-verification service's configuration, from environment variables only.
 
-use platform::settings::{
-    AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings,
+use platform::{
+    events::Subscription,
+    settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
 };
 
 /// Everything the email-verification service reads at start.
@@ -9,10 +10,12 @@ use platform::settings::{
 pub struct Settings {
     /// `PORT` (gRPC, default 50053) and `METRICS_PORT` (default 9053).
     pub server: ServerSettings,
-    /// `DATABASE_URL` (default database `email-verification`) and pool settings.
+    /// `DATABASE_URL` (default database `email_verification`) and pool settings.
     pub database: DatabaseSettings,
     /// `AMQP_URL` and `EVENTS_EXCHANGE`.
     pub amqp: AmqpSettings,
+    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`: this service's subscription to the events.
+    pub subscription: Subscription,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -22,10 +25,12 @@ pub struct Settings {
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
+        let amqp = AmqpSettings::load()?;
         Ok(Self {
             server: ServerSettings::load(50053, 9053)?,
             database: DatabaseSettings::load("email_verification")?,
-            amqp: AmqpSettings::load()?,
+            subscription: amqp.subscription("email-verification")?,
+            amqp,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })

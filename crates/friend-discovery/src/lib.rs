@@ -3,6 +3,7 @@
 //! Architecture invariant: contacts arrive, are stored and are compared only as keyed hashes; no plaintext
 //! contact ever reaches this service.
 
+mod consumer;
 mod service;
 mod settings;
 mod startup;

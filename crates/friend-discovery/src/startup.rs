@@ -6,7 +6,7 @@ use platform::{backing::Backing, server::GrpcServer};
 use proto::friend_discovery::v1::friend_discovery_service_server::FriendDiscoveryServiceServer;
 use tonic::service::Routes;
 
-use crate::{Settings, service::Suggestions};
+use crate::{Settings, consumer::EventHandler, service::Suggestions};
 
 /// A built, not yet serving, friend-discovery service. Tests start it exactly as the binary does.
 #[derive(Debug)]
@@ -36,12 +36,21 @@ impl App {
         self.server.ops_addr()
     }
 
-    /// Serves until `shutdown` resolves, drains within the grace period, then closes the broker
-    /// connection and the pool.
+    /// Serves and consumes events until `shutdown` resolves, drains both within the grace period (the message
+    /// in hand is finished and acked), then closes the broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server)?;
-        self.server.run(routes, cancel, self.settings.shutdown.grace_period()).await;
+        let consumer = self.backing.broker.clone().map(|broker| {
+            let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
+            let subscription = self.settings.subscription.clone();
+            tokio::spawn(platform::events::consume(broker, subscription, handler, cancel.clone()))
+        });
+        let grace = self.settings.shutdown.grace_period();
+        self.server.run(routes, cancel, grace).await;
+        if let Some(consumer) = consumer {
+            platform::shutdown::drain("event consumer", consumer, grace).await;
+        }
         self.backing.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -3,6 +3,8 @@ CREATE TABLE credentials (
     user_id     uuid        PRIMARY KEY,
     -- PHC string: $argon2id$v=19$m=...,t=...,p=...$salt$hash
     phc         text        NOT NULL,
+    -- UUID v7 of the attempt that set it; an older attempt never overwrites a newer one.
+    version     uuid        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -3,11 +3,13 @@
 //! Architecture invariant: a plaintext password exists here only for the duration of one RPC; only PHC
 //! strings are stored, and no password reaches a log line, an error or a trace.
 
+mod hasher;
 mod service;
 mod settings;
 mod startup;
+mod store;
 
-pub use settings::Settings;
+pub use settings::{HashingSettings, ParamsSettings, Settings};
 pub use startup::App;
 
 /// The embedded schema migrations of the `password` database.

@@ -6,7 +6,7 @@ use platform::{backing::Backing, server::GrpcServer};
 use proto::password::v1::password_service_server::PasswordServiceServer;
 use tonic::service::Routes;
 
-use crate::{Settings, service::Passwords};
+use crate::{Settings, hasher::Hasher, service::Passwords};
 
 /// A built, not yet serving, password service. Tests start it exactly as the binary does.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl App {
     /// Serves until `shutdown` resolves, drains within the grace period, then closes the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
-        let routes = routes(&self.backing, &self.server)?;
+        let routes = routes(&self.backing, &self.server, &self.settings)?;
         self.server.run(routes, cancel, self.settings.shutdown.grace_period()).await;
         self.backing.close().await;
         tracing::info!("stopped");
@@ -46,8 +46,10 @@ impl App {
 }
 
 /// The one place the gRPC server's services are listed.
-fn routes(backing: &Backing, server: &GrpcServer) -> anyhow::Result<Routes> {
-    let service = PasswordServiceServer::new(Passwords::new(backing.pool.clone()));
+fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow::Result<Routes> {
+    let hashing = &settings.hashing;
+    let hasher = Hasher::new(hashing.params.params()?, hashing.threads, hashing.queue_limit);
+    let service = PasswordServiceServer::new(Passwords::new(backing.pool.clone(), hasher));
     Ok(Routes::new(platform::grpc::health_service::<PasswordServiceServer<Passwords>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))

@@ -162,3 +162,15 @@ where
         })
     }
 }
+
+/// The status for a database error: UNAVAILABLE when the database cannot be reached (worth a retry),
+/// INTERNAL otherwise. The error is logged here, where it becomes a status, and never sent in detail.
+pub fn database_status(error: sqlx::Error) -> tonic::Status {
+    tracing::error!(error = %error, "database error");
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            tonic::Status::unavailable("the database is unavailable")
+        }
+        _ => tonic::Status::internal("the database failed"),
+    }
+}

@@ -57,3 +57,10 @@ impl Injector for MetadataInjector<'_> {
         }
     }
 }
+
+/// The current span's context as a W3C `traceparent` value, if it is part of a trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut headers = http::HeaderMap::new();
+    inject_current(&mut headers);
+    headers.get("traceparent").and_then(|value| value.to_str().ok()).map(str::to_owned)
+}

@@ -265,7 +265,44 @@ fn default_events_exchange() -> String {
     "signup.events".to_owned()
 }
 
+/// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
+/// (10 deliveries before dead-lettering) and `EVENTS_PREFETCH` (16 unacked messages in flight).
+#[derive(Debug, Clone, Deserialize)]
+struct RawSubscription {
+    events_queue: Option<String>,
+    #[serde(default = "default_delivery_limit")]
+    events_delivery_limit: u32,
+    #[serde(default = "default_prefetch")]
+    events_prefetch: u16,
+}
+
+fn default_delivery_limit() -> u32 {
+    10
+}
+
+fn default_prefetch() -> u16 {
+    16
+}
+
 impl AmqpSettings {
+    /// The subscription of the service whose queue is `<service>.signup-events` unless `EVENTS_QUEUE` says
+    /// otherwise.
+    pub fn subscription(&self, service: &str) -> Result<crate::events::Subscription, SettingsError> {
+        let raw: RawSubscription = load()?;
+        if raw.events_delivery_limit == 0 {
+            return Err(SettingsError::invalid("EVENTS_DELIVERY_LIMIT", "must be at least 1"));
+        }
+        if raw.events_prefetch == 0 {
+            return Err(SettingsError::invalid("EVENTS_PREFETCH", "must be at least 1"));
+        }
+        Ok(crate::events::Subscription {
+            exchange: self.events_exchange.clone(),
+            queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
+            delivery_limit: raw.events_delivery_limit,
+            prefetch: raw.events_prefetch,
+        })
+    }
+
     /// Loads and checks `AMQP_URL` and `EVENTS_EXCHANGE`.
     pub fn load() -> Result<Self, SettingsError> {
         let settings: Self = load()?;

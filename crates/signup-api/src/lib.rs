@@ -4,9 +4,15 @@
 //! Architecture invariant: signup-api is stateless and owns no database; a plaintext password leaves it only
 //! in the call to the password service, and a plaintext contact never leaves it.
 
+pub mod contacts;
+pub mod domain;
+mod error;
+mod extract;
+mod openapi;
 pub mod problem;
 mod routes;
 mod settings;
+mod signups;
 mod startup;
 mod upstream;
 

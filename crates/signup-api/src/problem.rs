@@ -8,11 +8,13 @@ use axum::{
 };
 use serde::Serialize;
 
+use crate::domain::signup::FieldError;
+
 /// `application/problem+json`, as RFC 9457 names it.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// One problem: a stable type URI, a short title, the status, and a human-readable detail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     kind: String,
@@ -20,6 +22,9 @@ pub struct Problem {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// Per-field problems of a 422 (an RFC 9457 extension member).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
     #[serde(skip)]
     retry_after_secs: Option<u64>,
 }
@@ -27,12 +32,25 @@ pub struct Problem {
 impl Problem {
     /// A problem of the given status; `slug` becomes the type URI `/problems/{slug}`.
     pub fn new(status: StatusCode, slug: &str, title: &'static str) -> Self {
-        Self { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail: None, retry_after_secs: None }
+        Self {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: None,
+            errors: Vec::new(),
+            retry_after_secs: None,
+        }
     }
 
     /// Adds a detail for people. It must hold no secret and no internal detail.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds the per-field problems of a validation failure.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
         self
     }
 

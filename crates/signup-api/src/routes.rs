@@ -1,13 +1,24 @@
 //! The one place every HTTP route of signup-api is listed, with the layers that wrap them.
 
-use axum::{Router, middleware};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{get, post},
+};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{problem::Problem, startup::AppState};
 
 /// Every route: the versioned API under `/v1`, and `/livez`, `/readyz`, `/metrics` for the platform.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().fallback(not_found).with_state(state.clone()).layer(platform::http::trace_layer());
+    let api = Router::new()
+        .route("/v1/signups", post(crate::signups::create))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state.clone())
+        .layer(platform::http::trace_layer());
     Router::new()
         .merge(platform::http::operational_router(state.readiness.clone()))
         .merge(api)

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr};
 use platform::health::Readiness;
 use tokio::net::TcpListener;
 
-use crate::{Settings, upstream::Upstreams};
+use crate::{Settings, contacts::ContactHasher, domain::signup::SignupLimits, upstream::Upstreams};
 
 /// What every handler can reach. signup-api owns no database: all state lives behind its upstreams.
 #[derive(Debug, Clone)]
@@ -14,6 +14,12 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The gRPC services behind the API.
     pub upstreams: Upstreams,
+    /// Hashes contacts, emails and idempotency fingerprints under `CONTACT_HASH_KEY`.
+    pub hasher: ContactHasher,
+    /// What signups are checked against.
+    pub limits: SignupLimits,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
 }
 
 /// A built, not yet serving, signup-api. Tests start it exactly as the binary does.
@@ -32,11 +38,18 @@ impl App {
         // Ready means a signup can be taken: the services on the signup path answer. The others degrade
         // their own endpoints only, so they do not take the whole API out of rotation.
         let readiness = Readiness::builder()
-            .check("user-metadata", platform::grpc::readiness_check(upstreams.user_metadata.clone()))
-            .check("password", platform::grpc::readiness_check(upstreams.password.clone()))
+            .check("user-metadata", platform::grpc::readiness_check(upstreams.user_metadata_channel.clone()))
+            .check("password", platform::grpc::readiness_check(upstreams.password_channel.clone()))
             .build();
         let listener = platform::server::bind(settings.port, "PORT").await?;
-        Ok(Self { listener, state: AppState { readiness, upstreams }, settings })
+        let state = AppState {
+            readiness,
+            upstreams,
+            hasher: ContactHasher::new(settings.contact_hash_key.clone()),
+            limits: settings.limits,
+            max_body_bytes: settings.max_body_bytes,
+        };
+        Ok(Self { listener, state, settings })
     }
 
     /// Where HTTP is served.

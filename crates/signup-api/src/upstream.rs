@@ -1,26 +1,38 @@
-//! Channels to the gRPC services signup-api calls: connected lazily, with a deadline on every call and the
+//! Clients of the gRPC services signup-api calls: connected lazily, with a deadline on every call and the
 //! caller's trace context in the metadata.
 
 use platform::grpc::TracedChannel;
+use proto::{
+    password::v1::password_service_client::PasswordServiceClient,
+    user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient,
+};
 
 use crate::settings::Upstreams as UpstreamSettings;
 
-/// One channel per upstream service. Cloning is cheap: channels multiplex over shared connections.
+/// One client per upstream service. Cloning is cheap: clients multiplex over shared connections.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     /// user-metadata.
-    pub user_metadata: TracedChannel,
+    pub users: UserMetadataServiceClient<TracedChannel>,
     /// password.
-    pub password: TracedChannel,
+    pub passwords: PasswordServiceClient<TracedChannel>,
+    /// The raw channels, for health checks.
+    pub user_metadata_channel: TracedChannel,
+    /// The raw channel to password, for health checks.
+    pub password_channel: TracedChannel,
 }
 
 impl Upstreams {
-    /// Builds the channels; no I/O happens until the first call.
+    /// Builds the clients; no I/O happens until the first call.
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
         let deadline = settings.deadline();
+        let user_metadata_channel = platform::grpc::channel(&settings.user_metadata_url, deadline)?;
+        let password_channel = platform::grpc::channel(&settings.password_url, deadline)?;
         Ok(Self {
-            user_metadata: platform::grpc::channel(&settings.user_metadata_url, deadline)?,
-            password: platform::grpc::channel(&settings.password_url, deadline)?,
+            users: UserMetadataServiceClient::new(user_metadata_channel.clone()),
+            passwords: PasswordServiceClient::new(password_channel.clone()),
+            user_metadata_channel,
+            password_channel,
         })
     }
 }

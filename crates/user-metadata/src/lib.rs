@@ -4,9 +4,11 @@
 //! Architecture invariant: an event is written to the outbox in the same transaction as the change it
 //! describes, and nothing is published that was not committed.
 
+mod events;
 mod service;
 mod settings;
 mod startup;
+mod store;
 
 pub use settings::Settings;
 pub use startup::App;

@@ -1,17 +1,28 @@
-//! The `signup.user_metadata.v1.UserMetadataService` RPCs.
+//! The `signup.user_metadata.v1.UserMetadataService` RPCs: wire types become domain values here, and store
+//! errors become gRPC statuses.
 
+use chrono::{DateTime, Utc};
 use proto::user_metadata::v1::{
     CompleteSignupRequest, CompleteSignupResponse, GetUserByEmailRequest, GetUserRequest, GetUserResponse,
     MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest, RegisterSignupResponse,
-    user_metadata_service_server::UserMetadataService,
+    User as WireUser, UserStatus, user_metadata_service_server::UserMetadataService,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    events::{self, ContactHashes},
+    store::{self, NewSignup, StoreError, User},
+};
+
+/// Longest accepted idempotency key, display name and locale; signup-api enforces tighter limits.
+const MAX_KEY: usize = 255;
+const MAX_TEXT: usize = 1024;
 
 /// The RPC handlers, over the service's own database.
 #[derive(Debug, Clone)]
 pub(crate) struct Users {
-    #[allow(dead_code, reason = "used by the user RPCs of the signup issue")]
     pool: PgPool,
 }
 
@@ -24,32 +35,133 @@ impl Users {
 
 #[tonic::async_trait]
 impl UserMetadataService for Users {
+    #[tracing::instrument(skip_all, fields(user_id, created, replayed))]
     async fn register_signup(
         &self,
-        _: Request<RegisterSignupRequest>,
+        request: Request<RegisterSignupRequest>,
     ) -> Result<Response<RegisterSignupResponse>, Status> {
-        Err(Status::unimplemented("RegisterSignup is not implemented yet"))
+        let request = request.into_inner();
+        let signup = NewSignup {
+            email: non_empty("email", request.email)?,
+            display_name: non_empty("display_name", request.display_name)?,
+            locale: bounded("locale", request.locale)?,
+            discoverable: request.discoverable,
+            idempotency: idempotency(request.idempotency_key, request.request_fingerprint)?,
+        };
+        let registered = store::register(&self.pool, signup).await.map_err(status)?;
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(registered.user.id));
+        span.record("created", registered.created);
+        span.record("replayed", registered.replayed);
+        Ok(Response::new(RegisterSignupResponse {
+            user: Some(wire(&registered.user)),
+            signup_id: registered.signup_id.to_string(),
+            created: registered.created,
+            replayed: registered.replayed,
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(user_id))]
     async fn complete_signup(
         &self,
-        _: Request<CompleteSignupRequest>,
+        request: Request<CompleteSignupRequest>,
     ) -> Result<Response<CompleteSignupResponse>, Status> {
-        Err(Status::unimplemented("CompleteSignup is not implemented yet"))
+        let request = request.into_inner();
+        let user_id = uuid("user_id", &request.user_id)?;
+        let signup_id = uuid("signup_id", &request.signup_id)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        let hashes = ContactHashes { contacts: request.contact_hashes, email: request.email_hash };
+        let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key.as_str());
+        let announce = move |user: &User, existing: bool| events::signup(user, existing, &hashes);
+        let user = store::complete(&self.pool, user_id, signup_id, key, &announce).await.map_err(status)?;
+        Ok(Response::new(CompleteSignupResponse { user: Some(wire(&user)), event_id: String::new() }))
     }
 
-    async fn get_user(&self, _: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
-        Err(Status::unimplemented("GetUser is not implemented yet"))
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+        let user_id = uuid("user_id", &request.into_inner().user_id)?;
+        let user = store::by_id(&self.pool, user_id).await.map_err(status)?;
+        Ok(Response::new(GetUserResponse { user: Some(wire(&user)) }))
     }
 
-    async fn get_user_by_email(&self, _: Request<GetUserByEmailRequest>) -> Result<Response<GetUserResponse>, Status> {
-        Err(Status::unimplemented("GetUserByEmail is not implemented yet"))
+    #[tracing::instrument(skip_all)]
+    async fn get_user_by_email(
+        &self,
+        request: Request<GetUserByEmailRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        let email = non_empty("email", request.into_inner().email)?;
+        let user = store::by_email(&self.pool, &email).await.map_err(status)?;
+        Ok(Response::new(GetUserResponse { user: Some(wire(&user)) }))
     }
 
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn mark_email_verified(
         &self,
-        _: Request<MarkEmailVerifiedRequest>,
+        request: Request<MarkEmailVerifiedRequest>,
     ) -> Result<Response<MarkEmailVerifiedResponse>, Status> {
-        Err(Status::unimplemented("MarkEmailVerified is not implemented yet"))
+        let request = request.into_inner();
+        let user_id = uuid("user_id", &request.user_id)?;
+        let verified_at = request
+            .verified_at
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .unwrap_or_else(Utc::now);
+        let user = store::mark_verified(&self.pool, user_id, verified_at, events::verified).await.map_err(status)?;
+        Ok(Response::new(MarkEmailVerifiedResponse { user: Some(wire(&user)) }))
+    }
+}
+
+fn wire(user: &User) -> WireUser {
+    WireUser {
+        user_id: user.id.to_string(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        status: match user.status() {
+            store::Status::Registering => UserStatus::Registering,
+            store::Status::PendingVerification => UserStatus::PendingVerification,
+            store::Status::Verified => UserStatus::Verified,
+        }
+        .into(),
+        locale: user.locale.clone(),
+        discoverable: user.discoverable,
+        created_at: Some(events::timestamp(user.created_at)),
+        updated_at: Some(events::timestamp(user.updated_at)),
+        verified_at: user.verified_at.map(events::timestamp),
+    }
+}
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
+}
+
+fn non_empty(field: &str, value: String) -> Result<String, Status> {
+    if value.trim().is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    bounded(field, value)
+}
+
+fn bounded(field: &str, value: String) -> Result<String, Status> {
+    if value.len() > MAX_TEXT {
+        return Err(Status::invalid_argument(format!("{field} is longer than {MAX_TEXT} bytes")));
+    }
+    Ok(value)
+}
+
+fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<(String, Vec<u8>)>, Status> {
+    match (key.is_empty(), fingerprint.is_empty()) {
+        (true, _) => Ok(None),
+        (false, true) => Err(Status::invalid_argument("an idempotency key needs a request fingerprint")),
+        (false, false) if key.len() > MAX_KEY => Err(Status::invalid_argument("idempotency key is too long")),
+        (false, false) => Ok(Some((key, fingerprint))),
+    }
+}
+
+fn status(error: StoreError) -> Status {
+    match error {
+        StoreError::KeyReused => Status::failed_precondition(error.to_string()),
+        StoreError::NotFound => Status::not_found(error.to_string()),
+        StoreError::Superseded => Status::aborted(error.to_string()),
+        StoreError::NotAnnounced => Status::failed_precondition(error.to_string()),
+        StoreError::Database(error) => platform::grpc::database_status(error),
     }
 }

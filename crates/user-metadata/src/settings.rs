@@ -1,18 +1,22 @@
 //! The user-metadata service's configuration, from environment variables only.
 
-use platform::settings::{
-    AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings,
+use platform::{
+    outbox::RelaySettings,
+    settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
 };
+use serde::Deserialize;
 
 /// Everything the user-metadata service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `PORT` (gRPC, default 50051) and `METRICS_PORT` (default 9051).
     pub server: ServerSettings,
-    /// `DATABASE_URL` (default database `user-metadata`) and pool settings.
+    /// `DATABASE_URL` (default database `user_metadata`) and pool settings.
     pub database: DatabaseSettings,
     /// `AMQP_URL` and `EVENTS_EXCHANGE`.
     pub amqp: AmqpSettings,
+    /// `OUTBOX_BATCH_SIZE` (100) and `OUTBOX_POLL_INTERVAL_MS` (1000): how the relay publishes.
+    pub relay: RelaySettings,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -22,12 +26,46 @@ pub struct Settings {
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
+        let amqp = AmqpSettings::load()?;
         Ok(Self {
             server: ServerSettings::load(50051, 9051)?,
             database: DatabaseSettings::load("user_metadata")?,
-            amqp: AmqpSettings::load()?,
+            relay: relay(&amqp)?,
+            amqp,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
     }
+}
+
+#[derive(Deserialize)]
+struct RawRelay {
+    #[serde(default = "default_batch_size")]
+    outbox_batch_size: i64,
+    #[serde(default = "default_poll_interval_ms")]
+    outbox_poll_interval_ms: u64,
+}
+
+fn default_batch_size() -> i64 {
+    100
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+
+fn relay(amqp: &AmqpSettings) -> Result<RelaySettings, SettingsError> {
+    let raw: RawRelay = platform::settings::load()?;
+    if !(1..=10_000).contains(&raw.outbox_batch_size) {
+        return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be between 1 and 10000"));
+    }
+    if raw.outbox_poll_interval_ms == 0 {
+        return Err(SettingsError::invalid("OUTBOX_POLL_INTERVAL_MS", "must be positive"));
+    }
+    Ok(RelaySettings {
+        exchange: amqp.events_exchange.clone(),
+        source: "/user-metadata".to_owned(),
+        batch_size: raw.outbox_batch_size,
+        poll_interval: std::time::Duration::from_millis(raw.outbox_poll_interval_ms),
+    })
 }

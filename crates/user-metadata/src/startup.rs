@@ -36,12 +36,21 @@ impl App {
         self.server.ops_addr()
     }
 
-    /// Serves until `shutdown` resolves, drains within the grace period, then closes the broker
-    /// connection and the pool.
+    /// Serves and relays the outbox until `shutdown` resolves, drains both within the grace period, then closes
+    /// the broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server)?;
-        self.server.run(routes, cancel, self.settings.shutdown.grace_period()).await;
+        let relay = self.backing.broker.clone().map(|broker| {
+            let relay =
+                platform::outbox::relay(self.backing.pool.clone(), broker, self.settings.relay.clone(), cancel.clone());
+            tokio::spawn(relay)
+        });
+        let grace = self.settings.shutdown.grace_period();
+        self.server.run(routes, cancel, grace).await;
+        if let Some(relay) = relay {
+            platform::shutdown::drain("outbox relay", relay, grace).await;
+        }
         self.backing.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -65,10 +65,21 @@ async fn an_unreachable_database_fails_fast_without_leaking_its_password() -> an
 #[tokio::test]
 async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     let database = TestDatabase::create("config").await?;
-    let cases: [(&str, Env, &str); 6] = [
+    let cases: [(&str, Env, &str); 9] = [
         ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
         ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
-        ("signup-api", vec![var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")], "SHUTDOWN_GRACE_PERIOD_SECS"),
+        (
+            "signup-api",
+            vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")],
+            "SHUTDOWN_GRACE_PERIOD_SECS",
+        ),
+        ("signup-api", vec![var("CONTACT_HASH_KEY", "too-short")], "CONTACT_HASH_KEY"),
+        (
+            "signup-api",
+            vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("PASSWORD_MIN_LENGTH", 6)],
+            "PASSWORD_MIN_LENGTH",
+        ),
+        ("password", vec![var("ARGON2_MEMORY_KIB", 1)], "ARGON2_MEMORY_KIB"),
         ("password", vec![var("DATABASE_URL", database.url()), var("MIGRATE_ON_START", "perhaps")], "MIGRATE_ON_START"),
         ("user-metadata", vec![var("DATABASE_URL", database.url()), var("AMQP_URL", "http://nope")], "AMQP_URL"),
         ("friend-discovery", vec![var("LOG_FORMAT", "xml")], "LOG_FORMAT"),

@@ -41,7 +41,7 @@ async fn every_grpc_service_serves_health_per_service_and_reflection() -> anyhow
         "signup.email_verification.v1.EmailVerificationService",
         "signup.friend_discovery.v1.FriendDiscoveryService",
     ]) {
-        let member = stack.member(name).expect("member");
+        let member = stack.member(name);
         let channel = e2e::process::grpc_channel(member.port).await?;
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -105,7 +105,7 @@ async fn logs_are_json_lines_that_carry_the_callers_trace() -> anyhow::Result<()
             }
         }
     }
-    let api = stack.member("signup-api").expect("signup-api");
+    let api = stack.member("signup-api");
     let traced = api
         .process
         .stdout_lines()

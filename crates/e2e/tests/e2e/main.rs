@@ -5,3 +5,4 @@ mod configuration;
 mod lifecycle;
 mod migrations;
 mod readiness;
+mod signup;

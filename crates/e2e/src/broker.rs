@@ -1,0 +1,131 @@
+//! The test's view of RabbitMQ: a tap on a stack's exchange to see exactly what was broadcast, publishing a
+//! message by hand (to redeliver one), and deleting the test's queues and exchange afterwards.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    message::Delivery,
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+
+/// A message as the tap saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The AMQP properties, CloudEvents headers included.
+    pub properties: BasicProperties,
+    /// The body.
+    pub data: Vec<u8>,
+}
+
+impl Seen {
+    /// A header's string value.
+    pub fn header(&self, key: &str) -> Option<String> {
+        let headers = self.properties.headers().as_ref()?;
+        match headers.inner().get(key)? {
+            lapin::types::AMQPValue::LongString(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// An exclusive queue bound to an exchange, collecting everything broadcast on it.
+#[derive(Debug)]
+pub struct Tap {
+    connection: Connection,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Tap {
+    /// Binds a fresh exclusive queue to `exchange` (declaring it, durable fanout, if needed).
+    pub async fn attach(exchange: &str) -> anyhow::Result<Self> {
+        let connection = connect().await?;
+        let channel = connection.create_channel().await?;
+        let options = lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel.exchange_declare(exchange.into(), lapin::ExchangeKind::Fanout, options, FieldTable::default()).await?;
+        let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await?;
+        let name = queue.name().clone();
+        channel
+            .queue_bind(name.clone(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await?;
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut consumer = channel.basic_consume(name, "tap".into(), no_ack, FieldTable::default()).await?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let Delivery { properties, data, .. } = delivery;
+                if let Ok(mut seen) = sink.lock() {
+                    seen.push(Seen { properties, data });
+                }
+            }
+        });
+        Ok(Self { connection, seen })
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Messages of one CloudEvents type seen so far.
+    pub fn of_type(&self, kind: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|m| m.header("cloudEvents_type").as_deref() == Some(kind)).collect()
+    }
+
+    /// Closes the tap's connection (its queue goes with it).
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// Publishes `data` with `properties` to `exchange`, as a producer (or a redelivery) would.
+pub async fn publish(exchange: &str, properties: BasicProperties, data: &[u8]) -> anyhow::Result<()> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    channel.basic_publish(exchange.into(), "".into(), BasicPublishOptions::default(), data, properties).await?.await?;
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Deletes queues (with their `.dlq`/`.dlx` companions) and the exchange a test used. Best effort.
+pub async fn delete_topology(exchange: &str, queues: &[String]) -> anyhow::Result<()> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    for queue in queues {
+        for name in [queue.clone(), format!("{queue}.dlq")] {
+            let _ = channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        let dlx = format!("{queue}.dlx");
+        let _ = channel.exchange_delete(dlx.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// Messages waiting in `queue`, or an error if it does not exist.
+pub async fn queue_depth(queue: &str) -> anyhow::Result<u32> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel.queue_declare(queue.into(), passive, FieldTable::default()).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(declared.message_count())
+}
+
+async fn connect() -> anyhow::Result<Connection> {
+    let url = crate::backing::amqp_url();
+    tokio::time::timeout(Duration::from_secs(10), Connection::connect(&url, ConnectionProperties::default()))
+        .await
+        .context("connecting to RabbitMQ timed out")?
+        .context("connect to RabbitMQ (TEST_AMQP_URL)")
+}

@@ -1,0 +1,423 @@
+//! `POST /v1/signups` through the real stack: a signup is accepted only once committed in user-metadata and
+//! password, and every accepted signup reaches every subscriber exactly once in effect, whatever fails.
+
+use std::time::Duration;
+
+use e2e::{
+    broker::{Tap, publish},
+    poll::eventually,
+    stack::{DELIVERY_TIMEOUT, Options, SUBSCRIBERS, Stack},
+};
+use prost::Message as _;
+use proto::{
+    events::v1::UserSignedUp,
+    password::v1::VerifyPasswordRequest,
+    user_metadata::v1::{GetUserByEmailRequest, MarkEmailVerifiedRequest},
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+const SIGNED_UP: &str = "signup.events.v1.UserSignedUp";
+const EXISTING: &str = "signup.events.v1.SignupAttemptedForExistingAccount";
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+fn body(email: &str, password: &str) -> Value {
+    json!({ "email": email, "password": password, "display_name": "Ada Lovelace" })
+}
+
+async fn started(options: Options) -> anyhow::Result<Stack> {
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+async fn user_id(stack: &Stack, email: &str) -> anyhow::Result<String> {
+    let user = stack.users().await?.get_user_by_email(GetUserByEmailRequest { email: email.to_owned() }).await?;
+    Ok(user.into_inner().user.map(|u| u.user_id).unwrap_or_default())
+}
+
+async fn verifies(stack: &Stack, user_id: &str, password: &str) -> anyhow::Result<bool> {
+    let request = VerifyPasswordRequest { user_id: user_id.to_owned(), password: password.to_owned() };
+    Ok(stack.passwords().await?.verify_password(request).await?.into_inner().valid)
+}
+
+async fn outbox_count(stack: &Stack, unpublished_only: bool) -> anyhow::Result<i64> {
+    let mut connection = stack.database("user-metadata").connect().await?;
+    let count = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE NOT $1 OR published_at IS NULL")
+        .bind(unpublished_only)
+        .fetch_one(&mut connection)
+        .await?;
+    Ok(count)
+}
+
+#[tokio::test]
+async fn a_signup_is_committed_in_every_service_and_announced_once_to_each_subscriber() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("happy");
+    let request = json!({
+        "email": format!("  {}", email.to_uppercase()), "password": PASSWORD, "display_name": "Ada",
+        "contacts": ["friend@example.com"], "locale": "en-GB"
+    });
+
+    let response = stack.signup(&request, None).await?;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await?, json!({ "status": "verification_pending", "email": email }));
+    let mut users = stack.database("user-metadata").connect().await?;
+    let (id, status): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, status FROM users WHERE email = $1").bind(&email).fetch_one(&mut users).await?;
+    assert_eq!(status, "pending_verification");
+    let mut passwords = stack.database("password").connect().await?;
+    let phc: String =
+        sqlx::query_scalar("SELECT phc FROM credentials WHERE user_id = $1").bind(id).fetch_one(&mut passwords).await?;
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    for subscriber in SUBSCRIBERS {
+        assert_eq!(stack.processed(subscriber, None).await?, 1, "{subscriber}");
+    }
+    let seen = tap.of_type(SIGNED_UP);
+    assert_eq!(seen.len(), 1);
+    let event = UserSignedUp::decode(seen[0].data.as_slice())?;
+    assert_eq!(seen[0].header("cloudEvents_id"), Some(event.event_id.clone()));
+    assert_eq!(seen[0].header("cloudEvents_specversion").as_deref(), Some("1.0"));
+    assert_eq!(seen[0].header("cloudEvents_source").as_deref(), Some("/user-metadata"));
+    assert!(seen[0].header("cloudEvents_time").is_some());
+    assert_eq!(seen[0].properties.content_type().as_ref().map(|c| c.as_str()), Some("application/protobuf"));
+    assert_eq!(seen[0].properties.delivery_mode(), &Some(2));
+    assert_eq!((event.user_id, event.email, event.locale), (id.to_string(), email, "en-GB".to_owned()));
+    assert_eq!(event.contact_hashes.len(), 1);
+    assert_eq!(event.contact_hashes[0].len(), 32);
+    assert_eq!(event.email_hash.len(), 32);
+    assert!(event.discoverable);
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signup_for_a_verified_email_keeps_its_password_and_announces_the_attempt() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("verified");
+    let original = "the original owner's passphrase";
+    let intruder = "an intruder's different passphrase";
+    assert_eq!(stack.signup(&body(&email, original), None).await?.status(), 202);
+    let id = user_id(&stack, &email).await?;
+    let request = MarkEmailVerifiedRequest { user_id: id.clone(), verified_at: None };
+    stack.users().await?.mark_email_verified(request).await?;
+
+    let response = stack.signup(&body(&email, intruder), None).await?;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await?, json!({ "status": "verification_pending", "email": email }));
+    assert!(verifies(&stack, &id, original).await?, "the owner's password must still work");
+    assert!(!verifies(&stack, &id, intruder).await?, "the attempt's password must not");
+    stack.wait_processed(EXISTING, 1).await?;
+    for subscriber in SUBSCRIBERS {
+        assert_eq!(stack.processed(subscriber, Some(EXISTING)).await?, 1, "{subscriber}");
+        assert_eq!(stack.processed(subscriber, Some(SIGNED_UP)).await?, 1, "{subscriber}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_signup_for_a_pending_email_replaces_its_password() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("pending");
+    let (first, second) = ("my first idea of a passphrase", "my second, better passphrase");
+
+    assert_eq!(stack.signup(&body(&email, first), None).await?.status(), 202);
+    assert_eq!(stack.signup(&body(&email, second), None).await?.status(), 202);
+
+    let id = user_id(&stack, &email).await?;
+    assert!(verifies(&stack, &id, second).await?);
+    assert!(!verifies(&stack, &id, first).await?);
+    stack.wait_processed(SIGNED_UP, 2).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_a_problem_response_and_never_a_500() -> anyhow::Result<()> {
+    let options = Options {
+        env: vec![("signup-api", "MAX_BODY_BYTES", "2048".to_owned()), ("signup-api", "MAX_CONTACTS", "2".to_owned())],
+        ..Options::default()
+    };
+    let stack = started(options).await?;
+    let url = format!("{}/v1/signups", stack.api_url());
+    let email = unique_email("bad");
+    let raw = |content_type: &'static str, body: String| {
+        stack.http().post(&url).header("content-type", content_type).body(body).send()
+    };
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (raw("application/json", "{not json".into()).await?, 400, "malformed-request"),
+        (raw("application/json", "[1, 2]".into()).await?, 400, "malformed-request"),
+        (raw("text/plain", body(&email, PASSWORD).to_string()).await?, 415, "unsupported-media-type"),
+        (
+            raw("application/json", format!("{{\"padding\": \"{}\"}}", "x".repeat(4096))).await?,
+            413,
+            "payload-too-large",
+        ),
+        (stack.signup(&body(&email, PASSWORD), Some("has space")).await?, 400, "bad-idempotency-key"),
+    ];
+    for (response, status, kind) in cases {
+        assert_problem(response, status, kind).await?;
+    }
+    let invalid = [
+        (body("not-an-email", PASSWORD), "email", "invalid_email"),
+        (body("ada@bücher.example", "short"), "password", "password_too_short"),
+        (body(&email, &"long passphrase ".repeat(9)), "password", "password_too_long"),
+        (body(&email, "YFDBUFNJH10305070"), "password", "password_common"),
+        (body(&email, &format!("{email}!")), "password", "password_too_close_to_email"),
+        (json!({ "email": email, "password": PASSWORD, "display_name": " " }), "display_name", "display_name_empty"),
+        (
+            json!({ "email": email, "password": PASSWORD, "display_name": "x".repeat(101) }),
+            "display_name",
+            "display_name_too_long",
+        ),
+        (
+            json!({ "email": email, "password": PASSWORD, "display_name": "A", "contacts": ["a@x.io", "b@x.io", "c@x.io"] }),
+            "contacts",
+            "too_many_contacts",
+        ),
+        (json!({ "password": PASSWORD }), "email", "required"),
+    ];
+    for (request, field, code) in invalid {
+        let problem = assert_problem(stack.signup(&request, None).await?, 422, "validation-failed").await?;
+        let errors = problem["errors"].as_array().cloned().unwrap_or_default();
+        assert!(
+            errors.iter().any(|e| e["field"] == field && e["code"] == code),
+            "{field}/{code} not reported for {request}: {problem}"
+        );
+    }
+    let mut users = stack.database("user-metadata").connect().await?;
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut users).await?;
+    assert_eq!(created, 0, "a refused signup created a user");
+    Ok(())
+}
+
+async fn assert_problem(response: reqwest::Response, status: u16, kind: &str) -> anyhow::Result<Value> {
+    let actual = response.status().as_u16();
+    let headers = format!("{:?}", response.headers());
+    if actual != status {
+        anyhow::bail!("{kind}: expected {status}, got {actual}: {headers} {}", response.text().await?);
+    }
+    assert_eq!(response.headers()["content-type"], "application/problem+json", "{kind}");
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["type"], format!("/problems/{kind}"), "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+    Ok(problem)
+}
+
+#[tokio::test]
+async fn with_the_password_service_down_a_signup_is_refused_then_succeeds_once_it_is_back() -> anyhow::Result<()> {
+    let mut stack = started(Options::default()).await?;
+    let email = unique_email("down");
+    stack.stop("password").await?;
+
+    let refused = stack.signup(&body(&email, PASSWORD), None).await?;
+
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().get("retry-after").is_some(), "503 without Retry-After");
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    assert_eq!(outbox_count(&stack, false).await?, 0, "a refused signup was announced");
+
+    stack.restart("password").await?;
+    let accepted = eventually(Duration::from_secs(20), || async {
+        let response = stack.signup(&body(&email, PASSWORD), None).await?;
+        anyhow::ensure!(response.status() == 202, "still {}", response.status());
+        Ok(())
+    })
+    .await;
+
+    accepted?;
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    for subscriber in SUBSCRIBERS {
+        assert_eq!(stack.processed(subscriber, Some(SIGNED_UP)).await?, 1, "{subscriber}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signup_accepted_while_the_broker_is_unreachable_is_announced_after_recovery() -> anyhow::Result<()> {
+    let stack = started(Options { proxy_user_metadata_broker: true, ..Options::default() }).await?;
+    let proxy = stack.broker_proxy.as_ref().expect("proxy");
+    proxy.cut();
+
+    let response = stack.signup(&body(&unique_email("offline"), PASSWORD), None).await?;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(outbox_count(&stack, true).await?, 1, "the event must wait in the outbox");
+    proxy.restore();
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(outbox_count(&stack, true).await? == 0, "outbox not drained");
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn killing_the_relay_mid_stream_neither_loses_nor_duplicates_an_event() -> anyhow::Result<()> {
+    let options =
+        Options { proxy_user_metadata_broker: true, env: vec![("user-metadata", "OUTBOX_BATCH_SIZE", "1".to_owned())] };
+    let mut stack = started(options).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    stack.broker_proxy.as_ref().expect("proxy").cut();
+    let total = 30;
+    for i in 0..total {
+        let response = stack.signup(&body(&unique_email(&format!("stream{i}")), PASSWORD), None).await?;
+        assert_eq!(response.status(), 202);
+    }
+
+    stack.broker_proxy.as_ref().expect("proxy").restore();
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(!tap.of_type(SIGNED_UP).is_empty(), "nothing published yet");
+        Ok(())
+    })
+    .await?;
+    stack.kill("user-metadata").await?;
+    let published_before_crash = tap.of_type(SIGNED_UP).len();
+    stack.restart("user-metadata").await?;
+
+    stack.wait_processed(SIGNED_UP, total).await?;
+    let mut outbox = stack.database("user-metadata").connect().await?;
+    let mut announced: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM outbox ORDER BY id").fetch_all(&mut outbox).await?;
+    announced.sort();
+    for subscriber in SUBSCRIBERS {
+        let mut db = stack.database(subscriber).connect().await?;
+        let mut applied: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM processed_events").fetch_all(&mut db).await?;
+        applied.sort();
+        assert_eq!(applied, announced, "{subscriber} must apply every announced event exactly once");
+    }
+    eprintln!("published before the crash: {published_before_crash} of {total}");
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redelivered_event_has_no_second_effect() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    assert_eq!(stack.signup(&body(&unique_email("redelivered"), PASSWORD), None).await?.status(), 202);
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    let original = eventually(DELIVERY_TIMEOUT, || async {
+        tap.of_type(SIGNED_UP).into_iter().next().ok_or_else(|| anyhow::anyhow!("not seen yet"))
+    })
+    .await?;
+
+    publish(&stack.exchange, original.properties.clone(), &original.data).await?;
+
+    for subscriber in SUBSCRIBERS {
+        let member = stack.member(subscriber);
+        eventually(DELIVERY_TIMEOUT, || async {
+            let duplicate_seen = member.all_stdout().iter().any(|l| l.contains("event already applied"));
+            anyhow::ensure!(duplicate_seen, "{subscriber} has not seen the redelivery yet");
+            Ok(())
+        })
+        .await?;
+        assert_eq!(stack.processed(subscriber, None).await?, 1, "{subscriber} applied the redelivery");
+    }
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_creates_nothing_new_and_another_body_with_the_same_key_is_refused() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("idempotent");
+    let key = format!("key-{}", uuid::Uuid::now_v7());
+
+    let first = stack.signup(&body(&email, PASSWORD), Some(&key)).await?;
+    let retry = stack.signup(&body(&email, PASSWORD), Some(&key)).await?;
+    let changed = stack
+        .signup(&json!({ "email": email, "password": PASSWORD, "display_name": "Someone Else" }), Some(&key))
+        .await?;
+
+    assert_eq!(first.status(), 202);
+    assert_eq!(retry.status(), 202);
+    assert_eq!(first.json::<Value>().await?, retry.json::<Value>().await?);
+    assert_eq!(changed.status(), 422);
+    let problem: Value = changed.json().await?;
+    assert_eq!(problem["type"], "/problems/idempotency-key-reused");
+    let mut users = stack.database("user-metadata").connect().await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut users).await?;
+    assert_eq!(count, 1);
+    assert_eq!(outbox_count(&stack, false).await?, 1, "a retry announced a second signup");
+    Ok(())
+}
+
+#[tokio::test]
+async fn canary_secrets_appear_in_no_log_line_database_or_message() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let marker = uuid::Uuid::now_v7().simple().to_string();
+    let password = format!("canary password {marker}");
+    let contact = format!("canary-contact-{marker}@friends.example");
+    let request = json!({
+        "email": unique_email("canary"), "password": password, "display_name": "Canary", "contacts": [contact]
+    });
+
+    assert_eq!(stack.signup(&request, None).await?.status(), 202);
+    stack.wait_processed(SIGNED_UP, 1).await?;
+
+    let needles = [password.clone(), contact.clone(), hex(&password), hex(&contact)];
+    for member in &stack.members {
+        let output = [member.all_stdout(), member.process.stderr_lines()].concat().join("\n").to_lowercase();
+        for needle in &needles {
+            assert!(!output.contains(&needle.to_lowercase()), "{} logged a canary", member.process.name());
+        }
+    }
+    for database in stack.databases() {
+        let dump = dump(database).await?.to_lowercase();
+        for needle in &needles {
+            assert!(!dump.contains(&needle.to_lowercase()), "database {} holds a canary", database.name());
+        }
+    }
+    for message in tap.seen() {
+        let text = format!("{:?} {}", message.properties, String::from_utf8_lossy(&message.data)).to_lowercase();
+        for needle in &needles {
+            assert!(!text.contains(&needle.to_lowercase()), "a message carries a canary");
+        }
+    }
+    tap.close().await;
+    Ok(())
+}
+
+/// Every row of every table, as JSON text (bytea as hex).
+async fn dump(database: &e2e::database::TestDatabase) -> anyhow::Result<String> {
+    let mut connection = database.connect().await?;
+    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_all(&mut connection)
+        .await?;
+    let mut dump = String::new();
+    for table in tables {
+        let query = format!("SELECT coalesce(json_agg(t)::text, '') FROM \"{table}\" t");
+        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&mut connection).await?;
+        dump.push_str(&rows);
+    }
+    Ok(dump)
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn openapi_describes_the_signup_endpoint_and_its_errors() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+
+    let document: Value = stack.http().get(format!("{}/openapi.json", stack.api_url())).send().await?.json().await?;
+
+    let responses = &document["paths"]["/v1/signups"]["post"]["responses"];
+    for status in ["202", "400", "409", "413", "415", "422", "503"] {
+        assert!(responses.get(status).is_some(), "no {status} in {responses}");
+    }
+    assert!(document["components"]["schemas"]["Problem"].is_object());
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Events on the broker: the CloudEvents AMQP binding in binary mode (attributes as `cloudEvents_*` headers,
+//! the protobuf body as the message body, the content type in the AMQP `content-type`), the topology every
+//! subscriber declares, and the consumer loop that acks only after the handler has committed.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use lapin::{
+    BasicProperties, Channel, ExchangeKind,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
+
+use crate::amqp::Broker;
+
+/// The content type of every event body.
+pub const CONTENT_TYPE: &str = "application/protobuf";
+
+/// One event as it travels: its CloudEvents attributes and its protobuf body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `id`: unique per event; consumers deduplicate on it.
+    pub id: Uuid,
+    /// `type`: the protobuf message's full name, e.g. `signup.events.v1.UserSignedUp`.
+    pub kind: String,
+    /// `source`: the producing service, e.g. `/user-metadata`.
+    pub source: String,
+    /// `time`: when it happened.
+    pub time: DateTime<Utc>,
+    /// The protobuf body.
+    pub data: Vec<u8>,
+    /// The W3C `traceparent` of the work that produced it, so the trace continues in every consumer.
+    pub traceparent: Option<String>,
+}
+
+impl Envelope {
+    /// The AMQP properties of the CloudEvents binary mode: persistent, typed, with `cloudEvents_*` headers.
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        let mut put = |key: &str, value: &str| {
+            headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value)));
+        };
+        put("cloudEvents_specversion", "1.0");
+        put("cloudEvents_id", &self.id.to_string());
+        put("cloudEvents_type", &self.kind);
+        put("cloudEvents_source", &self.source);
+        put("cloudEvents_time", &self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        if let Some(traceparent) = &self.traceparent {
+            put("traceparent", traceparent);
+        }
+        BasicProperties::default()
+            .with_content_type(ShortString::from(CONTENT_TYPE))
+            .with_delivery_mode(2)
+            .with_message_id(ShortString::from(self.id.to_string()))
+            .with_type(ShortString::from(self.kind.as_str()))
+            .with_timestamp(u64::try_from(self.time.timestamp()).unwrap_or_default())
+            .with_headers(headers)
+    }
+
+    /// Reads an envelope back from a delivery; an error means the message can never be processed.
+    pub fn from_delivery(delivery: &Delivery) -> anyhow::Result<Self> {
+        let headers = delivery.properties.headers().as_ref().context("no headers")?;
+        let header = |key: &str| -> anyhow::Result<String> {
+            match headers.inner().get(&ShortString::from(key)) {
+                Some(AMQPValue::LongString(value)) => Ok(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+                Some(AMQPValue::ShortString(value)) => Ok(value.as_str().to_owned()),
+                _ => anyhow::bail!("header {key} missing or not a string"),
+            }
+        };
+        Ok(Self {
+            id: header("cloudEvents_id")?.parse().context("cloudEvents_id is not a UUID")?,
+            kind: header("cloudEvents_type")?,
+            source: header("cloudEvents_source")?,
+            time: DateTime::parse_from_rfc3339(&header("cloudEvents_time")?)
+                .context("cloudEvents_time is not RFC 3339")?
+                .with_timezone(&Utc),
+            data: delivery.data.clone(),
+            traceparent: header("traceparent").ok(),
+        })
+    }
+}
+
+/// Declares the durable fanout exchange events are broadcast on. Idempotent.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, options, FieldTable::default()).await
+}
+
+/// A subscriber's queue: durable and quorum, bound to the events exchange, dead-lettering a message to
+/// `<queue>.dlq` once it has been delivered `delivery_limit` times without an ack.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The events exchange.
+    pub exchange: String,
+    /// The subscriber's own queue, e.g. `email-verification.signup-events`.
+    pub queue: String,
+    /// Deliveries before a message is dead-lettered.
+    pub delivery_limit: u32,
+    /// Unacked messages in flight to one consumer.
+    pub prefetch: u16,
+}
+
+impl Subscription {
+    /// The exchange dead letters go through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// The queue dead letters end up in.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.queue)
+    }
+
+    /// Declares the exchanges, the dead-letter queue, the queue and its binding. Idempotent.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        declare_exchange(channel, &self.exchange).await?;
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let dlx = self.dead_letter_exchange();
+        let dlx_options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, dlx_options, FieldTable::default()).await?;
+        let dlq = self.dead_letter_queue();
+        channel.queue_declare(dlq.as_str().into(), durable, quorum(FieldTable::default())).await?;
+        channel
+            .queue_bind(
+                dlq.as_str().into(),
+                dlx.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+        );
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+        channel.queue_declare(self.queue.as_str().into(), durable, quorum(arguments)).await?;
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+}
+
+fn quorum(mut arguments: FieldTable) -> FieldTable {
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments
+}
+
+/// What a handler says about an event it could not process.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying later (a database outage): the message is requeued after a pause.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Can never succeed (an undecodable body): the message is dead-lettered at once.
+    #[error("poison: {0:#}")]
+    Poison(anyhow::Error),
+}
+
+/// Applies one event. Must be idempotent on `envelope.id`: it commits the effect together with the id, and
+/// returns `Ok` for an id it has already applied.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies the event; the message is acked only after this returns `Ok`.
+    fn handle(&self, envelope: Envelope) -> impl std::future::Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// How long a transient failure pauses consumption before the message is requeued.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Consumes `subscription` with `handler` until `cancel` fires, reconnecting whenever the broker goes away.
+/// One message is handled at a time per consumer; scale by running more replicas.
+pub async fn consume<H: Handler>(
+    broker: Broker,
+    subscription: Subscription,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let connection = tokio::select! {
+            connection = broker.connection() => match connection { Some(c) => c, None => return },
+            () = cancel.cancelled() => return,
+        };
+        match consume_on(&connection, &subscription, handler.as_ref(), &cancel).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), queue = %subscription.queue, "consumer stopped; restarting")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY_PAUSE) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Returns `Ok` when cancelled, `Err` when the channel failed.
+async fn consume_on<H: Handler>(
+    connection: &lapin::Connection,
+    subscription: &Subscription,
+    handler: &H,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    subscription.declare(&channel).await.context("declaring the subscription")?;
+    channel.basic_qos(subscription.prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("{}-{}", subscription.queue, Uuid::now_v7().simple());
+    let mut deliveries = channel
+        .basic_consume(
+            subscription.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %subscription.queue, "consuming");
+    loop {
+        let delivery = tokio::select! {
+            delivery = deliveries.next() => delivery,
+            () = cancel.cancelled() => {
+                // Unacked prefetched messages return to the queue when the channel closes.
+                let _ = channel.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+        };
+        let delivery = delivery.context("the consumer was cancelled by the broker")??;
+        process(delivery, handler, cancel).await?;
+    }
+}
+
+async fn process<H: Handler>(delivery: Delivery, handler: &H, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let envelope = match Envelope::from_delivery(&delivery) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
+            metrics::counter!("events_consumed_total", "outcome" => "malformed").increment(1);
+            delivery.reject(BasicRejectOptions { requeue: false }).await?;
+            return Ok(());
+        }
+    };
+    let span = tracing::info_span!(
+        "event.consume",
+        otel.kind = "consumer",
+        event.id = %envelope.id,
+        event.kind = %envelope.kind,
+        redelivered = delivery.redelivered,
+    );
+    if let Some(traceparent) = &envelope.traceparent {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(value) = traceparent.parse() {
+            headers.insert("traceparent", value);
+        }
+        let _ = span.set_parent(crate::propagation::extract(&headers));
+    }
+    async {
+        match handler.handle(envelope).await {
+            Ok(()) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
+                tracing::info!("event applied");
+            }
+            Err(HandleError::Poison(error)) => {
+                tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
+                metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+            }
+            Err(HandleError::Transient(error)) => {
+                tracing::warn!(error = format!("{error:#}"), "event not applied; it will be retried");
+                metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = cancel.cancelled() => {}
+                }
+                delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Records `envelope` as processed inside `tx`. Returns false when it was processed before: the caller must
+/// then apply nothing, and commit or roll back as it likes. The effect and this record commit together.
+pub async fn record_once(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, envelope: &Envelope) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(envelope.id)
+    .bind(&envelope.kind)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// A database error while handling an event: a lost connection is worth a retry, anything else too, since
+/// the message itself decoded fine.
+pub fn transient(error: sqlx::Error) -> HandleError {
+    HandleError::Transient(error.into())
+}

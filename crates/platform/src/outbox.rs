@@ -1,0 +1,217 @@
+//! The transactional outbox. A service inserts its events into its own `outbox` table in the same transaction
+//! as the change they describe; the relay publishes them to the events exchange with publisher confirms and
+//! marks them published only after the broker confirmed. A crash anywhere leaves rows unpublished, and the
+//! next relay (of this or another replica) picks them up: every committed event is published at least once.
+//!
+//! The table (created by each service's own migration):
+//! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, created_at, attempts int,
+//! next_attempt_at timestamptz, published_at timestamptz)`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use lapin::{
+    Confirmation,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{amqp::Broker, events::Envelope};
+
+/// The channel `enqueue` notifies so the relay wakes as soon as the transaction commits.
+const CHANNEL: &str = "outbox";
+
+/// An event to publish: its protobuf body and full type name.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    /// The event id (also the CloudEvents id).
+    pub id: Uuid,
+    /// The protobuf message's full name.
+    pub kind: String,
+    /// The protobuf body.
+    pub payload: Vec<u8>,
+}
+
+/// Writes `event` into the outbox inside `tx`, with the current trace context. Nothing is published unless
+/// `tx` commits.
+pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, event: &OutboxEvent) -> sqlx::Result<()> {
+    let traceparent = crate::propagation::current_traceparent();
+    sqlx::query("INSERT INTO outbox (id, event_type, payload, traceparent) VALUES ($1, $2, $3, $4)")
+        .bind(event.id)
+        .bind(&event.kind)
+        .bind(&event.payload)
+        .bind(traceparent)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// The events exchange.
+    pub exchange: String,
+    /// The CloudEvents `source` of this service, e.g. `/user-metadata`.
+    pub source: String,
+    /// Rows published per transaction.
+    pub batch_size: i64,
+    /// How often to look for due rows when no notification arrives (retries, missed notifications).
+    pub poll_interval: Duration,
+}
+
+/// Publishes the outbox until `cancel` fires. Reconnects to the broker and the database as needed.
+pub async fn relay(pool: PgPool, broker: Broker, settings: RelaySettings, cancel: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        let connection = tokio::select! {
+            connection = broker.connection() => match connection { Some(c) => c, None => return },
+            () = cancel.cancelled() => return,
+        };
+        match relay_on(&pool, &connection, &settings, &cancel).await {
+            Ok(()) => return,
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(error = format!("{error:#}"), "outbox relay interrupted; restarting");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff(attempt)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Returns `Ok` when cancelled, `Err` when the broker or database failed.
+async fn relay_on(
+    pool: &PgPool,
+    connection: &lapin::Connection,
+    settings: &RelaySettings,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    crate::events::declare_exchange(&channel, &settings.exchange).await?;
+    let mut listener = PgListener::connect_with(pool).await.context("listening for outbox notifications")?;
+    listener.listen(CHANNEL).await?;
+    tracing::info!(exchange = %settings.exchange, "outbox relay running");
+    loop {
+        let published = publish_due(pool, &channel, settings).await?;
+        record_lag(pool).await;
+        if published == settings.batch_size as usize {
+            continue;
+        }
+        tokio::select! {
+            notification = listener.recv() => { notification.context("outbox notifications")?; }
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = cancel.cancelled() => {
+                let _ = channel.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    event_type: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+}
+
+/// Publishes one batch of due rows and marks the confirmed ones. Rows are locked with `SKIP LOCKED`, so
+/// replicas share the work without publishing the same row at the same time.
+async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySettings) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, event_type, payload, traceparent, created_at, attempts FROM outbox \
+         WHERE published_at IS NULL AND next_attempt_at <= now() \
+         ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(settings.batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut confirms = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let envelope = Envelope {
+            id: row.id,
+            kind: row.event_type.clone(),
+            source: settings.source.clone(),
+            time: row.created_at,
+            data: row.payload.clone(),
+            traceparent: row.traceparent.clone(),
+        };
+        let confirm = channel
+            .basic_publish(
+                settings.exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &envelope.data,
+                envelope.properties(),
+            )
+            .await;
+        confirms.push(confirm);
+    }
+    let (mut published, mut failed) = (Vec::new(), Vec::new());
+    let mut broken = None;
+    for (row, confirm) in rows.iter().zip(confirms) {
+        match confirm {
+            Ok(confirm) => match confirm.await {
+                Ok(Confirmation::Ack(_)) => published.push(row.id),
+                Ok(other) => failed.push((row.id, row.attempts, format!("broker answered {other:?}"))),
+                Err(error) => {
+                    failed.push((row.id, row.attempts, error.to_string()));
+                    broken = Some(error);
+                }
+            },
+            Err(error) => {
+                failed.push((row.id, row.attempts, error.to_string()));
+                broken = Some(error);
+            }
+        }
+    }
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(&published).execute(&mut *tx).await?;
+    for (id, attempts, reason) in &failed {
+        tracing::warn!(event.id = %id, %reason, "event not confirmed; will retry");
+        let retry_in = backoff(u32::try_from(*attempts).unwrap_or(0) + 1);
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond' \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("outbox_published_total").increment(published.len() as u64);
+    if let Some(error) = broken {
+        return Err(error).context("publishing to the broker");
+    }
+    Ok(rows.len())
+}
+
+/// Exports how far behind the relay is: unpublished rows and the age of the oldest.
+async fn record_lag(pool: &PgPool) {
+    let lag: sqlx::Result<(i64, Option<f64>)> = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await;
+    if let Ok((pending, oldest)) = lag {
+        metrics::gauge!("outbox_pending_events").set(pending as f64);
+        metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest.unwrap_or(0.0));
+    }
+}
+
+/// Capped exponential backoff with full jitter: 0.1 s, 0.2 s, ... up to 30 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(9)).min(Duration::from_secs(30));
+    cap.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}

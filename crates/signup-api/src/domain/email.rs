@@ -1,0 +1,126 @@
+//! Email addresses: RFC 5321/5322 syntax, internationalised domains accepted and stored in their ASCII
+//! (punycode) form, the whole address lower-cased so one mailbox has one spelling.
+
+use std::fmt;
+
+use email_address::{EmailAddress, Options};
+
+/// Longest address SMTP can carry (RFC 5321 path limit less the angle brackets).
+const MAX_LEN: usize = 254;
+/// Longest local part (RFC 5321).
+const MAX_LOCAL: usize = 64;
+
+/// A valid, normalised email address.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+/// Why a string is not an email address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    /// Nothing was given.
+    #[error("is empty")]
+    Empty,
+    /// Longer than SMTP allows.
+    #[error("is longer than {MAX_LEN} characters")]
+    TooLong,
+    /// Not an addr-spec.
+    #[error("is not a valid email address")]
+    Syntax,
+    /// The domain is not a valid (internationalised) domain name.
+    #[error("has an invalid domain")]
+    Domain,
+}
+
+impl Email {
+    /// Parses and normalises `raw` (surrounding whitespace is ignored).
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if raw.chars().count() > MAX_LEN {
+            return Err(EmailError::TooLong);
+        }
+        let (local, domain) = raw.rsplit_once('@').ok_or(EmailError::Syntax)?;
+        if local.is_empty() || local.len() > MAX_LOCAL {
+            return Err(EmailError::Syntax);
+        }
+        let domain = idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::Domain)?;
+        let address = format!("{local}@{domain}");
+        let options = Options {
+            minimum_sub_domains: 2,
+            allow_domain_literal: false,
+            allow_display_text: false,
+            allow_long_local_parts: false,
+        };
+        EmailAddress::parse_with_options(&address, options).map_err(|_| EmailError::Syntax)?;
+        if address.len() > MAX_LEN {
+            return Err(EmailError::TooLong);
+        }
+        Ok(Self(address.to_lowercase()))
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the `@`.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or(self.0.as_str(), |(local, _)| local)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Addresses are personal data: debug output shows only the domain.
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domain = self.0.rsplit_once('@').map_or("", |(_, domain)| domain);
+        write!(f, "Email(***@{domain})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_trimmed_and_lower_cased() {
+        assert_eq!(Email::parse("  Ada.Lovelace@Example.COM ").unwrap().as_str(), "ada.lovelace@example.com");
+    }
+
+    #[test]
+    fn internationalised_domains_become_punycode() {
+        assert_eq!(Email::parse("anna@bücher.example").unwrap().as_str(), "anna@xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn plus_addressing_and_rare_atext_are_valid() {
+        for ok in ["a+tag@example.com", "o'brien@example.ie", "x_y-z@sub.example.org"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_with_a_reason() {
+        assert_eq!(Email::parse(""), Err(EmailError::Empty));
+        assert_eq!(Email::parse("no-at-sign"), Err(EmailError::Syntax));
+        assert_eq!(Email::parse("@example.com"), Err(EmailError::Syntax));
+        assert_eq!(Email::parse("two@@example.com"), Err(EmailError::Syntax));
+        assert_eq!(Email::parse("dot.@example.com"), Err(EmailError::Syntax));
+        assert_eq!(Email::parse("a@localhost"), Err(EmailError::Syntax));
+        assert_eq!(Email::parse("a@exa mple.com"), Err(EmailError::Domain));
+        assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(65))), Err(EmailError::Syntax));
+        assert_eq!(Email::parse(&format!("a@{}.com", "b".repeat(260))), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn debug_output_hides_the_mailbox() {
+        assert_eq!(format!("{:?}", Email::parse("secret@example.com").unwrap()), "Email(***@example.com)");
+    }
+}

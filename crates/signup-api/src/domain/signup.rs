@@ -1,0 +1,245 @@
+//! A signup request, parsed once from its JSON body into domain values, with every field's problem reported
+//! together so a client can fix them all in one round trip.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{
+    email::{Email, EmailError},
+    password::{Password, PasswordPolicy},
+    profile::{DisplayName, Locale},
+};
+
+const FIELDS: [&str; 6] = ["email", "password", "display_name", "contacts", "locale", "discoverable"];
+
+/// A valid signup.
+#[derive(Debug, Clone)]
+pub struct Signup {
+    /// The account's email, normalised.
+    pub email: Email,
+    /// The password, NFKC-normalised.
+    pub password: Password,
+    /// The display name, trimmed.
+    pub display_name: DisplayName,
+    /// The uploaded contacts, normalised and de-duplicated (the account's own email removed).
+    pub contacts: Vec<Email>,
+    /// The preferred locale, if given.
+    pub locale: Option<Locale>,
+    /// Whether others may be shown this user in their suggestions (default true).
+    pub discoverable: bool,
+}
+
+/// The limits a signup is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct SignupLimits {
+    /// The password policy.
+    pub password: PasswordPolicy,
+    /// Longest display name in characters.
+    pub display_name_max_chars: usize,
+    /// Most contacts one signup may upload.
+    pub max_contacts: usize,
+}
+
+/// One field's problem, as reported in the `errors` member of a 422 problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, e.g. `email` or `contacts[3]`.
+    pub field: String,
+    /// A stable machine-readable code, e.g. `password_too_short`.
+    pub code: String,
+    /// An explanation for people.
+    pub detail: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, code: &str, detail: impl Into<String>) -> Self {
+        Self { field: field.into(), code: code.to_owned(), detail: detail.into() }
+    }
+}
+
+/// Parses a JSON object into a [`Signup`], or every problem found.
+pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup, Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = body
+        .keys()
+        .filter(|key| !FIELDS.contains(&key.as_str()))
+        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of a signup"))
+        .collect();
+    let email = required_string(body, "email", &mut errors).and_then(|raw| match Email::parse(raw) {
+        Ok(email) => Some(email),
+        Err(error) => {
+            errors.push(FieldError::new("email", email_code(error), format!("{error}")));
+            None
+        }
+    });
+    let password = required_string(body, "password", &mut errors).and_then(|raw| {
+        limits
+            .password
+            .check(raw, email.as_ref())
+            .map_err(|problems| {
+                errors.extend(problems.into_iter().map(|p| FieldError::new("password", p.code(), p.detail())));
+            })
+            .ok()
+    });
+    let display_name = required_string(body, "display_name", &mut errors).and_then(|raw| {
+        DisplayName::parse(raw, limits.display_name_max_chars)
+            .map_err(|(code, detail)| errors.push(FieldError::new("display_name", code, detail)))
+            .ok()
+    });
+    let contacts = contacts(body.get("contacts"), limits.max_contacts, email.as_ref(), &mut errors);
+    let locale = locale(body.get("locale"), &mut errors);
+    let discoverable = match body.get("discoverable") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(value)) => *value,
+        Some(_) => {
+            errors.push(FieldError::new("discoverable", "invalid_type", "must be true or false"));
+            true
+        }
+    };
+    match (email, password, display_name) {
+        (Some(email), Some(password), Some(display_name)) if errors.is_empty() => {
+            Ok(Signup { email, password, display_name, contacts, locale, discoverable })
+        }
+        _ => Err(errors),
+    }
+}
+
+fn required_string<'a>(body: &'a Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<&'a str> {
+    match body.get(field) {
+        Some(Value::String(value)) => Some(value),
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(field, "required", "is required"));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(field, "invalid_type", "must be a string"));
+            None
+        }
+    }
+}
+
+fn contacts(value: Option<&Value>, max: usize, own: Option<&Email>, errors: &mut Vec<FieldError>) -> Vec<Email> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(FieldError::new("contacts", "invalid_type", "must be an array of email addresses"));
+            return Vec::new();
+        }
+    };
+    if items.len() > max {
+        errors.push(FieldError::new("contacts", "too_many_contacts", format!("must hold at most {max} addresses")));
+        return Vec::new();
+    }
+    let mut contacts = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("contacts[{i}]");
+        match item.as_str().map(Email::parse) {
+            Some(Ok(email)) => contacts.push(email),
+            Some(Err(error)) => errors.push(FieldError::new(field, email_code(error), format!("{error}"))),
+            None => errors.push(FieldError::new(field, "invalid_type", "must be a string")),
+        }
+    }
+    contacts.sort();
+    contacts.dedup();
+    contacts.retain(|contact| Some(contact) != own);
+    contacts
+}
+
+fn locale(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Locale> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) => {
+            let locale = Locale::parse(raw);
+            if locale.is_none() {
+                errors.push(FieldError::new(
+                    "locale",
+                    "invalid_locale",
+                    "must be a BCP 47 language tag such as en or pt-BR",
+                ));
+            }
+            locale
+        }
+        Some(_) => {
+            errors.push(FieldError::new("locale", "invalid_type", "must be a string"));
+            None
+        }
+    }
+}
+
+fn email_code(error: EmailError) -> &'static str {
+    match error {
+        EmailError::Empty => "required",
+        EmailError::TooLong => "email_too_long",
+        EmailError::Syntax | EmailError::Domain => "invalid_email",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMITS: SignupLimits = SignupLimits {
+        password: PasswordPolicy { min_chars: 15, max_chars: 128 },
+        display_name_max_chars: 100,
+        max_contacts: 3,
+    };
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_signup() {
+        let body = object(json!({
+            "email": "Ada@Example.com", "password": "correct horse battery staple", "display_name": " Ada ",
+            "contacts": ["b@example.com", "B@example.com", "ada@example.com"], "locale": "en-GB", "discoverable": false
+        }));
+
+        let signup = parse(&body, &LIMITS).unwrap();
+
+        assert_eq!(signup.email.as_str(), "ada@example.com");
+        assert_eq!(signup.display_name.as_str(), "Ada");
+        assert_eq!(signup.contacts.iter().map(Email::as_str).collect::<Vec<_>>(), ["b@example.com"]);
+        assert_eq!(signup.locale.unwrap().as_str(), "en-GB");
+        assert!(!signup.discoverable);
+    }
+
+    #[test]
+    fn every_field_problem_is_reported_at_once() {
+        let body = object(json!({
+            "email": "not-an-email", "password": "short", "display_name": "",
+            "contacts": ["ok@example.com", 7, "bad"], "locale": "english", "discoverable": "yes", "extra": 1
+        }));
+
+        let errors = parse(&body, &LIMITS).unwrap_err();
+
+        let fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+        for expected in [
+            ("extra", "unknown_field"),
+            ("email", "invalid_email"),
+            ("password", "password_too_short"),
+            ("display_name", "display_name_empty"),
+            ("contacts[1]", "invalid_type"),
+            ("contacts[2]", "invalid_email"),
+            ("locale", "invalid_locale"),
+            ("discoverable", "invalid_type"),
+        ] {
+            assert!(fields.contains(&expected), "{expected:?} missing from {fields:?}");
+        }
+    }
+
+    #[test]
+    fn missing_fields_and_too_many_contacts_are_reported() {
+        let body = object(json!({ "contacts": ["a@example.com", "b@example.com", "c@example.com", "d@example.com"] }));
+
+        let errors = parse(&body, &LIMITS).unwrap_err();
+
+        let fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+        assert!(fields.contains(&("email", "required")));
+        assert!(fields.contains(&("password", "required")));
+        assert!(fields.contains(&("display_name", "required")));
+        assert!(fields.contains(&("contacts", "too_many_contacts")));
+    }
+}

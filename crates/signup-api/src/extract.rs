@@ -1,0 +1,45 @@
+//! The JSON body extractor of the API: the content type is checked, the size is bounded, the syntax is
+//! checked, and each failure is a problem response rather than axum's plain-text default.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request, rejection::BytesRejection},
+    http::header,
+};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// A request body that is a JSON object.
+#[derive(Debug, Clone)]
+pub(crate) struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(e) if e.body_text().contains("length limit") => {
+                ApiError::PayloadTooLarge
+            }
+            _ => ApiError::Malformed("the body could not be read".to_owned()),
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(object)) => Ok(Self(object)),
+            Ok(_) => Err(ApiError::Malformed("the body must be a JSON object".to_owned())),
+            Err(error) => Err(ApiError::Malformed(format!("the body is not valid JSON: {error}"))),
+        }
+    }
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json(value: Option<&header::HeaderValue>) -> bool {
+    let Some(essence) = value.and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()) else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}

@@ -1,0 +1,198 @@
+//! `POST /v1/signups`: one signup, committed through user-metadata and password before it is accepted.
+//!
+//! The answer is the same `202` for a new, a still pending and an already verified email, and each path does
+//! one password hash, so neither the body nor the timing tells whether an account exists.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use proto::{
+    password::v1::{BurnPasswordHashRequest, SetPasswordRequest},
+    user_metadata::v1::{CompleteSignupRequest, RegisterSignupRequest, RegisterSignupResponse, UserStatus},
+};
+use serde::Serialize;
+use serde_json::json;
+use tonic::Code;
+
+use crate::{
+    domain::signup::{self, Signup},
+    error::ApiError,
+    extract::JsonObject,
+    startup::AppState,
+};
+
+/// The body of every accepted signup.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SignupAccepted {
+    /// Always `verification_pending`: check your mailbox.
+    #[schema(example = "verification_pending")]
+    pub status: &'static str,
+    /// The email as the system will use it (trimmed, lower-cased, IDN domain in ASCII).
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+/// The fields of a signup (documentation of the body; the handler parses it field by field).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the request body for the OpenAPI document")]
+pub(crate) struct SignupRequest {
+    /// The account's email; internationalised domains are accepted.
+    #[schema(example = "ada@example.com")]
+    email: String,
+    /// At least `PASSWORD_MIN_LENGTH` (15) and at most `PASSWORD_MAX_LENGTH` (128) characters after NFKC; not a
+    /// common or breached password; not close to the email.
+    #[schema(example = "correct horse battery staple")]
+    password: String,
+    /// Shown to friends; 1 to `DISPLAY_NAME_MAX_LENGTH` (100) characters.
+    #[schema(example = "Ada Lovelace")]
+    display_name: String,
+    /// Email addresses of people the user knows, at most `MAX_CONTACTS` (1000). Only keyed hashes of them leave
+    /// the API.
+    contacts: Option<Vec<String>>,
+    /// BCP 47 language tag for the emails we send.
+    #[schema(example = "en-GB")]
+    locale: Option<String>,
+    /// Whether others may be suggested this user once verified (default true).
+    discoverable: Option<bool>,
+}
+
+/// Accepts a signup once it is committed, or explains what is wrong with it.
+#[utoipa::path(
+    post,
+    path = "/v1/signups",
+    tag = "signups",
+    request_body(content = SignupRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body get the same answer and create nothing new; the same key with another body is a 422")),
+    responses(
+        (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account)", body = SignupAccepted),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent signup for the same email superseded this one", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another body", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
+    let result = accept(&state, &headers, &body).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(ApiError::Invalid(_)) => "invalid",
+        Err(ApiError::Unavailable { .. }) => "unavailable",
+        Err(_) => "failed",
+    };
+    metrics::counter!("signups_total", "outcome" => outcome).increment(1);
+    result.inspect_err(ApiError::log)
+}
+
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
+    let key = idempotency_key(headers)?;
+    let signup = signup::parse(body, &state.limits).map_err(ApiError::Invalid)?;
+    let registered = register(state, &signup, key.as_deref()).await?;
+    if !registered.replayed {
+        let user = registered.user.as_ref().ok_or_else(|| missing("user"))?;
+        tracing::Span::current().record("user_id", user.user_id.as_str());
+        store_password(state, &signup, user.status(), &user.user_id, &registered.signup_id).await?;
+        complete(state, &signup, &user.user_id, &registered.signup_id, key.as_deref()).await?;
+    }
+    let accepted = SignupAccepted { status: "verification_pending", email: signup.email.as_str().to_owned() };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+async fn register(state: &AppState, signup: &Signup, key: Option<&str>) -> Result<RegisterSignupResponse, ApiError> {
+    let request = RegisterSignupRequest {
+        email: signup.email.as_str().to_owned(),
+        display_name: signup.display_name.as_str().to_owned(),
+        locale: signup.locale.as_ref().map(|l| l.as_str().to_owned()).unwrap_or_default(),
+        discoverable: signup.discoverable,
+        idempotency_key: key.unwrap_or_default().to_owned(),
+        request_fingerprint: key.map(|_| fingerprint(state, signup)).unwrap_or_default(),
+    };
+    let mut users = state.upstreams.users.clone();
+    match users.register_signup(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::IdempotencyKeyReused),
+        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
+    }
+}
+
+/// Stores the password of a new or pending account; for a verified account, spends the same hashing time and
+/// stores nothing, so the owner's password is never touched.
+async fn store_password(
+    state: &AppState,
+    signup: &Signup,
+    status: UserStatus,
+    user_id: &str,
+    signup_id: &str,
+) -> Result<(), ApiError> {
+    let mut passwords = state.upstreams.passwords.clone();
+    let password = signup.password.expose().to_owned();
+    let outcome = if status == UserStatus::Verified {
+        passwords.burn_password_hash(BurnPasswordHashRequest { password }).await.map(drop)
+    } else {
+        let request = SetPasswordRequest { user_id: user_id.to_owned(), password, version: signup_id.to_owned() };
+        passwords.set_password(request).await.map(drop)
+    };
+    outcome.map_err(|status| ApiError::from_status("password", &status))
+}
+
+async fn complete(
+    state: &AppState,
+    signup: &Signup,
+    user_id: &str,
+    signup_id: &str,
+    key: Option<&str>,
+) -> Result<(), ApiError> {
+    let request = CompleteSignupRequest {
+        user_id: user_id.to_owned(),
+        signup_id: signup_id.to_owned(),
+        contact_hashes: signup.contacts.iter().map(|c| state.hasher.hash(c)).collect(),
+        email_hash: state.hasher.hash(&signup.email),
+        idempotency_key: key.unwrap_or_default().to_owned(),
+    };
+    let mut users = state.upstreams.users.clone();
+    match users.complete_signup(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::Aborted => Err(ApiError::Superseded),
+        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
+    }
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters, if present.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| ApiError::BadIdempotencyKey)?.trim();
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > 255 || !visible {
+        return Err(ApiError::BadIdempotencyKey);
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// A keyed hash of the normalised request, so a retry with another body is recognised without storing the body.
+fn fingerprint(state: &AppState, signup: &Signup) -> Vec<u8> {
+    let canonical = json!({
+        "email": signup.email.as_str(),
+        "password": signup.password.expose(),
+        "display_name": signup.display_name.as_str(),
+        "contacts": signup.contacts.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "locale": signup.locale.as_ref().map(|l| l.as_str()),
+        "discoverable": signup.discoverable,
+    });
+    state.hasher.mac(b"signup-api idempotency fingerprint v1\0", canonical.to_string().as_bytes())
+}
+
+fn missing(field: &str) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("user-metadata answered without {field}"))
+}

@@ -1,0 +1,272 @@
+//! The `users` and `idempotency_keys` tables. Every function that changes a user and announces it does both in
+//! one transaction, through the outbox.
+
+use chrono::{DateTime, Utc};
+use platform::outbox::OutboxEvent;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+/// Where a user is in the signup lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Created; password not yet stored; never announced.
+    Registering,
+    /// Announced; email not yet proven.
+    PendingVerification,
+    /// Email proven.
+    Verified,
+}
+
+impl Status {
+    fn parse(value: &str) -> Self {
+        match value {
+            "verified" => Self::Verified,
+            "pending_verification" => Self::PendingVerification,
+            _ => Self::Registering,
+        }
+    }
+}
+
+/// One row of `users`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct User {
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
+    pub(crate) display_name: String,
+    pub(crate) locale: String,
+    pub(crate) discoverable: bool,
+    status: String,
+    pub(crate) signup_id: Uuid,
+    announced_signup_id: Option<Uuid>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) verified_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    pub(crate) fn status(&self) -> Status {
+        Status::parse(&self.status)
+    }
+}
+
+/// What a new signup attempt brings.
+#[derive(Debug, Clone)]
+pub(crate) struct NewSignup {
+    pub(crate) email: String,
+    pub(crate) display_name: String,
+    pub(crate) locale: String,
+    pub(crate) discoverable: bool,
+    pub(crate) idempotency: Option<(String, Vec<u8>)>,
+}
+
+/// The outcome of registering an attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Registered {
+    pub(crate) user: User,
+    pub(crate) signup_id: Uuid,
+    pub(crate) created: bool,
+    pub(crate) replayed: bool,
+}
+
+/// Why an operation on a user was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("idempotency key was used with a different request")]
+    KeyReused,
+    #[error("no such user")]
+    NotFound,
+    #[error("a newer signup for this email superseded this one")]
+    Superseded,
+    #[error("the user has not completed signup")]
+    NotAnnounced,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The columns of [`User`], spliced into queries at compile time (sqlx accepts only literal SQL).
+macro_rules! columns {
+    () => {
+        "id, email, display_name, locale, discoverable, status, signup_id, announced_signup_id, \
+         created_at, updated_at, verified_at"
+    };
+}
+
+/// Registers an attempt: claims the idempotency key first (a concurrent request with the same key waits for
+/// this transaction), then creates the user or supersedes the pending attempt, in one transaction.
+pub(crate) async fn register(pool: &PgPool, signup: NewSignup) -> Result<Registered, StoreError> {
+    let mut tx = pool.begin().await?;
+    if let Some((key, fingerprint)) = &signup.idempotency
+        && let Some(replay) = claim_key(&mut tx, key, fingerprint).await?
+    {
+        return Ok(replay);
+    }
+    let signup_id = Uuid::now_v7();
+    let upserted: Option<(User, bool)> = sqlx::query_as::<_, UserCreated>(concat!(
+        "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (email) DO UPDATE SET signup_id = EXCLUDED.signup_id, display_name = EXCLUDED.display_name, \
+             locale = EXCLUDED.locale, discoverable = EXCLUDED.discoverable, updated_at = now() \
+         WHERE users.status <> 'verified' \
+         RETURNING ",
+        columns!(),
+        ", (xmax = 0) AS created"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(&signup.email)
+    .bind(&signup.display_name)
+    .bind(&signup.locale)
+    .bind(signup.discoverable)
+    .bind(signup_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|row| (row.user, row.created));
+    let registered = match upserted {
+        Some((user, created)) => Registered { signup_id: user.signup_id, user, created, replayed: false },
+        // The email belongs to a verified user: nothing changes; the attempt gets an id of its own.
+        None => {
+            Registered { user: by_email(&mut *tx, &signup.email).await?, signup_id, created: false, replayed: false }
+        }
+    };
+    if let Some((key, _)) = &signup.idempotency {
+        sqlx::query("UPDATE idempotency_keys SET user_id = $2, signup_id = $3 WHERE key = $1")
+            .bind(key)
+            .bind(registered.user.id)
+            .bind(registered.signup_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(registered)
+}
+
+#[derive(sqlx::FromRow)]
+struct UserCreated {
+    #[sqlx(flatten)]
+    user: User,
+    created: bool,
+}
+
+/// Claims `key` for this request, or returns the earlier request's answer if it had the same fingerprint.
+async fn claim_key(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+    fingerprint: &[u8],
+) -> Result<Option<Registered>, StoreError> {
+    let claimed = sqlx::query("INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(key)
+        .bind(fingerprint)
+        .execute(&mut **tx)
+        .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let (stored, user_id, signup_id, completed): (Vec<u8>, Option<Uuid>, Option<Uuid>, bool) =
+        sqlx::query_as("SELECT fingerprint, user_id, signup_id, completed FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+    if stored != fingerprint {
+        return Err(StoreError::KeyReused);
+    }
+    let (Some(user_id), Some(signup_id)) = (user_id, signup_id) else { return Err(StoreError::NotFound) };
+    let user = by_id(&mut **tx, user_id).await?;
+    Ok(Some(Registered { user, signup_id, created: false, replayed: completed }))
+}
+
+/// What completing a signup announces, built by the caller once it knows the user.
+pub(crate) type Announce = dyn Fn(&User, bool) -> OutboxEvent + Send + Sync;
+
+/// Completes an attempt in one transaction: a registering or pending user moves to pending and `announce`'s
+/// event (with `existing = false`) is written; a verified user is unchanged and its event has
+/// `existing = true`. Completing an already announced attempt writes nothing.
+pub(crate) async fn complete(
+    pool: &PgPool,
+    user_id: Uuid,
+    signup_id: Uuid,
+    idempotency_key: Option<&str>,
+    announce: &Announce,
+) -> Result<User, StoreError> {
+    let mut tx = pool.begin().await?;
+    let user: User = sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE"))
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let user =
+        match user.status() {
+            Status::Verified => {
+                platform::outbox::enqueue(&mut tx, &announce(&user, true)).await?;
+                user
+            }
+            _ if user.signup_id != signup_id => return Err(StoreError::Superseded),
+            _ if user.announced_signup_id == Some(signup_id) => user,
+            _ => {
+                let user: User = sqlx::query_as(concat!(
+                "UPDATE users SET status = 'pending_verification', announced_signup_id = signup_id, updated_at = now() \
+                 WHERE id = $1 RETURNING ", columns!(), ""))
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+                platform::outbox::enqueue(&mut tx, &announce(&user, false)).await?;
+                user
+            }
+        };
+    if let Some(key) = idempotency_key {
+        sqlx::query("UPDATE idempotency_keys SET completed = true WHERE key = $1").bind(key).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Marks a pending user verified and writes `announce`'s event in one transaction. A verified user is returned
+/// as it is, with no second event.
+pub(crate) async fn mark_verified(
+    pool: &PgPool,
+    user_id: Uuid,
+    verified_at: DateTime<Utc>,
+    announce: impl Fn(&User) -> OutboxEvent,
+) -> Result<User, StoreError> {
+    let mut tx = pool.begin().await?;
+    let user: User = sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE"))
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let user = match user.status() {
+        Status::Verified => user,
+        Status::Registering => return Err(StoreError::NotAnnounced),
+        Status::PendingVerification => {
+            let user: User = sqlx::query_as(concat!(
+                "UPDATE users SET status = 'verified', verified_at = $2, updated_at = now() WHERE id = $1 \
+                 RETURNING ",
+                columns!(),
+                ""
+            ))
+            .bind(user_id)
+            .bind(verified_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            platform::outbox::enqueue(&mut tx, &announce(&user)).await?;
+            user
+        }
+    };
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// One user by id.
+pub(crate) async fn by_id<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<User, StoreError> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// One user by normalised email.
+pub(crate) async fn by_email<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Result<User, StoreError> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE email = $1"))
+        .bind(email)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
