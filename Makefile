@@ -33,6 +33,10 @@ cargo-test: ## Every test: unit, service and end-to-end (needs local Postgres an
 		$(CARGO) test --workspace --all-targets --no-fail-fast; \
 	fi
 
+bench: ## Signups/s against the raw argon2 bound, latency, memory, and 2x overload (release build)
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench -p e2e --bench signup
+
 deploy-check: ## Validate the compose file, images, Kubernetes, ECS and pipeline definitions offline
 	deploy/check.sh
 

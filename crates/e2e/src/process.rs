@@ -171,8 +171,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// The path of a workspace binary, next to this test's own build output.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|deps| deps.parent()).context("unexpected test executable location")?;
+    // Tests and benches run from target/<profile>/deps/; binaries live in target/<profile>/.
+    let mut dir = exe.parent().context("unexpected executable location")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("unexpected executable location")?;
+    }
     let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),

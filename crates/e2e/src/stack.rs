@@ -234,6 +234,11 @@ impl Stack {
         Ok(())
     }
 
+    /// The process ids of the running members, by name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.members.iter().filter_map(|m| Some((m.process.name().to_owned(), m.process.pid()?))).collect()
+    }
+
     /// An HTTP client for anything else.
     pub fn http(&self) -> &reqwest::Client {
         &self.http

@@ -1,15 +1,22 @@
-//! argon2id hashing on a bounded pool of blocking threads, never on the async runtime. A hash holds
+//! argon2id hashing on a fixed pool of dedicated threads, never on the async runtime. A hash holds
 //! `ARGON2_MEMORY_KIB` of memory for tens of milliseconds, so the pool bounds both CPU and memory, and a short
 //! queue in front of it turns overload into an immediate "try later" instead of a growing pile of requests.
+//!
+//! Memory is allocated once: each thread owns one block buffer of `ARGON2_MEMORY_KIB` and reuses it for every
+//! hash. Letting argon2 allocate per hash (64-byte aligned, zeroed) fragmented the allocator's heaps until the
+//! process held hundreds of MiB; now it holds threads x `ARGON2_MEMORY_KIB` and stays there.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::{
-    Algorithm, Argon2, Params, Version,
-    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +38,12 @@ pub(crate) struct Verified {
     pub(crate) rehashed: Option<String>,
 }
 
-/// The bounded argon2id hasher. Cloning shares the pool.
-#[derive(Debug, Clone)]
+/// The bounded argon2id hasher. Cloning shares the pool; the threads end when the last clone is dropped.
+#[derive(Clone)]
 pub(crate) struct Hasher {
     params: Params,
-    /// Permits to compute a hash now: the pool's threads.
-    running: Arc<Semaphore>,
+    /// Jobs for the hashing threads.
+    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
     /// Permits to be in the hasher at all, computing or waiting: threads plus queue.
     admitted: Arc<Semaphore>,
     /// A hash of a random password, verified against when a user has none, so both cases cost the same.
@@ -46,9 +53,21 @@ pub(crate) struct Hasher {
 impl Hasher {
     /// A hasher with `threads` concurrent hashes and room for `queue_limit` more to wait.
     pub(crate) fn new(params: Params, threads: usize, queue_limit: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            let params = params.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || work(&receiver, &mut Engine::new(params)));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a hashing thread");
+            }
+        }
         Self {
             params,
-            running: Arc::new(Semaphore::new(threads)),
+            jobs: Arc::new(Mutex::new(sender)),
             admitted: Arc::new(Semaphore::new(threads + queue_limit)),
             decoy: Arc::new(OnceCell::new()),
         }
@@ -56,7 +75,7 @@ impl Hasher {
 
     /// Hashes `password` into a PHC string with a fresh random salt.
     pub(crate) async fn hash(&self, password: SecretString) -> Result<String, HashError> {
-        self.run(move |argon2| hash_with(argon2, &password)).await?
+        self.run(move |engine| engine.hash(&password)).await?
     }
 
     /// Checks `password` against `stored`, or against a decoy of equal cost when there is no stored hash.
@@ -66,13 +85,12 @@ impl Hasher {
             Some(phc) => phc,
             None => self.decoy().await?,
         };
-        let params = self.params.clone();
         let verified = self
-            .run(move |argon2| {
-                let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Internal(e.to_string()))?;
-                let valid = argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok();
+            .run(move |engine| {
+                let parsed = PasswordHash::new(&phc).map_err(internal)?;
+                let valid = engine.verify(&password, &parsed)?;
                 let rehashed =
-                    if valid && !uses(&parsed, &params) { Some(hash_with(argon2, &password)?) } else { None };
+                    if valid && !uses(&parsed, &engine.params) { Some(engine.hash(&password)?) } else { None };
                 Ok::<_, HashError>(Verified { valid, rehashed })
             })
             .await??;
@@ -91,36 +109,108 @@ impl Hasher {
         Ok(decoy.clone())
     }
 
-    /// Runs `work` on a blocking thread once a pool permit is free; fails at once when the queue is full.
+    /// Runs `work` on a hashing thread, waiting in the queue if needed; fails at once when the queue is full.
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
-        F: FnOnce(&Argon2<'_>) -> T + Send + 'static,
+        F: FnOnce(&mut Engine) -> T + Send + 'static,
         T: Send + 'static,
     {
         let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("password_hashing_rejected_total").increment(1);
             HashError::Saturated
         })?;
-        let running = self.running.clone().acquire_owned().await.map_err(|e| HashError::Internal(e.to_string()))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let (reply, result) = oneshot::channel();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let result = work(&argon2);
-            drop((running, admitted));
-            result
-        })
-        .await
-        .map_err(|e| HashError::Internal(e.to_string()))?;
+        let job: Job = Box::new(move |engine| {
+            let _ = reply.send(work(engine));
+            drop(admitted);
+        });
+        let sent = self.jobs.lock().map_err(|_| HashError::Internal("hashing pool poisoned".into()))?.send(job);
+        sent.map_err(|_| HashError::Internal("hashing pool stopped".into()))?;
+        let result = result.await.map_err(|_| HashError::Internal("hashing thread failed".into()))?;
         metrics::histogram!("password_hash_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(result)
     }
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &SecretString) -> Result<String, HashError> {
-    argon2
-        .hash_password(password.expose_secret().as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| HashError::Internal(e.to_string()))
+/// A hashing thread: takes jobs until the pool is dropped.
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>, engine: &mut Engine) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(engine),
+            Err(_) => return,
+        }
+    }
+}
+
+/// One hashing thread's argon2id instance and the memory it hashes in.
+pub(crate) struct Engine {
+    params: Params,
+    argon2: Argon2<'static>,
+    blocks: Vec<Block>,
+}
+
+impl Engine {
+    fn new(params: Params) -> Self {
+        let blocks = vec![Block::default(); params.block_count()];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        Self { params, argon2, blocks }
+    }
+
+    /// A PHC string for `password` with a fresh 16-byte random salt, hashed in this thread's memory.
+    fn hash(&mut self, password: &SecretString) -> Result<String, HashError> {
+        let salt = Salt::new(&rand::random::<[u8; Salt::RECOMMENDED_LENGTH]>()).map_err(internal)?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let pwd = password.expose_secret().as_bytes();
+        self.argon2.hash_password_into_with_memory(pwd, &salt, &mut out, &mut self.blocks).map_err(internal)?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(internal)?,
+            salt: Some(salt),
+            hash: Some(Output::new(&out).map_err(internal)?),
+        };
+        Ok(hash.to_string())
+    }
+
+    /// Whether `password` matches `stored`, recomputed with the stored parameters and compared in constant time.
+    fn verify(&mut self, password: &SecretString, stored: &PasswordHash) -> Result<bool, HashError> {
+        let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+            return Err(HashError::Internal("stored hash has no salt or output".into()));
+        };
+        let algorithm = Algorithm::try_from(stored.algorithm.as_str()).map_err(internal)?;
+        let version = stored.version.map(Version::try_from).transpose().map_err(internal)?.unwrap_or_default();
+        let params = Params::try_from(stored).map_err(internal)?;
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        let pwd = password.expose_secret().as_bytes();
+        let computed = if params.block_count() == self.blocks.len() {
+            argon2.hash_password_into_with_memory(pwd, salt, &mut out, &mut self.blocks)
+        } else {
+            // A hash made under other parameters (before a change): rare, so it may allocate.
+            argon2.hash_password_into(pwd, salt, &mut out)
+        };
+        computed.map_err(internal)?;
+        // `Output` compares in constant time.
+        Ok(Output::new(&out).map_err(internal)? == *expected)
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> HashError {
+    HashError::Internal(error.to_string())
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("params", &self.params)
+            .field("free", &self.admitted.available_permits())
+            .finish()
+    }
 }
 
 /// Whether `hash` was made as argon2id with exactly `params`.
@@ -156,6 +246,18 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
         assert!(right.valid && right.rehashed.is_none());
         assert!(!wrong.valid && wrong.rehashed.is_none());
+    }
+
+    #[tokio::test]
+    async fn our_phc_strings_verify_with_the_reference_implementation() {
+        use argon2::PasswordVerifier as _;
+        let hasher = Hasher::new(cheap(), 1, 1);
+
+        let phc = hasher.hash(SecretString::from("interoperable passphrase")).await.unwrap();
+
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default().verify_password(b"interoperable passphrase", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"another passphrase", &parsed).is_err());
     }
 
     #[tokio::test]

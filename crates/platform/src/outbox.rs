@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 use crate::{amqp::Broker, events::Envelope};
 
+/// How often the lag gauges are refreshed: often enough for alerts, rarely enough to cost nothing.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The channel `enqueue` notifies so the relay wakes as soon as the transaction commits.
 const CHANNEL: &str = "outbox";
 
@@ -98,9 +101,13 @@ async fn relay_on(
     let mut listener = PgListener::connect_with(pool).await.context("listening for outbox notifications")?;
     listener.listen(CHANNEL).await?;
     tracing::info!(exchange = %settings.exchange, "outbox relay running");
+    let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
     loop {
         let published = publish_due(pool, &channel, settings).await?;
-        record_lag(pool).await;
+        if lag_recorded.elapsed() >= LAG_INTERVAL {
+            record_lag(pool).await;
+            lag_recorded = tokio::time::Instant::now();
+        }
         if published == settings.batch_size as usize {
             continue;
         }

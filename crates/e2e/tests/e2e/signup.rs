@@ -421,3 +421,39 @@ async fn openapi_describes_the_signup_endpoint_and_its_errors() -> anyhow::Resul
     assert!(document["components"]["schemas"]["Problem"].is_object());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_by_each_subscriber_and_applies_nothing() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let garbage = lapin::BasicProperties::default().with_headers({
+        let mut headers = lapin::types::FieldTable::default();
+        for (key, value) in [
+            ("cloudEvents_id", uuid::Uuid::now_v7().to_string()),
+            ("cloudEvents_type", SIGNED_UP.to_owned()),
+            ("cloudEvents_source", "/somewhere".to_owned()),
+            ("cloudEvents_time", "2026-11-26T00:00:00Z".to_owned()),
+        ] {
+            headers.insert(key.into(), lapin::types::AMQPValue::LongString(value.as_str().into()));
+        }
+        headers
+    });
+    for subscriber in SUBSCRIBERS {
+        // The queues exist once the consumers declared them; wait for that before publishing.
+        eventually(DELIVERY_TIMEOUT, || e2e::broker::queue_depth(stack.queue(subscriber))).await?;
+    }
+
+    publish(&stack.exchange, garbage, b"\xff\xff not protobuf").await?;
+    publish(&stack.exchange, lapin::BasicProperties::default(), b"no headers at all").await?;
+
+    for subscriber in SUBSCRIBERS {
+        let dead_letters = format!("{}.dlq", stack.queue(subscriber));
+        eventually(DELIVERY_TIMEOUT, || async {
+            let depth = e2e::broker::queue_depth(&dead_letters).await?;
+            anyhow::ensure!(depth == 2, "{dead_letters} holds {depth}");
+            Ok(())
+        })
+        .await?;
+        assert_eq!(stack.processed(subscriber, None).await?, 0, "{subscriber} applied a poison message");
+    }
+    Ok(())
+}
