@@ -21,6 +21,10 @@ use uuid::Uuid;
 
 use crate::{amqp::Broker, events::Envelope};
 
+/// How long the broker may take to confirm a batch. Past it the transaction rolls back and the rows are
+/// published again later (consumers are idempotent), rather than holding row locks on a silent broker.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often the lag gauges are refreshed: often enough for alerts, rarely enough to cost nothing.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -167,21 +171,27 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
     }
     let (mut published, mut failed) = (Vec::new(), Vec::new());
     let mut broken = None;
-    for (row, confirm) in rows.iter().zip(confirms) {
-        match confirm {
-            Ok(confirm) => match confirm.await {
-                Ok(Confirmation::Ack(_)) => published.push(row.id),
-                Ok(other) => failed.push((row.id, row.attempts, format!("broker answered {other:?}"))),
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
+        for (row, confirm) in rows.iter().zip(confirms) {
+            match confirm {
+                Ok(confirm) => match confirm.await {
+                    Ok(Confirmation::Ack(_)) => published.push(row.id),
+                    Ok(other) => failed.push((row.id, row.attempts, format!("broker answered {other:?}"))),
+                    Err(error) => {
+                        failed.push((row.id, row.attempts, error.to_string()));
+                        broken = Some(error);
+                    }
+                },
                 Err(error) => {
                     failed.push((row.id, row.attempts, error.to_string()));
                     broken = Some(error);
                 }
-            },
-            Err(error) => {
-                failed.push((row.id, row.attempts, error.to_string()));
-                broken = Some(error);
             }
         }
+    })
+    .await;
+    if confirmed.is_err() {
+        anyhow::bail!("the broker did not confirm {} events within {CONFIRM_TIMEOUT:?}", rows.len());
     }
     sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(&published).execute(&mut *tx).await?;
     for (id, attempts, reason) in &failed {

@@ -457,3 +457,38 @@ async fn a_poison_message_is_dead_lettered_by_each_subscriber_and_applies_nothin
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn sigterm_lets_signups_in_flight_finish_before_signup_api_exits() -> anyhow::Result<()> {
+    // Room for all ten in the hashing queue: this test is about draining, not about load shedding.
+    let options = Options { env: vec![("password", "HASHING_QUEUE_LIMIT", "20".to_owned())], ..Options::default() };
+    let mut stack = started(options).await?;
+    let emails: Vec<String> = (0..10).map(|i| unique_email(&format!("inflight{i}"))).collect();
+    let requests: Vec<_> = emails
+        .iter()
+        .map(|email| {
+            let (client, url, body) =
+                (stack.http().clone(), format!("{}/v1/signups", stack.api_url()), body(email, PASSWORD));
+            tokio::spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    // Every request is inside the system once its user row exists; most are still hashing or completing.
+    let database = stack.database("user-metadata");
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut users = database.connect().await?;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut users).await?;
+        anyhow::ensure!(count == 10, "{count} of 10 requests registered");
+        Ok(())
+    })
+    .await?;
+
+    stack.stop("signup-api").await?;
+
+    for request in requests {
+        assert_eq!(request.await??, 202, "an in-flight signup was cut off by the shutdown");
+    }
+    let exited = stack.member("signup-api").process.stdout_lines();
+    assert!(exited.iter().any(|l| l.contains("\"stopped\"")), "signup-api did not stop cleanly");
+    assert_eq!(outbox_count(&stack, false).await?, 10, "every accepted signup must be committed");
+    Ok(())
+}
