@@ -129,3 +129,49 @@ async fn connect() -> anyhow::Result<Connection> {
         .context("connecting to RabbitMQ timed out")?
         .context("connect to RabbitMQ (TEST_AMQP_URL)")
 }
+
+/// Broker names of one test (its own exchange and a queue per service), deleted when dropped.
+#[derive(Debug)]
+pub struct TestTopology {
+    exchange: String,
+    queues: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestTopology {
+    /// Fresh names.
+    pub fn new() -> Self {
+        Self { exchange: format!("e2e.{}", uuid::Uuid::now_v7().simple()), queues: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// `EVENTS_EXCHANGE` and `EVENTS_QUEUE` for `service`.
+    pub fn env(&self, service: &str) -> Vec<(String, String)> {
+        let queue = format!("{}.{service}", self.exchange);
+        if let Ok(mut queues) = self.queues.lock() {
+            queues.push(queue.clone());
+        }
+        vec![("EVENTS_EXCHANGE".to_owned(), self.exchange.clone()), ("EVENTS_QUEUE".to_owned(), queue)]
+    }
+
+    /// The queue `env` named for `service`.
+    pub fn queue(&self, service: &str) -> String {
+        format!("{}.{service}", self.exchange)
+    }
+}
+
+impl Default for TestTopology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestTopology {
+    fn drop(&mut self) {
+        let exchange = self.exchange.clone();
+        let queues = self.queues.lock().map(|q| q.clone()).unwrap_or_default();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(delete_topology(&exchange, &queues))
+        });
+        let _ = cleanup.join();
+    }
+}

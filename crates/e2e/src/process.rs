@@ -57,6 +57,18 @@ impl ServiceProcess {
         Ok(Self { name: name.to_owned(), child, stdout, stderr, readers, started })
     }
 
+    /// Starts `name serve` with `PORT=0` (and `METRICS_PORT=0`) added to `env`, waits until it serves, and
+    /// returns it with its ports and `env` completed with them (for `healthcheck` runs against it).
+    pub async fn serve(name: &str, env: &[(String, String)]) -> anyhow::Result<Serving> {
+        let mut env = env.to_vec();
+        env.extend([("PORT".to_owned(), "0".to_owned()), ("METRICS_PORT".to_owned(), "0".to_owned())]);
+        let mut process = Self::spawn(name, &["serve"], &env)?;
+        let (port, ops_port) = process.serving_ports(Duration::from_secs(30)).await?;
+        env.retain(|(k, _)| k != "PORT" && k != "METRICS_PORT");
+        env.extend([("PORT".to_owned(), port.to_string()), ("METRICS_PORT".to_owned(), ops_port.to_string())]);
+        Ok(Serving { process, port, ops_port, env })
+    }
+
     /// Runs a command of `name` to completion (e.g. `migrate`, `healthcheck`) and returns its exit status and
     /// output.
     pub async fn run(name: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Finished> {
@@ -83,6 +95,32 @@ impl ServiceProcess {
     /// Every line written to stderr so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().map(|lines| lines.clone()).unwrap_or_default()
+    }
+
+    /// Waits for the process's `serving` log line and returns the ports it bound: `PORT=0` lets the kernel pick
+    /// free ports with no window for another process to take them. Returns (`PORT`, ops port), where the ops
+    /// port of signup-api is its `PORT`.
+    pub async fn serving_ports(&mut self, timeout: Duration) -> anyhow::Result<(u16, u16)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let serving = self.stdout_lines().into_iter().find_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(&line).ok()?;
+                (entry["message"] == "serving").then_some(entry)
+            });
+            if let Some(entry) = serving {
+                let port = |key: &str| entry[key].as_str().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+                return match (port("grpc"), port("ops"), port("http")) {
+                    (Some(grpc), Some(ops), _) => Ok((grpc, ops)),
+                    (_, _, Some(http)) => Ok((http, http)),
+                    _ => bail!("{}: unexpected serving line {entry}", self.name),
+                };
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited with {status} before serving; stderr: {:?}", self.name, self.stderr_lines());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{} did not start serving within {timeout:?}", self.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Polls `probe` until the process reports ready; returns the time from exec to ready.
@@ -129,6 +167,19 @@ impl ServiceProcess {
         }
         Ok(status)
     }
+}
+
+/// A server started by [`ServiceProcess::serve`].
+#[derive(Debug)]
+pub struct Serving {
+    /// The process.
+    pub process: ServiceProcess,
+    /// Its `PORT`.
+    pub port: u16,
+    /// Its operational port (`METRICS_PORT`, or `PORT` for signup-api).
+    pub ops_port: u16,
+    /// Its environment with the real ports.
+    pub env: Vec<(String, String)>,
 }
 
 /// A command that ran to completion.

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use crate::{
     database::TestDatabase,
-    process::{Probe, ServiceProcess, free_port, grpc_channel},
+    process::{Probe, ServiceProcess, grpc_channel},
     proxy::Proxy,
 };
 
@@ -57,6 +57,21 @@ pub struct Member {
 }
 
 impl Member {
+    /// Starts `name` on kernel-chosen ports, learns them from its `serving` line, and pins them in its
+    /// environment so a restart binds the same ones.
+    async fn start(name: &str, mut env: Vec<(String, String)>, probe: fn(u16) -> Probe) -> anyhow::Result<Self> {
+        let mut process = ServiceProcess::spawn(name, &["serve"], &env)?;
+        let (port, ops_port) = process.serving_ports(READY_TIMEOUT).await?;
+        for (key, value) in &mut env {
+            match key.as_str() {
+                "PORT" => *value = port.to_string(),
+                "METRICS_PORT" => *value = ops_port.to_string(),
+                _ => {}
+            }
+        }
+        Ok(Self { process, past: Vec::new(), port, ops_port, env, probe: probe(port) })
+    }
+
     /// Every stdout line of every run of this service.
     pub fn all_stdout(&self) -> Vec<String> {
         self.past.iter().chain([&self.process]).flat_map(ServiceProcess::stdout_lines).collect()
@@ -84,7 +99,8 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
-    /// Creates the databases and starts all five binaries with `MIGRATE_ON_START=true`. Does not wait for them.
+    /// Creates the databases and starts all five binaries with `MIGRATE_ON_START=true` on kernel-chosen ports.
+    /// Waits until each is serving (so its ports are known), not until it is ready.
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let exchange = format!("e2e.{id}");
@@ -96,15 +112,14 @@ impl Stack {
         let (mut databases, mut queues) = (Vec::new(), Vec::new());
         for name in GRPC_SERVICES {
             let database = TestDatabase::create(name).await?;
-            let (port, ops_port) = (free_port()?, free_port()?);
             let queue = format!("e2e.{id}.{name}");
             let amqp_url = match (&broker_proxy, name) {
                 (Some(proxy), "user-metadata") => format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port()),
                 _ => crate::backing::amqp_url(),
             };
-            let mut env = common_env(port);
+            let mut env = common_env();
             env.extend([
-                var("METRICS_PORT", ops_port),
+                var("METRICS_PORT", 0),
                 var("DATABASE_URL", database.url()),
                 var("MIGRATE_ON_START", "true"),
                 var("AMQP_URL", amqp_url),
@@ -113,13 +128,12 @@ impl Stack {
                 var("OUTBOX_POLL_INTERVAL_MS", 200),
             ]);
             env.extend(extra(&options, name));
-            let process = ServiceProcess::spawn(name, &["serve"], &env)?;
-            members.push(Member { process, past: Vec::new(), port, ops_port, env, probe: Probe::Grpc(port) });
+            let member = Member::start(name, env, Probe::Grpc).await?;
+            members.push(member);
             databases.push(database);
             queues.push(queue);
         }
-        let port = free_port()?;
-        let mut env = common_env(port);
+        let mut env = common_env();
         let url = |i: usize| format!("http://127.0.0.1:{}", members[i].port);
         env.extend([
             var("USER_METADATA_URL", url(0)),
@@ -129,8 +143,7 @@ impl Stack {
             var("CONTACT_HASH_KEY", CONTACT_HASH_KEY),
         ]);
         env.extend(extra(&options, "signup-api"));
-        let process = ServiceProcess::spawn("signup-api", &["serve"], &env)?;
-        members.push(Member { process, past: Vec::new(), port, ops_port: port, env, probe: Probe::Http(port) });
+        members.push(Member::start("signup-api", env, Probe::Http).await?);
         Ok(Self { members, exchange, broker_proxy, queues, databases, http: reqwest::Client::new() })
     }
 
@@ -270,9 +283,9 @@ fn extra(options: &Options, service: &str) -> Vec<(String, String)> {
     options.env.iter().filter(|(s, _, _)| *s == service).map(|(_, k, v)| var(k, v)).collect()
 }
 
-fn common_env(port: u16) -> Vec<(String, String)> {
+fn common_env() -> Vec<(String, String)> {
     vec![
-        var("PORT", port),
+        var("PORT", 0),
         var("LOG_FORMAT", "json"),
         var("RUST_LOG", "info"),
         var("SHUTDOWN_GRACE_PERIOD_SECS", GRACE.as_secs()),

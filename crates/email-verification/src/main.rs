@@ -20,8 +20,12 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Probe the running server on PORT; exit 0 when it is ready.
-    Healthcheck,
+    /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
+    Healthcheck {
+        /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 #[tokio::main]
@@ -30,8 +34,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    if let Command::Healthcheck = command {
-        return platform::healthcheck::grpc(ServerSettings::load(50053, 9053)?.port).await;
+    if let Command::Healthcheck { live } = command {
+        let ports = ServerSettings::load(50053, 9053)?;
+        return match live {
+            true => platform::healthcheck::http(ports.metrics_port, "/livez").await,
+            false => platform::healthcheck::grpc(ports.port).await,
+        };
     }
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("email-verification", &settings.telemetry)?;

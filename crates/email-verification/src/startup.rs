@@ -20,6 +20,9 @@ impl App {
     /// Does all I/O setup: connects to the database, checks its schema, starts
     /// connecting to the broker, binds the listeners (port 0 allowed).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.database.migrate_on_start {
+            platform::events::declare_subscription(&settings.amqp, &settings.subscription).await?;
+        }
         let backing =
             Backing::attach(&settings.database, crate::migrator(), Some((&settings.amqp, "email-verification")))
                 .await?;

@@ -16,7 +16,9 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!()
 }
 
-/// The `migrate` subcommand: creates the database if missing, applies pending migrations, and exits.
+/// The `migrate` subcommand: creates the database if missing, applies pending migrations, declares this
+/// service's queue on the broker (so no event published from now on can miss it), and exits.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    platform::db::migrate_command(&settings.database, migrator()).await
+    platform::db::migrate_command(&settings.database, migrator()).await?;
+    platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
 }

@@ -97,6 +97,16 @@ impl Hasher {
         Ok(Verified { valid: verified.valid && has_credential, ..verified })
     }
 
+    /// Computes the decoy hash in the background now, so the first unknown user does not pay for it.
+    pub(crate) fn warm_up(&self) {
+        let hasher = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = hasher.decoy().await {
+                tracing::warn!(%error, "could not prepare the decoy hash; it will be made on first use");
+            }
+        });
+    }
+
     async fn decoy(&self) -> Result<String, HashError> {
         let hasher = self.clone();
         let decoy = self

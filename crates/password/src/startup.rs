@@ -49,6 +49,7 @@ impl App {
 fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow::Result<Routes> {
     let hashing = &settings.hashing;
     let hasher = Hasher::new(hashing.params.params()?, hashing.threads, hashing.queue_limit);
+    hasher.warm_up();
     let service = PasswordServiceServer::new(Passwords::new(backing.pool.clone(), hasher));
     Ok(Routes::new(platform::grpc::health_service::<PasswordServiceServer<Passwords>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)

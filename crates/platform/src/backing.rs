@@ -41,7 +41,8 @@ impl Backing {
         Ok(Self { pool, broker, broker_task })
     }
 
-    /// A readiness builder that already checks the database and, if attached, the broker.
+    /// A readiness builder that already checks the database (critical) and, if attached, the broker
+    /// (informational: without it the service still serves, and the outbox or the queue absorbs the outage).
     pub fn readiness(&self) -> ReadinessBuilder {
         let pool = self.pool.clone();
         let builder = Readiness::builder().check("database", move || {
@@ -49,7 +50,7 @@ impl Backing {
             async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|e| e.to_string()) }
         });
         match &self.broker {
-            Some(broker) => builder.check("broker", broker.readiness_check()),
+            Some(broker) => builder.inform("broker", broker.readiness_check()),
             None => builder,
         }
     }

@@ -158,6 +158,31 @@ impl Subscription {
     }
 }
 
+/// Connects to the broker once and declares `subscription`: what a subscriber's `migrate` (and a serve with
+/// `MIGRATE_ON_START`) does, so that its queue exists before anything is published.
+pub async fn declare_subscription(
+    settings: &crate::settings::AmqpSettings,
+    subscription: &Subscription,
+) -> anyhow::Result<()> {
+    let uri = settings.uri()?;
+    let connect = lapin::Connection::connect_uri(uri, lapin::ConnectionProperties::default());
+    let connection = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .with_context(|| format!("connecting to the broker at AMQP_URL ({}) timed out", settings.redacted()))?
+        .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", settings.redacted()))?;
+    let channel = connection.create_channel().await?;
+    subscription.declare(&channel).await.with_context(|| {
+        format!(
+            "declaring queue {} (if it exists with other arguments, change EVENTS_DELIVERY_LIMIT through a broker \
+             policy or delete the queue)",
+            subscription.queue
+        )
+    })?;
+    tracing::info!(queue = %subscription.queue, exchange = %subscription.exchange, "subscription declared");
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
 fn quorum(mut arguments: FieldTable) -> FieldTable {
     arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     arguments
@@ -166,7 +191,7 @@ fn quorum(mut arguments: FieldTable) -> FieldTable {
 /// What a handler says about an event it could not process.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// Worth retrying later (a database outage): the message is requeued after a pause.
+    /// Worth retrying (a database outage): the consumer retries it with backoff, holding the message.
     #[error("transient: {0:#}")]
     Transient(anyhow::Error),
     /// Can never succeed (an undecodable body): the message is dead-lettered at once.
@@ -181,8 +206,17 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl std::future::Future<Output = Result<(), HandleError>> + Send;
 }
 
-/// How long a transient failure pauses consumption before the message is requeued.
+/// How long the consumer waits after its broker channel failed before starting again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Retries of one event in hand before it goes back to the queue, where the delivery limit takes over (about
+/// seven minutes of pauses).
+const MAX_IN_PLACE_RETRIES: u32 = 20;
+
+/// The pause before retrying an event after a transient failure: 0.2 s doubling to 30 s.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(200).saturating_mul(1 << attempt.min(8)).min(Duration::from_secs(30))
+}
 
 /// Consumes `subscription` with `handler` until `cancel` fires, reconnecting whenever the broker goes away.
 /// One message is handled at a time per consumer; scale by running more replicas.
@@ -269,28 +303,48 @@ async fn process<H: Handler>(delivery: Delivery, handler: &H, cancel: &Cancellat
         let _ = span.set_parent(crate::propagation::extract(&headers));
     }
     async {
-        match handler.handle(envelope).await {
-            Ok(()) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-                metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
-                tracing::info!("event applied");
-            }
-            Err(HandleError::Poison(error)) => {
-                tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
-                metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
-                delivery.reject(BasicRejectOptions { requeue: false }).await?;
-            }
-            Err(HandleError::Transient(error)) => {
-                tracing::warn!(error = format!("{error:#}"), "event not applied; it will be retried");
-                metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    () = cancel.cancelled() => {}
+        let mut attempt = 0u32;
+        loop {
+            match handler.handle(envelope.clone()).await {
+                Ok(()) => {
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
+                    tracing::info!("event applied");
+                    return anyhow::Ok(());
                 }
-                delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
+                Err(HandleError::Poison(error)) => {
+                    tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
+                    metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                    delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                    return Ok(());
+                }
+                Err(HandleError::Transient(error)) => {
+                    // Retried here, holding the message, rather than requeued: a requeue counts toward the
+                    // delivery limit, and an outage of our own database must not dead-letter good events.
+                    attempt += 1;
+                    if attempt > MAX_IN_PLACE_RETRIES {
+                        tracing::error!(error = format!("{error:#}"), "event still failing; returning it to the queue");
+                        delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
+                        return Ok(());
+                    }
+                    let pause = retry_pause(attempt);
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        attempt,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "event not applied yet"
+                    );
+                    metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = cancel.cancelled() => {
+                            delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
+                            return Ok(());
+                        }
+                    }
+                }
             }
         }
-        anyhow::Ok(())
     }
     .instrument(span)
     .await
@@ -309,8 +363,13 @@ pub async fn record_once(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, envelop
     Ok(inserted.rows_affected() == 1)
 }
 
-/// A database error while handling an event: a lost connection is worth a retry, anything else too, since
-/// the message itself decoded fine.
+/// A database error while handling an event: data exceptions and integrity violations (SQLSTATE classes 22
+/// and 23) will fail the same way every time and make the message poison; anything else (a lost connection, a
+/// timeout, a serialisation failure) is worth a retry.
 pub fn transient(error: sqlx::Error) -> HandleError {
-    HandleError::Transient(error.into())
+    let deterministic = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+    if deterministic { HandleError::Poison(error.into()) } else { HandleError::Transient(error.into()) }
 }

@@ -1,5 +1,10 @@
-//! Readiness: a set of named checks on the process's backing services, evaluated in the background and
-//! published to `/readyz` and to `grpc.health.v1`. Shutdown flips it to not ready at once, before draining.
+//! Readiness: named checks on the process's backing services, evaluated in the background and published to
+//! `/readyz` and to `grpc.health.v1`. Shutdown flips it to not ready at once, before draining.
+//!
+//! A check is either *critical* (the process cannot serve without it: its database) or *informational* (the
+//! process serves degraded without it: the broker, whose outage the outbox exists to absorb). Only critical
+//! checks decide readiness; informational ones are reported, so an outage of the broker never takes the
+//! services that accept signups out of rotation.
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -18,8 +23,10 @@ type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 /// The outcome of the latest round of checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// True when every check passed and the process is not shutting down.
+    /// True when every critical check passed and the process is not shutting down.
     pub ready: bool,
+    /// True when an informational check failed: serving, but without something it normally has.
+    pub degraded: bool,
     /// Each check's name and its error, if it failed.
     pub checks: BTreeMap<&'static str, Result<(), String>>,
     /// True once shutdown has started.
@@ -29,7 +36,7 @@ pub struct Report {
 /// Cloneable handle on the process's readiness.
 #[derive(Clone)]
 pub struct Readiness {
-    checks: Arc<Vec<(&'static str, CheckFn)>>,
+    checks: Arc<Vec<Check>>,
     report: Arc<watch::Sender<Report>>,
 }
 
@@ -39,26 +46,51 @@ impl std::fmt::Debug for Readiness {
     }
 }
 
+struct Check {
+    name: &'static str,
+    critical: bool,
+    run: CheckFn,
+}
+
 /// Collects the checks of a [`Readiness`].
 #[derive(Default)]
 pub struct ReadinessBuilder {
-    checks: Vec<(&'static str, CheckFn)>,
+    checks: Vec<Check>,
 }
 
 impl std::fmt::Debug for ReadinessBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.checks.iter().map(|(name, _)| name)).finish()
+        f.debug_list().entries(self.checks.iter().map(|check| check.name)).finish()
     }
 }
 
 impl ReadinessBuilder {
-    /// Adds a check; it passes when the future returns `Ok` within a second. Errors must not contain secrets.
-    pub fn check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    /// Adds a critical check; it passes when the future returns `Ok` within a second. Errors must not contain
+    /// secrets.
+    pub fn check<F, Fut>(self, name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push((name, Arc::new(move || Box::pin(check()) as CheckFuture)));
+        self.add(name, true, check)
+    }
+
+    /// Adds an informational check: reported, and `degraded` when failing, but never making the process
+    /// unready.
+    pub fn inform<F, Fut>(self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.add(name, false, check)
+    }
+
+    fn add<F, Fut>(mut self, name: &'static str, critical: bool, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push(Check { name, critical, run: Arc::new(move || Box::pin(check()) as CheckFuture) });
         self
     }
 
@@ -108,12 +140,12 @@ impl Readiness {
     }
 
     async fn run_checks(&self) -> BTreeMap<&'static str, Result<(), String>> {
-        let rounds = self.checks.iter().map(|(name, check)| async move {
-            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+        let rounds = self.checks.iter().map(|check| async move {
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.run)()).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err("timed out".to_owned()),
             };
-            (*name, outcome)
+            (check.name, outcome)
         });
         futures_util::future::join_all(rounds).await.into_iter().collect()
     }
@@ -123,12 +155,21 @@ impl Readiness {
             if report.draining {
                 return false;
             }
-            let ready = checks.values().all(Result::is_ok);
+            let passed = |critical: bool| {
+                self.checks
+                    .iter()
+                    .filter(|c| c.critical == critical)
+                    .all(|c| checks.get(c.name).is_some_and(Result::is_ok))
+            };
+            let (ready, degraded) = (passed(true), !passed(false));
             if report.checks == checks && report.ready == ready {
                 return false;
             }
             log_changes(&report.checks, &checks);
-            *report = Report { ready, checks, draining: false };
+            for (name, outcome) in &checks {
+                metrics::gauge!("dependency_up", "dependency" => *name).set(if outcome.is_ok() { 1.0 } else { 0.0 });
+            }
+            *report = Report { ready, degraded, checks, draining: false };
             true
         });
     }
@@ -172,9 +213,24 @@ mod tests {
         healthy.store(true, Ordering::SeqCst);
         readiness.publish(readiness.run_checks().await);
         assert!(readiness.report().ready);
+        assert!(!readiness.report().degraded);
 
         readiness.start_draining();
         readiness.publish(readiness.run_checks().await);
         assert!(!readiness.report().ready, "draining wins over passing checks");
+    }
+
+    #[tokio::test]
+    async fn a_failing_informational_check_degrades_but_does_not_unready() {
+        let readiness = Readiness::builder()
+            .check("database", || async { Ok(()) })
+            .inform("broker", || async { Err("not connected".to_owned()) })
+            .build();
+
+        readiness.publish(readiness.run_checks().await);
+
+        let report = readiness.report();
+        assert!(report.ready && report.degraded, "{report:?}");
+        assert_eq!(report.checks["broker"], Err("not connected".to_owned()));
     }
 }

@@ -103,10 +103,11 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     let checks =
         report.checks.iter().map(|(name, outcome)| (*name, outcome.clone().err().unwrap_or_else(|| "ok".into())));
     let body = ReadyBody {
-        status: match (report.ready, report.draining) {
-            (true, _) => "ready",
-            (false, true) => "draining",
-            (false, false) => "not_ready",
+        status: match (report.ready, report.degraded, report.draining) {
+            (true, false, _) => "ready",
+            (true, true, _) => "degraded",
+            (false, _, true) => "draining",
+            (false, _, false) => "not_ready",
         },
         checks: checks.collect(),
     };

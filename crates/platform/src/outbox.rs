@@ -25,6 +25,10 @@ use crate::{amqp::Broker, events::Envelope};
 /// published again later (consumers are idempotent), rather than holding row locks on a silent broker.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Publish as mandatory: a message no queue takes comes back instead of vanishing, and is retried until a
+/// subscriber's queue exists (subscribers' `migrate` declares them, so normally it always does).
+const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, immediate: false };
+
 /// How often the lag gauges are refreshed: often enough for alerts, rarely enough to cost nothing.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -78,10 +82,12 @@ pub async fn relay(pool: PgPool, broker: Broker, settings: RelaySettings, cancel
             connection = broker.connection() => match connection { Some(c) => c, None => return },
             () = cancel.cancelled() => return,
         };
+        let started = tokio::time::Instant::now();
         match relay_on(&pool, &connection, &settings, &cancel).await {
             Ok(()) => return,
             Err(error) => {
-                attempt += 1;
+                // A relay that ran well for a while starts its backoff afresh.
+                attempt = if started.elapsed() > Duration::from_secs(30) { 1 } else { attempt + 1 };
                 tracing::warn!(error = format!("{error:#}"), "outbox relay interrupted; restarting");
             }
         }
@@ -162,7 +168,7 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
             .basic_publish(
                 settings.exchange.as_str().into(),
                 "".into(),
-                BasicPublishOptions::default(),
+                MANDATORY,
                 &envelope.data,
                 envelope.properties(),
             )
@@ -175,7 +181,10 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
         for (row, confirm) in rows.iter().zip(confirms) {
             match confirm {
                 Ok(confirm) => match confirm.await {
-                    Ok(Confirmation::Ack(_)) => published.push(row.id),
+                    Ok(Confirmation::Ack(None)) => published.push(row.id),
+                    Ok(Confirmation::Ack(Some(_))) => {
+                        failed.push((row.id, row.attempts, "unroutable: no queue is bound to the exchange".to_owned()));
+                    }
                     Ok(other) => failed.push((row.id, row.attempts, format!("broker answered {other:?}"))),
                     Err(error) => {
                         failed.push((row.id, row.attempts, error.to_string()));

@@ -30,9 +30,6 @@ pub(crate) enum ApiError {
     /// The `Idempotency-Key` was used before with another request.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
-    /// A newer signup for the same email overtook this one.
-    #[error("a concurrent signup superseded this one")]
-    Superseded,
     /// A dependency is down or saturated; retry after the given seconds.
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after_secs: u64 },
@@ -92,8 +89,6 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency Key Reused")
                     .with_detail("this Idempotency-Key was used with a different request body")
             }
-            Self::Superseded => Problem::new(StatusCode::CONFLICT, "signup-superseded", "Signup Superseded")
-                .with_detail("a newer signup for this email was made at the same time; retry if this one was yours"),
             Self::Unavailable { retry_after_secs, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable")
                     .with_detail("a dependency is unavailable or busy; retry later")

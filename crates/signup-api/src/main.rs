@@ -17,8 +17,12 @@ enum Command {
     /// Serve HTTP on PORT (the default command).
     #[default]
     Serve,
-    /// Probe the running server's /readyz on PORT; exit 0 when it is ready.
-    Healthcheck,
+    /// Probe the running server: exit 0 when `/readyz` on PORT answers 200.
+    Healthcheck {
+        /// Probe `/livez` instead: for platforms that restart unhealthy tasks.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 #[tokio::main]
@@ -27,8 +31,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    if let Command::Healthcheck = command {
-        return platform::healthcheck::http(Settings::load_port()?, "/readyz").await;
+    if let Command::Healthcheck { live } = command {
+        let path = if live { "/livez" } else { "/readyz" };
+        return platform::healthcheck::http(Settings::load_port()?, path).await;
     }
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;

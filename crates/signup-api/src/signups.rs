@@ -68,7 +68,6 @@ pub(crate) struct SignupRequest {
     responses(
         (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account)", body = SignupAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A concurrent signup for the same email superseded this one", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another body", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -164,7 +163,12 @@ async fn complete(
     let mut users = state.upstreams.users.clone();
     match users.complete_signup(request).await {
         Ok(_) => Ok(()),
-        Err(status) if status.code() == Code::Aborted => Err(ApiError::Superseded),
+        // A newer signup for the same pending email won the race: it is the one announced, and this request gets
+        // the same answer as any other, so a race reveals nothing about the account.
+        Err(status) if status.code() == Code::Aborted => {
+            tracing::info!("superseded by a concurrent signup for the same email");
+            Ok(())
+        }
         Err(status) => Err(ApiError::from_status("user-metadata", &status)),
     }
 }

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use platform::outbox::OutboxEvent;
 use prost::Message as _;
-use proto::events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserSignedUp};
+use proto::{
+    Event,
+    events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserSignedUp},
+};
 use uuid::Uuid;
 
 use crate::store::User;
@@ -27,7 +30,7 @@ pub(crate) fn signup(user: &User, existing: bool, hashes: &ContactHashes) -> Out
             locale: user.locale.clone(),
             occurred_at,
         };
-        return outbox(id, "signup.events.v1.SignupAttemptedForExistingAccount", event.encode_to_vec());
+        return outbox(id, Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT, event.encode_to_vec());
     }
     let event = UserSignedUp {
         event_id: id.to_string(),
@@ -41,7 +44,7 @@ pub(crate) fn signup(user: &User, existing: bool, hashes: &ContactHashes) -> Out
         occurred_at,
         signup_id: user.signup_id.to_string(),
     };
-    outbox(id, "signup.events.v1.UserSignedUp", event.encode_to_vec())
+    outbox(id, Event::USER_SIGNED_UP, event.encode_to_vec())
 }
 
 /// `EmailVerified` for a user who just proved their email.
@@ -53,7 +56,7 @@ pub(crate) fn verified(user: &User) -> OutboxEvent {
         verified_at: user.verified_at.map(timestamp),
         occurred_at: Some(timestamp(Utc::now())),
     };
-    outbox(id, "signup.events.v1.EmailVerified", event.encode_to_vec())
+    outbox(id, Event::EMAIL_VERIFIED, event.encode_to_vec())
 }
 
 /// A protobuf timestamp.

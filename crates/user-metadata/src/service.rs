@@ -74,7 +74,7 @@ impl UserMetadataService for Users {
         let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key.as_str());
         let announce = move |user: &User, existing: bool| events::signup(user, existing, &hashes);
         let user = store::complete(&self.pool, user_id, signup_id, key, &announce).await.map_err(status)?;
-        Ok(Response::new(CompleteSignupResponse { user: Some(wire(&user)), event_id: String::new() }))
+        Ok(Response::new(CompleteSignupResponse { user: Some(wire(&user)) }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]

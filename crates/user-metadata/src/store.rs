@@ -91,6 +91,29 @@ macro_rules! columns {
     };
 }
 
+// The queries, as literals (sqlx accepts only literal SQL) with the column list spliced in at compile time.
+const UPSERT_USER: &str = concat!(
+    "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (email) DO UPDATE SET signup_id = EXCLUDED.signup_id, display_name = EXCLUDED.display_name, \
+         locale = EXCLUDED.locale, discoverable = EXCLUDED.discoverable, updated_at = now() \
+     WHERE users.status <> 'verified' \
+     RETURNING ",
+    columns!(),
+    ", (xmax = 0) AS created"
+);
+const ANNOUNCE_USER: &str = concat!(
+    "UPDATE users SET status = 'pending_verification', announced_signup_id = signup_id, updated_at = now() \
+     WHERE id = $1 RETURNING ",
+    columns!()
+);
+const VERIFY_USER: &str = concat!(
+    "UPDATE users SET status = 'verified', verified_at = $2, updated_at = now() WHERE id = $1 RETURNING ",
+    columns!()
+);
+const LOCK_USER: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE");
+const USER_BY_ID: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+const USER_BY_EMAIL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+
 /// Registers an attempt: claims the idempotency key first (a concurrent request with the same key waits for
 /// this transaction), then creates the user or supersedes the pending attempt, in one transaction.
 pub(crate) async fn register(pool: &PgPool, signup: NewSignup) -> Result<Registered, StoreError> {
@@ -101,24 +124,16 @@ pub(crate) async fn register(pool: &PgPool, signup: NewSignup) -> Result<Registe
         return Ok(replay);
     }
     let signup_id = Uuid::now_v7();
-    let upserted: Option<(User, bool)> = sqlx::query_as::<_, UserCreated>(concat!(
-        "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (email) DO UPDATE SET signup_id = EXCLUDED.signup_id, display_name = EXCLUDED.display_name, \
-             locale = EXCLUDED.locale, discoverable = EXCLUDED.discoverable, updated_at = now() \
-         WHERE users.status <> 'verified' \
-         RETURNING ",
-        columns!(),
-        ", (xmax = 0) AS created"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&signup.email)
-    .bind(&signup.display_name)
-    .bind(&signup.locale)
-    .bind(signup.discoverable)
-    .bind(signup_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(|row| (row.user, row.created));
+    let upserted: Option<(User, bool)> = sqlx::query_as::<_, UserCreated>(UPSERT_USER)
+        .bind(Uuid::now_v7())
+        .bind(&signup.email)
+        .bind(&signup.display_name)
+        .bind(&signup.locale)
+        .bind(signup.discoverable)
+        .bind(signup_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| (row.user, row.created));
     let registered = match upserted {
         Some((user, created)) => Registered { signup_id: user.signup_id, user, created, replayed: false },
         // The email belongs to a verified user: nothing changes; the attempt gets an id of its own.
@@ -177,7 +192,8 @@ pub(crate) type Announce = dyn Fn(&User, bool) -> OutboxEvent + Send + Sync;
 
 /// Completes an attempt in one transaction: a registering or pending user moves to pending and `announce`'s
 /// event (with `existing = false`) is written; a verified user is unchanged and its event has
-/// `existing = true`. Completing an already announced attempt writes nothing.
+/// `existing = true`. Completing an already announced attempt, or an attempt whose idempotency key has
+/// completed, writes nothing.
 pub(crate) async fn complete(
     pool: &PgPool,
     user_id: Uuid,
@@ -186,30 +202,25 @@ pub(crate) async fn complete(
     announce: &Announce,
 ) -> Result<User, StoreError> {
     let mut tx = pool.begin().await?;
-    let user: User = sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE"))
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let user =
-        match user.status() {
-            Status::Verified => {
-                platform::outbox::enqueue(&mut tx, &announce(&user, true)).await?;
-                user
-            }
-            _ if user.signup_id != signup_id => return Err(StoreError::Superseded),
-            _ if user.announced_signup_id == Some(signup_id) => user,
-            _ => {
-                let user: User = sqlx::query_as(concat!(
-                "UPDATE users SET status = 'pending_verification', announced_signup_id = signup_id, updated_at = now() \
-                 WHERE id = $1 RETURNING ", columns!(), ""))
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-                platform::outbox::enqueue(&mut tx, &announce(&user, false)).await?;
-                user
-            }
-        };
+    let user = lock(&mut tx, user_id).await?;
+    if let Some(key) = idempotency_key
+        && key_completed(&mut tx, key).await?
+    {
+        return Ok(user);
+    }
+    let user = match user.status() {
+        Status::Verified => {
+            platform::outbox::enqueue(&mut tx, &announce(&user, true)).await?;
+            user
+        }
+        _ if user.signup_id != signup_id => return Err(StoreError::Superseded),
+        _ if user.announced_signup_id == Some(signup_id) => user,
+        _ => {
+            let user: User = sqlx::query_as(ANNOUNCE_USER).bind(user_id).fetch_one(&mut *tx).await?;
+            platform::outbox::enqueue(&mut tx, &announce(&user, false)).await?;
+            user
+        }
+    };
     if let Some(key) = idempotency_key {
         sqlx::query("UPDATE idempotency_keys SET completed = true WHERE key = $1").bind(key).execute(&mut *tx).await?;
     }
@@ -226,25 +237,12 @@ pub(crate) async fn mark_verified(
     announce: impl Fn(&User) -> OutboxEvent,
 ) -> Result<User, StoreError> {
     let mut tx = pool.begin().await?;
-    let user: User = sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE"))
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    let user = lock(&mut tx, user_id).await?;
     let user = match user.status() {
         Status::Verified => user,
         Status::Registering => return Err(StoreError::NotAnnounced),
         Status::PendingVerification => {
-            let user: User = sqlx::query_as(concat!(
-                "UPDATE users SET status = 'verified', verified_at = $2, updated_at = now() WHERE id = $1 \
-                 RETURNING ",
-                columns!(),
-                ""
-            ))
-            .bind(user_id)
-            .bind(verified_at)
-            .fetch_one(&mut *tx)
-            .await?;
+            let user: User = sqlx::query_as(VERIFY_USER).bind(user_id).bind(verified_at).fetch_one(&mut *tx).await?;
             platform::outbox::enqueue(&mut tx, &announce(&user)).await?;
             user
         }
@@ -253,20 +251,28 @@ pub(crate) async fn mark_verified(
     Ok(user)
 }
 
+/// Whether the attempt holding idempotency key `key` has completed, locking the key until `tx` ends: two
+/// concurrent requests with one key complete (and announce) once.
+async fn key_completed(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<bool, StoreError> {
+    let completed: Option<bool> =
+        sqlx::query_scalar("SELECT completed FROM idempotency_keys WHERE key = $1 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(completed.unwrap_or(false))
+}
+
+/// Reads a user and locks its row until `tx` ends, so concurrent completions and verifications serialise.
+async fn lock(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<User, StoreError> {
+    sqlx::query_as(LOCK_USER).bind(user_id).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
+}
+
 /// One user by id.
 pub(crate) async fn by_id<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<User, StoreError> {
-    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(executor)
-        .await?
-        .ok_or(StoreError::NotFound)
+    sqlx::query_as(USER_BY_ID).bind(id).fetch_optional(executor).await?.ok_or(StoreError::NotFound)
 }
 
 /// One user by normalised email.
 pub(crate) async fn by_email<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Result<User, StoreError> {
-    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE email = $1"))
-        .bind(email)
-        .fetch_optional(executor)
-        .await?
-        .ok_or(StoreError::NotFound)
+    sqlx::query_as(USER_BY_EMAIL).bind(email).fetch_optional(executor).await?.ok_or(StoreError::NotFound)
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use e2e::{
+    broker::TestTopology,
     database::TestDatabase,
-    process::{Probe, ServiceProcess, free_port},
+    process::{Probe, ServiceProcess, Serving},
     stack::{READY_TIMEOUT, var},
 };
 
@@ -13,37 +14,35 @@ const STATEFUL: [&str; 4] = ["user-metadata", "password", "email-verification", 
 
 #[tokio::test]
 async fn serve_refuses_a_schema_behind_the_binary_until_migrate_has_run() -> anyhow::Result<()> {
+    let topology = TestTopology::new();
     for name in STATEFUL {
         let database = TestDatabase::create(name).await?;
-        let port = free_port()?;
-        let env = vec![
-            var("PORT", port),
-            var("METRICS_PORT", free_port()?),
-            var("DATABASE_URL", database.url()),
-            var("AMQP_URL", e2e::backing::amqp_url()),
-        ];
+        let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+        env.extend(topology.env(name));
 
         let refused = ServiceProcess::run(name, &["serve"], &env).await?;
         let migrated = ServiceProcess::run(name, &["migrate"], &env).await?;
-        let mut served = ServiceProcess::spawn(name, &["serve"], &env)?;
-        let ready = served.wait_ready(Probe::Grpc(port), READY_TIMEOUT).await;
+        let mut served = ServiceProcess::serve(name, &env).await?;
+        let ready = served.process.wait_ready(Probe::Grpc(served.port), READY_TIMEOUT).await;
 
         let refusal = refused.stderr.join("\n");
         assert_eq!(refused.status.code(), Some(1), "{name}: {refusal}");
         assert!(refusal.contains("pending migrations") && refusal.contains("migrate"), "{name}: {refusal}");
         assert!(migrated.status.success(), "{name} migrate: {:?}", migrated.stderr);
         ready?;
-        served.sigterm()?;
-        assert!(served.wait(Duration::from_secs(10)).await?.success());
+        served.process.sigterm()?;
+        assert!(served.process.wait(Duration::from_secs(10)).await?.success());
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn migrate_creates_a_missing_database_and_is_idempotent() -> anyhow::Result<()> {
+    let topology = TestTopology::new();
     for name in STATEFUL {
         let database = TestDatabase::reserve(name);
-        let env = vec![var("DATABASE_URL", database.url())];
+        let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+        env.extend(topology.env(name));
 
         let first = ServiceProcess::run(name, &["migrate"], &env).await?;
         let second = ServiceProcess::run(name, &["migrate"], &env).await?;
@@ -56,21 +55,19 @@ async fn migrate_creates_a_missing_database_and_is_idempotent() -> anyhow::Resul
             .await?;
         assert!(applied >= 1, "{name}: no migration recorded");
     }
+    for subscriber in ["email-verification", "friend-discovery"] {
+        let declared = e2e::broker::queue_depth(&topology.queue(subscriber)).await;
+        assert!(declared.is_ok(), "{subscriber} migrate did not declare its queue: {declared:?}");
+    }
     Ok(())
 }
 
 #[tokio::test]
 async fn migrate_on_start_lets_serve_bring_a_fresh_database_up_to_date() -> anyhow::Result<()> {
     let database = TestDatabase::create("password").await?;
-    let port = free_port()?;
-    let env = vec![
-        var("PORT", port),
-        var("METRICS_PORT", free_port()?),
-        var("DATABASE_URL", database.url()),
-        var("MIGRATE_ON_START", "true"),
-    ];
+    let env = vec![var("DATABASE_URL", database.url()), var("MIGRATE_ON_START", "true")];
 
-    let mut served = ServiceProcess::spawn("password", &["serve"], &env)?;
+    let Serving { process: mut served, port, .. } = ServiceProcess::serve("password", &env).await?;
     served.wait_ready(Probe::Grpc(port), READY_TIMEOUT).await?;
 
     let mut connection = database.connect().await?;

@@ -1,0 +1,61 @@
+//! The event catalogue of `signup.events.v1`: the CloudEvents `type` of each message and decoding by it.
+
+use prost::Message as _;
+
+use crate::events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp};
+
+/// One event of `signup.events.v1`, decoded according to its CloudEvents `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A signup completed for a new or pending account.
+    UserSignedUp(UserSignedUp),
+    /// Someone tried to sign up with a verified account's email.
+    SignupAttemptedForExistingAccount(SignupAttemptedForExistingAccount),
+    /// An account's email was proven.
+    EmailVerified(EmailVerified),
+    /// An account was removed.
+    UserDeleted(UserDeleted),
+    /// A type this build does not know (a newer producer); consumers skip it.
+    Unknown(String),
+}
+
+impl Event {
+    /// `type` of [`UserSignedUp`].
+    pub const USER_SIGNED_UP: &'static str = "signup.events.v1.UserSignedUp";
+    /// `type` of [`SignupAttemptedForExistingAccount`].
+    pub const SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT: &'static str =
+        "signup.events.v1.SignupAttemptedForExistingAccount";
+    /// `type` of [`EmailVerified`].
+    pub const EMAIL_VERIFIED: &'static str = "signup.events.v1.EmailVerified";
+    /// `type` of [`UserDeleted`].
+    pub const USER_DELETED: &'static str = "signup.events.v1.UserDeleted";
+
+    /// Decodes `data` as the message `kind` names. An error means the body can never be processed.
+    pub fn decode(kind: &str, data: &[u8]) -> Result<Self, prost::DecodeError> {
+        Ok(match kind {
+            Self::USER_SIGNED_UP => Self::UserSignedUp(UserSignedUp::decode(data)?),
+            Self::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT => {
+                Self::SignupAttemptedForExistingAccount(SignupAttemptedForExistingAccount::decode(data)?)
+            }
+            Self::EMAIL_VERIFIED => Self::EmailVerified(EmailVerified::decode(data)?),
+            Self::USER_DELETED => Self::UserDeleted(UserDeleted::decode(data)?),
+            other => Self::Unknown(other.to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_decode_by_their_type_and_garbage_does_not() {
+        let event = UserSignedUp { user_id: "u".into(), ..Default::default() };
+
+        let decoded = Event::decode(Event::USER_SIGNED_UP, &event.encode_to_vec()).unwrap();
+
+        assert_eq!(decoded, Event::UserSignedUp(event));
+        assert!(Event::decode(Event::USER_SIGNED_UP, b"\xff\xff\xff").is_err());
+        assert_eq!(Event::decode("x.Future", b"").unwrap(), Event::Unknown("x.Future".into()));
+    }
+}
