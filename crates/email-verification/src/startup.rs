@@ -2,7 +2,7 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use platform::{backing::Backing, server::GrpcServer};
+use platform::{backing::Backing, events::ConsumerStatus, server::GrpcServer};
 use proto::email_verification::v1::email_verification_service_server::EmailVerificationServiceServer;
 use tonic::service::Routes;
 
@@ -13,6 +13,7 @@ use crate::{Settings, consumer::EventHandler, service::Verifications};
 pub struct App {
     server: GrpcServer,
     backing: Backing,
+    consumer: ConsumerStatus,
     settings: Settings,
 }
 
@@ -26,8 +27,10 @@ impl App {
         let backing =
             Backing::attach(&settings.database, crate::migrator(), Some((&settings.amqp, "email-verification")))
                 .await?;
-        let server = GrpcServer::bind(&settings.server, backing.readiness().build()).await?;
-        Ok(Self { server, backing, settings })
+        let consumer = ConsumerStatus::default();
+        let readiness = backing.readiness().inform("consumer", consumer.readiness_check()).build();
+        let server = GrpcServer::bind(&settings.server, readiness).await?;
+        Ok(Self { server, backing, consumer, settings })
     }
 
     /// Where gRPC is served.
@@ -48,12 +51,19 @@ impl App {
         let consumer = self.backing.broker.clone().map(|broker| {
             let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
             let subscription = self.settings.subscription.clone();
-            tokio::spawn(platform::events::consume(broker, subscription, handler, cancel.clone()))
+            tokio::spawn(platform::events::consume(
+                broker,
+                subscription,
+                handler,
+                self.consumer.clone(),
+                cancel.clone(),
+            ))
         });
         let grace = self.settings.shutdown.grace_period();
+        let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
         if let Some(consumer) = consumer {
-            platform::shutdown::drain("event consumer", consumer, grace).await;
+            platform::shutdown::drain("event consumer", consumer, deadline.remaining().await).await;
         }
         self.backing.close().await;
         tracing::info!("stopped");

@@ -218,12 +218,33 @@ fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis(200).saturating_mul(1 << attempt.min(8)).min(Duration::from_secs(30))
 }
 
+/// Whether a consumer is attached to its queue right now: reported (informationally) on `/readyz`, so a
+/// consumer stuck outside its queue (say, redeclaring it with other arguments fails) is visible.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerStatus(Arc<std::sync::atomic::AtomicBool>);
+
+impl ConsumerStatus {
+    fn set(&self, consuming: bool) {
+        self.0.store(consuming, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A readiness check that passes while consuming.
+    pub fn readiness_check(&self) -> impl Fn() -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+        let status = self.clone();
+        move || {
+            let consuming = status.0.load(std::sync::atomic::Ordering::Relaxed);
+            std::future::ready(if consuming { Ok(()) } else { Err("not consuming".to_owned()) })
+        }
+    }
+}
+
 /// Consumes `subscription` with `handler` until `cancel` fires, reconnecting whenever the broker goes away.
 /// One message is handled at a time per consumer; scale by running more replicas.
 pub async fn consume<H: Handler>(
     broker: Broker,
     subscription: Subscription,
     handler: Arc<H>,
+    status: ConsumerStatus,
     cancel: CancellationToken,
 ) {
     loop {
@@ -231,7 +252,9 @@ pub async fn consume<H: Handler>(
             connection = broker.connection() => match connection { Some(c) => c, None => return },
             () = cancel.cancelled() => return,
         };
-        match consume_on(&connection, &subscription, handler.as_ref(), &cancel).await {
+        let consumed = consume_on(&connection, &subscription, handler.as_ref(), &status, &cancel).await;
+        status.set(false);
+        match consumed {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), queue = %subscription.queue, "consumer stopped; restarting")
@@ -249,6 +272,7 @@ async fn consume_on<H: Handler>(
     connection: &lapin::Connection,
     subscription: &Subscription,
     handler: &H,
+    status: &ConsumerStatus,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
@@ -264,6 +288,7 @@ async fn consume_on<H: Handler>(
         )
         .await?;
     tracing::info!(queue = %subscription.queue, "consuming");
+    status.set(true);
     loop {
         let delivery = tokio::select! {
             delivery = deliveries.next() => delivery,

@@ -125,13 +125,17 @@ impl Readiness {
         });
     }
 
-    /// Runs the checks now, then again every 100 ms while not ready and every 2 s once ready, until `cancel`
-    /// fires.
+    /// Runs the checks now, then again every 100 ms while any check fails and every 2 s once all pass, until
+    /// `cancel` fires.
     pub async fn monitor(self, cancel: CancellationToken) {
         loop {
             let checks = self.run_checks().await;
             self.publish(checks);
-            let pause = if self.report.borrow().ready { READY_INTERVAL } else { NOT_READY_INTERVAL };
+            let settled = {
+                let report = self.report.borrow();
+                report.ready && !report.degraded
+            };
+            let pause = if settled { READY_INTERVAL } else { NOT_READY_INTERVAL };
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = cancel.cancelled() => return,

@@ -60,3 +60,50 @@ pub async fn drain<T>(name: &str, task: tokio::task::JoinHandle<T>, grace: Durat
         }
     }
 }
+
+/// One deadline for a whole shutdown: the grace period starts when `cancel` fires, and every drain step
+/// gets only what is left of it, so the steps together never exceed the grace period.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    at: std::sync::Arc<tokio::sync::OnceCell<tokio::time::Instant>>,
+    cancel: CancellationToken,
+    grace: Duration,
+}
+
+impl Deadline {
+    /// A deadline `grace` after `cancel` fires. The clock starts at the moment it fires, however late
+    /// [`Deadline::remaining`] is first asked.
+    pub fn after(cancel: &CancellationToken, grace: Duration) -> Self {
+        let deadline = Self { at: std::sync::Arc::default(), cancel: cancel.clone(), grace };
+        let started = deadline.clone();
+        tokio::spawn(async move {
+            started.cancel.cancelled().await;
+            let _ = started.at.set(tokio::time::Instant::now() + started.grace);
+        });
+        deadline
+    }
+
+    /// What is left of the grace period; waits for shutdown to have started.
+    pub async fn remaining(&self) -> Duration {
+        self.cancel.cancelled().await;
+        let at = *self.at.get_or_init(|| async { tokio::time::Instant::now() + self.grace }).await;
+        at.saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_runs_from_the_signal_not_from_the_first_question() {
+        let cancel = CancellationToken::new();
+        let deadline = Deadline::after(&cancel, Duration::from_secs(20));
+
+        cancel.cancel();
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(15)).await;
+
+        assert_eq!(deadline.remaining().await, Duration::from_secs(5));
+    }
+}

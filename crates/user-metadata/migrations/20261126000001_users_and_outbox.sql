@@ -42,3 +42,7 @@ CREATE TABLE idempotency_keys (
     completed    boolean     NOT NULL DEFAULT false,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- Keys expire (IDEMPOTENCY_KEY_TTL_HOURS): a retry is a matter of minutes, and a fingerprint kept forever would
+-- be a fast check of the password it was made with for anyone holding both this table and the hash key.
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);

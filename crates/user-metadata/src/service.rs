@@ -24,12 +24,13 @@ const MAX_TEXT: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Users {
     pool: PgPool,
+    key_ttl: std::time::Duration,
 }
 
 impl Users {
-    /// Handlers over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Handlers over `pool`; idempotency keys live for `key_ttl`.
+    pub(crate) fn new(pool: PgPool, key_ttl: std::time::Duration) -> Self {
+        Self { pool, key_ttl }
     }
 }
 
@@ -42,6 +43,7 @@ impl UserMetadataService for Users {
     ) -> Result<Response<RegisterSignupResponse>, Status> {
         let request = request.into_inner();
         let signup = NewSignup {
+            key_ttl: self.key_ttl,
             email: non_empty("email", request.email)?,
             display_name: non_empty("display_name", request.display_name)?,
             locale: bounded("locale", request.locale)?,

@@ -17,6 +17,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// `OUTBOX_BATCH_SIZE` (100) and `OUTBOX_POLL_INTERVAL_MS` (1000): how the relay publishes.
     pub relay: RelaySettings,
+    /// `IDEMPOTENCY_KEY_TTL_HOURS` (24): how long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: std::time::Duration,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -31,6 +33,7 @@ impl Settings {
             server: ServerSettings::load(50051, 9051)?,
             database: DatabaseSettings::load("user_metadata")?,
             relay: relay(&amqp)?,
+            idempotency_key_ttl: key_ttl()?,
             amqp,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
@@ -68,4 +71,22 @@ fn relay(amqp: &AmqpSettings) -> Result<RelaySettings, SettingsError> {
         batch_size: raw.outbox_batch_size,
         poll_interval: std::time::Duration::from_millis(raw.outbox_poll_interval_ms),
     })
+}
+
+#[derive(Deserialize)]
+struct RawKeys {
+    #[serde(default = "default_key_ttl_hours")]
+    idempotency_key_ttl_hours: u64,
+}
+
+fn default_key_ttl_hours() -> u64 {
+    24
+}
+
+fn key_ttl() -> Result<std::time::Duration, SettingsError> {
+    let raw: RawKeys = platform::settings::load()?;
+    if raw.idempotency_key_ttl_hours == 0 {
+        return Err(SettingsError::invalid("IDEMPOTENCY_KEY_TTL_HOURS", "must be at least 1"));
+    }
+    Ok(std::time::Duration::from_secs(raw.idempotency_key_ttl_hours * 3600))
 }

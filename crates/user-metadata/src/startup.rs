@@ -40,17 +40,21 @@ impl App {
     /// the broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
-        let routes = routes(&self.backing, &self.server)?;
+        let routes = routes(&self.backing, &self.server, &self.settings)?;
         let relay = self.backing.broker.clone().map(|broker| {
             let relay =
                 platform::outbox::relay(self.backing.pool.clone(), broker, self.settings.relay.clone(), cancel.clone());
             tokio::spawn(relay)
         });
+        let janitor =
+            tokio::spawn(expire_keys(self.backing.pool.clone(), self.settings.idempotency_key_ttl, cancel.clone()));
         let grace = self.settings.shutdown.grace_period();
+        let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
         if let Some(relay) = relay {
-            platform::shutdown::drain("outbox relay", relay, grace).await;
+            platform::shutdown::drain("outbox relay", relay, deadline.remaining().await).await;
         }
+        let _ = janitor.await;
         self.backing.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -58,9 +62,24 @@ impl App {
 }
 
 /// The one place the gRPC server's services are listed.
-fn routes(backing: &Backing, server: &GrpcServer) -> anyhow::Result<Routes> {
-    let service = UserMetadataServiceServer::new(Users::new(backing.pool.clone()));
+fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow::Result<Routes> {
+    let service = UserMetadataServiceServer::new(Users::new(backing.pool.clone(), settings.idempotency_key_ttl));
     Ok(Routes::new(platform::grpc::health_service::<UserMetadataServiceServer<Users>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))
+}
+
+/// Deletes expired idempotency keys every ten minutes until `cancel` fires.
+async fn expire_keys(pool: sqlx::PgPool, ttl: std::time::Duration, cancel: platform::shutdown::CancellationToken) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => match crate::store::expire_keys(&pool, ttl).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+            },
+            () = cancel.cancelled() => return,
+        }
+    }
 }

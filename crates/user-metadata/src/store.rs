@@ -52,6 +52,7 @@ impl User {
 /// What a new signup attempt brings.
 #[derive(Debug, Clone)]
 pub(crate) struct NewSignup {
+    pub(crate) key_ttl: std::time::Duration,
     pub(crate) email: String,
     pub(crate) display_name: String,
     pub(crate) locale: String,
@@ -119,7 +120,7 @@ const USER_BY_EMAIL: &str = concat!("SELECT ", columns!(), " FROM users WHERE em
 pub(crate) async fn register(pool: &PgPool, signup: NewSignup) -> Result<Registered, StoreError> {
     let mut tx = pool.begin().await?;
     if let Some((key, fingerprint)) = &signup.idempotency
-        && let Some(replay) = claim_key(&mut tx, key, fingerprint).await?
+        && let Some(replay) = claim_key(&mut tx, key, fingerprint, signup.key_ttl).await?
     {
         return Ok(replay);
     }
@@ -165,7 +166,14 @@ async fn claim_key(
     tx: &mut Transaction<'_, Postgres>,
     key: &str,
     fingerprint: &[u8],
+    ttl: std::time::Duration,
 ) -> Result<Option<Registered>, StoreError> {
+    // An expired key is a new key.
+    sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at < now() - make_interval(secs => $2)")
+        .bind(key)
+        .bind(ttl.as_secs_f64())
+        .execute(&mut **tx)
+        .await?;
     let claimed = sqlx::query("INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(key)
         .bind(fingerprint)
@@ -265,6 +273,15 @@ async fn key_completed(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<
 /// Reads a user and locks its row until `tx` ends, so concurrent completions and verifications serialise.
 async fn lock(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<User, StoreError> {
     sqlx::query_as(LOCK_USER).bind(user_id).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
+}
+
+/// Deletes idempotency keys older than `ttl`; returns how many.
+pub(crate) async fn expire_keys(pool: &PgPool, ttl: std::time::Duration) -> sqlx::Result<u64> {
+    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
+        .bind(ttl.as_secs_f64())
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// One user by id.

@@ -78,6 +78,14 @@ async fn a_signup_is_committed_in_every_service_and_announced_once_to_each_subsc
     stack.wait_processed(SIGNED_UP, 1).await?;
     for subscriber in SUBSCRIBERS {
         assert_eq!(stack.processed(subscriber, None).await?, 1, "{subscriber}");
+        let ops = stack.member(subscriber).ops_port;
+        eventually(DELIVERY_TIMEOUT, || async {
+            let readyz: Value = reqwest::get(format!("http://127.0.0.1:{ops}/readyz")).await?.json().await?;
+            anyhow::ensure!(readyz["checks"]["consumer"] == "ok", "{subscriber}: {readyz}");
+            anyhow::ensure!(readyz["status"] == "ready", "{subscriber}: {readyz}");
+            Ok(())
+        })
+        .await?;
     }
     let seen = tap.of_type(SIGNED_UP);
     assert_eq!(seen.len(), 1);
