@@ -48,24 +48,20 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server)?;
-        let consumer = self.backing.broker.clone().map(|broker| {
-            let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
-            let subscription = self.settings.subscription.clone();
-            tokio::spawn(platform::events::consume(
+        let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
+        let consumer = self.backing.spawn_broker_worker("event consumer", |broker, _| {
+            platform::events::consume(
                 broker,
-                subscription,
+                self.settings.subscription.clone(),
                 handler,
                 self.consumer.clone(),
                 cancel.clone(),
-            ))
+            )
         });
         let grace = self.settings.shutdown.grace_period();
         let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
-        if let Some(consumer) = consumer {
-            platform::shutdown::drain("event consumer", consumer, deadline.remaining().await).await;
-        }
-        self.backing.close().await;
+        self.backing.drain_and_close(consumer, &deadline).await;
         tracing::info!("stopped");
         Ok(())
     }

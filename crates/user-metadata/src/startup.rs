@@ -41,21 +41,16 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server, &self.settings)?;
-        let relay = self.backing.broker.clone().map(|broker| {
-            let relay =
-                platform::outbox::relay(self.backing.pool.clone(), broker, self.settings.relay.clone(), cancel.clone());
-            tokio::spawn(relay)
+        let relay = self.backing.spawn_broker_worker("outbox relay", |broker, pool| {
+            platform::outbox::relay(pool, broker, self.settings.relay.clone(), cancel.clone())
         });
         let janitor =
             tokio::spawn(expire_keys(self.backing.pool.clone(), self.settings.idempotency_key_ttl, cancel.clone()));
         let grace = self.settings.shutdown.grace_period();
         let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
-        if let Some(relay) = relay {
-            platform::shutdown::drain("outbox relay", relay, deadline.remaining().await).await;
-        }
         let _ = janitor.await;
-        self.backing.close().await;
+        self.backing.drain_and_close(relay, &deadline).await;
         tracing::info!("stopped");
         Ok(())
     }
