@@ -44,6 +44,22 @@ impl TestDatabase {
         PgConnection::connect(&self.url).await.with_context(|| format!("connect to {}", self.name))
     }
 
+    /// Every row of every table, as JSON text (bytea as hex): for asserting what a database does not hold.
+    pub async fn dump(&self) -> anyhow::Result<String> {
+        let mut connection = self.connect().await?;
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_all(&mut connection)
+                .await?;
+        let mut dump = String::new();
+        for table in tables {
+            let query = format!("SELECT coalesce(json_agg(t)::text, '') FROM \"{table}\" t");
+            let rows: String = sqlx::query_scalar(AssertSqlSafe(query)).fetch_one(&mut connection).await?;
+            dump.push_str(&rows);
+        }
+        Ok(dump)
+    }
+
     /// Refuses new connections and ends the current ones: the database is "down" for its service.
     pub async fn cut_off(&self) -> anyhow::Result<()> {
         let mut admin = admin().await?;

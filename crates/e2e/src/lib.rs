@@ -8,6 +8,7 @@ pub mod database;
 pub mod poll;
 pub mod process;
 pub mod proxy;
+pub mod smtp;
 pub mod stack;
 
 /// The local backing services tests run against; override with `TEST_POSTGRES_URL` and `TEST_AMQP_URL`.

@@ -13,6 +13,7 @@ use crate::{
     database::TestDatabase,
     process::{Probe, ServiceProcess, grpc_channel},
     proxy::Proxy,
+    smtp::SmtpServer,
 };
 
 /// How long any process may take to become ready before a test gives up on it.
@@ -26,6 +27,10 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const GRPC_SERVICES: [&str; 4] = ["user-metadata", "password", "email-verification", "friend-discovery"];
 /// The services that consume events.
 pub const SUBSCRIBERS: [&str; 2] = ["email-verification", "friend-discovery"];
+
+/// What email-verification puts in front of the links it mails; tests take the token from the link and confirm
+/// through the stack's real signup-api.
+pub const PUBLIC_BASE_URL: &str = "http://signup.test";
 
 /// The contact hash key of every test stack.
 pub const CONTACT_HASH_KEY: &str = "e2e-contact-hash-key-0123456789abcdef";
@@ -88,6 +93,8 @@ pub struct Stack {
     pub exchange: String,
     /// user-metadata's way to the broker, when [`Options::proxy_user_metadata_broker`] was set.
     pub broker_proxy: Option<Proxy>,
+    /// The SMTP server email-verification sends to.
+    pub smtp: SmtpServer,
     queues: Vec<String>,
     databases: Vec<TestDatabase>,
     http: reqwest::Client,
@@ -108,7 +115,8 @@ impl Stack {
             true => Some(Proxy::start(([127, 0, 0, 1], 5672).into()).await?),
             false => None,
         };
-        let mut members = Vec::new();
+        let smtp = SmtpServer::start().await?;
+        let mut members: Vec<Member> = Vec::new();
         let (mut databases, mut queues) = (Vec::new(), Vec::new());
         for name in GRPC_SERVICES {
             let database = TestDatabase::create(name).await?;
@@ -127,6 +135,17 @@ impl Stack {
                 var("EVENTS_QUEUE", &queue),
                 var("OUTBOX_POLL_INTERVAL_MS", 200),
             ]);
+            if name == "email-verification" {
+                env.extend([
+                    var("USER_METADATA_URL", format!("http://127.0.0.1:{}", members[0].port)),
+                    var("SMTP_URL", smtp.url()),
+                    var("PUBLIC_BASE_URL", PUBLIC_BASE_URL),
+                    var("SMTP_TIMEOUT_SECS", 5),
+                    var("MAIL_RETRY_BASE_MS", 100),
+                    var("MAIL_RETRY_MAX_SECS", 1),
+                    var("MAIL_POLL_INTERVAL_MS", 100),
+                ]);
+            }
             env.extend(extra(&options, name));
             let member = Member::start(name, env, Probe::Grpc).await?;
             members.push(member);
@@ -144,7 +163,7 @@ impl Stack {
         ]);
         env.extend(extra(&options, "signup-api"));
         members.push(Member::start("signup-api", env, Probe::Http).await?);
-        Ok(Self { members, exchange, broker_proxy, queues, databases, http: reqwest::Client::new() })
+        Ok(Self { members, exchange, broker_proxy, smtp, queues, databases, http: reqwest::Client::new() })
     }
 
     /// Waits until every process is ready; returns each one's exec-to-ready time.
@@ -221,6 +240,18 @@ impl Stack {
             request = request.header("Idempotency-Key", key);
         }
         Ok(request.send().await?)
+    }
+
+    /// `POST /v1/email-verifications/confirm` with a JSON body.
+    pub async fn confirm(&self, token: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v1/email-verifications/confirm", self.api_url());
+        Ok(self.http.post(url).json(&serde_json::json!({ "token": token })).send().await?)
+    }
+
+    /// `GET /v1/me` with HTTP Basic credentials.
+    pub async fn me(&self, email: &str, password: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v1/me", self.api_url());
+        Ok(self.http.get(url).basic_auth(email, Some(password)).send().await?)
     }
 
     /// Events of type `kind` (all types when `None`) a subscriber has recorded as processed.

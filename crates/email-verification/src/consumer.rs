@@ -1,35 +1,87 @@
 //! The signup events email-verification acts on. Each is applied at most once: its id is recorded in the same
-//! transaction as its effect, and the message is acked only after that commits.
+//! transaction as its effect (a queued mail, whose id is the event's), and the message is acked only after that
+//! commits. Sending happens later, in the sender, so a slow or failing SMTP server never holds up the queue.
 
+use chrono::{DateTime, Utc};
 use platform::events::{Envelope, HandleError, Handler, record_once, transient};
 use proto::Event;
 use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    mail::Kind,
+    settings::Policy,
+    store::{self, SignedUp},
+};
 
 /// Applies signup events to the email-verification database.
 #[derive(Debug, Clone)]
 pub(crate) struct EventHandler {
     pool: PgPool,
+    policy: Policy,
 }
 
 impl EventHandler {
-    /// A handler over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A handler over `pool`, limiting notices by `policy`.
+    pub(crate) fn new(pool: PgPool, policy: Policy) -> Self {
+        Self { pool, policy }
     }
 }
 
 impl Handler for EventHandler {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         // A body that does not decode as its type can never be applied: dead-letter it.
-        Event::decode(&envelope.kind, &envelope.data)
+        let event = Event::decode(&envelope.kind, &envelope.data)
             .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;
         let mut tx = self.pool.begin().await.map_err(transient)?;
         if !record_once(&mut tx, &envelope).await.map_err(transient)? {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(());
         }
-        // Sending the verification email and the notice arrives with the email-verification issue; the event is
-        // recorded so that none is ever applied twice.
+        match event {
+            Event::UserSignedUp(event) => {
+                let account = SignedUp {
+                    user_id: uuid("user_id", &event.user_id)?,
+                    signup_id: uuid("signup_id", &event.signup_id)?,
+                    email: &event.email,
+                    display_name: &event.display_name,
+                    locale: &event.locale,
+                };
+                let queued = store::signed_up(&mut tx, envelope.id, &account).await.map_err(transient)?;
+                tracing::info!(user_id = %account.user_id, queued, "verification mail queued unless superseded");
+            }
+            Event::SignupAttemptedForExistingAccount(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                let interval = self.policy.notice_interval;
+                let kind = Kind::ExistingAccountNotice;
+                let allowed =
+                    store::within_limit(&mut tx, &event.email, kind.as_str(), 1, interval).await.map_err(transient)?;
+                if allowed {
+                    store::queue(&mut tx, envelope.id, kind, user_id, &event.email, "", &event.locale)
+                        .await
+                        .map_err(transient)?;
+                }
+                tracing::info!(%user_id, queued = allowed, "existing-account notice, at most one per interval");
+            }
+            Event::EmailVerified(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                let at = event
+                    .verified_at
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                    .unwrap_or(envelope.time);
+                store::mark_verified(&mut tx, user_id, at).await.map_err(transient)?;
+            }
+            Event::UserDeleted(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                store::delete_user(&mut tx, user_id).await.map_err(transient)?;
+                tracing::info!(%user_id, "user removed");
+            }
+            Event::Unknown(kind) => tracing::debug!(%kind, "event type not handled here; skipped"),
+        }
         tx.commit().await.map_err(transient)
     }
+}
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, HandleError> {
+    value.parse().map_err(|_| HandleError::Poison(anyhow::anyhow!("{field} is not a UUID")))
 }

@@ -2,12 +2,15 @@
 //! confirms tokens over gRPC.
 //!
 //! Architecture invariant: tokens are stored only as hashes, and a redelivered event never sends a second
-//! email.
+//! email (a mail's id is the id of the event that caused it).
 
 mod consumer;
+mod mail;
+mod sender;
 mod service;
 mod settings;
 mod startup;
+mod store;
 
 pub use settings::Settings;
 pub use startup::App;

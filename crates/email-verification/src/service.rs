@@ -1,36 +1,126 @@
 //! The `signup.email_verification.v1.EmailVerificationService` RPCs.
 
-use proto::email_verification::v1::{
-    ConfirmEmailRequest, ConfirmEmailResponse, ResendVerificationRequest, ResendVerificationResponse,
-    email_verification_service_server::EmailVerificationService,
+use chrono::Utc;
+use platform::grpc::{TracedChannel, database_status};
+use proto::{
+    email_verification::v1::{
+        ConfirmEmailRequest, ConfirmEmailResponse, ResendVerificationRequest, ResendVerificationResponse,
+        email_verification_service_server::EmailVerificationService,
+    },
+    user_metadata::v1::{MarkEmailVerifiedRequest, user_metadata_service_client::UserMetadataServiceClient},
 };
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
 
-/// The RPC handlers, over the service's own database.
+use crate::{
+    mail::Kind,
+    settings::Policy,
+    store::{self, Token},
+};
+
+/// The one answer for a token that is unknown, used, superseded or expired: which one is nobody's business.
+const INVALID_TOKEN: &str = "the token is invalid, used or expired";
+
+/// The RPC handlers, over the service's own database and user-metadata.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifications {
-    #[allow(dead_code, reason = "used by the verification RPCs of the email-verification issue")]
     pool: PgPool,
+    users: UserMetadataServiceClient<TracedChannel>,
+    policy: Policy,
 }
 
 impl Verifications {
-    /// Handlers over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Handlers over `pool`, marking confirmed accounts verified through `users`.
+    pub(crate) fn new(pool: PgPool, users: UserMetadataServiceClient<TracedChannel>, policy: Policy) -> Self {
+        Self { pool, users, policy }
     }
 }
 
 #[tonic::async_trait]
 impl EmailVerificationService for Verifications {
-    async fn confirm_email(&self, _: Request<ConfirmEmailRequest>) -> Result<Response<ConfirmEmailResponse>, Status> {
-        Err(Status::unimplemented("ConfirmEmail is not implemented yet"))
+    /// Locks the token, has user-metadata mark the account verified (which broadcasts EmailVerified through its
+    /// outbox), and only then uses the token. If user-metadata cannot be reached, nothing is used and the same
+    /// link works on a retry; concurrent attempts with one token wait on its lock and then find it used.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn confirm_email(
+        &self,
+        request: Request<ConfirmEmailRequest>,
+    ) -> Result<Response<ConfirmEmailResponse>, Status> {
+        let Some(token) = Token::parse(&request.into_inner().token) else {
+            return Err(Status::failed_precondition(INVALID_TOKEN));
+        };
+        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let Some(user_id) = store::lock_valid_token(&mut tx, &token).await.map_err(database_status)? else {
+            metrics::counter!("verifications_total", "outcome" => "invalid_token").increment(1);
+            return Err(Status::failed_precondition(INVALID_TOKEN));
+        };
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        let verified_at = Utc::now();
+        let request = MarkEmailVerifiedRequest {
+            user_id: user_id.to_string(),
+            verified_at: Some(prost_types::Timestamp {
+                seconds: verified_at.timestamp(),
+                nanos: i32::try_from(verified_at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+        };
+        if let Err(status) = self.users.clone().mark_email_verified(request).await {
+            tracing::warn!(code = ?status.code(), message = status.message(), "user-metadata did not mark the account");
+            return Err(match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+                    Status::unavailable("user-metadata is unavailable; retry")
+                }
+                _ => Status::internal("marking the account verified failed"),
+            });
+        }
+        store::consume(&mut tx, &token, user_id, verified_at).await.map_err(database_status)?;
+        tx.commit().await.map_err(database_status)?;
+        metrics::counter!("verifications_total", "outcome" => "verified").increment(1);
+        tracing::info!("email verified");
+        Ok(Response::new(ConfirmEmailResponse {
+            user_id: user_id.to_string(),
+            verified_at: Some(prost_types::Timestamp {
+                seconds: verified_at.timestamp(),
+                nanos: i32::try_from(verified_at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+        }))
     }
 
+    /// Queues a new verification mail for a pending account, superseding the earlier ones, within the
+    /// per-address limit. Unknown and verified addresses, and requests over the limit, change nothing; the
+    /// answer is the same for all.
+    #[tracing::instrument(skip_all)]
     async fn resend_verification(
         &self,
-        _: Request<ResendVerificationRequest>,
+        request: Request<ResendVerificationRequest>,
     ) -> Result<Response<ResendVerificationResponse>, Status> {
-        Err(Status::unimplemented("ResendVerification is not implemented yet"))
+        let email = request.into_inner().email;
+        if email.is_empty() || !email.contains('@') {
+            return Err(Status::invalid_argument("email must be a normalised email address"));
+        }
+        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let outcome = match store::pending_account(&mut tx, &email).await.map_err(database_status)? {
+            None => "no_pending_account",
+            Some(account) => {
+                let (limit, window) = (self.policy.resend_limit, self.policy.resend_window);
+                if store::within_limit(&mut tx, &email, "resend", limit, window).await.map_err(database_status)? {
+                    let mail_id = Uuid::now_v7();
+                    let kind = Kind::Verification;
+                    let (name, locale) = (&account.display_name, &account.locale);
+                    store::queue(&mut tx, mail_id, kind, account.user_id, &email, name, locale)
+                        .await
+                        .map_err(database_status)?;
+                    store::supersede(&mut tx, account.user_id, mail_id).await.map_err(database_status)?;
+                    tracing::info!(user_id = %account.user_id, %mail_id, "verification mail queued again");
+                    "queued"
+                } else {
+                    tracing::info!(user_id = %account.user_id, "resend over the per-address limit; ignored");
+                    "rate_limited"
+                }
+            }
+        };
+        tx.commit().await.map_err(database_status)?;
+        metrics::counter!("verification_resends_total", "outcome" => outcome).increment(1);
+        Ok(Response::new(ResendVerificationResponse {}))
     }
 }

@@ -3,10 +3,19 @@
 use std::{future::Future, net::SocketAddr};
 
 use platform::{backing::Backing, events::ConsumerStatus, server::GrpcServer};
-use proto::email_verification::v1::email_verification_service_server::EmailVerificationServiceServer;
+use proto::{
+    email_verification::v1::email_verification_service_server::EmailVerificationServiceServer,
+    user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient,
+};
 use tonic::service::Routes;
 
-use crate::{Settings, consumer::EventHandler, service::Verifications};
+use crate::{
+    Settings,
+    consumer::EventHandler,
+    mail::{Templates, Transport},
+    sender::Sender,
+    service::Verifications,
+};
 
 /// A built, not yet serving, email-verification service. Tests start it exactly as the binary does.
 #[derive(Debug)]
@@ -14,23 +23,27 @@ pub struct App {
     server: GrpcServer,
     backing: Backing,
     consumer: ConsumerStatus,
+    transport: Transport,
+    templates: Templates,
     settings: Settings,
 }
 
 impl App {
-    /// Does all I/O setup: connects to the database, checks its schema, starts
-    /// connecting to the broker, binds the listeners (port 0 allowed).
+    /// Does all I/O setup: loads the templates, prepares the mail transport, connects to the database, checks
+    /// its schema, starts connecting to the broker, binds the listeners (port 0 allowed).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if settings.database.migrate_on_start {
             platform::events::declare_subscription(&settings.amqp, &settings.subscription).await?;
         }
+        let templates = Templates::load()?;
+        let transport = Transport::from_settings(&settings.mail)?;
         let backing =
             Backing::attach(&settings.database, crate::migrator(), Some((&settings.amqp, "email-verification")))
                 .await?;
         let consumer = ConsumerStatus::default();
         let readiness = backing.readiness().inform("consumer", consumer.readiness_check()).build();
         let server = GrpcServer::bind(&settings.server, readiness).await?;
-        Ok(Self { server, backing, consumer, settings })
+        Ok(Self { server, backing, consumer, transport, templates, settings })
     }
 
     /// Where gRPC is served.
@@ -43,12 +56,21 @@ impl App {
         self.server.ops_addr()
     }
 
-    /// Serves and consumes events until `shutdown` resolves, drains both within the grace period (the message
-    /// in hand is finished and acked), then closes the broker connection and the pool.
+    /// Serves, consumes events and sends mail until `shutdown` resolves; then drains all three within the grace
+    /// period (the message in hand is finished and acked, attempts in flight are recorded), and closes the
+    /// broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
-        let routes = routes(&self.backing, &self.server)?;
-        let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
+        let routes = routes(&self.backing, &self.server, &self.settings)?;
+        let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone(), self.settings.policy));
+        let sender = std::sync::Arc::new(Sender::new(
+            self.backing.pool.clone(),
+            self.transport,
+            self.templates,
+            self.settings.mail.clone(),
+            self.settings.policy,
+        ));
+        let sender = tokio::spawn(sender.run(cancel.clone()));
         let consumer = self.backing.spawn_broker_worker("event consumer", |broker, _| {
             platform::events::consume(
                 broker,
@@ -61,6 +83,7 @@ impl App {
         let grace = self.settings.shutdown.grace_period();
         let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
+        platform::shutdown::drain("mail sender", sender, deadline.remaining().await).await;
         self.backing.drain_and_close(consumer, &deadline).await;
         tracing::info!("stopped");
         Ok(())
@@ -68,8 +91,10 @@ impl App {
 }
 
 /// The one place the gRPC server's services are listed.
-fn routes(backing: &Backing, server: &GrpcServer) -> anyhow::Result<Routes> {
-    let service = EmailVerificationServiceServer::new(Verifications::new(backing.pool.clone()));
+fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow::Result<Routes> {
+    let channel = platform::grpc::channel(&settings.user_metadata.url, settings.user_metadata.deadline)?;
+    let users = UserMetadataServiceClient::new(channel);
+    let service = EmailVerificationServiceServer::new(Verifications::new(backing.pool.clone(), users, settings.policy));
     Ok(Routes::new(platform::grpc::health_service::<EmailVerificationServiceServer<Verifications>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))

@@ -30,6 +30,12 @@ pub(crate) enum ApiError {
     /// The `Idempotency-Key` was used before with another request.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
+    /// A verification token that is unknown, used, superseded or expired: one answer for all.
+    #[error("invalid verification token")]
+    InvalidToken,
+    /// No credentials, or wrong ones: one answer for an unknown email and a wrong password.
+    #[error("unauthorized")]
+    Unauthorized,
     /// A dependency is down or saturated; retry after the given seconds.
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after_secs: u64 },
@@ -88,6 +94,18 @@ impl IntoResponse for ApiError {
             Self::IdempotencyKeyReused => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency Key Reused")
                     .with_detail("this Idempotency-Key was used with a different request body")
+            }
+            Self::InvalidToken => Problem::new(StatusCode::BAD_REQUEST, "invalid-token", "Invalid Token")
+                .with_detail("this verification link is invalid, already used or expired; request a new email"),
+            Self::Unauthorized => {
+                let problem = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                    .with_detail("send your email and password with HTTP Basic authentication");
+                let mut response = problem.into_response();
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(r#"Basic realm="signup", charset="UTF-8""#),
+                );
+                return response;
             }
             Self::Unavailable { retry_after_secs, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable")

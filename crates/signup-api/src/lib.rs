@@ -8,13 +8,16 @@ pub mod contacts;
 pub mod domain;
 mod error;
 mod extract;
+mod me;
 mod openapi;
+mod pages;
 pub mod problem;
 mod routes;
 mod settings;
 mod signups;
 mod startup;
 mod upstream;
+mod verifications;
 
 pub use routes::router;
 pub use settings::{Settings, Upstreams as UpstreamSettings};

@@ -14,6 +14,12 @@ use crate::{problem::Problem, startup::AppState};
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/signups", post(crate::signups::create))
+        .route("/v1/email-verifications", post(crate::verifications::resend))
+        .route(
+            "/v1/email-verifications/confirm",
+            get(crate::verifications::confirm_page).post(crate::verifications::confirm),
+        )
+        .route("/v1/me", get(crate::me::get))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

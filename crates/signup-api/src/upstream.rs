@@ -3,6 +3,7 @@
 
 use platform::grpc::TracedChannel;
 use proto::{
+    email_verification::v1::email_verification_service_client::EmailVerificationServiceClient,
     password::v1::password_service_client::PasswordServiceClient,
     user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient,
 };
@@ -16,6 +17,8 @@ pub struct Upstreams {
     pub users: UserMetadataServiceClient<TracedChannel>,
     /// password.
     pub passwords: PasswordServiceClient<TracedChannel>,
+    /// email-verification.
+    pub verifications: EmailVerificationServiceClient<TracedChannel>,
     /// The raw channels, for health checks.
     pub user_metadata_channel: TracedChannel,
     /// The raw channel to password, for health checks.
@@ -28,7 +31,9 @@ impl Upstreams {
         let deadline = settings.deadline();
         let user_metadata_channel = platform::grpc::channel(&settings.user_metadata_url, deadline)?;
         let password_channel = platform::grpc::channel(&settings.password_url, deadline)?;
+        let verification_channel = platform::grpc::channel(&settings.email_verification_url, deadline)?;
         Ok(Self {
+            verifications: EmailVerificationServiceClient::new(verification_channel),
             users: UserMetadataServiceClient::new(user_metadata_channel.clone()),
             passwords: PasswordServiceClient::new(password_channel.clone()),
             user_metadata_channel,

@@ -6,3 +6,4 @@ mod lifecycle;
 mod migrations;
 mod readiness;
 mod signup;
+mod verification;

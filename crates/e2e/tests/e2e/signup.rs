@@ -399,7 +399,7 @@ async fn canary_secrets_appear_in_no_log_line_database_or_message() -> anyhow::R
         }
     }
     for database in stack.databases() {
-        let dump = dump(database).await?.to_lowercase();
+        let dump = database.dump().await?.to_lowercase();
         for needle in &needles {
             assert!(!dump.contains(&needle.to_lowercase()), "database {} holds a canary", database.name());
         }
@@ -412,21 +412,6 @@ async fn canary_secrets_appear_in_no_log_line_database_or_message() -> anyhow::R
     }
     tap.close().await;
     Ok(())
-}
-
-/// Every row of every table, as JSON text (bytea as hex).
-async fn dump(database: &e2e::database::TestDatabase) -> anyhow::Result<String> {
-    let mut connection = database.connect().await?;
-    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-        .fetch_all(&mut connection)
-        .await?;
-    let mut dump = String::new();
-    for table in tables {
-        let query = format!("SELECT coalesce(json_agg(t)::text, '') FROM \"{table}\" t");
-        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&mut connection).await?;
-        dump.push_str(&rows);
-    }
-    Ok(dump)
 }
 
 fn hex(text: &str) -> String {

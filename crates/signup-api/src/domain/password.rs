@@ -23,6 +23,12 @@ impl Password {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+
+    /// A password presented to sign in: normalised as at signup, but not checked against today's policy (an
+    /// account may predate it).
+    pub fn presented(raw: &str) -> Self {
+        Self(SecretString::from(raw.nfkc().collect::<String>()))
+    }
 }
 
 /// The configured bounds of the policy.

@@ -52,7 +52,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, code: &str, detail: impl Into<String>) -> Self {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, code: &str, detail: impl Into<String>) -> Self {
         Self { field: field.into(), code: code.to_owned(), detail: detail.into() }
     }
 }
@@ -103,7 +104,8 @@ pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup,
     }
 }
 
-fn required_string<'a>(body: &'a Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<&'a str> {
+/// The string `field` of `body`, or its problem added to `errors`.
+pub fn required_string<'a>(body: &'a Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<&'a str> {
     match body.get(field) {
         Some(Value::String(value)) => Some(value),
         None | Some(Value::Null) => {
@@ -166,7 +168,8 @@ fn locale(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Locale>
     }
 }
 
-fn email_code(error: EmailError) -> &'static str {
+/// The stable code of an email's problem.
+pub fn email_code(error: EmailError) -> &'static str {
     match error {
         EmailError::Empty => "required",
         EmailError::TooLong => "email_too_long",

@@ -1,0 +1,432 @@
+//! Email verification through the real stack and a real SMTP server on loopback: one mail per signup whose link
+//! works once, resends that supersede, the notice for existing accounts, SMTP outages and refusals, and
+//! `GET /v1/me` before and after confirming.
+
+use e2e::{
+    broker::{Tap, publish},
+    poll::eventually,
+    smtp::{Mode, Received},
+    stack::{DELIVERY_TIMEOUT, Options, PUBLIC_BASE_URL, Stack},
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+const SIGNED_UP: &str = "signup.events.v1.UserSignedUp";
+const EXISTING: &str = "signup.events.v1.SignupAttemptedForExistingAccount";
+const VERIFIED: &str = "signup.events.v1.EmailVerified";
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+async fn started(options: Options) -> anyhow::Result<Stack> {
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+async fn sign_up(stack: &Stack, email: &str, password: &str, locale: Option<&str>) -> anyhow::Result<()> {
+    let body = json!({ "email": email, "password": password, "display_name": "Ada Lovelace", "locale": locale });
+    let response = stack.signup(&body, None).await?;
+    anyhow::ensure!(response.status() == 202, "signup answered {}", response.status());
+    Ok(())
+}
+
+/// The one mail to `email`, once it has arrived.
+async fn the_mail(stack: &Stack, email: &str) -> anyhow::Result<Received> {
+    let mut mails = stack.smtp.wait_for(email, 1, DELIVERY_TIMEOUT).await?;
+    anyhow::ensure!(mails.len() == 1, "{} mails to {email}", mails.len());
+    Ok(mails.remove(0))
+}
+
+/// Rows of email-verification's mail queue by status.
+async fn mails(stack: &Stack, status: &str) -> anyhow::Result<i64> {
+    let mut db = stack.database("email-verification").connect().await?;
+    Ok(sqlx::query_scalar("SELECT count(*) FROM mails WHERE status = $1").bind(status).fetch_one(&mut db).await?)
+}
+
+/// Waits until nothing is left in the mail queue, so a count of delivered mail is final.
+async fn queue_settled(stack: &Stack) -> anyhow::Result<()> {
+    eventually(DELIVERY_TIMEOUT, || async {
+        let pending = mails(stack, "pending").await?;
+        anyhow::ensure!(pending == 0, "{pending} mail(s) still pending");
+        Ok(())
+    })
+    .await
+}
+
+async fn email_verified(stack: &Stack, email: &str) -> anyhow::Result<bool> {
+    let response = stack.me(email, PASSWORD).await?;
+    anyhow::ensure!(response.status() == 200, "GET /v1/me answered {}", response.status());
+    let profile: Value = response.json().await?;
+    profile["email_verified"].as_bool().ok_or_else(|| anyhow::anyhow!("no email_verified in {profile}"))
+}
+
+async fn problem(response: reqwest::Response) -> anyhow::Result<(u16, Value)> {
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    anyhow::ensure!(content_type == "application/problem+json", "content type {content_type}");
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn a_signup_gets_one_mail_whose_link_verifies_the_account_once() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("verify");
+
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let mail = the_mail(&stack, &email).await?;
+
+    // The mail: addressed, in English, both parts, the display name, a link under PUBLIC_BASE_URL.
+    let signed_up = tap.of_type(SIGNED_UP);
+    assert_eq!(signed_up.len(), 1);
+    let event_id = signed_up[0].header("cloudEvents_id").unwrap_or_default();
+    assert_eq!(mail.header("Message-ID").as_deref(), Some(format!("<{event_id}@signup.localhost>").as_str()));
+    assert_eq!(mail.header("Subject").as_deref(), Some("Confirm your email address"));
+    assert!(mail.header("To").unwrap_or_default().contains(&email));
+    let text = mail.part("text/plain").unwrap_or_default();
+    let html = mail.part("text/html").unwrap_or_default();
+    assert!(text.contains("Hello Ada Lovelace,") && html.contains("Hello Ada Lovelace,"));
+    let token = mail.token().unwrap_or_default();
+    assert_eq!(token.len(), 43);
+    let link = format!("{PUBLIC_BASE_URL}/v1/email-verifications/confirm?token={token}");
+    assert!(text.contains(&link) && html.contains(&link), "the link is in both parts");
+
+    // Only the token's hash is stored.
+    let dump = stack.database("email-verification").dump().await?;
+    assert!(!dump.contains(&token), "the token is stored in plain");
+
+    // Before confirming, the account is pending; opening the link changes nothing.
+    assert!(!email_verified(&stack, &email).await?);
+    let page = stack.http().get(format!("{}/v1/email-verifications/confirm?token={token}", stack.api_url())).send().await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let page = page.text().await?;
+    assert!(page.contains("<form method=\"post\" action=\"confirm\">") && page.contains(&token));
+    assert!(!email_verified(&stack, &email).await?, "a GET consumed the token");
+
+    // The confirm: 200, then verified at once and EmailVerified broadcast once.
+    let confirmed = stack.confirm(&token).await?;
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(confirmed.json::<Value>().await?, json!({ "status": "verified" }));
+    assert!(email_verified(&stack, &email).await?, "GET /v1/me does not show the verification");
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(!tap.of_type(VERIFIED).is_empty(), "EmailVerified not broadcast yet");
+        Ok(())
+    })
+    .await?;
+
+    // The same link again: the one answer for an invalid token.
+    let (status, again) = problem(stack.confirm(&token).await?).await?;
+    assert_eq!((status, again["type"].as_str()), (400, Some("/problems/invalid-token")));
+
+    // Credentials: a wrong password and an unknown email get the same 401.
+    let wrong = stack.me(&email, "not the password at all").await?;
+    let unknown = stack.me(&unique_email("nobody"), PASSWORD).await?;
+    assert_eq!(wrong.headers()["www-authenticate"], r#"Basic realm="signup", charset="UTF-8""#);
+    let (wrong_status, wrong_body) = problem(wrong).await?;
+    let (unknown_status, unknown_body) = problem(unknown).await?;
+    assert_eq!((wrong_status, &wrong_body), (401, &unknown_body));
+    assert_eq!(unknown_status, 401);
+    let anonymous = stack.http().get(format!("{}/v1/me", stack.api_url())).send().await?;
+    assert_eq!(anonymous.status(), 401);
+
+    queue_settled(&stack).await?;
+    assert_eq!(stack.smtp.messages_to(&email).len(), 1, "more than one mail for one signup");
+    assert_eq!(tap.of_type(VERIFIED).len(), 1);
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_confirm_page_posts_the_token_as_a_form_and_a_browser_gets_a_page() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("form");
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
+
+    let response = stack
+        .http()
+        .post(format!("{}/v1/email-verifications/confirm", stack.api_url()))
+        .header("accept", "text/html,application/xhtml+xml")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str()?.starts_with("text/html"));
+    assert!(response.text().await?.contains("Email verified"));
+    assert!(email_verified(&stack, &email).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_works_once_under_fifty_concurrent_confirms() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("race");
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
+
+    let attempts = (0..50).map(|_| stack.confirm(&token));
+    let responses = futures_util::future::join_all(attempts).await;
+
+    let mut statuses = Vec::new();
+    for response in responses {
+        statuses.push(response?.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 49, "{statuses:?}");
+    let mut users = stack.database("user-metadata").connect().await?;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = $1")
+        .bind(VERIFIED)
+        .fetch_one(&mut users)
+        .await?;
+    assert_eq!(events, 1, "one EmailVerified in the outbox");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let (used_email, expired_email) = (unique_email("used"), unique_email("expired"));
+    sign_up(&stack, &used_email, PASSWORD, None).await?;
+    sign_up(&stack, &expired_email, PASSWORD, None).await?;
+    let used = the_mail(&stack, &used_email).await?.token().unwrap_or_default();
+    let expired = the_mail(&stack, &expired_email).await?.token().unwrap_or_default();
+    assert_eq!(stack.confirm(&used).await?.status(), 200);
+    // Controlled time: the token's expiry is moved to the past instead of waiting out its lifetime.
+    let mut db = stack.database("email-verification").connect().await?;
+    let moved = sqlx::query("UPDATE tokens SET expires_at = now() - interval '1 second' WHERE user_id IN (SELECT user_id FROM accounts WHERE email = $1)")
+        .bind(&expired_email)
+        .execute(&mut db)
+        .await?
+        .rows_affected();
+    assert_eq!(moved, 1);
+    let unknown = "A".repeat(43);
+
+    let answers = [
+        problem(stack.confirm(&used).await?).await?,
+        problem(stack.confirm(&expired).await?).await?,
+        problem(stack.confirm(&unknown).await?).await?,
+        problem(stack.confirm("not even shaped like a token").await?).await?,
+    ];
+
+    assert_eq!(answers[0].0, 400);
+    assert_eq!(answers[0].1["type"], "/problems/invalid-token");
+    for answer in &answers[1..] {
+        assert_eq!(answer, &answers[0]);
+    }
+    assert!(!email_verified(&stack, &expired_email).await?, "an expired token verified the account");
+    let missing = problem(
+        stack.http().post(format!("{}/v1/email-verifications/confirm", stack.api_url())).json(&json!({})).send().await?,
+    )
+    .await?;
+    assert_eq!(missing.0, 422);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resend_supersedes_earlier_links_and_is_limited_per_address() -> anyhow::Result<()> {
+    let options = Options { env: vec![("email-verification", "RESEND_LIMIT", "2".to_owned())], ..Options::default() };
+    let stack = started(options).await?;
+    let email = unique_email("resend");
+    sign_up(&stack, &email, PASSWORD, Some("fr-FR")).await?;
+    let first = the_mail(&stack, &email).await?;
+    assert_eq!(first.header("Subject").as_deref(), Some("Confirmez votre adresse e-mail"), "the locale's language");
+    let resend = |address: String| {
+        let url = format!("{}/v1/email-verifications", stack.api_url());
+        let request = stack.http().post(url).json(&json!({ "email": address }));
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+
+    assert_eq!(resend(email.clone()).await?, 202);
+    let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1);
+    assert_eq!(resend(email.to_uppercase()).await?, 202);
+    let third = stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?.remove(2);
+    // Over the limit: the same answer, and nothing queued (the resend commits before it answers).
+    assert_eq!(resend(email.clone()).await?, 202);
+    assert_eq!(resend(unique_email("unknown")).await?, 202, "an unknown address gets the same answer");
+    queue_settled(&stack).await?;
+    assert_eq!(stack.smtp.messages_to(&email).len(), 3, "a resend over the limit sent mail");
+    assert_eq!(mails(&stack, "sent").await?, 3);
+    assert_ne!(second.header("Message-ID"), third.header("Message-ID"));
+
+    for stale in [&first, &second] {
+        let (status, _) = problem(stack.confirm(&stale.token().unwrap_or_default()).await?).await?;
+        assert_eq!(status, 400, "a superseded link still works");
+    }
+    assert_eq!(stack.confirm(&third.token().unwrap_or_default()).await?.status(), 200);
+    assert!(email_verified(&stack, &email).await?);
+    // Verified: a resend sends nothing.
+    assert_eq!(resend(email.clone()).await?, 202);
+    let (status, _) = problem(
+        stack.http().post(format!("{}/v1/email-verifications", stack.api_url())).json(&json!({ "email": "nope" })).send().await?,
+    )
+    .await?;
+    assert_eq!(status, 422);
+    queue_settled(&stack).await?;
+    assert_eq!(stack.smtp.messages_to(&email).len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signup_for_a_verified_account_sends_one_notice_per_interval() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("existing");
+    sign_up(&stack, &email, PASSWORD, Some("fr")).await?;
+    let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
+    assert_eq!(stack.confirm(&token).await?.status(), 200);
+
+    // The notice goes to the account's owner, in the account's language.
+    sign_up(&stack, &email, "another long passphrase here", Some("en")).await?;
+    let notice = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1);
+    sign_up(&stack, &email, "yet another long passphrase", None).await?;
+    stack.wait_processed(EXISTING, 2).await?;
+    queue_settled(&stack).await?;
+
+    assert_eq!(notice.header("Subject").as_deref(), Some("Quelqu'un a tenté de s'inscrire avec votre adresse e-mail"));
+    assert!(notice.part("text/plain").unwrap_or_default().contains("vous avez déjà un compte"));
+    assert!(notice.token().is_none(), "a notice carries no verification link");
+    assert_eq!(stack.smtp.messages_to(&email).len(), 2, "a second notice within the interval");
+    Ok(())
+}
+
+#[tokio::test]
+async fn mail_waits_out_an_smtp_outage_and_temporary_refusals_then_arrives_once() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let (down, refused) = (unique_email("smtp-down"), unique_email("smtp-4xx"));
+
+    stack.smtp.stop();
+    sign_up(&stack, &down, PASSWORD, None).await?;
+    retried(&stack, &down).await?;
+    stack.smtp.resume().await?;
+    let mail = the_mail(&stack, &down).await?;
+
+    stack.smtp.set_mode(Mode::TemporaryFailure);
+    sign_up(&stack, &refused, PASSWORD, None).await?;
+    retried(&stack, &refused).await?;
+    stack.smtp.set_mode(Mode::Accept);
+    the_mail(&stack, &refused).await?;
+
+    queue_settled(&stack).await?;
+    assert_eq!(stack.smtp.messages_to(&down).len(), 1);
+    assert_eq!(stack.smtp.messages_to(&refused).len(), 1);
+    assert_eq!(stack.confirm(&mail.token().unwrap_or_default()).await?.status(), 200, "a retried mail's link works");
+    Ok(())
+}
+
+/// Waits until the mail to `email` has failed at least twice and is still waiting to be retried.
+async fn retried(stack: &Stack, email: &str) -> anyhow::Result<()> {
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = stack.database("email-verification").connect().await?;
+        let row: Option<(i32, String, Option<String>)> =
+            sqlx::query_as("SELECT attempts, status, last_error FROM mails WHERE recipient = $1")
+                .bind(email)
+                .fetch_optional(&mut db)
+                .await?;
+        let (attempts, status, error) = row.ok_or_else(|| anyhow::anyhow!("no mail queued yet"))?;
+        anyhow::ensure!(attempts >= 2 && status == "pending" && error.is_some(), "{attempts} attempts, {status}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_is_recorded_and_not_retried() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("smtp-5xx");
+    stack.smtp.set_mode(Mode::PermanentFailure);
+
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let error = eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = stack.database("email-verification").connect().await?;
+        let row: (String, Option<String>, i32) =
+            sqlx::query_as("SELECT status, last_error, attempts FROM mails WHERE recipient = $1")
+                .bind(&email)
+                .fetch_one(&mut db)
+                .await?;
+        anyhow::ensure!(row.0 == "failed", "status {}", row.0);
+        assert_eq!(row.2, 1, "attempts");
+        Ok(row.1.unwrap_or_default())
+    })
+    .await?;
+
+    assert!(error.contains("550"), "{error}");
+    // The failure is committed and the row is no longer pending, so no later attempt can happen.
+    assert_eq!(mails(&stack, "pending").await?, 0);
+    assert_eq!(stack.smtp.recipients_offered(), 1, "a 5xx was retried");
+    assert!(stack.smtp.messages().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redelivered_signup_event_sends_no_second_mail() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("redelivery");
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    the_mail(&stack, &email).await?;
+    let original = tap.of_type(SIGNED_UP).into_iter().next().ok_or_else(|| anyhow::anyhow!("not tapped"))?;
+
+    publish(&stack.exchange, original.properties.clone(), &original.data).await?;
+    let member = stack.member("email-verification");
+    eventually(DELIVERY_TIMEOUT, || async {
+        let seen = member.all_stdout().iter().any(|l| l.contains("event already applied"));
+        anyhow::ensure!(seen, "the redelivery has not been consumed yet");
+        Ok(())
+    })
+    .await?;
+    queue_settled(&stack).await?;
+
+    assert_eq!(stack.smtp.messages_to(&email).len(), 1, "a redelivery sent a second mail");
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_smtp_url_mail_is_written_to_files_and_the_link_is_logged() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("e2e-mail-{}", uuid::Uuid::now_v7().simple()));
+    let options = Options {
+        env: vec![
+            ("email-verification", "SMTP_URL", String::new()),
+            ("email-verification", "MAIL_DIR", dir.display().to_string()),
+        ],
+        ..Options::default()
+    };
+    let stack = started(options).await?;
+    let email = unique_email("files");
+
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let file = eventually(DELIVERY_TIMEOUT, || async {
+        let entry = std::fs::read_dir(&dir)?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "eml"));
+        entry.map(|e| e.path()).ok_or_else(|| anyhow::anyhow!("no .eml yet"))
+    })
+    .await?;
+    let written = std::fs::read_to_string(&file)?;
+    let logged = eventually(DELIVERY_TIMEOUT, || async {
+        let lines = stack.member("email-verification").all_stdout();
+        lines.into_iter().find(|l| l.contains("mail written to a file")).ok_or_else(|| anyhow::anyhow!("not logged yet"))
+    })
+    .await?;
+
+    assert!(written.contains(&email));
+    let token = Received { from: String::new(), to: vec![], data: written }.token().unwrap_or_default();
+    assert_eq!(token.len(), 43);
+    assert!(logged.contains(&token), "the link is not in the log: {logged}");
+    assert_eq!(stack.confirm(&token).await?.status(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_describes_the_verification_endpoints() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let document: Value = stack.http().get(format!("{}/openapi.json", stack.api_url())).send().await?.json().await?;
+    for path in ["/v1/email-verifications", "/v1/email-verifications/confirm", "/v1/me"] {
+        assert!(document["paths"][path].is_object(), "{path} missing");
+    }
+    assert_eq!(document["components"]["securitySchemes"]["basic"]["scheme"], "basic");
+    Ok(())
+}

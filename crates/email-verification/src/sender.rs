@@ -1,0 +1,181 @@
+//! The sender: works through the mail queue, several deliveries at a time, each with its own retry schedule, so
+//! a failing recipient holds up no other. Temporary failures are retried with capped exponential backoff and
+//! full jitter; permanent ones (5xx) are recorded and never retried. Every outcome is committed to the queue.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use sqlx::{PgPool, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    mail::{self, Kind, SendError, Templates, Transport},
+    settings::{MailSettings, Policy},
+    store::{self, Claimed, Outcome},
+};
+
+/// How often the queue's size is exported.
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything a delivery needs.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    pool: PgPool,
+    transport: Transport,
+    templates: Templates,
+    settings: MailSettings,
+    policy: Policy,
+}
+
+impl Sender {
+    /// A sender over `pool` through `transport`.
+    pub(crate) fn new(
+        pool: PgPool,
+        transport: Transport,
+        templates: Templates,
+        settings: MailSettings,
+        policy: Policy,
+    ) -> Self {
+        Self { pool, transport, templates, settings, policy }
+    }
+
+    /// Sends due mail until `cancel` fires; the attempts in flight then finish (within the drain deadline).
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            match self.run_once(&cancel).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "mail sender interrupted; restarting"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Returns `Ok` when cancelled, `Err` when the database failed.
+    async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await.context("listening for queued mail")?;
+        listener.listen(store::MAIL_CHANNEL).await?;
+        let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
+        let batch = i64::try_from(self.settings.concurrency).unwrap_or(i64::MAX);
+        // A claim outlives the longest attempt, so no one else takes the mail while it is in hand.
+        let lease = self.settings.smtp_timeout * 3 + Duration::from_secs(30);
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let claimed = store::claim_due(&self.pool, batch, lease).await?;
+            let count = claimed.len();
+            futures_util::stream::iter(claimed)
+                .for_each_concurrent(self.settings.concurrency, |mail| self.deliver(mail))
+                .await;
+            if lag_recorded.elapsed() >= LAG_INTERVAL {
+                if let Ok((pending, oldest)) = store::queue_lag(&self.pool).await {
+                    metrics::gauge!("mail_queue_pending").set(pending as f64);
+                    metrics::gauge!("mail_queue_oldest_pending_age_seconds").set(oldest.unwrap_or(0.0));
+                }
+                lag_recorded = tokio::time::Instant::now();
+            }
+            if count as i64 == batch {
+                continue;
+            }
+            tokio::select! {
+                notification = listener.recv() => { notification.context("mail notifications")?; }
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// One attempt at one mail, its outcome committed. Database errors leave the claim to expire, so the mail
+    /// is attempted again after its lease.
+    #[tracing::instrument(skip_all, fields(mail_id = %mail.id, kind = %mail.kind, attempt = mail.attempts))]
+    async fn deliver(&self, mail: Claimed) {
+        let outcome = match self.attempt(&mail).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                tracing::info!("verification mail superseded before it was sent; not sending");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "mail attempt failed before sending; will retry");
+                return;
+            }
+        };
+        let kind = mail.kind.clone();
+        let label = match &outcome {
+            Outcome::Sent => "sent",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retry(..) => "retry",
+        };
+        metrics::counter!("mail_attempts_total", "kind" => kind, "outcome" => label).increment(1);
+        match &outcome {
+            Outcome::Sent => tracing::info!("mail sent"),
+            Outcome::Failed(error) => tracing::warn!(%error, "mail failed permanently; not retrying"),
+            Outcome::Retry(pause, error) => {
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "mail failed temporarily; will retry")
+            }
+        }
+        if let Err(error) = store::record(&self.pool, mail.id, &outcome).await {
+            tracing::warn!(error = %error, "recording the mail's outcome failed; it will be attempted again");
+        }
+    }
+
+    /// Renders, addresses and sends the mail; `None` when a verification mail was superseded meanwhile.
+    async fn attempt(&self, mail: &Claimed) -> anyhow::Result<Option<Outcome>> {
+        let Some(kind) = Kind::parse(&mail.kind) else {
+            return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
+        };
+        let mut link = None;
+        let context = match kind {
+            Kind::Verification => {
+                let Some(token) = store::issue_token(&self.pool, mail, self.policy.token_ttl).await? else {
+                    return Ok(None);
+                };
+                let url = format!(
+                    "{}/v1/email-verifications/confirm?token={}",
+                    self.settings.public_base_url,
+                    token.expose()
+                );
+                link = Some(url.clone());
+                minijinja::context! {
+                    display_name => &mail.display_name,
+                    // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
+                    link => minijinja::Value::from_safe_string(url),
+                    expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
+                }
+            }
+            Kind::ExistingAccountNotice => minijinja::context! {},
+        };
+        let rendered = self.templates.render(kind, &mail.locale, context)?;
+        let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, &mail.display_name, rendered)
+        {
+            Ok(message) => message,
+            Err(SendError::Permanent(error) | SendError::Temporary(error)) => return Ok(Some(Outcome::Failed(error))),
+        };
+        let outcome = match self.transport.send(message).await {
+            Ok(file) => {
+                if let (true, Some(file)) = (self.transport.is_files(), file) {
+                    // Development only (no SMTP_URL): the mail went to a file, so show where, and the link.
+                    tracing::info!(file = %file.display(), link = link.as_deref().unwrap_or(""), "mail written to a file");
+                }
+                Outcome::Sent
+            }
+            Err(SendError::Permanent(error)) => Outcome::Failed(error),
+            Err(SendError::Temporary(error)) if mail.attempts >= self.settings.max_attempts => {
+                Outcome::Failed(format!("gave up after {} attempts: {error}", mail.attempts))
+            }
+            Err(SendError::Temporary(error)) => Outcome::Retry(self.backoff(mail.attempts), error),
+        };
+        Ok(Some(outcome))
+    }
+
+    /// Full jitter over a doubling cap: uniform in [0, min(base * 2^(attempt-1), max)].
+    fn backoff(&self, attempt: i32) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+        let cap = self.settings.retry_base.saturating_mul(1 << exponent).min(self.settings.retry_max);
+        cap.mul_f64(rand::random::<f64>())
+    }
+}

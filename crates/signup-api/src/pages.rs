@@ -1,0 +1,98 @@
+//! The few HTML pages a person sees when following the verification link. They load nothing from elsewhere,
+//! run no script, and tell the browser not to cache them or leak the link through the Referer header.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+
+/// The page behind the link in the mail: one button that POSTs the token. Opening the link (as mail scanners
+/// do) changes nothing.
+pub(crate) fn confirm(token: &str) -> Response {
+    let body = format!(
+        "<h1>Confirm your email address</h1>\
+         <p>Press the button to finish signing up.</p>\
+         <form method=\"post\" action=\"confirm\">\
+         <input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button type=\"submit\">Confirm my email</button>\
+         </form>",
+        escape(token)
+    );
+    page(StatusCode::OK, "Confirm your email address", &body)
+}
+
+/// After a successful confirm from the page.
+pub(crate) fn verified() -> Response {
+    page(StatusCode::OK, "Email verified", "<h1>Email verified</h1><p>Thank you: your email address is confirmed.</p>")
+}
+
+/// A link that is malformed, unknown, used or expired.
+pub(crate) fn invalid_link() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Link not valid",
+        "<h1>This link is not valid</h1><p>It may have been used already or have expired. Request a new \
+         verification email and use the newest link.</p>",
+    )
+}
+
+/// When the system cannot confirm right now.
+pub(crate) fn unavailable() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "<h1>Please try again</h1><p>We could not confirm your email just now. Your link still works: go back and \
+         press the button again in a moment.</p>",
+    )
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
+         <style>body{{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;max-width:32rem;\
+         margin:4rem auto;padding:0 1rem;line-height:1.5;color:#1f2328}}button{{font-size:1rem;padding:.7rem \
+         1.2rem;border:0;border-radius:6px;background:#1f6feb;color:#fff;cursor:pointer}}</style></head>\
+         <body>{body}</body></html>"
+    );
+    let mut response = (status, Html(html)).into_response();
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name, value| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::CACHE_CONTROL, "no-store");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    response
+}
+
+/// Escapes text for an HTML attribute or element.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_cannot_break_out_of_its_attribute() {
+        assert_eq!(escape(r#""><script>x</script>"#), "&quot;&gt;&lt;script&gt;x&lt;/script&gt;");
+    }
+}
