@@ -58,7 +58,8 @@ impl Received {
     /// The verification token in the plain-text part's link.
     pub fn token(&self) -> Option<String> {
         let text = self.part("text/plain")?;
-        let start = text.find("/v1/email-verifications/confirm?token=")? + "/v1/email-verifications/confirm?token=".len();
+        let start =
+            text.find("/v1/email-verifications/confirm?token=")? + "/v1/email-verifications/confirm?token=".len();
         let token: String =
             text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         Some(token)
@@ -81,6 +82,7 @@ fn find_part(mail: &mailparse::ParsedMail<'_>, mime_type: &str) -> Option<String
 struct Shared {
     messages: Mutex<Vec<Received>>,
     mode: Mutex<Mode>,
+    modes_by_recipient: Mutex<std::collections::HashMap<String, Mode>>,
     recipients_offered: AtomicUsize,
 }
 
@@ -100,6 +102,7 @@ impl SmtpServer {
         let shared = Arc::new(Shared {
             messages: Mutex::default(),
             mode: Mutex::new(Mode::Accept),
+            modes_by_recipient: Mutex::default(),
             recipients_offered: AtomicUsize::new(0),
         });
         let task = tokio::spawn(serve(listener, shared.clone()));
@@ -114,6 +117,11 @@ impl SmtpServer {
     /// Changes how recipients are answered from now on.
     pub fn set_mode(&self, mode: Mode) {
         *lock(&self.shared.mode) = mode;
+    }
+
+    /// Changes how one recipient is answered from now on, whatever the general mode.
+    pub fn set_mode_for(&self, recipient: &str, mode: Mode) {
+        lock(&self.shared.modes_by_recipient).insert(recipient.to_ascii_lowercase(), mode);
     }
 
     /// Goes down: the port is closed (connections are refused) and open connections are dropped.
@@ -212,7 +220,8 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
             }
             "RCPT" => {
                 shared.recipients_offered.fetch_add(1, Ordering::SeqCst);
-                let mode = *lock(&shared.mode);
+                let recipient = address(&command).to_ascii_lowercase();
+                let mode = lock(&shared.modes_by_recipient).get(&recipient).copied().unwrap_or(*lock(&shared.mode));
                 match mode {
                     Mode::Accept => {
                         to.push(address(&command));

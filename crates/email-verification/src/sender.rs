@@ -150,8 +150,7 @@ impl Sender {
             Kind::ExistingAccountNotice => minijinja::context! {},
         };
         let rendered = self.templates.render(kind, &mail.locale, context)?;
-        let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, &mail.display_name, rendered)
-        {
+        let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, &mail.display_name, rendered) {
             Ok(message) => message,
             Err(SendError::Permanent(error) | SendError::Temporary(error)) => return Ok(Some(Outcome::Failed(error))),
         };

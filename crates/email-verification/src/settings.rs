@@ -188,10 +188,9 @@ impl RawSettings {
                 SettingsError::invalid("SMTP_URL", "must be an smtp:// or smtps:// URL (e.g. smtp://mailpit:1025)")
             })?;
         }
-        let from: Mailbox = self
-            .mail_from
-            .parse()
-            .map_err(|e| SettingsError::invalid("MAIL_FROM", format!("not a mailbox ({e}); e.g. Signup <no-reply@example.com>")))?;
+        let from: Mailbox = self.mail_from.parse().map_err(|e| {
+            SettingsError::invalid("MAIL_FROM", format!("not a mailbox ({e}); e.g. Signup <no-reply@example.com>"))
+        })?;
         let base = self.public_base_url.trim_end_matches('/').to_owned();
         let base_uri: http::Uri = base.parse().map_err(|e| SettingsError::invalid("PUBLIC_BASE_URL", e))?;
         if !matches!(base_uri.scheme_str(), Some("http" | "https")) || base_uri.host().is_none() {
@@ -199,7 +198,10 @@ impl RawSettings {
         }
         // The link goes into HTML unescaped, so it must need no escaping (and a query would break the link).
         if base.contains(['&', '<', '>', '"', '\'', '?', '#']) {
-            return Err(SettingsError::invalid("PUBLIC_BASE_URL", "must have no query, fragment or HTML special characters"));
+            return Err(SettingsError::invalid(
+                "PUBLIC_BASE_URL",
+                "must have no query, fragment or HTML special characters",
+            ));
         }
         positive("SMTP_TIMEOUT_SECS", self.smtp_timeout_secs)?;
         positive("MAIL_CONCURRENCY", self.mail_concurrency as u64)?;
@@ -214,8 +216,7 @@ impl RawSettings {
         if self.resend_limit < 0 {
             return Err(SettingsError::invalid("RESEND_LIMIT", "must not be negative"));
         }
-        let upstream =
-            Upstream { url: self.user_metadata_url, deadline: Duration::from_millis(self.grpc_deadline_ms) };
+        let upstream = Upstream { url: self.user_metadata_url, deadline: Duration::from_millis(self.grpc_deadline_ms) };
         let mail = MailSettings {
             smtp_url,
             mail_dir: self.mail_dir,

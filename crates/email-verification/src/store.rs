@@ -28,7 +28,8 @@ impl Token {
 
     /// A token as presented by a client, if it has the shape of one (no database lookup for anything else).
     pub(crate) fn parse(presented: &str) -> Option<Self> {
-        let shaped = presented.len() == 43 && presented.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let shaped =
+            presented.len() == 43 && presented.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         shaped.then(|| Self(presented.to_owned()))
     }
 

@@ -77,12 +77,12 @@ pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Re
 async fn profile(state: &AppState, headers: &HeaderMap) -> Result<Profile, ApiError> {
     let credentials = credentials(headers).ok_or(ApiError::Unauthorized)?;
     let mut users = state.upstreams.users.clone();
-    let user = match users.get_user_by_email(GetUserByEmailRequest { email: credentials.email.as_str().to_owned() }).await
-    {
-        Ok(response) => response.into_inner().user,
-        Err(status) if status.code() == Code::NotFound => None,
-        Err(status) => return Err(ApiError::from_status("user-metadata", &status)),
-    };
+    let user =
+        match users.get_user_by_email(GetUserByEmailRequest { email: credentials.email.as_str().to_owned() }).await {
+            Ok(response) => response.into_inner().user,
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(ApiError::from_status("user-metadata", &status)),
+        };
     // Without an account, verify against a fresh id: the password service then spends the same work on a decoy.
     let user_id = user.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |u| u.user_id.clone());
     let request = VerifyPasswordRequest { user_id, password: credentials.password.expose().to_owned() };

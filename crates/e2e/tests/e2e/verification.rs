@@ -99,7 +99,8 @@ async fn a_signup_gets_one_mail_whose_link_verifies_the_account_once() -> anyhow
 
     // Before confirming, the account is pending; opening the link changes nothing.
     assert!(!email_verified(&stack, &email).await?);
-    let page = stack.http().get(format!("{}/v1/email-verifications/confirm?token={token}", stack.api_url())).send().await?;
+    let page =
+        stack.http().get(format!("{}/v1/email-verifications/confirm?token={token}", stack.api_url())).send().await?;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["cache-control"], "no-store");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
@@ -220,7 +221,12 @@ async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result
     }
     assert!(!email_verified(&stack, &expired_email).await?, "an expired token verified the account");
     let missing = problem(
-        stack.http().post(format!("{}/v1/email-verifications/confirm", stack.api_url())).json(&json!({})).send().await?,
+        stack
+            .http()
+            .post(format!("{}/v1/email-verifications/confirm", stack.api_url()))
+            .json(&json!({}))
+            .send()
+            .await?,
     )
     .await?;
     assert_eq!(missing.0, 422);
@@ -262,7 +268,12 @@ async fn a_resend_supersedes_earlier_links_and_is_limited_per_address() -> anyho
     // Verified: a resend sends nothing.
     assert_eq!(resend(email.clone()).await?, 202);
     let (status, _) = problem(
-        stack.http().post(format!("{}/v1/email-verifications", stack.api_url())).json(&json!({ "email": "nope" })).send().await?,
+        stack
+            .http()
+            .post(format!("{}/v1/email-verifications", stack.api_url()))
+            .json(&json!({ "email": "nope" }))
+            .send()
+            .await?,
     )
     .await?;
     assert_eq!(status, 422);
@@ -314,6 +325,47 @@ async fn mail_waits_out_an_smtp_outage_and_temporary_refusals_then_arrives_once(
     assert_eq!(stack.smtp.messages_to(&down).len(), 1);
     assert_eq!(stack.smtp.messages_to(&refused).len(), 1);
     assert_eq!(stack.confirm(&mail.token().unwrap_or_default()).await?.status(), 200, "a retried mail's link works");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_recipient_whose_server_keeps_refusing_holds_up_no_one_else() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let (stuck, others) = (unique_email("stuck"), [unique_email("other-a"), unique_email("other-b")]);
+    stack.smtp.set_mode_for(&stuck, Mode::TemporaryFailure);
+
+    sign_up(&stack, &stuck, PASSWORD, None).await?;
+    retried(&stack, &stuck).await?;
+    for email in &others {
+        sign_up(&stack, email, PASSWORD, None).await?;
+    }
+
+    for email in &others {
+        the_mail(&stack, email).await?;
+    }
+    retried(&stack, &stuck).await?;
+    assert!(stack.smtp.messages_to(&stuck).is_empty());
+    stack.smtp.set_mode_for(&stuck, Mode::Accept);
+    the_mail(&stack, &stuck).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_signup_for_a_pending_account_supersedes_its_earlier_link() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("again");
+    let new_password = "a different long passphrase";
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let first = the_mail(&stack, &email).await?.token().unwrap_or_default();
+
+    sign_up(&stack, &email, new_password, None).await?;
+    let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1).token().unwrap_or_default();
+
+    assert_eq!(problem(stack.confirm(&first).await?).await?.0, 400, "the earlier link still works");
+    assert_eq!(stack.confirm(&second).await?.status(), 200);
+    assert_eq!(stack.me(&email, PASSWORD).await?.status(), 401, "the replaced password still works");
+    let profile: Value = stack.me(&email, new_password).await?.json().await?;
+    assert_eq!(profile["email_verified"], true);
     Ok(())
 }
 
@@ -407,7 +459,10 @@ async fn without_smtp_url_mail_is_written_to_files_and_the_link_is_logged() -> a
     let written = std::fs::read_to_string(&file)?;
     let logged = eventually(DELIVERY_TIMEOUT, || async {
         let lines = stack.member("email-verification").all_stdout();
-        lines.into_iter().find(|l| l.contains("mail written to a file")).ok_or_else(|| anyhow::anyhow!("not logged yet"))
+        lines
+            .into_iter()
+            .find(|l| l.contains("mail written to a file"))
+            .ok_or_else(|| anyhow::anyhow!("not logged yet"))
     })
     .await?;
 
