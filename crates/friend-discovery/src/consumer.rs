@@ -1,9 +1,15 @@
 //! The signup events friend-discovery acts on. Each is applied at most once: its id is recorded in the same
-//! transaction as its effect, and the message is acked only after that commits.
+//! transaction as its effect, and the message is acked only after that commits. The effects commute: a
+//! verification that overtakes its signup, or an older signup that arrives after a newer one, ends in the same
+//! state as the events in order.
 
+use chrono::{DateTime, Utc};
 use platform::events::{Envelope, HandleError, Handler, record_once, transient};
 use proto::Event;
 use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::store::{self, SignedUp};
 
 /// Applies signup events to the friend-discovery database.
 #[derive(Debug, Clone)]
@@ -21,15 +27,50 @@ impl EventHandler {
 impl Handler for EventHandler {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         // A body that does not decode as its type can never be applied: dead-letter it.
-        Event::decode(&envelope.kind, &envelope.data)
+        let event = Event::decode(&envelope.kind, &envelope.data)
             .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;
         let mut tx = self.pool.begin().await.map_err(transient)?;
         if !record_once(&mut tx, &envelope).await.map_err(transient)? {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(());
         }
-        // Building the contact graph arrives with the friend-discovery issue; the event is
-        // recorded so that none is ever applied twice.
+        match event {
+            Event::UserSignedUp(event) => {
+                if event.email_hash.len() != 32 || event.contact_hashes.iter().any(|h| h.len() != 32) {
+                    return Err(HandleError::Poison(anyhow::anyhow!("a hash is not 32 bytes")));
+                }
+                let member = SignedUp {
+                    user_id: uuid("user_id", &event.user_id)?,
+                    signup_id: uuid("signup_id", &event.signup_id)?,
+                    email_hash: &event.email_hash,
+                    display_name: &event.display_name,
+                    discoverable: event.discoverable,
+                    contact_hashes: &event.contact_hashes,
+                };
+                let applied = store::signed_up(&mut tx, &member).await.map_err(transient)?;
+                tracing::info!(user_id = %member.user_id, applied, contacts = member.contact_hashes.len(), "signup");
+            }
+            Event::EmailVerified(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                let at = event
+                    .verified_at
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                    .unwrap_or(envelope.time);
+                store::verified(&mut tx, user_id, at).await.map_err(transient)?;
+                tracing::info!(%user_id, "verified: discoverable to others unless opted out");
+            }
+            Event::UserDeleted(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                store::deleted(&mut tx, user_id).await.map_err(transient)?;
+                tracing::info!(%user_id, "user and edges removed");
+            }
+            Event::SignupAttemptedForExistingAccount(_) => {}
+            Event::Unknown(kind) => tracing::debug!(%kind, "event type not handled here; skipped"),
+        }
         tx.commit().await.map_err(transient)
     }
+}
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, HandleError> {
+    value.parse().map_err(|_| HandleError::Poison(anyhow::anyhow!("{field} is not a UUID")))
 }

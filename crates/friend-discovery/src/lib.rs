@@ -7,6 +7,7 @@ mod consumer;
 mod service;
 mod settings;
 mod startup;
+mod store;
 
 pub use settings::Settings;
 pub use startup::App;

@@ -36,6 +36,9 @@ pub(crate) enum ApiError {
     /// No credentials, or wrong ones: one answer for an unknown email and a wrong password.
     #[error("unauthorized")]
     Unauthorized,
+    /// The account's email is not verified, and the endpoint needs it to be.
+    #[error("email not verified")]
+    NotVerified,
     /// A dependency is down or saturated; retry after the given seconds.
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after_secs: u64 },
@@ -107,6 +110,8 @@ impl IntoResponse for ApiError {
                 );
                 return response;
             }
+            Self::NotVerified => Problem::new(StatusCode::FORBIDDEN, "email-not-verified", "Email Not Verified")
+                .with_detail("confirm your email address first; the link is in the verification email"),
             Self::Unavailable { retry_after_secs, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable")
                     .with_detail("a dependency is unavailable or busy; retry later")

@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod domain;
 mod error;
 mod extract;
+mod friends;
 mod me;
 mod openapi;
 mod pages;

@@ -75,6 +75,12 @@ pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 async fn profile(state: &AppState, headers: &HeaderMap) -> Result<Profile, ApiError> {
+    authenticate(state, headers).await.map(to_profile)
+}
+
+/// The account whose email and password came in `Authorization: Basic`: checked by the password service, with
+/// the same hashing work for an unknown email as for a wrong password, and one answer (401) for both.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
     let credentials = credentials(headers).ok_or(ApiError::Unauthorized)?;
     let mut users = state.upstreams.users.clone();
     let user =
@@ -96,7 +102,7 @@ async fn profile(state: &AppState, headers: &HeaderMap) -> Result<Profile, ApiEr
     match user {
         Some(user) if valid && user.status() != UserStatus::Registering => {
             tracing::Span::current().record("user_id", user.user_id.as_str());
-            Ok(to_profile(user))
+            Ok(user)
         }
         _ => Err(ApiError::Unauthorized),
     }

@@ -4,6 +4,7 @@ use utoipa::OpenApi;
 
 use crate::{
     domain::signup::FieldError,
+    friends::{FriendSuggestion, SuggestionsPage},
     me::Profile,
     problem::Problem,
     signups::{SignupAccepted, SignupRequest},
@@ -20,6 +21,7 @@ use crate::{
         crate::verifications::confirm,
         crate::verifications::resend,
         crate::me::get,
+        crate::friends::suggestions,
     ),
     components(schemas(
         SignupRequest,
@@ -31,6 +33,8 @@ use crate::{
         ResendRequest,
         ResendAccepted,
         Profile,
+        SuggestionsPage,
+        FriendSuggestion,
     )),
     modifiers(&BasicAuth),
     tags(

@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::verifications::confirm_page).post(crate::verifications::confirm),
         )
         .route("/v1/me", get(crate::me::get))
+        .route("/v1/me/friend-suggestions", get(crate::friends::suggestions))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

@@ -4,6 +4,7 @@
 use platform::grpc::TracedChannel;
 use proto::{
     email_verification::v1::email_verification_service_client::EmailVerificationServiceClient,
+    friend_discovery::v1::friend_discovery_service_client::FriendDiscoveryServiceClient,
     password::v1::password_service_client::PasswordServiceClient,
     user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient,
 };
@@ -19,6 +20,8 @@ pub struct Upstreams {
     pub passwords: PasswordServiceClient<TracedChannel>,
     /// email-verification.
     pub verifications: EmailVerificationServiceClient<TracedChannel>,
+    /// friend-discovery.
+    pub friends: FriendDiscoveryServiceClient<TracedChannel>,
     /// The raw channels, for health checks.
     pub user_metadata_channel: TracedChannel,
     /// The raw channel to password, for health checks.
@@ -32,7 +35,9 @@ impl Upstreams {
         let user_metadata_channel = platform::grpc::channel(&settings.user_metadata_url, deadline)?;
         let password_channel = platform::grpc::channel(&settings.password_url, deadline)?;
         let verification_channel = platform::grpc::channel(&settings.email_verification_url, deadline)?;
+        let friends_channel = platform::grpc::channel(&settings.friend_discovery_url, deadline)?;
         Ok(Self {
+            friends: FriendDiscoveryServiceClient::new(friends_channel),
             verifications: EmailVerificationServiceClient::new(verification_channel),
             users: UserMetadataServiceClient::new(user_metadata_channel.clone()),
             passwords: PasswordServiceClient::new(password_channel.clone()),

@@ -2,6 +2,7 @@
 //! free ports and its own broker names, so they run in parallel.
 
 mod configuration;
+mod friends;
 mod lifecycle;
 mod migrations;
 mod readiness;

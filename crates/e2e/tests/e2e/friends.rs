@@ -1,0 +1,291 @@
+//! Friend suggestions through the real stack: signups with contacts, verification by the mailed link, and
+//! `GET /v1/me/friend-suggestions`; plus events published by hand to check order independence, redelivery and
+//! deletion.
+
+use e2e::{
+    broker::{Tap, publish},
+    poll::eventually,
+    stack::{CONTACT_HASH_KEY, DELIVERY_TIMEOUT, Options, Stack},
+};
+use platform::events::Envelope;
+use prost::Message as _;
+use proto::events::v1::{EmailVerified, UserDeleted, UserSignedUp};
+use serde_json::{Value, json};
+use signup_api::{contacts::ContactHasher, domain::email::Email};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A person in a test: a unique email under a short name.
+#[derive(Debug, Clone)]
+struct Person {
+    name: &'static str,
+    email: String,
+}
+
+fn person(name: &'static str) -> Person {
+    Person { name, email: format!("{name}-{}@example.com", uuid::Uuid::now_v7().simple()) }
+}
+
+async fn started() -> anyhow::Result<Stack> {
+    let mut stack = Stack::start_with(Options::default()).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+/// Signs `who` up with `contacts`, and confirms the mailed link when `verify`.
+async fn join(
+    stack: &Stack,
+    who: &Person,
+    contacts: &[&Person],
+    discoverable: bool,
+    verify: bool,
+) -> anyhow::Result<()> {
+    let body = json!({
+        "email": who.email, "password": PASSWORD, "display_name": who.name,
+        "contacts": contacts.iter().map(|c| c.email.as_str()).collect::<Vec<_>>(), "discoverable": discoverable,
+    });
+    let response = stack.signup(&body, None).await?;
+    anyhow::ensure!(response.status() == 202, "signup of {} answered {}", who.name, response.status());
+    if verify {
+        let mail = stack.smtp.wait_for(&who.email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+        let confirmed = stack.confirm(&mail.token().unwrap_or_default()).await?;
+        anyhow::ensure!(confirmed.status() == 200, "confirm of {} answered {}", who.name, confirmed.status());
+    }
+    Ok(())
+}
+
+/// One page of `who`'s suggestions as `(name, reason, shared)`, and the next page token.
+async fn page(
+    stack: &Stack,
+    who: &Person,
+    limit: u32,
+    token: Option<&str>,
+) -> anyhow::Result<(Vec<(String, String, u64)>, Option<String>)> {
+    let mut url = format!("{}/v1/me/friend-suggestions?limit={limit}", stack.api_url());
+    if let Some(token) = token {
+        url.push_str(&format!("&page_token={token}"));
+    }
+    let response = stack.http().get(url).basic_auth(&who.email, Some(PASSWORD)).send().await?;
+    anyhow::ensure!(response.status() == 200, "suggestions for {} answered {}", who.name, response.status());
+    let body: Value = response.json().await?;
+    let suggestions = body["suggestions"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no suggestions array in {body}"))?
+        .iter()
+        .map(|s| {
+            let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (field("display_name"), field("reason"), s["shared_contacts"].as_u64().unwrap_or(u64::MAX))
+        })
+        .collect();
+    Ok((suggestions, body["next_page_token"].as_str().map(str::to_owned)))
+}
+
+/// Waits until `who`'s first page is exactly `expected`.
+async fn expect(stack: &Stack, who: &Person, expected: &[(&str, &str, u64)]) -> anyhow::Result<()> {
+    let expected: Vec<(String, String, u64)> =
+        expected.iter().map(|(n, r, s)| ((*n).to_owned(), (*r).to_owned(), *s)).collect();
+    eventually(DELIVERY_TIMEOUT, || async {
+        let (got, _) = page(stack, who, 100, None).await?;
+        anyhow::ensure!(got == expected, "{} sees {got:?}, expected {expected:?}", who.name);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out_users() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let [u, a, b, c, d, f, g, h, o, x, y] = ["u", "a", "b", "c", "d", "f", "g", "h", "o", "x", "y"].map(person);
+    // x and y never sign up: they are only contacts that u shares with others.
+    join(&stack, &u, &[&a, &b, &c, &h, &o, &x, &y], true, true).await?;
+    join(&stack, &a, &[&u, &x, &y], true, true).await?; // mutual, 2 shared
+    join(&stack, &b, &[], true, true).await?; // in u's contacts
+    join(&stack, &c, &[&u], true, true).await?; // mutual, 0 shared
+    join(&stack, &d, &[&u, &x], true, true).await?; // has u, 1 shared
+    join(&stack, &f, &[&u], true, true).await?; // has u, older
+    join(&stack, &g, &[&u], true, true).await?; // has u, newer
+    join(&stack, &h, &[&u], true, false).await?; // never verified
+    join(&stack, &o, &[&u], false, true).await?; // opted out
+
+    let expected = [
+        ("a", "mutual", 2),
+        ("c", "mutual", 0),
+        ("d", "has_you_in_contacts", 1),
+        ("g", "has_you_in_contacts", 0),
+        ("f", "has_you_in_contacts", 0),
+        ("b", "in_your_contacts", 0),
+    ];
+    expect(&stack, &u, &expected).await?;
+
+    // Pages of two follow the same order and end with no token.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..3 {
+        let (suggestions, next) = page(&stack, &u, 2, token.as_deref()).await?;
+        assert_eq!(suggestions.len(), 2);
+        seen.extend(suggestions.into_iter().map(|(name, _, _)| name));
+        token = next;
+    }
+    assert_eq!(seen, ["a", "c", "d", "g", "f", "b"]);
+    assert_eq!(token, None);
+
+    // The opted-out user still gets their own suggestions; the unverified one may not ask.
+    expect(&stack, &o, &[("u", "mutual", 0)]).await?;
+    let unverified = stack.http().get(format!("{}/v1/me/friend-suggestions", stack.api_url()));
+    let unverified = unverified.basic_auth(&h.email, Some(PASSWORD)).send().await?;
+    assert_eq!(unverified.status(), 403);
+    let bad_token = stack.http().get(format!("{}/v1/me/friend-suggestions?page_token=nope", stack.api_url()));
+    assert_eq!(bad_token.basic_auth(&u.email, Some(PASSWORD)).send().await?.status(), 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn suggestions_do_not_depend_on_the_order_of_signups_and_verifications() -> anyhow::Result<()> {
+    let stack = started().await?;
+    // First pair: b (who has a in contacts) signs up and verifies before a exists.
+    let (a1, b1) = (person("a1"), person("b1"));
+    join(&stack, &b1, &[&a1], true, true).await?;
+    join(&stack, &a1, &[], true, true).await?;
+    // Second pair: a signs up first, b after.
+    let (a2, b2) = (person("a2"), person("b2"));
+    join(&stack, &a2, &[], true, true).await?;
+    join(&stack, &b2, &[&a2], true, true).await?;
+    // Third pair: b signs up, a signs up, and only then does b verify.
+    let (a3, b3) = (person("a3"), person("b3"));
+    join(&stack, &b3, &[&a3], true, false).await?;
+    join(&stack, &a3, &[], true, true).await?;
+    let mail = stack.smtp.wait_for(&b3.email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    assert_eq!(stack.confirm(&mail.token().unwrap_or_default()).await?.status(), 200);
+
+    for (a, b) in [(&a1, &b1), (&a2, &b2), (&a3, &b3)] {
+        expect(&stack, a, &[(b.name, "has_you_in_contacts", 0)]).await?;
+        expect(&stack, b, &[(a.name, "in_your_contacts", 0)]).await?;
+    }
+    Ok(())
+}
+
+/// Publishes one event as user-metadata would.
+async fn announce(stack: &Stack, kind: &str, data: Vec<u8>) -> anyhow::Result<uuid::Uuid> {
+    let id = uuid::Uuid::now_v7();
+    let time = chrono::Utc::now();
+    let envelope = Envelope { id, kind: kind.to_owned(), source: "/e2e".to_owned(), time, data, traceparent: None };
+    publish(&stack.exchange, envelope.properties(), &envelope.data).await?;
+    Ok(id)
+}
+
+async fn processed(stack: &Stack, id: uuid::Uuid) -> anyhow::Result<()> {
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = stack.database("friend-discovery").connect().await?;
+        let seen: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)")
+            .bind(id)
+            .fetch_one(&mut db)
+            .await?;
+        anyhow::ensure!(seen, "event {id} not processed yet");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_verification_that_overtakes_its_signup_is_kept_and_a_deleted_user_disappears() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let (u, v) = (person("u"), person("v"));
+    let hasher = ContactHasher::new(secrecy::SecretString::from(CONTACT_HASH_KEY));
+    let hash = |p: &Person| Email::parse(&p.email).map(|e| hasher.hash(&e));
+    join(&stack, &u, &[&v], true, true).await?;
+
+    // v exists only as events, and its EmailVerified arrives before its UserSignedUp.
+    let user_id = uuid::Uuid::now_v7().to_string();
+    let verified = EmailVerified { event_id: String::new(), user_id: user_id.clone(), ..Default::default() };
+    let id = announce(&stack, proto::Event::EMAIL_VERIFIED, verified.encode_to_vec()).await?;
+    processed(&stack, id).await?;
+    let signed_up = UserSignedUp {
+        user_id: user_id.clone(),
+        signup_id: uuid::Uuid::now_v7().to_string(),
+        email: v.email.clone(),
+        display_name: "v".to_owned(),
+        email_hash: hash(&v)?,
+        contact_hashes: vec![hash(&u)?],
+        discoverable: true,
+        ..Default::default()
+    };
+    let id = announce(&stack, proto::Event::USER_SIGNED_UP, signed_up.encode_to_vec()).await?;
+    processed(&stack, id).await?;
+    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
+
+    let deleted = UserDeleted { user_id, ..Default::default() };
+    let id = announce(&stack, proto::Event::USER_DELETED, deleted.encode_to_vec()).await?;
+    processed(&stack, id).await?;
+    expect(&stack, &u, &[]).await?;
+    // A late signup event for the deleted user does not bring them back.
+    let id = announce(&stack, proto::Event::USER_SIGNED_UP, signed_up.encode_to_vec()).await?;
+    processed(&stack, id).await?;
+    expect(&stack, &u, &[]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn redelivered_events_change_no_suggestion() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let (u, v) = (person("u"), person("v"));
+    join(&stack, &u, &[&v], true, true).await?;
+    join(&stack, &v, &[&u], true, true).await?;
+    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
+    let before: i64 = stack.processed("friend-discovery", None).await?;
+
+    for message in tap.seen() {
+        publish(&stack.exchange, message.properties.clone(), &message.data).await?;
+    }
+    let member = stack.member("friend-discovery");
+    eventually(DELIVERY_TIMEOUT, || async {
+        let redeliveries = member.all_stdout().iter().filter(|l| l.contains("event already applied")).count();
+        anyhow::ensure!(redeliveries as i64 >= before, "{redeliveries} of {before} redeliveries consumed");
+        Ok(())
+    })
+    .await?;
+
+    assert_eq!(stack.processed("friend-discovery", None).await?, before);
+    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
+    expect(&stack, &v, &[("u", "mutual", 0)]).await?;
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_canary_contact_appears_in_no_database_log_line_message_or_mail() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    // The canary never signs up: it exists only in u's upload. v does, so the edges are used for real.
+    let (u, v, canary) = (person("u"), person("v"), person("canary-contact"));
+    join(&stack, &u, &[&canary, &v], true, true).await?;
+    join(&stack, &v, &[], true, true).await?;
+    expect(&stack, &u, &[("v", "in_your_contacts", 0)]).await?;
+
+    let mut db = stack.database("friend-discovery").connect().await?;
+    let edges: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts").fetch_one(&mut db).await?;
+    assert_eq!(edges, 2, "both uploaded contacts are stored, as hashes");
+    let hex: String = canary.email.bytes().map(|b| format!("{b:02x}")).collect();
+    let needles = [canary.email.clone(), hex];
+    for member in &stack.members {
+        let output = [member.all_stdout(), member.process.stderr_lines()].concat().join("\n");
+        for needle in &needles {
+            assert!(!output.contains(needle.as_str()), "{} logged the canary", member.process.name());
+        }
+    }
+    for database in stack.databases() {
+        let dump = database.dump().await?;
+        for needle in &needles {
+            assert!(!dump.contains(needle.as_str()), "database {} holds the canary", database.name());
+        }
+    }
+    for message in tap.seen() {
+        let text = format!("{:?} {}", message.properties, String::from_utf8_lossy(&message.data));
+        assert!(!text.contains(&canary.email), "a message carries the canary");
+    }
+    for mail in stack.smtp.messages() {
+        assert!(!mail.data.contains(&canary.email), "a mail carries the canary");
+    }
+    tap.close().await;
+    Ok(())
+}

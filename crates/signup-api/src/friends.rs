@@ -1,0 +1,108 @@
+//! `GET /v1/me/friend-suggestions`: people the caller may know, from the contacts uploaded at signup, for HTTP
+//! Basic credentials. Only a verified account may ask: "has you in their contacts" is about the caller's email,
+//! so the caller must have proven it is theirs.
+
+use axum::{
+    Json,
+    extract::{Query, State, rejection::QueryRejection},
+    http::HeaderMap,
+};
+use proto::{
+    friend_discovery::v1::{GetSuggestionsRequest, SuggestionReason},
+    user_metadata::v1::UserStatus,
+};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use crate::{error::ApiError, startup::AppState};
+
+/// The page to return.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct PageQuery {
+    /// Suggestions per page, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// A page of suggestions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SuggestionsPage {
+    /// Mutual first, then by contacts shared, then newest.
+    suggestions: Vec<FriendSuggestion>,
+    /// Pass as `page_token` for the next page; null on the last page.
+    next_page_token: Option<String>,
+}
+
+/// Someone the caller may know.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FriendSuggestion {
+    user_id: String,
+    display_name: String,
+    /// `mutual`, `in_your_contacts` or `has_you_in_contacts`.
+    #[schema(example = "mutual")]
+    reason: &'static str,
+    /// How many contacts the caller and this person both uploaded.
+    shared_contacts: u32,
+}
+
+/// Returns the caller's suggestions, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/me/friend-suggestions",
+    tag = "account",
+    security(("basic" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of suggestions", body = SuggestionsPage),
+        (status = 400, description = "A malformed limit or page token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(crate) async fn suggestions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<SuggestionsPage>, ApiError> {
+    let result = async {
+        let Query(query) = query.map_err(|_| ApiError::Malformed("limit must be a number".to_owned()))?;
+        let limit = query.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::Malformed("limit must be between 1 and 100".to_owned()));
+        }
+        let user = crate::me::authenticate(&state, &headers).await?;
+        if user.status() != UserStatus::Verified {
+            return Err(ApiError::NotVerified);
+        }
+        let request =
+            GetSuggestionsRequest { user_id: user.user_id, limit, page_token: query.page_token.unwrap_or_default() };
+        let page = match state.upstreams.friends.clone().get_suggestions(request).await {
+            Ok(page) => page.into_inner(),
+            Err(status) if status.code() == Code::InvalidArgument => {
+                return Err(ApiError::Malformed("page_token is not valid".to_owned()));
+            }
+            Err(status) => return Err(ApiError::from_status("friend-discovery", &status)),
+        };
+        let suggestions = page
+            .suggestions
+            .into_iter()
+            .map(|s| FriendSuggestion {
+                reason: match s.reason() {
+                    SuggestionReason::Mutual => "mutual",
+                    SuggestionReason::InYourContacts => "in_your_contacts",
+                    _ => "has_you_in_contacts",
+                },
+                user_id: s.user_id,
+                display_name: s.display_name,
+                shared_contacts: s.shared_contacts,
+            })
+            .collect();
+        let next_page_token = Some(page.next_page_token).filter(|t| !t.is_empty());
+        Ok(Json(SuggestionsPage { suggestions, next_page_token }))
+    }
+    .await;
+    result.inspect_err(ApiError::log)
+}
