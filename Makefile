@@ -33,9 +33,10 @@ cargo-test: ## Every test: unit, service and end-to-end (needs local Postgres an
 		$(CARGO) test --workspace --all-targets --no-fail-fast; \
 	fi
 
-bench: ## Signups/s against the raw argon2 bound, latency, memory, and 2x overload (release build)
+bench: ## Signups/s vs the argon2 bound, latency, memory, 2x overload; suggestions at 1M users (release build)
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p e2e --bench signup
+	$(CARGO) bench -p e2e --bench friends
 
 deploy-check: ## Validate the compose file, images, Kubernetes, ECS and pipeline definitions offline
 	deploy/check.sh
