@@ -175,3 +175,13 @@ impl Drop for TestTopology {
         let _ = cleanup.join();
     }
 }
+
+/// Publishes `data` straight into `queue` (through the default exchange), as the broker's dead-lettering would.
+pub async fn publish_to_queue(queue: &str, properties: BasicProperties, data: &[u8]) -> anyhow::Result<()> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), data, properties).await?.await?;
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC services, in start order.
 pub const GRPC_SERVICES: [&str; 4] = ["user-metadata", "password", "email-verification", "friend-discovery"];
 /// The services that consume events.
-pub const SUBSCRIBERS: [&str; 2] = ["email-verification", "friend-discovery"];
+pub const SUBSCRIBERS: [&str; 3] = ["password", "email-verification", "friend-discovery"];
 
 /// What email-verification puts in front of the links it mails; tests take the token from the link and confirm
 /// through the stack's real signup-api.
@@ -252,6 +252,19 @@ impl Stack {
     pub async fn me(&self, email: &str, password: &str) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}/v1/me", self.api_url());
         Ok(self.http.get(url).basic_auth(email, Some(password)).send().await?)
+    }
+
+    /// Runs an admin subcommand of `name` (`repair`, `archive`, `report`, ...) to completion, with the member's
+    /// environment plus `extra`, as a one-off process of the same release would.
+    pub async fn admin(
+        &self,
+        name: &str,
+        args: &[&str],
+        extra: &[(String, String)],
+    ) -> anyhow::Result<crate::process::Finished> {
+        let mut env = self.member(name).env.clone();
+        env.extend(extra.iter().cloned());
+        ServiceProcess::run(name, args, &env).await
     }
 
     /// Events of type `kind` (all types when `None`) a subscriber has recorded as processed.

@@ -4,6 +4,7 @@
 //! Architecture invariant: tokens are stored only as hashes, and a redelivered event never sends a second
 //! email (a mail's id is the id of the event that caused it).
 
+mod admin;
 mod consumer;
 mod mail;
 mod sender;
@@ -12,6 +13,8 @@ mod settings;
 mod startup;
 mod store;
 
+pub use admin::{AdminSettings, DailyReport};
+pub use platform::deadletters::Replay;
 pub use settings::Settings;
 pub use startup::App;
 
@@ -25,4 +28,38 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     platform::db::migrate_command(&settings.database, migrator()).await?;
     platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
+}
+
+/// The `repair` admin process (see the `admin` module).
+pub async fn repair(settings: &Settings, dry_run: bool, replay: Replay) -> anyhow::Result<()> {
+    let admin = AdminSettings::load()?;
+    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
+    let result = admin::repair(&pool, settings, &admin, dry_run, replay).await;
+    pool.close().await;
+    result
+}
+
+/// The `archive` admin process (see the `admin` module).
+pub async fn archive(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let admin = AdminSettings::load()?;
+    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
+    let result = admin::archive(&pool, &admin, dry_run).await;
+    pool.close().await;
+    result
+}
+
+/// The `report` admin process: gathers the day's figures, then mails them (or prints them with `stdout`).
+#[allow(clippy::print_stdout, reason = "report --stdout prints the report: that is its output")]
+pub async fn report(settings: &Settings, day: Option<chrono::NaiveDate>, stdout: bool) -> anyhow::Result<()> {
+    let admin = AdminSettings::load()?;
+    let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
+    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
+    let report = admin::gather(&pool, settings, &admin, day).await;
+    pool.close().await;
+    let report = report?;
+    match stdout {
+        true => print!("{}", report.render()),
+        false => admin::send_report(settings, &admin, &report).await?,
+    }
+    Ok(())
 }

@@ -20,6 +20,33 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Find and fix broken states: verifications user-metadata missed; list dead letters, and replay them. Idempotent.
+    Repair {
+        /// Log what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay every dead letter into the queue (once the cause is fixed).
+        #[arg(long, conflicts_with = "replay")]
+        replay_dead_letters: bool,
+        /// Replay only the dead letter with this event id.
+        #[arg(long, value_name = "EVENT_ID")]
+        replay: Option<uuid::Uuid>,
+    },
+    /// Move used and expired tokens and the old mail log to cold storage (ARCHIVE_URL).
+    Archive {
+        /// Log what would be archived, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daily report for a day (default: yesterday, UTC), mailed to REPORT_TO.
+    Report {
+        /// The day, as YYYY-MM-DD.
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
+        /// Print the report instead of mailing it.
+        #[arg(long)]
+        stdout: bool,
+    },
     /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
     Healthcheck {
         /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
@@ -45,6 +72,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("email-verification", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => email_verification::migrate(&settings).await,
+        Command::Repair { dry_run, replay_dead_letters, replay } => {
+            let replay = email_verification::Replay::from_flags(replay_dead_letters, replay);
+            email_verification::repair(&settings, dry_run, replay).await
+        }
+        Command::Archive { dry_run } => email_verification::archive(&settings, dry_run).await,
+        Command::Report { day, stdout } => email_verification::report(&settings, day, stdout).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
     };
     telemetry.shutdown();

@@ -23,3 +23,12 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     platform::db::migrate_command(&settings.database, migrator()).await?;
     platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
 }
+
+/// The `repair` admin process: the graph needs no repair (every effect commutes and is idempotent), so this
+/// lists dead letters and replays them as asked.
+pub async fn repair(settings: &Settings, dry_run: bool, replay: platform::deadletters::Replay) -> anyhow::Result<()> {
+    let (listed, replayed) =
+        platform::deadletters::repair(&settings.amqp, &settings.subscription, replay, dry_run).await?;
+    tracing::info!(dead_letters = listed, replayed, dry_run, "repair finished");
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! Architecture invariant: a plaintext password exists here only for the duration of one RPC; only PHC
 //! strings are stored, and no password reaches a log line, an error or a trace.
 
+mod consumer;
 mod hasher;
 mod service;
 mod settings;
@@ -17,7 +18,18 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!()
 }
 
-/// The `migrate` subcommand: creates the database if missing, applies pending migrations, and exits.
+/// The `migrate` subcommand: creates the database if missing, applies pending migrations, declares this
+/// service's queue on the broker (so no `UserDeleted` published from now on can miss it), and exits.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    platform::db::migrate_command(&settings.database, migrator()).await
+    platform::db::migrate_command(&settings.database, migrator()).await?;
+    platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
+}
+
+/// The `repair` admin process: credentials need no repair, so this lists dead letters and replays them as
+/// asked.
+pub async fn repair(settings: &Settings, dry_run: bool, replay: platform::deadletters::Replay) -> anyhow::Result<()> {
+    let (listed, replayed) =
+        platform::deadletters::repair(&settings.amqp, &settings.subscription, replay, dry_run).await?;
+    tracing::info!(dead_letters = listed, replayed, dry_run, "repair finished");
+    Ok(())
 }

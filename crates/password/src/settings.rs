@@ -1,7 +1,10 @@
 //! The password service's configuration, from environment variables only.
 
 use argon2::Params;
-use platform::settings::{DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings};
+use platform::{
+    events::Subscription,
+    settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
+};
 use serde::Deserialize;
 
 /// Everything the password service reads at start.
@@ -11,6 +14,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `DATABASE_URL` (default database `password`) and pool settings.
     pub database: DatabaseSettings,
+    /// `AMQP_URL` and `EVENTS_EXCHANGE`: password consumes `UserDeleted` to forget removed accounts.
+    pub amqp: AmqpSettings,
+    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`: this service's subscription to the events.
+    pub subscription: Subscription,
     /// argon2id parameters and the bounds of the hashing pool.
     pub hashing: HashingSettings,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
@@ -89,9 +96,12 @@ impl HashingSettings {
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
+        let amqp = AmqpSettings::load()?;
         Ok(Self {
             server: ServerSettings::load(50052, 9052)?,
             database: DatabaseSettings::load("password")?,
+            subscription: amqp.subscription("password")?,
+            amqp,
             hashing: HashingSettings::load()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,

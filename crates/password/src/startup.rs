@@ -2,26 +2,34 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use platform::{backing::Backing, server::GrpcServer};
+use platform::{backing::Backing, events::ConsumerStatus, server::GrpcServer};
 use proto::password::v1::password_service_server::PasswordServiceServer;
 use tonic::service::Routes;
 
-use crate::{Settings, hasher::Hasher, service::Passwords};
+use crate::{Settings, consumer::EventHandler, hasher::Hasher, service::Passwords};
 
 /// A built, not yet serving, password service. Tests start it exactly as the binary does.
 #[derive(Debug)]
 pub struct App {
     server: GrpcServer,
     backing: Backing,
+    consumer: ConsumerStatus,
     settings: Settings,
 }
 
 impl App {
-    /// Does all I/O setup: connects to the database, checks its schema, binds the listeners (port 0 allowed).
+    /// Does all I/O setup: connects to the database, checks its schema, starts connecting to the broker, binds
+    /// the listeners (port 0 allowed).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let backing = Backing::attach(&settings.database, crate::migrator(), None).await?;
-        let server = GrpcServer::bind(&settings.server, backing.readiness().build()).await?;
-        Ok(Self { server, backing, settings })
+        if settings.database.migrate_on_start {
+            platform::events::declare_subscription(&settings.amqp, &settings.subscription).await?;
+        }
+        let backing =
+            Backing::attach(&settings.database, crate::migrator(), Some((&settings.amqp, "password"))).await?;
+        let consumer = ConsumerStatus::default();
+        let readiness = backing.readiness().inform("consumer", consumer.readiness_check()).build();
+        let server = GrpcServer::bind(&settings.server, readiness).await?;
+        Ok(Self { server, backing, consumer, settings })
     }
 
     /// Where gRPC is served.
@@ -34,12 +42,25 @@ impl App {
         self.server.ops_addr()
     }
 
-    /// Serves until `shutdown` resolves, drains within the grace period, then closes the pool.
+    /// Serves and consumes events until `shutdown` resolves, drains both within the grace period, then closes
+    /// the broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server, &self.settings)?;
-        self.server.run(routes, cancel, self.settings.shutdown.grace_period()).await;
-        self.backing.close().await;
+        let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone()));
+        let consumer = self.backing.spawn_broker_worker("event consumer", |broker, _| {
+            platform::events::consume(
+                broker,
+                self.settings.subscription.clone(),
+                handler,
+                self.consumer.clone(),
+                cancel.clone(),
+            )
+        });
+        let grace = self.settings.shutdown.grace_period();
+        let deadline = platform::shutdown::Deadline::after(&cancel, grace);
+        self.server.run(routes, cancel, grace).await;
+        self.backing.drain_and_close(consumer, &deadline).await;
         tracing::info!("stopped");
         Ok(())
     }

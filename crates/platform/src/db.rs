@@ -76,6 +76,13 @@ pub async fn migrate(pool: &PgPool, mut migrator: Migrator) -> anyhow::Result<()
     Ok(())
 }
 
+/// A pool for an admin process: connected, and refusing (like `serve`) a schema behind the binary.
+pub async fn admin_pool(settings: &DatabaseSettings, migrator: Migrator) -> anyhow::Result<PgPool> {
+    let pool = connect(settings).await?;
+    ensure_migrated(&pool, migrator, false).await?;
+    Ok(pool)
+}
+
 /// Before serving: migrate when asked to, otherwise refuse to serve a schema older than this binary.
 pub async fn ensure_migrated(pool: &PgPool, migrator: Migrator, migrate_on_start: bool) -> anyhow::Result<()> {
     if migrate_on_start {

@@ -4,9 +4,11 @@
 //! two services need it.
 
 pub mod amqp;
+pub mod archive;
 pub mod backing;
 pub mod cli;
 pub mod db;
+pub mod deadletters;
 pub mod events;
 pub mod grpc;
 pub mod health;

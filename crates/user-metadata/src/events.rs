@@ -5,7 +5,7 @@ use platform::outbox::OutboxEvent;
 use prost::Message as _;
 use proto::{
     Event,
-    events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserSignedUp},
+    events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp},
 };
 use uuid::Uuid;
 
@@ -57,6 +57,17 @@ pub(crate) fn verified(user: &User) -> OutboxEvent {
         occurred_at: Some(timestamp(Utc::now())),
     };
     outbox(id, Event::EMAIL_VERIFIED, event.encode_to_vec())
+}
+
+/// `UserDeleted` for an account removed (archived): every service forgets the user.
+pub(crate) fn deleted(user_id: Uuid) -> OutboxEvent {
+    let id = Uuid::now_v7();
+    let event = UserDeleted {
+        event_id: id.to_string(),
+        user_id: user_id.to_string(),
+        occurred_at: Some(timestamp(Utc::now())),
+    };
+    outbox(id, Event::USER_DELETED, event.encode_to_vec())
 }
 
 /// A protobuf timestamp.

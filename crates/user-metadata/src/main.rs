@@ -20,6 +20,18 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Find and fix broken states: abandoned signups, stuck outbox events. Idempotent.
+    Repair {
+        /// Log what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move accounts never verified in time to cold storage (ARCHIVE_URL), then remove them everywhere.
+    Archive {
+        /// Log what would be archived, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
     Healthcheck {
         /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
@@ -45,6 +57,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("user-metadata", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => user_metadata::migrate(&settings).await,
+        Command::Repair { dry_run } => user_metadata::repair(&settings, dry_run).await,
+        Command::Archive { dry_run } => user_metadata::archive(&settings, dry_run).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
     };
     telemetry.shutdown();

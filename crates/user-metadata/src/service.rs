@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use proto::user_metadata::v1::{
-    CompleteSignupRequest, CompleteSignupResponse, GetUserByEmailRequest, GetUserRequest, GetUserResponse,
-    MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest, RegisterSignupResponse,
-    User as WireUser, UserStatus, user_metadata_service_server::UserMetadataService,
+    CompleteSignupRequest, CompleteSignupResponse, GetSignupStatsRequest, GetSignupStatsResponse,
+    GetUserByEmailRequest, GetUserRequest, GetUserResponse, MarkEmailVerifiedRequest, MarkEmailVerifiedResponse,
+    RegisterSignupRequest, RegisterSignupResponse, User as WireUser, UserStatus,
+    user_metadata_service_server::UserMetadataService,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -109,6 +110,24 @@ impl UserMetadataService for Users {
             .unwrap_or_else(Utc::now);
         let user = store::mark_verified(&self.pool, user_id, verified_at, events::verified).await.map_err(status)?;
         Ok(Response::new(MarkEmailVerifiedResponse { user: Some(wire(&user)) }))
+    }
+
+    async fn get_signup_stats(
+        &self,
+        request: Request<GetSignupStatsRequest>,
+    ) -> Result<Response<GetSignupStatsResponse>, Status> {
+        let request = request.into_inner();
+        let time = |t: Option<prost_types::Timestamp>| {
+            t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        };
+        let (Some(from), Some(to)) = (time(request.from), time(request.to)) else {
+            return Err(Status::invalid_argument("from and to are required"));
+        };
+        if from >= to {
+            return Err(Status::invalid_argument("from must be before to"));
+        }
+        let stats = store::signup_stats(&self.pool, from, to).await.map_err(platform::grpc::database_status)?;
+        Ok(Response::new(stats))
     }
 }
 

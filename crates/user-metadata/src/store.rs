@@ -293,3 +293,31 @@ pub(crate) async fn by_id<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> 
 pub(crate) async fn by_email<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Result<User, StoreError> {
     sqlx::query_as(USER_BY_EMAIL).bind(email).fetch_optional(executor).await?.ok_or(StoreError::NotFound)
 }
+
+/// The daily report's user figures over `[from, to)`.
+pub(crate) async fn signup_stats(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<proto::user_metadata::v1::GetSignupStatsResponse> {
+    let (signups, verified_of_signups, verifications, median): (i64, i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT \
+           count(*) FILTER (WHERE created_at >= $1 AND created_at < $2 AND status <> 'registering'), \
+           count(*) FILTER (WHERE created_at >= $1 AND created_at < $2 AND status = 'verified'), \
+           count(*) FILTER (WHERE verified_at >= $1 AND verified_at < $2), \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM verified_at - created_at)::float8) \
+             FILTER (WHERE verified_at >= $1 AND verified_at < $2) \
+         FROM users WHERE (created_at >= $1 AND created_at < $2) OR (verified_at >= $1 AND verified_at < $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(proto::user_metadata::v1::GetSignupStatsResponse {
+        signups: count(signups),
+        verified_of_signups: count(verified_of_signups),
+        verifications: count(verifications),
+        median_seconds_to_verify: median.unwrap_or(0.0),
+    })
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per concern. Every test starts what it needs on fresh databases,
 //! free ports and its own broker names, so they run in parallel.
 
+mod admin;
 mod configuration;
 mod friends;
 mod lifecycle;
