@@ -156,7 +156,7 @@ for env in "${ENVIRONMENTS[@]}"; do
 done
 check "k8s: kubernetes-validate --strict against $K8S_VERSIONS (all renders)" validate_k8s_schemas
 for env in "${ENVIRONMENTS[@]}"; do
-  check "k8s: $env policy (security context, probes, grace period, HPA, PDB, Service, NetworkPolicy)" k8s_policy "$env"
+  check "k8s: $env policy (security context, probes, grace period, HPA, PDB, Service, NetworkPolicy, CronJob)" k8s_policy "$env"
 done
 check "k8s: the pipeline's release overlay pins the pushed image" k8s_release_overlay
 check "aws: cfn-lint deploy/aws/*.yaml" cfn-lint --non-zero-exit-code informational deploy/aws/*.yaml

@@ -122,30 +122,77 @@ def check_deployment(where, d, docs, config_data):
         problem(f"{where}: no NetworkPolicy of its own")
 
 
+# The one-off admin subcommands a CronJob may run (`migrate` belongs to the release's Job, `serve` to the
+# Deployment).
+ADMIN_COMMANDS = {"repair", "archive", "report"}
+
+
+def pod_template(d):
+    """The pod template of a workload: Deployment and Job directly, CronJob through its job template."""
+    if d["kind"] in ("Deployment", "Job"):
+        return d["spec"]["template"]
+    if d["kind"] == "CronJob":
+        return d["spec"]["jobTemplate"]["spec"]["template"]
+    return None
+
+
+def check_cronjob(where, d):
+    spec = d["spec"]
+    job = spec["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    labels = job["template"]["metadata"].get("labels", {})
+    if spec.get("concurrencyPolicy") != "Forbid":
+        problem(f"{where}: concurrencyPolicy must be Forbid (an admin run never overlaps the previous one)")
+    if "startingDeadlineSeconds" not in spec:
+        problem(f"{where}: startingDeadlineSeconds missing (a long-missed run must be skipped, not started late)")
+    if not spec.get("timeZone"):
+        problem(f"{where}: timeZone missing (schedules are in UTC, whatever the controller's zone)")
+    for field in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        if field not in job:
+            problem(f"{where}: jobTemplate.spec.{field} missing")
+    if pod.get("restartPolicy") != "Never":
+        problem(f"{where}: restartPolicy must be Never (retries are the Job's backoffLimit)")
+    args = pod["containers"][0].get("args") or []
+    if not args or args[0] not in ADMIN_COMMANDS:
+        allowed = ", ".join(sorted(ADMIN_COMMANDS))
+        problem(f"{where}: a CronJob here runs an admin subcommand ({allowed}), not {args}")
+    if labels.get("app.kubernetes.io/component") != "admin":
+        problem(f"{where}: pods must be labelled app.kubernetes.io/component: admin")
+
+
 def k8s_policy(args):
     for path in args.files:
         docs = load_all(path)
         configmaps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
         config_data = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
         secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
-        pods = []
+        service_accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+        workloads = [d for d in docs if pod_template(d) is not None]
+        all_pods = [pod_template(x)["metadata"].get("labels", {}) for x in workloads]
+        serving_pods = [pod_template(x)["metadata"].get("labels", {})
+                        for x in workloads if x["kind"] in ("Deployment", "Job")]
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]]
         for d in docs:
             where = f"{path}: {d['kind']}/{d['metadata']['name']}"
-            if d["kind"] in ("Deployment", "Job"):
-                template = d["spec"]["template"]
-                pods.append(template["metadata"].get("labels", {}))
+            template = pod_template(d)
+            if template is not None:
                 check_pod(where, template["spec"], configmaps, secrets, args.external_secrets)
+                account = template["spec"].get("serviceAccountName")
+                if account and account not in service_accounts:
+                    problem(f"{where}: ServiceAccount {account} is not rendered")
+                if d["kind"] != "Deployment" and not any(
+                    selects(n["spec"]["podSelector"], template["metadata"].get("labels", {})) for n in policies
+                ):
+                    problem(f"{where}: no NetworkPolicy of its own")
             if d["kind"] == "Deployment":
                 check_deployment(where, d, docs, config_data)
             if d["kind"] == "Job" and d["spec"]["template"]["spec"]["containers"][0].get("args") != ["migrate"]:
                 problem(f"{where}: a Job here runs only `migrate`")
-            if d["kind"] == "Service" and not any(selects(d["spec"].get("selector"), p) for p in pods + [
-                x["spec"]["template"]["metadata"].get("labels", {}) for x in docs if x["kind"] == "Deployment"
-            ]):
+            if d["kind"] == "CronJob":
+                check_cronjob(where, d)
+            if d["kind"] == "Service" and not any(selects(d["spec"].get("selector"), p) for p in serving_pods):
                 problem(f"{where}: selector matches no pod")
             if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]:
-                all_pods = [x["spec"]["template"]["metadata"].get("labels", {})
-                            for x in docs if x["kind"] in ("Deployment", "Job")]
                 if not any(selects(d["spec"]["podSelector"], p) for p in all_pods):
                     problem(f"{where}: podSelector matches no pod")
         if args.whole:
