@@ -1,6 +1,6 @@
 //! A real SMTP server on loopback, in process: it speaks enough RFC 5321 for any client (EHLO/HELO, MAIL,
 //! RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), keeps every message it accepts, and can be told to refuse
-//! recipients temporarily (4xx) or permanently (5xx), or to go down (connections refused) and come back on the
+//! recipients temporarily (4xx) or permanently (5xx), to stop answering mid-session, or to go down (connections refused) and come back on the
 //! same port.
 
 use std::{
@@ -29,6 +29,8 @@ pub enum Mode {
     TemporaryFailure,
     /// 550: no such mailbox, never retry.
     PermanentFailure,
+    /// No answer at all: the session hangs until the client gives up.
+    Stall,
 }
 
 /// One message the server accepted.
@@ -229,6 +231,10 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     }
                     Mode::TemporaryFailure => b"451 4.3.0 try again later\r\n",
                     Mode::PermanentFailure => b"550 5.1.1 no such mailbox\r\n",
+                    Mode::Stall => {
+                        std::future::pending::<()>().await;
+                        b""
+                    }
                 }
             }
             "DATA" if to.is_empty() => b"554 5.5.1 no valid recipients\r\n",

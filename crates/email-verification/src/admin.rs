@@ -1,7 +1,7 @@
 //! email-verification's admin processes, one-off runs of the same binary with the same configuration:
 //!
-//! - `repair`: accounts verified here but not in user-metadata (the confirm committed here after user-metadata
-//!   failed to record it) are marked verified there; dead letters are listed with what can be read of them, and
+//! - `repair`: accounts verified here but not in user-metadata are marked verified there (confirm records
+//!   user-metadata first, so this follows only a restore of one database from backup or a manual change); dead letters are listed with what can be read of them, and
 //!   replayed into the queue with `--replay-dead-letters` (or one with `--replay <event id>`).
 //! - `archive`: used and expired tokens, and the log of mail no longer pending, older than their configured ages,
 //!   go to cold storage and are deleted only once the archive object has been read back.
@@ -168,53 +168,114 @@ pub(crate) async fn repair(
     Ok(())
 }
 
-/// Archives used and expired tokens and the old mail log, a batch per object and transaction.
-pub(crate) async fn archive(pool: &PgPool, admin: &AdminSettings, dry_run: bool) -> anyhow::Result<()> {
+/// Archives used and expired tokens and the old mail log, a batch per object and transaction; then drops
+/// send-limit counters whose window ended (counters, not records: nothing to archive).
+pub(crate) async fn archive(
+    pool: &PgPool,
+    settings: &Settings,
+    admin: &AdminSettings,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let storage = ColdStorage::from_url(&admin.archive_url)?;
-    let tokens = "FROM tokens WHERE (used_at IS NOT NULL OR expires_at < now()) \
-                  AND created_at < now() - make_interval(secs => $1)";
-    // Mail goes only once its tokens have gone (they reference it).
-    let mails = "FROM mails m WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
-                 AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id)";
-    let jobs = [
-        ("tokens", tokens, "token_hash", admin.archive_tokens_after),
-        ("mails", mails, "id", admin.archive_mail_log_after),
-    ];
-    for (table, from, key, age) in jobs {
-        if dry_run {
-            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) {from}")))
-                .bind(age.as_secs_f64())
-                .fetch_one(pool)
-                .await?;
-            tracing::info!(table, records = count, to = storage.location(), "would archive");
-            continue;
+    let tokens = Batch {
+        table: "tokens",
+        // Used or expired, and old enough.
+        select: "SELECT token_hash, to_jsonb(t) FROM tokens t \
+                 WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
+                 ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
+        delete: "DELETE FROM tokens WHERE token_hash = ANY($1)",
+        age: admin.archive_tokens_after,
+    };
+    let mails = Batch {
+        table: "mails",
+        // Finished, old enough, and without tokens left (they reference it).
+        select: "SELECT id, to_jsonb(m) FROM mails m \
+                 WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
+                   AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id) \
+                 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        delete: "DELETE FROM mails WHERE id = ANY($1)",
+        age: admin.archive_mail_log_after,
+    };
+    if dry_run {
+        for batch in [&tokens, &mails] {
+            let count = batch.count(pool).await?;
+            tracing::info!(table = batch.table, records = count, to = storage.location(), "would archive");
         }
-        let mut total = 0usize;
+        return Ok(());
+    }
+    let archived_tokens = tokens.run::<Vec<u8>>(pool, &storage, admin.archive_batch_size).await?;
+    let archived_mails = mails.run::<Uuid>(pool, &storage, admin.archive_batch_size).await?;
+    let window = settings.policy.resend_window.max(settings.policy.notice_interval);
+    let counters = sqlx::query("DELETE FROM send_limits WHERE window_started_at < now() - make_interval(secs => $1)")
+        .bind(window.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    tracing::info!(
+        tokens = archived_tokens,
+        mails = archived_mails,
+        expired_counters = counters,
+        to = storage.location(),
+        "archive finished"
+    );
+    Ok(())
+}
+
+/// One kind of record to archive: how to select a locked batch (key, record) and delete it by key.
+struct Batch {
+    table: &'static str,
+    select: &'static str,
+    delete: &'static str,
+    age: Duration,
+}
+
+impl Batch {
+    async fn count(&self, pool: &PgPool) -> sqlx::Result<i64> {
+        let query = format!("SELECT count(*) FROM ({}) b", self.select.replace("FOR UPDATE SKIP LOCKED", ""));
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(self.age.as_secs_f64()).bind(i64::MAX).fetch_one(pool).await
+    }
+
+    /// Archives batch after batch until none is left; returns how many records went.
+    async fn run<K>(&self, pool: &PgPool, storage: &ColdStorage, size: i64) -> anyhow::Result<usize>
+    where
+        K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + sqlx::postgres::PgHasArrayType,
+        K: sqlx::Encode<'static, sqlx::Postgres> + Send + Sync + Unpin + KeyName + 'static,
+    {
+        let mut total = 0;
         loop {
             let mut tx = pool.begin().await?;
-            let select = format!(
-                "SELECT {key}::text, to_jsonb(r) FROM (SELECT * {from} ORDER BY {key} LIMIT $2 FOR UPDATE SKIP LOCKED) r"
-            );
-            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-                .bind(age.as_secs_f64())
-                .bind(admin.archive_batch_size)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows: Vec<(K, serde_json::Value)> =
+                sqlx::query_as(self.select).bind(self.age.as_secs_f64()).bind(size).fetch_all(&mut *tx).await?;
             let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else { break };
-            let name = |k: &str| k.trim_start_matches("\\x").chars().take(32).collect::<String>();
-            let object_key = format!("email-verification/{table}/{}-{}.jsonl.gz", name(first), name(last));
+            let key = format!("email-verification/{}/{}-{}.jsonl.gz", self.table, first.key_name(), last.key_name());
             let records: Vec<serde_json::Value> = rows.iter().map(|(_, r)| r.clone()).collect();
-            let object = storage.put_verified(&object_key, &records).await?;
-            let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
-            let delete = format!("DELETE FROM {table} WHERE {key}::text = ANY($1)");
-            sqlx::query(sqlx::AssertSqlSafe(delete)).bind(&keys).execute(&mut *tx).await?;
+            let object = storage.put_verified(&key, &records).await?;
+            let count = rows.len();
+            let keys: Vec<K> = rows.into_iter().map(|(k, _)| k).collect();
+            sqlx::query(self.delete).bind(keys).execute(&mut *tx).await?;
             tx.commit().await?;
-            total += keys.len();
-            tracing::info!(table, records = keys.len(), %object, "archived and removed");
+            total += count;
+            tracing::info!(table = self.table, records = count, %object, "archived and removed");
         }
-        tracing::info!(table, records = total, to = storage.location(), "archive finished");
+        Ok(total)
     }
-    Ok(())
+}
+
+/// A record key as it appears in an archive object's name.
+trait KeyName {
+    fn key_name(&self) -> String;
+}
+
+impl KeyName for Uuid {
+    fn key_name(&self) -> String {
+        self.simple().to_string()
+    }
+}
+
+impl KeyName for Vec<u8> {
+    fn key_name(&self) -> String {
+        self.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The figures of one day.

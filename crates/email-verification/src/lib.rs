@@ -43,7 +43,7 @@ pub async fn repair(settings: &Settings, dry_run: bool, replay: Replay) -> anyho
 pub async fn archive(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     let admin = AdminSettings::load()?;
     let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
-    let result = admin::archive(&pool, &admin, dry_run).await;
+    let result = admin::archive(&pool, settings, &admin, dry_run).await;
     pool.close().await;
     result
 }

@@ -114,7 +114,8 @@ pub(crate) enum SendError {
 /// Where mail goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Transport {
-    /// An SMTP server, through a connection pool.
+    /// An SMTP server, one connection per attempt: an attempt cut off by its timeout takes its connection with it,
+    /// where a pool would hand a half-used connection to the next mail.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// `.eml` files in a folder: development without an SMTP server.
     Files(AsyncFileTransport<Tokio1Executor>, PathBuf),

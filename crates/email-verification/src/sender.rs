@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
@@ -54,23 +53,32 @@ impl Sender {
         }
     }
 
-    /// Returns `Ok` when cancelled, `Err` when the database failed.
+    /// Returns `Ok` when cancelled (after the attempts in flight finished), `Err` when the database failed.
+    /// Claims only as many mails as there are free delivery slots, and claims again as soon as one frees up, so
+    /// a slow recipient occupies one slot and no one else waits for it.
     async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
         let mut listener = PgListener::connect_with(&self.pool).await.context("listening for queued mail")?;
         listener.listen(store::MAIL_CHANNEL).await?;
         let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
-        let batch = i64::try_from(self.settings.concurrency).unwrap_or(i64::MAX);
-        // A claim outlives the longest attempt, so no one else takes the mail while it is in hand.
-        let lease = self.settings.smtp_timeout * 3 + Duration::from_secs(30);
-        loop {
+        let mut in_flight = tokio::task::JoinSet::new();
+        let result = loop {
             if cancel.is_cancelled() {
-                return Ok(());
+                break Ok(());
             }
-            let claimed = store::claim_due(&self.pool, batch, lease).await?;
-            let count = claimed.len();
-            futures_util::stream::iter(claimed)
-                .for_each_concurrent(self.settings.concurrency, |mail| self.deliver(mail))
-                .await;
+            let free = self.settings.concurrency.saturating_sub(in_flight.len());
+            let mut claimed_all = false;
+            if free > 0 {
+                let limit = i64::try_from(free).unwrap_or(i64::MAX);
+                let claimed = match store::claim_due(&self.pool, limit, self.lease()).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => break Err(error.into()),
+                };
+                claimed_all = claimed.len() == free;
+                for mail in claimed {
+                    let sender = self.clone();
+                    in_flight.spawn(async move { sender.deliver(mail).await });
+                }
+            }
             if lag_recorded.elapsed() >= LAG_INTERVAL {
                 if let Ok((pending, oldest)) = store::queue_lag(&self.pool).await {
                     metrics::gauge!("mail_queue_pending").set(pending as f64);
@@ -78,15 +86,34 @@ impl Sender {
                 }
                 lag_recorded = tokio::time::Instant::now();
             }
-            if count as i64 == batch {
+            // Every slot taken: wait for one to free. Otherwise wait for new mail or the next due retry.
+            if claimed_all || in_flight.len() >= self.settings.concurrency {
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    () = cancel.cancelled() => break Ok(()),
+                }
                 continue;
             }
             tokio::select! {
-                notification = listener.recv() => { notification.context("mail notifications")?; }
+                notification = listener.recv() => {
+                    if let Err(error) = notification {
+                        break Err(anyhow::Error::from(error).context("mail notifications"));
+                    }
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
-                () = cancel.cancelled() => return Ok(()),
+                () = cancel.cancelled() => break Ok(()),
             }
-        }
+        };
+        // The attempts in hand finish and record their outcome (each is bounded by SMTP_TIMEOUT_SECS); the drain
+        // deadline of shutdown bounds the whole.
+        while in_flight.join_next().await.is_some() {}
+        result
+    }
+
+    /// How long a claim keeps a mail from others: longer than any attempt can take.
+    fn lease(&self) -> Duration {
+        self.settings.smtp_timeout * 2 + Duration::from_secs(30)
     }
 
     /// One attempt at one mail, its outcome committed. Database errors leave the claim to expire, so the mail
@@ -98,6 +125,9 @@ impl Sender {
             Ok(None) => {
                 tracing::info!("verification mail superseded before it was sent; not sending");
                 return;
+            }
+            Err(error) if mail.attempts >= self.settings.max_attempts => {
+                Outcome::Failed(format!("gave up after {} attempts: {error:#}", mail.attempts))
             }
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "mail attempt failed before sending; will retry");
@@ -118,8 +148,18 @@ impl Sender {
                 tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "mail failed temporarily; will retry")
             }
         }
-        if let Err(error) = store::record(&self.pool, mail.id, &outcome).await {
-            tracing::warn!(error = %error, "recording the mail's outcome failed; it will be attempted again");
+        // A lost outcome means the mail is attempted again after its lease (sent twice, if it was sent): try hard.
+        for attempt in 1..=5u32 {
+            match store::record(&self.pool, mail.id, &outcome).await {
+                Ok(()) => return,
+                Err(error) if attempt == 5 => {
+                    tracing::error!(error = %error, "recording the mail's outcome failed; it will be attempted again")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, attempt, "recording the mail's outcome failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                }
+            }
         }
     }
 
@@ -154,7 +194,11 @@ impl Sender {
             Ok(message) => message,
             Err(SendError::Permanent(error) | SendError::Temporary(error)) => return Ok(Some(Outcome::Failed(error))),
         };
-        let outcome = match self.transport.send(message).await {
+        // lettre bounds connecting, not a server that stops answering: the whole attempt gets the bound.
+        let sent = tokio::time::timeout(self.settings.smtp_timeout, self.transport.send(message))
+            .await
+            .unwrap_or_else(|_| Err(SendError::Temporary("the SMTP server did not answer in time".to_owned())));
+        let outcome = match sent {
             Ok(file) => {
                 if let (true, Some(file)) = (self.transport.is_files(), file) {
                     // Development only (no SMTP_URL): the mail went to a file, so show where, and the link.

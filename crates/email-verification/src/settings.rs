@@ -210,6 +210,7 @@ impl RawSettings {
         positive("MAIL_POLL_INTERVAL_MS", self.mail_poll_interval_ms)?;
         positive("VERIFICATION_TOKEN_TTL_SECS", self.verification_token_ttl_secs)?;
         positive("RESEND_WINDOW_SECS", self.resend_window_secs)?;
+        positive("EXISTING_ACCOUNT_NOTICE_INTERVAL_SECS", self.existing_account_notice_interval_secs)?;
         if self.mail_max_attempts < 1 {
             return Err(SettingsError::invalid("MAIL_MAX_ATTEMPTS", "must be at least 1"));
         }

@@ -64,6 +64,13 @@ pub(crate) struct SignedUp<'a> {
 /// not verified, queues the verification mail `mail_id` and makes it the only one whose tokens work. Returns
 /// whether a mail was queued.
 pub(crate) async fn signed_up(conn: &mut PgConnection, mail_id: Uuid, account: &SignedUp<'_>) -> sqlx::Result<bool> {
+    let deleted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
+        .bind(account.user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if deleted {
+        return Ok(false);
+    }
     let current: Option<(Uuid,)> = sqlx::query_as(
         "INSERT INTO accounts (user_id, email, display_name, locale, signup_id, current_mail_id) \
          VALUES ($1, $2, $3, $4, $5, $6) \
@@ -169,35 +176,44 @@ pub(crate) async fn supersede(conn: &mut PgConnection, user_id: Uuid, mail_id: U
         .map(drop)
 }
 
-/// The account a token confirms, if the token is known, unused, unexpired, from the account's current mail,
-/// and the account is not verified yet. Locks the token and the account: a concurrent confirm of the same token
-/// waits here and then finds it used.
-pub(crate) async fn lock_valid_token(conn: &mut PgConnection, token: &Token) -> sqlx::Result<Option<Uuid>> {
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id \
-         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() \
-           AND a.current_mail_id = t.mail_id AND a.verified_at IS NULL \
-         FOR UPDATE OF t, a",
-    )
-    .bind(token.hash())
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(user_id,)| user_id))
+/// The condition under which a token confirms its account: known, unused, unexpired, from the account's current
+/// mail, and the account not verified yet.
+const VALID_TOKEN: &str = "t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() \
+                           AND a.current_mail_id = t.mail_id AND a.verified_at IS NULL";
+
+/// The account a token would confirm, if it is valid now. Takes no lock: [`consume`] checks again.
+pub(crate) async fn valid_token(pool: &PgPool, token: &Token) -> sqlx::Result<Option<Uuid>> {
+    let query = format!("SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id WHERE {VALID_TOKEN}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(token.hash()).fetch_optional(pool).await
 }
 
-/// Uses the token and marks the account verified.
+/// Uses the token and marks the account verified, in one transaction, if the token is still valid under the row
+/// locks; returns whether it was (a concurrent confirm waits on the lock and then finds it used).
 pub(crate) async fn consume(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     token: &Token,
     user_id: Uuid,
     verified_at: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    // The account may already show as verified: the EmailVerified that user-metadata just broadcast can arrive
+    // before this transaction. The token itself must still be unused.
+    let query = "SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id \
+                 WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() \
+                   AND a.current_mail_id = t.mail_id \
+                 FOR UPDATE OF t, a";
+    let locked: Option<Uuid> = sqlx::query_scalar(query).bind(token.hash()).fetch_optional(&mut *tx).await?;
+    if locked != Some(user_id) {
+        return Ok(false);
+    }
     sqlx::query("UPDATE tokens SET used_at = $2 WHERE token_hash = $1")
         .bind(token.hash())
         .bind(verified_at)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
-    mark_verified(conn, user_id, verified_at).await
+    mark_verified(&mut tx, user_id, verified_at).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Marks the account verified, which ends all of its tokens. Idempotent.
@@ -210,8 +226,12 @@ pub(crate) async fn mark_verified(conn: &mut PgConnection, user_id: Uuid, at: Da
         .map(drop)
 }
 
-/// Removes everything held about a user: account, queued and logged mail, tokens.
+/// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
