@@ -20,6 +20,7 @@ pub(crate) struct SignedUp<'a> {
 /// Applies a signup: the member takes this signup's profile and contacts unless a newer signup of theirs was
 /// already applied, or they were deleted. Returns whether anything changed.
 pub(crate) async fn signed_up(conn: &mut PgConnection, member: &SignedUp<'_>) -> sqlx::Result<bool> {
+    lock_user(conn, member.user_id).await?;
     if is_deleted(conn, member.user_id).await? {
         return Ok(false);
     }
@@ -56,6 +57,7 @@ pub(crate) async fn signed_up(conn: &mut PgConnection, member: &SignedUp<'_>) ->
 
 /// Marks a member verified, creating the row if the signup has not arrived yet (it fills in the rest).
 pub(crate) async fn verified(conn: &mut PgConnection, user_id: Uuid, at: DateTime<Utc>) -> sqlx::Result<()> {
+    lock_user(conn, user_id).await?;
     if is_deleted(conn, user_id).await? {
         return Ok(());
     }
@@ -73,11 +75,22 @@ pub(crate) async fn verified(conn: &mut PgConnection, user_id: Uuid, at: DateTim
 
 /// Removes a member and their edges for good: later events about them change nothing.
 pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    lock_user(conn, user_id).await?;
     sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM members WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
+}
+
+/// Serialises the events of one user across consumers and replicas until the transaction ends, so a deletion
+/// and a signup applied at the same moment cannot both miss each other.
+async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(user_id)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 async fn is_deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
@@ -116,7 +129,8 @@ impl Suggestion {
 /// Up to `limit` suggestions for `user_id` after `after`: verified, discoverable members other than the user who
 /// are in the user's contacts or have the user in theirs; mutual first, then by contacts shared, then newest
 /// (user ids are UUID v7). Each candidate is found through an index, from at most the user's own contacts and
-/// the members who have the user's email hash, so the cost does not grow with the number of members.
+/// the members who have the user's email hash, so the cost does not grow with the number of members. Someone in
+/// very many address books is matched against the newest thousand of them only, which bounds every page.
 pub(crate) async fn suggestions(
     pool: &PgPool,
     user_id: Uuid,
@@ -129,8 +143,9 @@ pub(crate) async fn suggestions(
            SELECT m.user_id, true AS in_yours, false AS has_you \
              FROM mine JOIN members m ON m.email_hash = mine.contact_hash \
            UNION ALL \
-           SELECT c.owner_id, false, true \
-             FROM members me JOIN contacts c ON c.contact_hash = me.email_hash WHERE me.user_id = $1 \
+           (SELECT c.owner_id, false, true \
+              FROM members me JOIN contacts c ON c.contact_hash = me.email_hash WHERE me.user_id = $1 \
+             ORDER BY c.owner_id DESC LIMIT 1000) \
          ), \
          candidates AS ( \
            SELECT user_id, bool_or(in_yours) AS in_yours, bool_or(has_you) AS has_you \

@@ -108,12 +108,19 @@ pub async fn replay(
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let queue = subscription.dead_letter_queue();
+    // Only what is there now: a replayed message that is still poison comes back to this queue, and must not be
+    // replayed again in the same run.
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let present = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?.message_count();
     let mut replayed = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-        .await
-        .context("reading dead letters")?
-    {
+    for _ in 0..present {
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .context("reading dead letters")?
+        else {
+            break;
+        };
         let delivery = message.delivery;
         let letter = describe(&delivery.properties, delivery.data.len());
         if only.is_some() && letter.id != only {
@@ -129,6 +136,12 @@ pub async fn replay(
         channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
         tracing::info!(id = ?letter.id, kind = %letter.kind, queue = %subscription.queue, "dead letter replayed");
         replayed.push(letter);
+        if only.is_some() {
+            break;
+        }
+    }
+    if let (Some(id), true) = (only, replayed.is_empty()) {
+        anyhow::bail!("no dead letter with event id {id} in {queue}");
     }
     let _ = channel.close(200, "replayed".into()).await;
     let _ = connection.close(200, "done".into()).await;

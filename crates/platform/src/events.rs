@@ -129,7 +129,12 @@ impl Subscription {
         let dlx_options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
         channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, dlx_options, FieldTable::default()).await?;
         let dlq = self.dead_letter_queue();
-        channel.queue_declare(dlq.as_str().into(), durable, quorum(FieldTable::default())).await?;
+        // Listing dead letters returns them to the queue, and a quorum queue counts that as a delivery; newer
+        // brokers default to a delivery limit of 20, past which the message would be dropped. A dead letter must
+        // stay until someone replays or purges it.
+        let mut dlq_arguments = FieldTable::default();
+        dlq_arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
+        channel.queue_declare(dlq.as_str().into(), durable, quorum(dlq_arguments)).await?;
         channel
             .queue_bind(
                 dlq.as_str().into(),

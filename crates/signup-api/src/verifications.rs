@@ -179,9 +179,9 @@ async fn token_from(request: Request) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let Form(form) = Form::<ConfirmRequest>::from_request(request, &())
-            .await
-            .map_err(|_| ApiError::Malformed("the form must have a token field".to_owned()))?;
+        let Form(form) = Form::<ConfirmRequest>::from_request(request, &()).await.map_err(|_| {
+            ApiError::Invalid(vec![FieldError::new("token", "required", "the form must have a token field")])
+        })?;
         return Ok(form.token);
     }
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;

@@ -3,8 +3,9 @@
 //! - `repair` finds the broken states user records can reach and fixes them: signups left `registering` (their
 //!   password is deleted and the row removed, so nothing half-made lingers), and outbox rows that have waited
 //!   too long (their backoff is reset so the relay publishes them at once).
-//! - `archive` moves accounts never verified within `ARCHIVE_UNVERIFIED_AFTER_DAYS` to cold storage, deletes them
-//!   only once the archive object has been read back, and announces `UserDeleted` so every service forgets them.
+//! - `archive` moves accounts never verified within `ARCHIVE_UNVERIFIED_AFTER_DAYS` of their last signup attempt to
+//!   cold storage, deletes them only once the archive object has been read back, and announces `UserDeleted` so
+//!   every service forgets them.
 //!
 //! `--dry-run` logs what would change and changes nothing; a real run logs every change and is idempotent.
 
@@ -92,31 +93,38 @@ pub(crate) async fn repair(pool: &PgPool, settings: &AdminSettings, dry_run: boo
     .fetch_all(pool)
     .await?;
     let mut passwords = PasswordServiceClient::new(password_channel(settings)?);
+    let mut removed = 0usize;
     for (user_id,) in &stale {
         if dry_run {
             tracing::info!(%user_id, "would remove a signup abandoned while registering, and its password");
             continue;
         }
-        // The password first: if this run dies in between, the next run finds the row and tries again.
-        passwords.delete_password(DeletePasswordRequest { user_id: user_id.to_string() }).await?;
+        // The row stays locked from the re-check to the commit: a retry of the signup waits here, then registers
+        // afresh (a new user id), so the password deleted below can only be the abandoned attempt's.
         let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-        let removed = sqlx::query(
-            "DELETE FROM users WHERE id = $1 AND status = 'registering' AND updated_at < now() - make_interval(secs => $2)",
+        let still_stale: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM users WHERE id = $1 AND status = 'registering' \
+             AND updated_at < now() - make_interval(secs => $2) FOR UPDATE",
         )
         .bind(user_id)
         .bind(settings.stale_signup_after.as_secs_f64())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
+        if still_stale.is_none() {
+            tracing::info!(%user_id, "signup resumed meanwhile; left alone");
+            continue;
+        }
+        passwords.delete_password(DeletePasswordRequest { user_id: user_id.to_string() }).await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
         tx.commit().await?;
-        tracing::info!(%user_id, removed = removed == 1, "removed a signup abandoned while registering");
+        removed += 1;
+        tracing::info!(%user_id, "removed a signup abandoned while registering, and its password");
     }
 
     let stuck: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "SELECT id, event_type, attempts FROM outbox \
-         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1) AND next_attempt_at > now() \
-         ORDER BY created_at",
+         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1) ORDER BY created_at",
     )
     .bind(settings.stuck_outbox_after.as_secs_f64())
     .fetch_all(pool)
@@ -133,9 +141,17 @@ pub(crate) async fn repair(pool: &PgPool, settings: &AdminSettings, dry_run: boo
             .await?;
         sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut *tx).await?;
         tx.commit().await?;
-        tracing::info!(%event_id, %kind, attempts, "made a stuck outbox event due now; the relay publishes it");
+        tracing::info!(
+            %event_id, %kind, attempts,
+            "made a stuck outbox event due now; the relay publishes it (if this repeats, check the relay and broker)"
+        );
     }
-    tracing::info!(abandoned_signups = stale.len(), stuck_events = stuck.len(), dry_run, "repair finished");
+    tracing::info!(
+        abandoned_signups = if dry_run { stale.len() } else { removed },
+        stuck_events = stuck.len(),
+        dry_run,
+        "repair finished"
+    );
     Ok(())
 }
 
@@ -146,7 +162,7 @@ pub(crate) async fn archive(pool: &PgPool, settings: &AdminSettings, dry_run: bo
     let age = settings.archive_unverified_after.as_secs_f64();
     if dry_run {
         let (count,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM users WHERE status <> 'verified' AND created_at < now() - make_interval(secs => $1)",
+            "SELECT count(*) FROM users WHERE status <> 'verified' AND updated_at < now() - make_interval(secs => $1)",
         )
         .bind(age)
         .fetch_one(pool)
@@ -159,7 +175,7 @@ pub(crate) async fn archive(pool: &PgPool, settings: &AdminSettings, dry_run: bo
         let mut tx = pool.begin().await?;
         let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
             "SELECT id, to_jsonb(u) FROM users u \
-             WHERE status <> 'verified' AND created_at < now() - make_interval(secs => $1) \
+             WHERE status <> 'verified' AND updated_at < now() - make_interval(secs => $1) \
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(age)
