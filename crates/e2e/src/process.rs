@@ -211,7 +211,7 @@ pub async fn is_ready(probe: Probe) -> anyhow::Result<()> {
 
 /// A connected gRPC channel to a local port.
 pub async fn grpc_channel(port: u16) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?)
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.tcp_nodelay(true).connect().await?)
 }
 
 /// A port that was free a moment ago.

@@ -21,17 +21,7 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Find and fix broken states: verifications user-metadata missed; list dead letters, and replay them. Idempotent.
-    Repair {
-        /// Log what would change, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Replay every dead letter into the queue (once the cause is fixed).
-        #[arg(long, conflicts_with = "replay")]
-        replay_dead_letters: bool,
-        /// Replay only the dead letter with this event id.
-        #[arg(long, value_name = "EVENT_ID")]
-        replay: Option<uuid::Uuid>,
-    },
+    Repair(platform::cli::RepairArgs),
     /// Move used and expired tokens and the old mail log to cold storage (ARCHIVE_URL).
     Archive {
         /// Log what would be archived, change nothing.
@@ -72,10 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("email-verification", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => email_verification::migrate(&settings).await,
-        Command::Repair { dry_run, replay_dead_letters, replay } => {
-            let replay = email_verification::Replay::from_flags(replay_dead_letters, replay);
-            email_verification::repair(&settings, dry_run, replay).await
-        }
+        Command::Repair(args) => email_verification::repair(&settings, args.dry_run, args.replay()).await,
         Command::Archive { dry_run } => email_verification::archive(&settings, dry_run).await,
         Command::Report { day, stdout } => email_verification::report(&settings, day, stdout).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,

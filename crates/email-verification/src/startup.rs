@@ -62,7 +62,7 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
         let routes = routes(&self.backing, &self.server, &self.settings)?;
-        let handler = std::sync::Arc::new(EventHandler::new(self.backing.pool.clone(), self.settings.policy));
+        let handler = EventHandler::new(self.backing.pool.clone(), self.settings.policy);
         let sender = std::sync::Arc::new(Sender::new(
             self.backing.pool.clone(),
             self.transport,
@@ -71,15 +71,7 @@ impl App {
             self.settings.policy,
         ));
         let sender = tokio::spawn(sender.run(cancel.clone()));
-        let consumer = self.backing.spawn_broker_worker("event consumer", |broker, _| {
-            platform::events::consume(
-                broker,
-                self.settings.subscription.clone(),
-                handler,
-                self.consumer.clone(),
-                cancel.clone(),
-            )
-        });
+        let consumer = self.backing.spawn_consumer(&self.settings.subscription, handler, &self.consumer, &cancel);
         let grace = self.settings.shutdown.grace_period();
         let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;

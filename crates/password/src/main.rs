@@ -21,17 +21,7 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// List dead letters, and replay them once their cause is fixed.
-    Repair {
-        /// Log what would change, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Replay every dead letter into the queue.
-        #[arg(long, conflicts_with = "replay")]
-        replay_dead_letters: bool,
-        /// Replay only the dead letter with this event id.
-        #[arg(long, value_name = "EVENT_ID")]
-        replay: Option<uuid::Uuid>,
-    },
+    Repair(platform::cli::RepairArgs),
     /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
     Healthcheck {
         /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
@@ -57,10 +47,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("password", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => password::migrate(&settings).await,
-        Command::Repair { dry_run, replay_dead_letters, replay } => {
-            let replay = platform::deadletters::Replay::from_flags(replay_dead_letters, replay);
-            password::repair(&settings, dry_run, replay).await
-        }
+        Command::Repair(args) => password::repair(&settings, args.dry_run, args.replay()).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
     };
     telemetry.shutdown();

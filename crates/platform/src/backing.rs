@@ -76,6 +76,21 @@ impl Backing {
         Some(BrokerWorker { name, task: tokio::spawn(worker(broker, self.pool.clone())) })
     }
 
+    /// Starts consuming `subscription` with `handler` on the attached broker (if any) until `cancel` fires,
+    /// reporting whether it is attached to its queue through `status`.
+    pub fn spawn_consumer<H: crate::events::Handler>(
+        &self,
+        subscription: &crate::events::Subscription,
+        handler: H,
+        status: &crate::events::ConsumerStatus,
+        cancel: &CancellationToken,
+    ) -> Option<BrokerWorker> {
+        let (subscription, status, cancel) = (subscription.clone(), status.clone(), cancel.clone());
+        self.spawn_broker_worker("event consumer", move |broker, _| {
+            crate::events::consume(broker, subscription, std::sync::Arc::new(handler), status, cancel)
+        })
+    }
+
     /// Lets `worker` finish within what is left of the shutdown `deadline`, then closes the broker and the pool.
     /// Call it after the servers have drained.
     pub async fn drain_and_close(self, worker: Option<BrokerWorker>, deadline: &Deadline) {

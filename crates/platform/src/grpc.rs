@@ -98,7 +98,12 @@ pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationTo
     let server = Server::builder()
         .layer(tower::layer::layer_fn(Observed))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.clone().cancelled_owned());
+        // A response is headers, data and trailers in separate writes: without TCP_NODELAY, Nagle's algorithm and
+        // the peer's delayed ACK hold the last of them for ~40 ms.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            cancel.clone().cancelled_owned(),
+        );
     let task = tokio::spawn(async move {
         if let Err(error) = server.await {
             tracing::error!(%error, "gRPC server failed");
