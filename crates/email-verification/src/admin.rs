@@ -14,11 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use lettre::message::{Mailbox, header::ContentType};
-use platform::{
-    archive::ColdStorage,
-    deadletters::{self, Replay},
-    settings::SettingsError,
-};
+use platform::{archive::ColdStorage, cli::RepairArgs, deadletters, settings::SettingsError};
 use proto::user_metadata::v1::{
     GetSignupStatsRequest, GetUserRequest, MarkEmailVerifiedRequest, UserStatus,
     user_metadata_service_client::UserMetadataServiceClient,
@@ -127,9 +123,9 @@ pub(crate) async fn repair(
     pool: &PgPool,
     settings: &Settings,
     admin: &AdminSettings,
-    dry_run: bool,
-    replay: Replay,
+    args: &RepairArgs,
 ) -> anyhow::Result<()> {
+    let dry_run = args.dry_run;
     let verified: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
         "SELECT user_id, verified_at FROM accounts \
          WHERE verified_at IS NOT NULL AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
@@ -163,7 +159,8 @@ pub(crate) async fn repair(
         tracing::info!(%user_id, "marked verified in user-metadata (verified here)");
     }
 
-    let (letters, replayed) = deadletters::repair(&settings.amqp, &settings.subscription, replay, dry_run).await?;
+    let (letters, replayed) =
+        deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
     tracing::info!(verifications_fixed = fixed, dead_letters = letters, replayed, dry_run, "repair finished");
     Ok(())
 }

@@ -14,7 +14,6 @@ mod startup;
 mod store;
 
 pub use admin::{AdminSettings, DailyReport};
-pub use platform::deadletters::Replay;
 pub use settings::Settings;
 pub use startup::App;
 
@@ -31,10 +30,10 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// The `repair` admin process (see the `admin` module).
-pub async fn repair(settings: &Settings, dry_run: bool, replay: Replay) -> anyhow::Result<()> {
+pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
     let admin = AdminSettings::load()?;
     let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
-    let result = admin::repair(&pool, settings, &admin, dry_run, replay).await;
+    let result = admin::repair(&pool, settings, &admin, args).await;
     pool.close().await;
     result
 }

@@ -62,7 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("email-verification", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => email_verification::migrate(&settings).await,
-        Command::Repair(args) => email_verification::repair(&settings, args.dry_run, args.replay()).await,
+        Command::Repair(args) => email_verification::repair(&settings, &args).await,
         Command::Archive { dry_run } => email_verification::archive(&settings, dry_run).await,
         Command::Report { day, stdout } => email_verification::report(&settings, day, stdout).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,

@@ -47,7 +47,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("friend-discovery", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => friend_discovery::migrate(&settings).await,
-        Command::Repair(args) => friend_discovery::repair(&settings, args.dry_run, args.replay()).await,
+        Command::Repair(args) => friend_discovery::repair(&settings, &args).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
     };
     telemetry.shutdown();

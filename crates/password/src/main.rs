@@ -47,7 +47,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let telemetry = platform::telemetry::init("password", &settings.telemetry)?;
     let result = match command {
         Command::Migrate => password::migrate(&settings).await,
-        Command::Repair(args) => password::repair(&settings, args.dry_run, args.replay()).await,
+        Command::Repair(args) => password::repair(&settings, &args).await,
         _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
     };
     telemetry.shutdown();

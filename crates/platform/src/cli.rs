@@ -27,6 +27,9 @@ pub struct RepairArgs {
     /// Replay only the dead letter with this event id.
     #[arg(long, value_name = "EVENT_ID")]
     pub replay: Option<uuid::Uuid>,
+    /// Also log the decoded content of the dead letter with this event id.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub inspect: Option<uuid::Uuid>,
 }
 
 impl RepairArgs {

@@ -26,6 +26,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// Body size in bytes.
     pub size: usize,
+    /// The body, for inspection.
+    pub body: Vec<u8>,
 }
 
 /// What `repair` does with dead letters beyond listing them.
@@ -55,15 +57,19 @@ impl Replay {
 pub async fn repair(
     amqp: &AmqpSettings,
     subscription: &Subscription,
-    replay: Replay,
-    dry_run: bool,
+    args: &crate::cli::RepairArgs,
+    render: impl Fn(&str, &[u8]) -> String,
 ) -> anyhow::Result<(usize, usize)> {
+    let (replay, dry_run) = (args.replay(), args.dry_run);
     let letters = list(amqp, subscription).await?;
     for letter in &letters {
         tracing::info!(
             id = ?letter.id, kind = %letter.kind, time = %letter.time, reason = %letter.reason, bytes = letter.size,
             queue = %subscription.dead_letter_queue(), "dead letter"
         );
+        if args.inspect.is_some() && letter.id == args.inspect {
+            tracing::info!(id = ?letter.id, kind = %letter.kind, content = %render(&letter.kind, &letter.body), "dead letter content");
+        }
     }
     let replayed = match (replay, dry_run) {
         (Replay::None, _) => 0,
@@ -88,7 +94,7 @@ pub async fn list(amqp: &AmqpSettings, subscription: &Subscription) -> anyhow::R
         .await
         .context("reading dead letters")?
     {
-        letters.push(describe(&message.delivery.properties, message.delivery.data.len()));
+        letters.push(describe(&message.delivery.properties, &message.delivery.data));
     }
     // Closing the channel returns every unacknowledged message to the queue, in order.
     let _ = channel.close(200, "listed".into()).await;
@@ -122,7 +128,7 @@ pub async fn replay(
             break;
         };
         let delivery = message.delivery;
-        let letter = describe(&delivery.properties, delivery.data.len());
+        let letter = describe(&delivery.properties, &delivery.data);
         if only.is_some() && letter.id != only {
             continue;
         }
@@ -166,7 +172,7 @@ async fn connect(amqp: &AmqpSettings) -> anyhow::Result<lapin::Connection> {
         .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", amqp.redacted()))
 }
 
-fn describe(properties: &BasicProperties, size: usize) -> DeadLetter {
+fn describe(properties: &BasicProperties, body: &[u8]) -> DeadLetter {
     let headers = properties.headers().clone().unwrap_or_default();
     let text = |key: &str| match headers.inner().get(key) {
         Some(AMQPValue::LongString(value)) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -194,7 +200,8 @@ fn describe(properties: &BasicProperties, size: usize) -> DeadLetter {
         kind: text("cloudEvents_type"),
         time: text("cloudEvents_time"),
         reason,
-        size,
+        size: body.len(),
+        body: body.to_vec(),
     }
 }
 

@@ -44,6 +44,17 @@ impl Event {
     }
 }
 
+impl Event {
+    /// A message body as people read it: the decoded event, or why it does not decode. For inspecting dead
+    /// letters; events carry no secrets (contacts only as keyed hashes).
+    pub fn render(kind: &str, data: &[u8]) -> String {
+        match Self::decode(kind, data) {
+            Ok(event) => format!("{event:?}"),
+            Err(error) => format!("does not decode as {kind}: {error} ({} bytes)", data.len()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,13 +161,14 @@ async fn email_verification_repair_fixes_missed_verifications_and_replays_dead_l
     let dlq = format!("{}.dlq", stack.queue("email-verification"));
     publish_to_queue(&dlq, letter.properties(), &letter.data).await?;
 
-    let dry = succeeded(&stack.admin("email-verification", &["repair", "--dry-run"], &[]).await?)?;
+    let id = letter.id.to_string();
+    let dry = succeeded(&stack.admin("email-verification", &["repair", "--dry-run", "--inspect", &id], &[]).await?)?;
+    assert!(dry.contains("dead letter content") && dry.contains(&dead), "inspecting shows the event: {dry}");
     assert!(dry.contains("would mark verified in user-metadata"), "{dry}");
     assert!(dry.contains("dead letter") && dry.contains(&letter.id.to_string()), "{dry}");
     assert!(!verified(&stack, &email).await?, "a dry run changed user-metadata");
     assert_eq!(e2e::broker::queue_depth(&dlq).await?, 1, "listing took the dead letter");
 
-    let id = letter.id.to_string();
     let real = succeeded(&stack.admin("email-verification", &["repair", "--replay", &id], &[]).await?)?;
     assert!(real.contains("marked verified in user-metadata"), "{real}");
     assert!(verified(&stack, &email).await?);
