@@ -4,7 +4,7 @@
 //! state as the events in order.
 
 use chrono::{DateTime, Utc};
-use platform::events::{Envelope, HandleError, Handler, record_once, transient};
+use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,11 +29,7 @@ impl Handler for EventHandler {
         // A body that does not decode as its type can never be applied: dead-letter it.
         let event = Event::decode(&envelope.kind, &envelope.data)
             .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        if !record_once(&mut tx, &envelope).await.map_err(transient)? {
-            tracing::info!("event already applied; acknowledging the redelivery");
-            return Ok(());
-        }
+        let Some(mut tx) = begin_once(&self.pool, &envelope).await? else { return Ok(()) };
         match event {
             Event::UserSignedUp(event) => {
                 if event.email_hash.len() != 32 || event.contact_hashes.iter().any(|h| h.len() != 32) {

@@ -1,7 +1,7 @@
 //! The events password acts on: `UserDeleted` removes the account's credential. Every event is recorded in the
 //! transaction of its effect and acked after the commit, so a redelivery changes nothing.
 
-use platform::events::{Envelope, HandleError, Handler, record_once, transient};
+use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -23,11 +23,7 @@ impl Handler for EventHandler {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         let event = Event::decode(&envelope.kind, &envelope.data)
             .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        if !record_once(&mut tx, &envelope).await.map_err(transient)? {
-            tracing::info!("event already applied; acknowledging the redelivery");
-            return Ok(());
-        }
+        let Some(mut tx) = begin_once(&self.pool, &envelope).await? else { return Ok(()) };
         if let Event::UserDeleted(event) = event {
             let user_id: Uuid =
                 event.user_id.parse().map_err(|_| HandleError::Poison(anyhow::anyhow!("user_id is not a UUID")))?;

@@ -393,6 +393,20 @@ pub async fn record_once(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, envelop
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Opens the transaction an event's effect goes in, with the event already recorded in it; `None` when the
+/// event was applied before (a redelivery: the handler acks it and does nothing).
+pub async fn begin_once(
+    pool: &sqlx::PgPool,
+    envelope: &Envelope,
+) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, HandleError> {
+    let mut tx = pool.begin().await.map_err(transient)?;
+    if !record_once(&mut tx, envelope).await.map_err(transient)? {
+        tracing::info!("event already applied; acknowledging the redelivery");
+        return Ok(None);
+    }
+    Ok(Some(tx))
+}
+
 /// A database error while handling an event: data exceptions and integrity violations (SQLSTATE classes 22
 /// and 23) will fail the same way every time and make the message poison; anything else (a lost connection, a
 /// timeout, a serialisation failure) is worth a retry.
