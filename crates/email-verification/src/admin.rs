@@ -149,10 +149,7 @@ pub(crate) async fn repair(
             tracing::info!(%user_id, "would mark verified in user-metadata (verified here)");
             continue;
         }
-        let at = prost_types::Timestamp {
-            seconds: verified_at.timestamp(),
-            nanos: i32::try_from(verified_at.timestamp_subsec_nanos()).unwrap_or(0),
-        };
+        let at = platform::time::to_proto(verified_at);
         users
             .mark_email_verified(MarkEmailVerifiedRequest { user_id: user_id.to_string(), verified_at: Some(at) })
             .await?;
@@ -330,7 +327,7 @@ pub(crate) async fn gather(
 ) -> anyhow::Result<DailyReport> {
     let from = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or_else(|| anyhow::anyhow!("bad day"))?;
     let to = from + chrono::Duration::days(1);
-    let stamp = |t: DateTime<Utc>| prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 };
+    let stamp = platform::time::to_proto;
     let stats = users(settings)?
         .get_signup_stats(GetSignupStatsRequest { from: Some(stamp(from)), to: Some(stamp(to)) })
         .await?

@@ -2,7 +2,6 @@
 //! transaction as its effect (a queued mail, whose id is the event's), and the message is acked only after that
 //! commits. Sending happens later, in the sender, so a slow or failing SMTP server never holds up the queue.
 
-use chrono::{DateTime, Utc};
 use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
 use sqlx::PgPool;
@@ -61,10 +60,7 @@ impl Handler for EventHandler {
             }
             Event::EmailVerified(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                let at = event
-                    .verified_at
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-                    .unwrap_or(envelope.time);
+                let at = platform::time::from_proto(event.verified_at).unwrap_or(envelope.time);
                 store::mark_verified(&mut tx, user_id, at).await.map_err(transient)?;
             }
             Event::UserDeleted(event) => {

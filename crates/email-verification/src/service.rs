@@ -58,10 +58,7 @@ impl EmailVerificationService for Verifications {
         };
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let verified_at = Utc::now();
-        let timestamp = prost_types::Timestamp {
-            seconds: verified_at.timestamp(),
-            nanos: i32::try_from(verified_at.timestamp_subsec_nanos()).unwrap_or(0),
-        };
+        let timestamp = platform::time::to_proto(verified_at);
         let request = MarkEmailVerifiedRequest { user_id: user_id.to_string(), verified_at: Some(timestamp) };
         if let Err(status) = self.users.clone().mark_email_verified(request).await {
             tracing::warn!(code = ?status.code(), message = status.message(), "user-metadata did not mark the account");

@@ -3,7 +3,6 @@
 //! verification that overtakes its signup, or an older signup that arrives after a newer one, ends in the same
 //! state as the events in order.
 
-use chrono::{DateTime, Utc};
 use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
 use sqlx::PgPool;
@@ -48,10 +47,7 @@ impl Handler for EventHandler {
             }
             Event::EmailVerified(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                let at = event
-                    .verified_at
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-                    .unwrap_or(envelope.time);
+                let at = platform::time::from_proto(event.verified_at).unwrap_or(envelope.time);
                 store::verified(&mut tx, user_id, at).await.map_err(transient)?;
                 tracing::info!(%user_id, "verified: discoverable to others unless opted out");
             }

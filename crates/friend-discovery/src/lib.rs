@@ -27,8 +27,6 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// The `repair` admin process: the graph needs no repair (every effect commutes and is idempotent), so this
 /// lists dead letters and replays them as asked.
 pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
-    let (listed, replayed) =
-        platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
-    tracing::info!(dead_letters = listed, replayed, dry_run = args.dry_run, "repair finished");
+    platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
     Ok(())
 }

@@ -28,8 +28,6 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// The `repair` admin process: credentials need no repair, so this lists dead letters and replays them as
 /// asked.
 pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
-    let (listed, replayed) =
-        platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
-    tracing::info!(dead_letters = listed, replayed, dry_run = args.dry_run, "repair finished");
+    platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
     Ok(())
 }

@@ -80,6 +80,7 @@ pub async fn repair(
         (Replay::All, false) => self::replay(amqp, subscription, None).await?.len(),
         (Replay::One(id), false) => self::replay(amqp, subscription, Some(id)).await?.len(),
     };
+    tracing::info!(dead_letters = letters.len(), replayed, dry_run, queue = %subscription.dead_letter_queue(), "dead letters done");
     Ok((letters.len(), replayed))
 }
 

@@ -124,8 +124,7 @@ fn credentials(headers: &HeaderMap) -> Option<Credentials> {
 fn to_profile(user: User) -> Profile {
     let verified = user.status() == UserStatus::Verified;
     let rfc3339 = |t: Option<prost_types::Timestamp>| {
-        t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
     };
     Profile {
         email_verified: verified,

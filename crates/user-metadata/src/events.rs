@@ -72,7 +72,7 @@ pub(crate) fn deleted(user_id: Uuid) -> OutboxEvent {
 
 /// A protobuf timestamp.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+    platform::time::to_proto(at)
 }
 
 fn outbox(id: Uuid, kind: &str, payload: Vec<u8>) -> OutboxEvent {

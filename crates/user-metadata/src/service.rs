@@ -1,7 +1,7 @@
 //! The `signup.user_metadata.v1.UserMetadataService` RPCs: wire types become domain values here, and store
 //! errors become gRPC statuses.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use proto::user_metadata::v1::{
     CompleteSignupRequest, CompleteSignupResponse, GetSignupStatsRequest, GetSignupStatsResponse,
     GetUserByEmailRequest, GetUserRequest, GetUserResponse, MarkEmailVerifiedRequest, MarkEmailVerifiedResponse,
@@ -104,10 +104,7 @@ impl UserMetadataService for Users {
     ) -> Result<Response<MarkEmailVerifiedResponse>, Status> {
         let request = request.into_inner();
         let user_id = uuid("user_id", &request.user_id)?;
-        let verified_at = request
-            .verified_at
-            .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-            .unwrap_or_else(Utc::now);
+        let verified_at = platform::time::from_proto(request.verified_at).unwrap_or_else(Utc::now);
         let user = store::mark_verified(&self.pool, user_id, verified_at, events::verified).await.map_err(status)?;
         Ok(Response::new(MarkEmailVerifiedResponse { user: Some(wire(&user)) }))
     }
@@ -117,9 +114,7 @@ impl UserMetadataService for Users {
         request: Request<GetSignupStatsRequest>,
     ) -> Result<Response<GetSignupStatsResponse>, Status> {
         let request = request.into_inner();
-        let time = |t: Option<prost_types::Timestamp>| {
-            t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-        };
+        let time = platform::time::from_proto;
         let (Some(from), Some(to)) = (time(request.from), time(request.to)) else {
             return Err(Status::invalid_argument("from and to are required"));
         };
