@@ -24,6 +24,10 @@ impl EventHandler {
 }
 
 impl Handler for EventHandler {
+    fn acts_on(&self, kind: &str) -> bool {
+        [Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::USER_DELETED].contains(&kind)
+    }
+
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         // A body that does not decode as its type can never be applied: dead-letter it.
         let event = Event::decode(&envelope.kind, &envelope.data)
@@ -56,8 +60,8 @@ impl Handler for EventHandler {
                 store::deleted(&mut tx, user_id).await.map_err(transient)?;
                 tracing::info!(%user_id, "user and edges removed");
             }
-            Event::SignupAttemptedForExistingAccount(_) => {}
-            Event::Unknown(kind) => tracing::debug!(%kind, "event type not handled here; skipped"),
+            // Never delivered here: `acts_on` leaves them out.
+            Event::SignupAttemptedForExistingAccount(_) | Event::Unknown(_) => {}
         }
         tx.commit().await.map_err(transient)
     }

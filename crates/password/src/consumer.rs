@@ -1,5 +1,6 @@
-//! The events password acts on: `UserDeleted` removes the account's credential. Every event is recorded in the
-//! transaction of its effect and acked after the commit, so a redelivery changes nothing.
+//! The one event password acts on: `UserDeleted` removes the account's credential. It is recorded in the
+//! transaction of that effect and acked after the commit, so a redelivery changes nothing. Every other event is
+//! acknowledged untouched (`acts_on`): a signup costs this service no transaction beyond storing the hash.
 
 use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
@@ -20,6 +21,10 @@ impl EventHandler {
 }
 
 impl Handler for EventHandler {
+    fn acts_on(&self, kind: &str) -> bool {
+        kind == Event::USER_DELETED
+    }
+
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         let event = Event::decode(&envelope.kind, &envelope.data)
             .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;

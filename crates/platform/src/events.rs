@@ -207,6 +207,10 @@ pub enum HandleError {
 /// Applies one event. Must be idempotent on `envelope.id`: it commits the effect together with the id, and
 /// returns `Ok` for an id it has already applied.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether this subscriber acts on events of type `kind`. Every type reaches every queue (the exchange is a
+    /// fanout); the others are acknowledged untouched: no decoding, no transaction, nothing recorded.
+    fn acts_on(&self, kind: &str) -> bool;
+
     /// Applies the event; the message is acked only after this returns `Ok`.
     fn handle(&self, envelope: Envelope) -> impl std::future::Future<Output = Result<(), HandleError>> + Send;
 }
@@ -318,6 +322,12 @@ async fn process<H: Handler>(delivery: Delivery, handler: &H, cancel: &Cancellat
             return Ok(());
         }
     };
+    if !handler.acts_on(&envelope.kind) {
+        tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
+        delivery.ack(BasicAckOptions::default()).await?;
+        metrics::counter!("events_consumed_total", "outcome" => "ignored").increment(1);
+        return Ok(());
+    }
     let span = tracing::info_span!(
         "event.consume",
         otel.kind = "consumer",
