@@ -4,6 +4,7 @@
 //! Tests live in `tests/e2e/`, one binary of modules.
 
 pub mod broker;
+pub mod cpu;
 pub mod database;
 pub mod poll;
 pub mod process;

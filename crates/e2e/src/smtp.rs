@@ -150,6 +150,11 @@ impl SmtpServer {
         lock(&self.shared.messages).clone()
     }
 
+    /// How many messages were accepted so far.
+    pub fn received(&self) -> usize {
+        lock(&self.shared.messages).len()
+    }
+
     /// The messages to `email`.
     pub fn messages_to(&self, email: &str) -> Vec<Received> {
         self.messages().into_iter().filter(|m| m.is_to(email)).collect()
