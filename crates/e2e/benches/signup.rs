@@ -67,19 +67,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hashes allowed to wait per hashing thread (`HASHING_QUEUE_LIMIT` / `HASHING_THREADS`). The default is 2; 3 keeps
-/// a hash waiting while the others make their round trips through signup-api and user-metadata, so the hashing
-/// CPUs never idle at full concurrency.
-const QUEUE_PER_THREAD: usize = 3;
+/// Hashes allowed to wait per hashing thread (`HASHING_QUEUE_LIMIT` / `HASHING_THREADS`) on the shared machine:
+/// the default.
+const SHARED_QUEUE_PER_THREAD: usize = 2;
+/// The same when password has CPUs of its own: one more, so a hash is always waiting while the others make their
+/// round trips through signup-api and user-metadata, and the hashing CPUs never idle.
+const DEDICATED_QUEUE_PER_THREAD: usize = 3;
 
-/// Clients at full concurrency per hashing thread: every one admitted (threads + queue), none refused.
-const CLIENTS_PER_THREAD: usize = 1 + QUEUE_PER_THREAD;
-
-/// A stack whose password service hashes on `threads` threads with a queue of [`QUEUE_PER_THREAD`] each.
-async fn stack_hashing_on(threads: usize) -> anyhow::Result<(Stack, Vec<(String, Duration)>)> {
+/// A stack whose password service hashes on `threads` threads with a queue of `queue_per_thread` each.
+async fn stack_hashing_on(threads: usize, queue_per_thread: usize) -> anyhow::Result<(Stack, Vec<(String, Duration)>)> {
     let env = |name: &'static str, value: usize| ("password", name, value.to_string());
     let options = Options {
-        env: vec![env("HASHING_THREADS", threads), env("HASHING_QUEUE_LIMIT", QUEUE_PER_THREAD * threads)],
+        env: vec![env("HASHING_THREADS", threads), env("HASHING_QUEUE_LIMIT", queue_per_thread * threads)],
         ..Options::default()
     };
     let mut stack = Stack::start_with(options).await?;
@@ -89,7 +88,8 @@ async fn stack_hashing_on(threads: usize) -> anyhow::Result<(Stack, Vec<(String,
 
 /// Everything on one machine: throughput and CPU per signup, new vs existing, twice the load, memory.
 async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
-    let (stack, ready) = stack_hashing_on(cpus).await?;
+    let queue = SHARED_QUEUE_PER_THREAD;
+    let (stack, ready) = stack_hashing_on(cpus, queue).await?;
     let memory = MemorySampler::start(stack.pids());
     let idle = memory.current().await;
     println!("## everything on one machine\n");
@@ -97,7 +97,8 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
         "exec-to-ready: {}",
         ready.iter().map(|(n, d)| format!("{n} {} ms", d.as_millis())).collect::<Vec<_>>().join(", ")
     );
-    let clients = CLIENTS_PER_THREAD * cpus;
+    // Every client admitted (threads + queue), none refused.
+    let clients = (1 + queue) * cpus;
     let run = measured(&stack, clients, &Hashing { threads: cpus, cpus: None }).await?;
     println!("### full concurrency ({clients} clients)");
     run.print("the whole machine's argon2 bound");
@@ -142,7 +143,8 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
 async fn dedicated_cores(cpus: usize) -> anyhow::Result<()> {
     let hashing: Vec<usize> = (cpus - cpus / 2..cpus).collect();
     let rest: Vec<usize> = (0..cpus - cpus / 2).collect();
-    let (stack, _) = stack_hashing_on(hashing.len()).await?;
+    let queue = DEDICATED_QUEUE_PER_THREAD;
+    let (stack, _) = stack_hashing_on(hashing.len(), queue).await?;
     let password = stack.member("password").process.pid().ok_or_else(|| anyhow::anyhow!("password is not running"))?;
     let mut others: Vec<Processes> =
         stack.pids().into_iter().filter(|(_, pid)| *pid != password).map(|(_, pid)| Processes::Id(pid)).collect();
@@ -152,7 +154,7 @@ async fn dedicated_cores(cpus: usize) -> anyhow::Result<()> {
     let _hashing = Pinned::pin(vec![Processes::Id(password)], &hashing)?;
 
     println!("## password on cores of its own: CPUs {hashing:?} for password, {rest:?} for everything else\n");
-    let clients = CLIENTS_PER_THREAD * hashing.len();
+    let clients = (1 + queue) * hashing.len();
     let run = measured(&stack, clients, &Hashing { threads: hashing.len(), cpus: Some(hashing.clone()) }).await?;
     println!("### full concurrency ({clients} clients)");
     run.print("the argon2 bound of the hashing CPUs (target >= 90%)");

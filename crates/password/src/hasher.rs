@@ -132,8 +132,11 @@ impl Hasher {
         let (reply, result) = oneshot::channel();
         let started = std::time::Instant::now();
         let job: Job = Box::new(move |engine| {
-            let _ = reply.send(work(engine));
+            let result = work(engine);
+            // The slot is free once the work is done, before the caller hears of it: a client that moves on to
+            // its next request at once must find it free.
             drop(admitted);
+            let _ = reply.send(result);
         });
         let sent = self.jobs.lock().map_err(|_| HashError::Internal("hashing pool poisoned".into()))?.send(job);
         sent.map_err(|_| HashError::Internal("hashing pool stopped".into()))?;
