@@ -59,9 +59,14 @@ async fn main() -> anyhow::Result<()> {
         whole_machine(cpus).await?;
     }
     if only.as_deref() != Some("whole") {
-        match cpus {
-            1 => println!("## password on cores of its own: skipped, this machine has one CPU"),
-            _ => dedicated_cores(cpus).await?,
+        if cpus == 1 {
+            println!("## password on cores of its own: skipped, this machine has one CPU");
+        } else {
+            // Ctrl-C drops the run, and with it the pinning: Postgres and RabbitMQ get their CPUs back.
+            tokio::select! {
+                run = dedicated_cores(cpus) => run?,
+                _ = tokio::signal::ctrl_c() => println!("interrupted; every process has its CPUs back"),
+            }
         }
     }
     Ok(())
