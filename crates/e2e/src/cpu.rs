@@ -11,10 +11,17 @@ use nix::{
 
 /// CPU seconds (user + system) process `pid` has used so far.
 pub fn seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(stat(&format!("/proc/{pid}/stat"))?.1)
+}
+
+/// The command name and CPU seconds (user + system) in a `/proc/.../stat` file.
+fn stat(path: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    Some((name, ticks / 100.0))
 }
 
 /// CPU seconds the hypervisor took from this machine's CPUs so far (`steal` in `/proc/stat`, all CPUs).
@@ -28,13 +35,7 @@ pub fn stolen_seconds() -> f64 {
 /// (`argon2-0`, `tokio-runtime-w`, ...).
 pub fn seconds_by_thread(pid: u32) -> Vec<(String, f64)> {
     let mut by_name: Vec<(String, f64)> = Vec::new();
-    for tid in threads(pid) {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let name = head.split_once('(').map_or("?", |(_, name)| name).to_owned();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        let seconds = (ticks(11) + ticks(12)) / 100.0;
+    for (name, seconds) in threads(pid).into_iter().filter_map(|tid| stat(&format!("/proc/{pid}/task/{tid}/stat"))) {
         match by_name.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += seconds,
             None => by_name.push((name, seconds)),
@@ -77,7 +78,7 @@ impl Processes {
 }
 
 /// A CPU set of exactly `cpus`.
-pub fn set_of(cpus: &[usize]) -> anyhow::Result<CpuSet> {
+fn set_of(cpus: &[usize]) -> anyhow::Result<CpuSet> {
     let mut set = CpuSet::new();
     for cpu in cpus {
         set.set(*cpu)?;
@@ -113,11 +114,6 @@ impl Pinned {
         }
         anyhow::ensure!(!pinned.saved.is_empty(), "no thread of {:?} could be pinned", pinned.processes);
         Ok(pinned)
-    }
-
-    /// Threads currently held.
-    pub fn threads(&self) -> usize {
-        self.saved.len()
     }
 }
 
