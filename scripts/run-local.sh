@@ -11,8 +11,12 @@ stateful=(user-metadata password email-verification friend-discovery)
 # Readable logs for people; every other variable passes through from the caller's environment.
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export RUST_LOG=${RUST_LOG:-info}
-# A development-only key; production injects its own secret.
+# Development-only keys (two different ones); production injects its own secrets.
 export CONTACT_HASH_KEY=${CONTACT_HASH_KEY:-dev-only-contact-hash-key-change-me-0000}
+export IDEMPOTENCY_FINGERPRINT_KEY=${IDEMPOTENCY_FINGERPRINT_KEY:-dev-only-idempotency-fingerprint-key-change-me-1111}
+# Without an SMTP server, email-verification writes each mail to .mail/*.eml (and logs its link); it refuses to start
+# without SMTP_URL unless MAIL_TRANSPORT=file is set explicitly. With SMTP_URL in the environment, mail goes there.
+if [ -n "${SMTP_URL:-}" ]; then export MAIL_TRANSPORT=${MAIL_TRANSPORT:-smtp}; else export MAIL_TRANSPORT=${MAIL_TRANSPORT:-file}; fi
 
 pids=()
 stopping=0
@@ -52,8 +56,9 @@ for service in "${services[@]}"; do
 done
 
 port=${PORT:-8080}
+metrics_port=${METRICS_PORT:-9050}
 deadline=$((SECONDS + 30))
-until PORT=$port "$bin/signup-api" healthcheck >/dev/null 2>&1; do
+until METRICS_PORT=$metrics_port "$bin/signup-api" healthcheck >/dev/null 2>&1; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "signup-api did not become ready within 30 s; see the logs above" >&2
     exit 1
@@ -61,7 +66,7 @@ until PORT=$port "$bin/signup-api" healthcheck >/dev/null 2>&1; do
   sleep 0.2
 done
 echo
-echo "signup-api is ready on http://localhost:${port} (try: curl -s http://localhost:${port}/readyz). Ctrl-C stops everything."
+echo "signup-api is ready on http://localhost:${port} (readiness: curl -s http://localhost:${metrics_port}/readyz). Ctrl-C stops everything."
 echo
 
 # Any service exiting on its own ends the run, so a crash is never hidden behind the others' logs.

@@ -32,7 +32,6 @@ use e2e::{
     cpu::{self, Pinned, Processes},
     stack::{Options, Stack, subscribers_of},
 };
-use proto::user_metadata::v1::{GetUserByEmailRequest, MarkEmailVerifiedRequest};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -469,16 +468,13 @@ async fn open_loop(stack: &Stack, rate: f64, duration: Duration) -> anyhow::Resu
 
 /// Median latency of `n` signups for new emails and of `n` for verified accounts, one at a time.
 async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<(f64, f64)> {
-    let mut users = stack.users().await?;
     let mut emails = Vec::new();
     for i in 0..n {
         let email = format!("verified-{i}-{}@example.com", uuid::Uuid::now_v7().simple());
         stack
             .signup(&json!({ "email": email, "password": "a benchmark passphrase", "display_name": "V" }), None)
             .await?;
-        let user = users.get_user_by_email(GetUserByEmailRequest { email: email.clone() }).await?.into_inner().user;
-        let user_id = user.map(|u| u.user_id).unwrap_or_default();
-        users.mark_email_verified(MarkEmailVerifiedRequest { user_id, verified_at: None }).await?;
+        stack.mark_verified(&email).await?;
         emails.push(email);
     }
     let time = |email: String| async move {

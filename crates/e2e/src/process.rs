@@ -109,9 +109,8 @@ impl ServiceProcess {
             });
             if let Some(entry) = serving {
                 let port = |key: &str| entry[key].as_str().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
-                return match (port("grpc"), port("ops"), port("http")) {
-                    (Some(grpc), Some(ops), _) => Ok((grpc, ops)),
-                    (_, _, Some(http)) => Ok((http, http)),
+                return match (port("grpc").or(port("http")), port("ops")) {
+                    (Some(port), Some(ops)) => Ok((port, ops)),
                     _ => bail!("{}: unexpected serving line {entry}", self.name),
                 };
             }

@@ -31,8 +31,9 @@ pub const SUBSCRIBERS: [&str; 3] = ["password", "email-verification", "friend-di
 /// The subscribers that act on (and record) events of type `kind`; the others acknowledge them untouched.
 pub fn subscribers_of(kind: &str) -> &'static [&'static str] {
     match kind {
-        proto::Event::USER_DELETED => &SUBSCRIBERS,
+        proto::Event::USER_DELETED | proto::Event::EMAIL_VERIFIED => &SUBSCRIBERS,
         proto::Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT => &["email-verification"],
+        proto::Event::DISCOVERABILITY_CHANGED => &["friend-discovery"],
         _ => &["email-verification", "friend-discovery"],
     }
 }
@@ -43,6 +44,12 @@ pub const PUBLIC_BASE_URL: &str = "http://signup.test";
 
 /// The contact hash key of every test stack.
 pub const CONTACT_HASH_KEY: &str = "e2e-contact-hash-key-0123456789abcdef";
+
+/// The idempotency fingerprint key of every test stack.
+pub const FINGERPRINT_KEY: &str = "e2e-fingerprint-key-0123456789abcdefgh";
+
+/// Rate limits no test reaches unless it sets its own: tests drive one client (127.0.0.1) hard.
+pub const UNLIMITED: &str = "1000000/1";
 
 /// What to vary from the default stack.
 #[derive(Debug, Default)]
@@ -62,7 +69,7 @@ pub struct Member {
     pub past: Vec<ServiceProcess>,
     /// `PORT`.
     pub port: u16,
-    /// `METRICS_PORT` for gRPC services, `PORT` for signup-api.
+    /// `METRICS_PORT`: `/livez`, `/readyz`, `/metrics`.
     pub ops_port: u16,
     /// Exactly the environment it was started with.
     pub env: Vec<(String, String)>,
@@ -73,7 +80,7 @@ pub struct Member {
 impl Member {
     /// Starts `name` on kernel-chosen ports, learns them from its `serving` line, and pins them in its
     /// environment so a restart binds the same ones.
-    async fn start(name: &str, mut env: Vec<(String, String)>, probe: fn(u16) -> Probe) -> anyhow::Result<Self> {
+    async fn start(name: &str, mut env: Vec<(String, String)>, probe: fn(u16, u16) -> Probe) -> anyhow::Result<Self> {
         let mut process = ServiceProcess::spawn(name, &["serve"], &env)?;
         let (port, ops_port) = process.serving_ports(READY_TIMEOUT).await?;
         for (key, value) in &mut env {
@@ -83,7 +90,7 @@ impl Member {
                 _ => {}
             }
         }
-        Ok(Self { process, past: Vec::new(), port, ops_port, env, probe: probe(port) })
+        Ok(Self { process, past: Vec::new(), port, ops_port, env, probe: probe(port, ops_port) })
     }
 
     /// Every stdout line of every run of this service.
@@ -148,6 +155,8 @@ impl Stack {
                 env.extend([
                     var("USER_METADATA_URL", format!("http://127.0.0.1:{}", members[0].port)),
                     var("SMTP_URL", smtp.url()),
+                    var("MAIL_BUDGET_PER_HOUR", 1000),
+                    var("MAIL_BUDGET_PER_DAY", 1000),
                     var("PUBLIC_BASE_URL", PUBLIC_BASE_URL),
                     var("SMTP_TIMEOUT_SECS", 5),
                     var("MAIL_RETRY_BASE_MS", 100),
@@ -156,7 +165,7 @@ impl Stack {
                 ]);
             }
             env.extend(extra(&options, name));
-            let member = Member::start(name, env, Probe::Grpc).await?;
+            let member = Member::start(name, env, |port, _| Probe::Grpc(port)).await?;
             members.push(member);
             databases.push(database);
             queues.push(queue);
@@ -169,9 +178,14 @@ impl Stack {
             var("EMAIL_VERIFICATION_URL", url(2)),
             var("FRIEND_DISCOVERY_URL", url(3)),
             var("CONTACT_HASH_KEY", CONTACT_HASH_KEY),
+            var("IDEMPOTENCY_FINGERPRINT_KEY", FINGERPRINT_KEY),
+            var("METRICS_PORT", 0),
         ]);
+        for class in ["SIGNUPS", "RESENDS", "CONFIRMS", "SESSIONS", "READS"] {
+            env.push(var(&format!("RATE_LIMIT_{class}"), UNLIMITED));
+        }
         env.extend(extra(&options, "signup-api"));
-        members.push(Member::start("signup-api", env, Probe::Http).await?);
+        members.push(Member::start("signup-api", env, |_, ops| Probe::Http(ops)).await?);
         Ok(Self { members, exchange, broker_proxy, smtp, queues, databases, http: reqwest::Client::new() })
     }
 
@@ -251,16 +265,47 @@ impl Stack {
         Ok(request.send().await?)
     }
 
-    /// `POST /v1/email-verifications/confirm` with a JSON body.
-    pub async fn confirm(&self, token: &str) -> anyhow::Result<reqwest::Response> {
+    /// `POST /v1/email-verifications/confirm` with a JSON body: the link's token and the signup's password.
+    pub async fn confirm(&self, token: &str, password: &str) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}/v1/email-verifications/confirm", self.api_url());
-        Ok(self.http.post(url).json(&serde_json::json!({ "token": token })).send().await?)
+        Ok(self.http.post(url).json(&serde_json::json!({ "token": token, "password": password })).send().await?)
     }
 
-    /// `GET /v1/me` with HTTP Basic credentials.
-    pub async fn me(&self, email: &str, password: &str) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}/v1/me", self.api_url());
-        Ok(self.http.get(url).basic_auth(email, Some(password)).send().await?)
+    /// `POST /v1/sessions`: signs in.
+    pub async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v1/sessions", self.api_url());
+        Ok(self.http.post(url).json(&serde_json::json!({ "email": email, "password": password })).send().await?)
+    }
+
+    /// Signs in and returns the session token; fails unless the answer is `201`.
+    pub async fn session(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let response = self.sign_in(email, password).await?;
+        anyhow::ensure!(response.status() == 201, "POST /v1/sessions answered {}", response.status());
+        let body: serde_json::Value = response.json().await?;
+        body["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no token in {body}"))
+    }
+
+    /// `GET {path}` with `Authorization: Bearer {token}`.
+    pub async fn get_as(&self, token: &str, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self.http.get(format!("{}{path}", self.api_url())).bearer_auth(token).send().await?)
+    }
+
+    /// `GET /v1/me` for the session `token`.
+    pub async fn me(&self, token: &str) -> anyhow::Result<reqwest::Response> {
+        self.get_as(token, "/v1/me").await
+    }
+
+    /// Marks the account of `email` verified in user-metadata directly (through its newest signup attempt), as a
+    /// confirm would, for tests about what comes after verification. Every service learns it from the event.
+    pub async fn mark_verified(&self, email: &str) -> anyhow::Result<String> {
+        use proto::user_metadata::v1::{GetUserByEmailRequest, MarkEmailVerifiedRequest};
+        let mut users = self.users().await?;
+        let user = users.get_user_by_email(GetUserByEmailRequest { email: email.to_owned() }).await?.into_inner();
+        let user = user.user.ok_or_else(|| anyhow::anyhow!("no user {email}"))?;
+        let request =
+            MarkEmailVerifiedRequest { user_id: user.user_id.clone(), verified_at: None, signup_id: user.signup_id };
+        users.mark_email_verified(request).await?;
+        Ok(user.user_id)
     }
 
     /// Runs an admin subcommand of `name` (`repair`, `archive`, `report`, ...) to completion, with the member's

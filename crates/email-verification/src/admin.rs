@@ -97,7 +97,8 @@ impl AdminSettings {
             repair_lookback: Duration::from_secs(raw.repair_lookback_days * DAY),
             archive_url: platform::archive::url_or_default(raw.archive_url)?,
             archive_tokens_after: Duration::from_secs(raw.archive_tokens_after_days * DAY),
-            archive_mail_log_after: Duration::from_secs(raw.archive_mail_log_after_days * DAY),
+            // The per-address mail budget counts the last day's mail log, so that much of it always stays.
+            archive_mail_log_after: Duration::from_secs(raw.archive_mail_log_after_days.max(1) * DAY + 3600),
             archive_batch_size: raw.archive_batch_size,
             report_to,
             report_dead_letter_queues: raw
@@ -126,8 +127,8 @@ pub(crate) async fn repair(
     args: &RepairArgs,
 ) -> anyhow::Result<()> {
     let dry_run = args.dry_run;
-    let verified: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT user_id, verified_at FROM accounts \
+    let verified: Vec<(Uuid, DateTime<Utc>, Uuid)> = sqlx::query_as(
+        "SELECT user_id, verified_at, coalesce(verified_signup_id, signup_id) FROM accounts \
          WHERE verified_at IS NOT NULL AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
     )
     .bind(admin.repair_lookback.as_secs_f64())
@@ -135,7 +136,7 @@ pub(crate) async fn repair(
     .await?;
     let mut users = users(settings)?;
     let mut fixed = 0usize;
-    for (user_id, verified_at) in verified {
+    for (user_id, verified_at, signup_id) in verified {
         let user = match users.get_user(GetUserRequest { user_id: user_id.to_string() }).await {
             Ok(response) => response.into_inner().user,
             Err(status) if status.code() == Code::NotFound => continue,
@@ -150,9 +151,12 @@ pub(crate) async fn repair(
             continue;
         }
         let at = platform::time::to_proto(verified_at);
-        users
-            .mark_email_verified(MarkEmailVerifiedRequest { user_id: user_id.to_string(), verified_at: Some(at) })
-            .await?;
+        let request = MarkEmailVerifiedRequest {
+            user_id: user_id.to_string(),
+            verified_at: Some(at),
+            signup_id: signup_id.to_string(),
+        };
+        users.mark_email_verified(request).await?;
         tracing::info!(%user_id, "marked verified in user-metadata (verified here)");
     }
 
@@ -199,7 +203,7 @@ pub(crate) async fn archive(
     }
     let archived_tokens = tokens.run::<Vec<u8>>(pool, &storage, admin.archive_batch_size).await?;
     let archived_mails = mails.run::<Uuid>(pool, &storage, admin.archive_batch_size).await?;
-    let window = settings.policy.resend_window.max(settings.policy.notice_interval);
+    let window = settings.policy.notice_interval;
     let counters = sqlx::query("DELETE FROM send_limits WHERE window_started_at < now() - make_interval(secs => $1)")
         .bind(window.as_secs_f64())
         .execute(pool)

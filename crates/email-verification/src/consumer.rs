@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     mail::Kind,
     settings::Policy,
-    store::{self, SignedUp},
+    store::{self, NewMail, Queued, SignedUp},
 };
 
 /// Applies signup events to the email-verification database.
@@ -45,43 +45,53 @@ impl Handler for EventHandler {
         let Some(mut tx) = begin_once(&self.pool, &envelope).await? else { return Ok(()) };
         match event {
             Event::UserSignedUp(event) => {
-                let account = SignedUp {
+                let attempt = SignedUp {
                     user_id: uuid("user_id", &event.user_id)?,
                     signup_id: uuid("signup_id", &event.signup_id)?,
                     email: &event.email,
-                    display_name: &event.display_name,
                     locale: &event.locale,
                 };
-                let queued = store::signed_up(&mut tx, envelope.id, &account).await.map_err(transient)?;
-                tracing::info!(user_id = %account.user_id, queued, "verification mail queued unless superseded");
+                let queued =
+                    store::signed_up(&mut tx, envelope.id, &attempt, self.policy.budget).await.map_err(transient)?;
+                count(Kind::Verification, queued);
+                tracing::info!(user_id = %attempt.user_id, signup_id = %attempt.signup_id, queued = queued.label(), "signup attempt");
             }
             Event::SignupAttemptedForExistingAccount(event) => {
-                let user_id = uuid("user_id", &event.user_id)?;
-                let interval = self.policy.notice_interval;
-                let kind = Kind::ExistingAccountNotice;
-                let allowed =
-                    store::within_limit(&mut tx, &event.email, kind.as_str(), 1, interval).await.map_err(transient)?;
-                if allowed {
-                    store::queue(&mut tx, envelope.id, kind, user_id, &event.email, "", &event.locale)
-                        .await
-                        .map_err(transient)?;
-                }
-                tracing::info!(%user_id, queued = allowed, "existing-account notice, at most one per interval");
+                let mail = NewMail {
+                    id: envelope.id,
+                    kind: Kind::ExistingAccountNotice,
+                    user_id: uuid("user_id", &event.user_id)?,
+                    recipient: &event.email,
+                    locale: &event.locale,
+                    signup_id: None,
+                };
+                let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
+                let queued = store::existing_account(&mut tx, &mail, interval, budget).await.map_err(transient)?;
+                count(Kind::ExistingAccountNotice, queued);
+                tracing::info!(user_id = %mail.user_id, queued = queued.label(), "existing-account notice");
             }
             Event::EmailVerified(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
+                let signup_id = event.signup_id.parse().ok();
                 let at = platform::time::from_proto(event.verified_at).unwrap_or(envelope.time);
-                store::mark_verified(&mut tx, user_id, at).await.map_err(transient)?;
+                store::mark_verified(&mut tx, user_id, at, signup_id).await.map_err(transient)?;
             }
             Event::UserDeleted(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
                 store::delete_user(&mut tx, user_id).await.map_err(transient)?;
                 tracing::info!(%user_id, "user removed");
             }
-            // Never delivered here: `acts_on` leaves it out.
-            Event::Unknown(_) => {}
+            // Never delivered here: `acts_on` leaves them out.
+            Event::DiscoverabilityChanged(_) | Event::Unknown(_) => {}
         }
         tx.commit().await.map_err(transient)
+    }
+}
+
+/// Mail not sent because the address's budget was spent is counted, so operators see an abuse wave.
+fn count(kind: Kind, queued: Queued) {
+    if queued == Queued::OverBudget {
+        metrics::counter!("mail_over_budget_total", "kind" => kind.as_str()).increment(1);
     }
 }
 

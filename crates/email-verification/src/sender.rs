@@ -16,6 +16,8 @@ use crate::{
 
 /// How often the queue's size is exported.
 const LAG_INTERVAL: Duration = Duration::from_secs(10);
+/// The global budget's log line is written at most this often while it holds mail back.
+const HELD_BACK_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything a delivery needs.
 #[derive(Debug)]
@@ -60,6 +62,7 @@ impl Sender {
         let mut listener = PgListener::connect_with(&self.pool).await.context("listening for queued mail")?;
         listener.listen(store::MAIL_CHANNEL).await?;
         let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
+        let mut held_back_logged: Option<tokio::time::Instant> = None;
         let mut in_flight = tokio::task::JoinSet::new();
         let result = loop {
             if cancel.is_cancelled() {
@@ -69,11 +72,15 @@ impl Sender {
             let mut claimed_all = false;
             if free > 0 {
                 let limit = i64::try_from(free).unwrap_or(i64::MAX);
-                let claimed = match store::claim_due(&self.pool, limit, self.lease()).await {
+                let per_minute = self.settings.global_per_minute;
+                let claimed = match store::claim_due(&self.pool, limit, self.lease(), per_minute).await {
                     Ok(claimed) => claimed,
                     Err(error) => break Err(error.into()),
                 };
                 claimed_all = claimed.len() == free;
+                if !claimed_all {
+                    self.note_global_budget(&mut held_back_logged).await;
+                }
                 for mail in claimed {
                     let sender = self.clone();
                     in_flight.spawn(async move { sender.deliver(mail).await });
@@ -111,6 +118,19 @@ impl Sender {
         result
     }
 
+    /// When the global budget is what keeps due mail waiting: counts it, and says so in the log once a minute.
+    async fn note_global_budget(&self, logged: &mut Option<tokio::time::Instant>) {
+        let per_minute = self.settings.global_per_minute;
+        if !store::held_back(&self.pool, per_minute).await.unwrap_or(false) {
+            return;
+        }
+        metrics::counter!("mail_global_budget_waits_total").increment(1);
+        if logged.is_none_or(|at| at.elapsed() >= HELD_BACK_LOG_INTERVAL) {
+            tracing::warn!(per_minute, "the global mail budget is spent for this minute; due mail waits");
+            *logged = Some(tokio::time::Instant::now());
+        }
+    }
+
     /// How long a claim keeps a mail from others: longer than any attempt can take.
     fn lease(&self) -> Duration {
         self.settings.smtp_timeout * 2 + Duration::from_secs(30)
@@ -123,7 +143,7 @@ impl Sender {
         let outcome = match self.attempt(&mail).await {
             Ok(Some(outcome)) => outcome,
             Ok(None) => {
-                tracing::info!("verification mail superseded before it was sent; not sending");
+                tracing::info!("the account was verified or removed before this mail went out; not sending");
                 return;
             }
             Err(error) if mail.attempts >= self.settings.max_attempts => {
@@ -163,7 +183,7 @@ impl Sender {
         }
     }
 
-    /// Renders, addresses and sends the mail; `None` when a verification mail was superseded meanwhile.
+    /// Renders, addresses and sends the mail; `None` when a verification mail is no longer needed.
     async fn attempt(&self, mail: &Claimed) -> anyhow::Result<Option<Outcome>> {
         let Some(kind) = Kind::parse(&mail.kind) else {
             return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
@@ -181,7 +201,6 @@ impl Sender {
                 );
                 link = Some(url.clone());
                 minijinja::context! {
-                    display_name => &mail.display_name,
                     // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
                     link => minijinja::Value::from_safe_string(url),
                     expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
@@ -190,7 +209,7 @@ impl Sender {
             Kind::ExistingAccountNotice => minijinja::context! {},
         };
         let rendered = self.templates.render(kind, &mail.locale, context)?;
-        let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, &mail.display_name, rendered) {
+        let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, rendered) {
             Ok(message) => message,
             Err(SendError::Permanent(error) | SendError::Temporary(error)) => return Ok(Some(Outcome::Failed(error))),
         };

@@ -1,10 +1,14 @@
 //! The `signup.email_verification.v1.EmailVerificationService` RPCs.
 
 use chrono::Utc;
-use platform::grpc::{TracedChannel, database_status};
+use platform::{
+    grpc::{TracedChannel, database_status},
+    token::Token,
+};
 use proto::{
     email_verification::v1::{
-        ConfirmEmailRequest, ConfirmEmailResponse, ResendVerificationRequest, ResendVerificationResponse,
+        BeginConfirmationRequest, BeginConfirmationResponse, ConfirmEmailRequest, ConfirmEmailResponse,
+        ReleaseConfirmationRequest, ReleaseConfirmationResponse, ResendVerificationRequest, ResendVerificationResponse,
         email_verification_service_server::EmailVerificationService,
     },
     user_metadata::v1::{MarkEmailVerifiedRequest, user_metadata_service_client::UserMetadataServiceClient},
@@ -13,13 +17,9 @@ use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{
-    mail::Kind,
-    settings::Policy,
-    store::{self, Token},
-};
+use crate::{settings::Policy, store};
 
-/// The one answer for a token that is unknown, used, superseded or expired: which one is nobody's business.
+/// The one answer for a token that is unknown, used, dead or expired: which one is nobody's business.
 const INVALID_TOKEN: &str = "the token is invalid, used or expired";
 
 /// The RPC handlers, over the service's own database and user-metadata.
@@ -39,39 +39,61 @@ impl Verifications {
 
 #[tonic::async_trait]
 impl EmailVerificationService for Verifications {
-    /// Checks the token, has user-metadata mark the account verified (idempotent; it broadcasts EmailVerified
-    /// through its outbox once), and only then uses the token in a short transaction that also checks, under the
-    /// row lock, that it is still unused. If user-metadata cannot be reached nothing is used and the link still
-    /// works; of concurrent confirms with one token exactly one uses it, the others get the invalid-token answer.
-    /// No database connection is held across the call to user-metadata.
-    #[tracing::instrument(skip_all, fields(user_id))]
+    /// Counts one confirm attempt against the token (in one statement, so concurrent attempts cannot exceed the
+    /// limit) and names the account and signup attempt it belongs to.
+    #[tracing::instrument(skip_all, fields(user_id, signup_id))]
+    async fn begin_confirmation(
+        &self,
+        request: Request<BeginConfirmationRequest>,
+    ) -> Result<Response<BeginConfirmationResponse>, Status> {
+        let token = token(&request.into_inner().token)?;
+        let begun = store::begin_confirmation(&self.pool, &token, self.policy.confirm_attempts)
+            .await
+            .map_err(database_status)?;
+        let Some((user_id, signup_id)) = begun else {
+            metrics::counter!("verifications_total", "outcome" => "invalid_token").increment(1);
+            return Err(Status::failed_precondition(INVALID_TOKEN));
+        };
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(user_id));
+        span.record("signup_id", tracing::field::display(signup_id));
+        Ok(Response::new(BeginConfirmationResponse { user_id: user_id.to_string(), signup_id: signup_id.to_string() }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_confirmation(
+        &self,
+        request: Request<ReleaseConfirmationRequest>,
+    ) -> Result<Response<ReleaseConfirmationResponse>, Status> {
+        let token = token(&request.into_inner().token)?;
+        store::release_confirmation(&self.pool, &token).await.map_err(database_status)?;
+        Ok(Response::new(ReleaseConfirmationResponse {}))
+    }
+
+    /// Checks the token is still valid for the attempt, has user-metadata mark the account verified through that
+    /// attempt (idempotent; it broadcasts EmailVerified through its outbox once), and only then uses the token in
+    /// a short transaction that also checks, under the row lock, that it is still unused. If user-metadata cannot
+    /// be reached nothing is used and the link still works; of concurrent confirms with one token exactly one
+    /// uses it. No database connection is held across the call to user-metadata.
+    #[tracing::instrument(skip_all, fields(user_id, signup_id))]
     async fn confirm_email(
         &self,
         request: Request<ConfirmEmailRequest>,
     ) -> Result<Response<ConfirmEmailResponse>, Status> {
-        let Some(token) = Token::parse(&request.into_inner().token) else {
-            return Err(Status::failed_precondition(INVALID_TOKEN));
-        };
-        let Some(user_id) = store::valid_token(&self.pool, &token).await.map_err(database_status)? else {
+        let request = request.into_inner();
+        let token = token(&request.token)?;
+        let signup_id: Uuid =
+            request.signup_id.parse().map_err(|_| Status::invalid_argument("signup_id must be a UUID"))?;
+        tracing::Span::current().record("signup_id", tracing::field::display(signup_id));
+        let Some(user_id) = store::valid_token(&self.pool, &token, signup_id).await.map_err(database_status)? else {
             metrics::counter!("verifications_total", "outcome" => "invalid_token").increment(1);
             return Err(Status::failed_precondition(INVALID_TOKEN));
         };
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let verified_at = Utc::now();
         let timestamp = platform::time::to_proto(verified_at);
-        let request = MarkEmailVerifiedRequest { user_id: user_id.to_string(), verified_at: Some(timestamp) };
-        if let Err(status) = self.users.clone().mark_email_verified(request).await {
-            tracing::warn!(code = ?status.code(), message = status.message(), "user-metadata did not mark the account");
-            return Err(match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
-                    Status::unavailable("user-metadata is unavailable; retry")
-                }
-                // The account is gone (archived) or not in a state that can be verified: the link is dead.
-                Code::NotFound | Code::FailedPrecondition => Status::failed_precondition(INVALID_TOKEN),
-                _ => Status::internal("marking the account verified failed"),
-            });
-        }
-        if !store::consume(&self.pool, &token, user_id, verified_at).await.map_err(database_status)? {
+        self.mark_in_user_metadata(user_id, signup_id, timestamp).await?;
+        if !store::consume(&self.pool, &token, user_id, signup_id, verified_at).await.map_err(database_status)? {
             // A concurrent confirm with the same token used it first.
             metrics::counter!("verifications_total", "outcome" => "invalid_token").increment(1);
             return Err(Status::failed_precondition(INVALID_TOKEN));
@@ -81,9 +103,9 @@ impl EmailVerificationService for Verifications {
         Ok(Response::new(ConfirmEmailResponse { user_id: user_id.to_string(), verified_at: Some(timestamp) }))
     }
 
-    /// Queues a new verification mail for a pending account, superseding the earlier ones, within the
-    /// per-address limit. Unknown and verified addresses, and requests over the limit, change nothing; the
-    /// answer is the same for all.
+    /// Queues a new verification mail for the newest attempt of a pending account, within the address's mail
+    /// budget. Unknown and verified addresses, and requests over the budget, change nothing; the answer is the
+    /// same for all.
     #[tracing::instrument(skip_all)]
     async fn resend_verification(
         &self,
@@ -94,30 +116,41 @@ impl EmailVerificationService for Verifications {
             return Err(Status::invalid_argument("email must be a normalised email address"));
         }
         let mut tx = self.pool.begin().await.map_err(database_status)?;
-        // The allowance is counted for every address, known or not, so the work (and the time it takes) does not
-        // depend on whether an account exists, and probing is limited too.
-        let (limit, window) = (self.policy.resend_limit, self.policy.resend_window);
-        let allowed = store::within_limit(&mut tx, &email, "resend", limit, window).await.map_err(database_status)?;
-        let account = store::pending_account(&mut tx, &email).await.map_err(database_status)?;
-        let outcome = match (account, allowed) {
-            (None, _) => "no_pending_account",
-            (Some(account), false) => {
-                tracing::info!(user_id = %account.user_id, "resend over the per-address limit; ignored");
-                "rate_limited"
-            }
-            (Some(account), true) => {
-                let mail_id = Uuid::now_v7();
-                let (name, locale) = (&account.display_name, &account.locale);
-                store::queue(&mut tx, mail_id, Kind::Verification, account.user_id, &email, name, locale)
-                    .await
-                    .map_err(database_status)?;
-                store::supersede(&mut tx, account.user_id, mail_id).await.map_err(database_status)?;
-                tracing::info!(user_id = %account.user_id, %mail_id, "verification mail queued again");
-                "queued"
-            }
-        };
+        let queued = store::resend(&mut tx, &email, self.policy.budget).await.map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
-        metrics::counter!("verification_resends_total", "outcome" => outcome).increment(1);
+        metrics::counter!("verification_resends_total", "outcome" => queued.label()).increment(1);
+        if queued == store::Queued::OverBudget {
+            metrics::counter!("mail_over_budget_total", "kind" => "resend").increment(1);
+        }
         Ok(Response::new(ResendVerificationResponse {}))
     }
+}
+
+impl Verifications {
+    async fn mark_in_user_metadata(
+        &self,
+        user_id: Uuid,
+        signup_id: Uuid,
+        verified_at: prost_types::Timestamp,
+    ) -> Result<(), Status> {
+        let request = MarkEmailVerifiedRequest {
+            user_id: user_id.to_string(),
+            verified_at: Some(verified_at),
+            signup_id: signup_id.to_string(),
+        };
+        let Err(status) = self.users.clone().mark_email_verified(request).await else { return Ok(()) };
+        tracing::warn!(code = ?status.code(), message = status.message(), "user-metadata did not mark the account");
+        Err(match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Unknown => {
+                Status::unavailable("user-metadata is unavailable; retry")
+            }
+            // The account is gone (archived), or another attempt verified it: the link is dead.
+            Code::NotFound | Code::FailedPrecondition => Status::failed_precondition(INVALID_TOKEN),
+            _ => Status::internal("marking the account verified failed"),
+        })
+    }
+}
+
+fn token(presented: &str) -> Result<Token, Status> {
+    Token::parse(presented).ok_or_else(|| Status::failed_precondition(INVALID_TOKEN))
 }

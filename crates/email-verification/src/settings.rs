@@ -45,9 +45,12 @@ pub struct Upstream {
 /// Where and how mail goes out.
 #[derive(Clone)]
 pub struct MailSettings {
-    /// `SMTP_URL` (`smtp://`, `smtps://`, with `?tls=required` and credentials as lettre reads them). Unset: mail
-    /// is written to files under `MAIL_DIR` instead, for local development.
+    /// `SMTP_URL` (`smtp://`, `smtps://`, with `?tls=required` and credentials as lettre reads them). Required to
+    /// send mail unless `MAIL_TRANSPORT=file`.
     pub smtp_url: Option<SecretString>,
+    /// `MAIL_TRANSPORT`: `smtp` (the default) or `file`, which writes mail to files under `MAIL_DIR` instead (local
+    /// development only: live links end up on disk and in the log). Never chosen by the absence of `SMTP_URL`.
+    pub transport: TransportKind,
     /// `MAIL_DIR`: where mail goes without `SMTP_URL`, `.mail` by default.
     pub mail_dir: PathBuf,
     /// `MAIL_FROM`: the sender, `Signup <no-reply@signup.localhost>` by default. Its domain also names the
@@ -67,12 +70,53 @@ pub struct MailSettings {
     pub max_attempts: i32,
     /// `MAIL_POLL_INTERVAL_MS` (1000): how often the queue is checked for due retries.
     pub poll_interval: Duration,
+    /// `MAIL_GLOBAL_PER_MINUTE` (600): delivery attempts, to all addresses together, per minute; beyond, mail
+    /// waits (nothing is lost), so an abuse wave cannot burn the sending domain's reputation.
+    pub global_per_minute: i64,
+}
+
+/// How mail leaves the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Over SMTP to `SMTP_URL`.
+    Smtp,
+    /// To `.eml` files under `MAIL_DIR`.
+    File,
+}
+
+impl TransportKind {
+    fn parse(value: Option<&str>) -> Result<Self, SettingsError> {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None | Some("smtp") => Ok(Self::Smtp),
+            Some("file") => Ok(Self::File),
+            Some(_) => Err(SettingsError::invalid("MAIL_TRANSPORT", "must be smtp or file")),
+        }
+    }
+}
+
+impl MailSettings {
+    /// The SMTP URL when mail goes over SMTP, `None` when it goes to files; an error names the variable when the
+    /// two settings disagree, so a deployment that forgot `SMTP_URL` does not start writing live links to disk.
+    pub fn smtp(&self) -> Result<Option<&SecretString>, SettingsError> {
+        match (self.transport, &self.smtp_url) {
+            (TransportKind::Smtp, Some(url)) => Ok(Some(url)),
+            (TransportKind::File, None) => Ok(None),
+            (TransportKind::Smtp, None) => Err(SettingsError::invalid(
+                "SMTP_URL",
+                "is required (or set MAIL_TRANSPORT=file to write mail to MAIL_DIR, for local development only)",
+            )),
+            (TransportKind::File, Some(_)) => {
+                Err(SettingsError::invalid("MAIL_TRANSPORT", "is file, but SMTP_URL is set: choose one"))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for MailSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailSettings")
             .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("transport", &self.transport)
             .field("mail_dir", &self.mail_dir)
             .field("from", &self.from)
             .field("public_base_url", &self.public_base_url)
@@ -85,13 +129,23 @@ impl std::fmt::Debug for MailSettings {
 pub struct Policy {
     /// `VERIFICATION_TOKEN_TTL_SECS` (86400): how long a verification link works.
     pub token_ttl: Duration,
+    /// `CONFIRM_ATTEMPTS_PER_TOKEN` (5): confirms with a wrong password a link survives; then it is dead.
+    pub confirm_attempts: i32,
     /// `EXISTING_ACCOUNT_NOTICE_INTERVAL_SECS` (86400): at most one "you already have an account" notice per
     /// address in this interval.
     pub notice_interval: Duration,
-    /// `RESEND_LIMIT` (3): resends per address per window; more are silently ignored.
-    pub resend_limit: i32,
-    /// `RESEND_WINDOW_SECS` (3600).
-    pub resend_window: Duration,
+    /// The per-address mail budget every mail counts against, whatever caused it.
+    pub budget: MailBudget,
+}
+
+/// At most `per_hour` mails to one address in any hour and `per_day` in any day: `MAIL_BUDGET_PER_HOUR` (3) and
+/// `MAIL_BUDGET_PER_DAY` (10). Mail beyond is not sent, and nothing in any answer says so.
+#[derive(Debug, Clone, Copy)]
+pub struct MailBudget {
+    /// Mails per address per hour.
+    pub per_hour: i64,
+    /// Mails per address per day.
+    pub per_day: i64,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +155,8 @@ struct RawSettings {
     #[serde(default = "default_deadline_ms")]
     grpc_deadline_ms: u64,
     smtp_url: Option<SecretString>,
+    #[serde(default)]
+    mail_transport: Option<String>,
     #[serde(default = "default_mail_dir")]
     mail_dir: PathBuf,
     #[serde(default = "default_mail_from")]
@@ -123,10 +179,14 @@ struct RawSettings {
     verification_token_ttl_secs: u64,
     #[serde(default = "default_day_secs")]
     existing_account_notice_interval_secs: u64,
-    #[serde(default = "default_resend_limit")]
-    resend_limit: i32,
-    #[serde(default = "default_resend_window_secs")]
-    resend_window_secs: u64,
+    #[serde(default = "default_confirm_attempts")]
+    confirm_attempts_per_token: i32,
+    #[serde(default = "default_budget_per_hour")]
+    mail_budget_per_hour: i64,
+    #[serde(default = "default_budget_per_day")]
+    mail_budget_per_day: i64,
+    #[serde(default = "default_global_per_minute")]
+    mail_global_per_minute: i64,
 }
 
 fn default_user_metadata_url() -> String {
@@ -165,11 +225,17 @@ fn default_poll_interval_ms() -> u64 {
 fn default_day_secs() -> u64 {
     24 * 60 * 60
 }
-fn default_resend_limit() -> i32 {
+fn default_confirm_attempts() -> i32 {
+    5
+}
+fn default_budget_per_hour() -> i64 {
     3
 }
-fn default_resend_window_secs() -> u64 {
-    60 * 60
+fn default_budget_per_day() -> i64 {
+    10
+}
+fn default_global_per_minute() -> i64 {
+    600
 }
 
 impl RawSettings {
@@ -182,6 +248,7 @@ impl RawSettings {
         positive("GRPC_DEADLINE_MS", self.grpc_deadline_ms)?;
         // An empty SMTP_URL (as `SMTP_URL=` in an env file) means unset.
         let smtp_url = self.smtp_url.filter(|url| !url.expose_secret().trim().is_empty());
+        let transport = TransportKind::parse(self.mail_transport.as_deref())?;
         if let Some(url) = &smtp_url {
             // Parsing does no I/O; the error never echoes the URL, which may hold credentials.
             AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret()).map_err(|_| {
@@ -209,17 +276,24 @@ impl RawSettings {
         positive("MAIL_RETRY_MAX_SECS", self.mail_retry_max_secs)?;
         positive("MAIL_POLL_INTERVAL_MS", self.mail_poll_interval_ms)?;
         positive("VERIFICATION_TOKEN_TTL_SECS", self.verification_token_ttl_secs)?;
-        positive("RESEND_WINDOW_SECS", self.resend_window_secs)?;
         positive("EXISTING_ACCOUNT_NOTICE_INTERVAL_SECS", self.existing_account_notice_interval_secs)?;
         if self.mail_max_attempts < 1 {
             return Err(SettingsError::invalid("MAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
-        if self.resend_limit < 0 {
-            return Err(SettingsError::invalid("RESEND_LIMIT", "must not be negative"));
+        if self.confirm_attempts_per_token < 1 {
+            return Err(SettingsError::invalid("CONFIRM_ATTEMPTS_PER_TOKEN", "must be at least 1"));
         }
+        if self.mail_budget_per_hour < 1 || self.mail_budget_per_day < self.mail_budget_per_hour {
+            return Err(SettingsError::invalid(
+                "MAIL_BUDGET_PER_DAY",
+                "MAIL_BUDGET_PER_HOUR must be at least 1 and MAIL_BUDGET_PER_DAY at least MAIL_BUDGET_PER_HOUR",
+            ));
+        }
+        positive("MAIL_GLOBAL_PER_MINUTE", u64::try_from(self.mail_global_per_minute).unwrap_or(0))?;
         let upstream = Upstream { url: self.user_metadata_url, deadline: Duration::from_millis(self.grpc_deadline_ms) };
         let mail = MailSettings {
             smtp_url,
+            transport,
             mail_dir: self.mail_dir,
             from,
             public_base_url: base,
@@ -229,12 +303,13 @@ impl RawSettings {
             retry_max: Duration::from_secs(self.mail_retry_max_secs),
             max_attempts: self.mail_max_attempts,
             poll_interval: Duration::from_millis(self.mail_poll_interval_ms),
+            global_per_minute: self.mail_global_per_minute,
         };
         let policy = Policy {
             token_ttl: Duration::from_secs(self.verification_token_ttl_secs),
+            confirm_attempts: self.confirm_attempts_per_token,
             notice_interval: Duration::from_secs(self.existing_account_notice_interval_secs),
-            resend_limit: self.resend_limit,
-            resend_window: Duration::from_secs(self.resend_window_secs),
+            budget: MailBudget { per_hour: self.mail_budget_per_hour, per_day: self.mail_budget_per_day },
         };
         Ok((upstream, mail, policy))
     }

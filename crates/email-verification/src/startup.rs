@@ -29,17 +29,19 @@ pub struct App {
 }
 
 impl App {
-    /// Does all I/O setup: loads the templates, prepares the mail transport, connects to the database, checks
-    /// its schema, starts connecting to the broker, binds the listeners (port 0 allowed).
+    /// Does all I/O setup: loads the templates, connects to the database, checks its schema, prepares the mail
+    /// transport, starts connecting to the broker, binds the listeners (port 0 allowed).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if settings.database.migrate_on_start {
             platform::events::declare_subscription(&settings.amqp, &settings.subscription).await?;
         }
         let templates = Templates::load()?;
-        let transport = Transport::from_settings(&settings.mail)?;
+        // Where mail goes is checked before anything else, so a deployment that forgot SMTP_URL stops at once.
+        settings.mail.smtp()?;
         let backing =
             Backing::attach(&settings.database, crate::migrator(), Some((&settings.amqp, "email-verification")))
                 .await?;
+        let transport = Transport::from_settings(&settings.mail)?;
         let consumer = ConsumerStatus::default();
         let readiness = backing.readiness().inform("consumer", consumer.readiness_check()).build();
         let server = GrpcServer::bind(&settings.server, readiness).await?;

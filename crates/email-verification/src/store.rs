@@ -5,123 +5,183 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest as _, Sha256};
+use platform::token::Token;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::mail::Kind;
+use crate::{mail::Kind, settings::MailBudget};
 
 /// The channel that wakes the sender when mail is queued.
 pub(crate) const MAIL_CHANNEL: &str = "mail_queue";
 
-/// A verification token as it travels in the link: 256 random bits, base64url without padding (43 characters).
-/// Never stored: the database holds only [`Token::hash`].
-pub(crate) struct Token(String);
+/// What became of a mail someone asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// It is in the queue.
+    Yes,
+    /// The address's mail budget is spent: not queued, and nobody is told.
+    OverBudget,
+    /// Nothing to send: the account is verified, deleted, unknown, or the notice interval has not passed.
+    NotNeeded,
+}
 
-impl Token {
-    /// A fresh token from the operating system's CSPRNG (through the thread-local generator it seeds).
-    pub(crate) fn generate() -> Self {
-        use base64::Engine as _;
-        let bytes: [u8; 32] = rand::random();
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    /// A token as presented by a client, if it has the shape of one (no database lookup for anything else).
-    pub(crate) fn parse(presented: &str) -> Option<Self> {
-        let shaped =
-            presented.len() == 43 && presented.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        shaped.then(|| Self(presented.to_owned()))
-    }
-
-    /// What the database stores and looks up.
-    pub(crate) fn hash(&self) -> Vec<u8> {
-        Sha256::digest(self.0.as_bytes()).to_vec()
-    }
-
-    /// The token itself, for the link in the mail.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
+impl Queued {
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Yes => "queued",
+            Self::OverBudget => "over_budget",
+            Self::NotNeeded => "not_needed",
+        }
     }
 }
 
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token([redacted])")
-    }
-}
-
-/// An account as UserSignedUp describes it.
+/// A signup attempt as UserSignedUp describes it.
 #[derive(Debug)]
 pub(crate) struct SignedUp<'a> {
     pub(crate) user_id: Uuid,
     pub(crate) signup_id: Uuid,
     pub(crate) email: &'a str,
-    pub(crate) display_name: &'a str,
     pub(crate) locale: &'a str,
 }
 
-/// Applies a UserSignedUp: records the account and, if this signup is the account's newest and the account is
-/// not verified, queues the verification mail `mail_id` and makes it the only one whose tokens work. Returns
-/// whether a mail was queued.
-pub(crate) async fn signed_up(conn: &mut PgConnection, mail_id: Uuid, account: &SignedUp<'_>) -> sqlx::Result<bool> {
-    let deleted: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
-        .bind(account.user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    if deleted {
-        return Ok(false);
+/// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, queues
+/// the attempt's verification mail `mail_id` within the address's budget. Earlier attempts' links keep working.
+pub(crate) async fn signed_up(
+    conn: &mut PgConnection,
+    mail_id: Uuid,
+    attempt: &SignedUp<'_>,
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    if is_deleted(conn, attempt.user_id).await? {
+        return Ok(Queued::NotNeeded);
     }
-    let current: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO accounts (user_id, email, display_name, locale, signup_id, current_mail_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, locale = excluded.locale, \
-           signup_id = excluded.signup_id, current_mail_id = excluded.current_mail_id, updated_at = now() \
-         WHERE accounts.signup_id < excluded.signup_id AND accounts.verified_at IS NULL \
-         RETURNING user_id",
+    let pending: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) VALUES ($1, $2, '', $3, $4) \
+         ON CONFLICT (user_id) DO UPDATE SET \
+           locale = CASE WHEN accounts.signup_id < excluded.signup_id THEN excluded.locale ELSE accounts.locale END, \
+           signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
+         RETURNING verified_at IS NULL",
     )
-    .bind(account.user_id)
-    .bind(account.email)
-    .bind(account.display_name)
-    .bind(account.locale)
-    .bind(account.signup_id)
-    .bind(mail_id)
+    .bind(attempt.user_id)
+    .bind(attempt.email)
+    .bind(attempt.locale)
+    .bind(attempt.signup_id)
     .fetch_optional(&mut *conn)
     .await?;
-    if current.is_none() {
-        return Ok(false);
+    if pending != Some(true) {
+        return Ok(Queued::NotNeeded);
     }
-    queue(conn, mail_id, Kind::Verification, account.user_id, account.email, account.display_name, account.locale)
+    let mail = NewMail {
+        id: mail_id,
+        kind: Kind::Verification,
+        user_id: attempt.user_id,
+        recipient: attempt.email,
+        locale: attempt.locale,
+        signup_id: Some(attempt.signup_id),
+    };
+    queue_within_budget(conn, &mail, budget).await
+}
+
+/// Applies a SignupAttemptedForExistingAccount: queues the notice `mail_id`, at most one per address per
+/// `interval`, within the address's budget.
+pub(crate) async fn existing_account(
+    conn: &mut PgConnection,
+    mail: &NewMail<'_>,
+    interval: Duration,
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    if !within_limit(conn, mail.recipient, mail.kind.as_str(), 1, interval).await? {
+        return Ok(Queued::NotNeeded);
+    }
+    queue_within_budget(conn, mail, budget).await
+}
+
+/// A resend: a new verification mail for the newest attempt of the pending account with `email`, within the
+/// address's budget. The budget is checked (and its lock taken) for every address, known or not, so the work does
+/// not depend on whether an account exists.
+pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBudget) -> sqlx::Result<Queued> {
+    let within = lock_budget(conn, email, budget).await?;
+    let account: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT user_id, signup_id, locale FROM accounts WHERE email = $1 AND verified_at IS NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((user_id, signup_id, locale)) = account else { return Ok(Queued::NotNeeded) };
+    if !within {
+        return Ok(Queued::OverBudget);
+    }
+    let mail = NewMail {
+        id: Uuid::now_v7(),
+        kind: Kind::Verification,
+        user_id,
+        recipient: email,
+        locale: &locale,
+        signup_id: Some(signup_id),
+    };
+    insert_mail(conn, &mail).await?;
+    Ok(Queued::Yes)
+}
+
+/// A mail to queue.
+#[derive(Debug)]
+pub(crate) struct NewMail<'a> {
+    /// For a mail an event caused, the event's id, so a redelivery can never queue a second one.
+    pub(crate) id: Uuid,
+    pub(crate) kind: Kind,
+    pub(crate) user_id: Uuid,
+    pub(crate) recipient: &'a str,
+    pub(crate) locale: &'a str,
+    /// For a verification mail: the attempt its links belong to.
+    pub(crate) signup_id: Option<Uuid>,
+}
+
+async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget: MailBudget) -> sqlx::Result<Queued> {
+    if !lock_budget(conn, mail.recipient, budget).await? {
+        return Ok(Queued::OverBudget);
+    }
+    insert_mail(conn, mail).await?;
+    Ok(Queued::Yes)
+}
+
+/// Whether one more mail to `recipient` stays within its budget, counted over the mail queued to it in the last
+/// hour and day. Holds a lock on the address until the transaction ends, so concurrent callers (across replicas)
+/// count one after the other and the budget holds exactly.
+async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudget) -> sqlx::Result<bool> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mail budget ' || $1, 0))")
+        .bind(recipient)
+        .execute(&mut *conn)
         .await?;
-    Ok(true)
+    let (hour, day): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour'), count(*) FROM mails \
+         WHERE recipient = $1 AND created_at > now() - interval '1 day'",
+    )
+    .bind(recipient)
+    .fetch_one(conn)
+    .await?;
+    Ok(hour < budget.per_hour && day < budget.per_day)
 }
 
 /// Queues a mail and wakes the sender (at commit).
-pub(crate) async fn queue(
-    conn: &mut PgConnection,
-    mail_id: Uuid,
-    kind: Kind,
-    user_id: Uuid,
-    recipient: &str,
-    display_name: &str,
-    locale: &str,
-) -> sqlx::Result<()> {
+async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO mails (id, kind, user_id, recipient, display_name, locale) VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(mail_id)
-    .bind(kind.as_str())
-    .bind(user_id)
-    .bind(recipient)
-    .bind(display_name)
-    .bind(locale)
+    .bind(mail.id)
+    .bind(mail.kind.as_str())
+    .bind(mail.user_id)
+    .bind(mail.recipient)
+    .bind(mail.locale)
+    .bind(mail.signup_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(MAIL_CHANNEL).execute(&mut *conn).await?;
-    Ok(())
+    sqlx::query("SELECT pg_notify($1, '')").bind(MAIL_CHANNEL).execute(conn).await.map(drop)
 }
 
-/// Counts one more mail of `kind` to `recipient` in a fixed window; returns whether it stays within `limit`.
+/// Counts one more event of `kind` for `recipient` in a fixed window; returns whether it stays within `limit`.
 /// Concurrent callers serialise on the counter's row, so the limit holds across replicas.
 pub(crate) async fn within_limit(
     conn: &mut PgConnection,
@@ -147,62 +207,69 @@ pub(crate) async fn within_limit(
     Ok(count <= limit)
 }
 
-/// The pending account with this email, locked for the resend that follows.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct PendingAccount {
-    pub(crate) user_id: Uuid,
-    pub(crate) display_name: String,
-    pub(crate) locale: String,
+/// The condition under which a token may confirm its account: known, unused, unexpired, and the account not
+/// verified yet. `t` is the token, `a` its account.
+const LIVE_TOKEN: &str = "t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND a.verified_at IS NULL";
+
+/// Starts a confirm with `token`: counts the attempt if the token is live and has attempts left, and returns the
+/// account and attempt it belongs to. One statement, so concurrent confirms cannot exceed `max_attempts`.
+pub(crate) async fn begin_confirmation(
+    pool: &PgPool,
+    token: &Token,
+    max_attempts: i32,
+) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    let query = format!(
+        "UPDATE tokens t SET confirm_attempts = t.confirm_attempts + 1 FROM accounts a, mails m \
+         WHERE a.user_id = t.user_id AND m.id = t.mail_id AND m.signup_id IS NOT NULL AND {LIVE_TOKEN} \
+           AND t.confirm_attempts < $2 \
+         RETURNING t.user_id, m.signup_id"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(query)).bind(token.hash()).bind(max_attempts).fetch_optional(pool).await
 }
 
-/// The unverified account registered under `email`, if any, locked until the transaction ends.
-pub(crate) async fn pending_account(conn: &mut PgConnection, email: &str) -> sqlx::Result<Option<PendingAccount>> {
-    sqlx::query_as(
-        "SELECT user_id, display_name, locale FROM accounts WHERE email = $1 AND verified_at IS NULL \
-         ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
+/// Gives back an attempt [`begin_confirmation`] counted when no verdict on the password was reached.
+pub(crate) async fn release_confirmation(pool: &PgPool, token: &Token) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tokens SET confirm_attempts = confirm_attempts - 1 \
+         WHERE token_hash = $1 AND used_at IS NULL AND confirm_attempts > 0",
     )
-    .bind(email)
-    .fetch_optional(conn)
+    .bind(token.hash())
+    .execute(pool)
     .await
+    .map(drop)
 }
 
-/// Makes `mail_id` the account's only verification mail whose tokens work.
-pub(crate) async fn supersede(conn: &mut PgConnection, user_id: Uuid, mail_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE accounts SET current_mail_id = $2, updated_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .bind(mail_id)
-        .execute(conn)
-        .await
-        .map(drop)
+/// The account `token` would confirm through attempt `signup_id`, if it still may. Takes no lock: [`consume`]
+/// checks again.
+pub(crate) async fn valid_token(pool: &PgPool, token: &Token, signup_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    let query = format!(
+        "SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id JOIN mails m ON m.id = t.mail_id \
+         WHERE {LIVE_TOKEN} AND m.signup_id = $2"
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(token.hash()).bind(signup_id).fetch_optional(pool).await
 }
 
-/// The condition under which a token confirms its account: known, unused, unexpired, from the account's current
-/// mail, and the account not verified yet.
-const VALID_TOKEN: &str = "t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() \
-                           AND a.current_mail_id = t.mail_id AND a.verified_at IS NULL";
-
-/// The account a token would confirm, if it is valid now. Takes no lock: [`consume`] checks again.
-pub(crate) async fn valid_token(pool: &PgPool, token: &Token) -> sqlx::Result<Option<Uuid>> {
-    let query = format!("SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id WHERE {VALID_TOKEN}");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(token.hash()).fetch_optional(pool).await
-}
-
-/// Uses the token and marks the account verified, in one transaction, if the token is still valid under the row
-/// locks; returns whether it was (a concurrent confirm waits on the lock and then finds it used).
+/// Uses the token and marks the account verified through `signup_id`, in one transaction, if the token is still
+/// unused under the row lock; returns whether it was (a concurrent confirm waits on the lock, then finds it used).
 pub(crate) async fn consume(
     pool: &PgPool,
     token: &Token,
     user_id: Uuid,
+    signup_id: Uuid,
     verified_at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     // The account may already show as verified: the EmailVerified that user-metadata just broadcast can arrive
     // before this transaction. The token itself must still be unused.
-    let query = "SELECT t.user_id FROM tokens t JOIN accounts a ON a.user_id = t.user_id \
-                 WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() \
-                   AND a.current_mail_id = t.mail_id \
-                 FOR UPDATE OF t, a";
-    let locked: Option<Uuid> = sqlx::query_scalar(query).bind(token.hash()).fetch_optional(&mut *tx).await?;
+    let locked: Option<Uuid> = sqlx::query_scalar(
+        "SELECT t.user_id FROM tokens t JOIN mails m ON m.id = t.mail_id \
+         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND m.signup_id = $2 \
+         FOR UPDATE OF t",
+    )
+    .bind(token.hash())
+    .bind(signup_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     if locked != Some(user_id) {
         return Ok(false);
     }
@@ -211,19 +278,29 @@ pub(crate) async fn consume(
         .bind(verified_at)
         .execute(&mut *tx)
         .await?;
-    mark_verified(&mut tx, user_id, verified_at).await?;
+    mark_verified(&mut tx, user_id, verified_at, Some(signup_id)).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// Marks the account verified, which ends all of its tokens. Idempotent.
-pub(crate) async fn mark_verified(conn: &mut PgConnection, user_id: Uuid, at: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query("UPDATE accounts SET verified_at = $2, updated_at = now() WHERE user_id = $1 AND verified_at IS NULL")
-        .bind(user_id)
-        .bind(at)
-        .execute(conn)
-        .await
-        .map(drop)
+/// Marks the account verified (through `signup_id`, when known), which ends all of its tokens. Idempotent.
+pub(crate) async fn mark_verified(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    at: DateTime<Utc>,
+    signup_id: Option<Uuid>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE accounts SET verified_at = coalesce(verified_at, $2), \
+           verified_signup_id = coalesce(verified_signup_id, $3), updated_at = now() \
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(at)
+    .bind(signup_id)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
@@ -237,6 +314,13 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx:
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
+async fn is_deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
+}
+
 /// A mail claimed for one delivery attempt.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct Claimed {
@@ -244,39 +328,57 @@ pub(crate) struct Claimed {
     pub(crate) kind: String,
     pub(crate) user_id: Uuid,
     pub(crate) recipient: String,
-    pub(crate) display_name: String,
     pub(crate) locale: String,
     pub(crate) attempts: i32,
 }
 
-/// Claims up to `limit` due mails for one attempt each. A claim is a lease: the row is not due again until
-/// `lease` has passed, so a sender that crashes mid-attempt delays the mail but never loses it, and replicas
-/// never attempt the same mail at the same time.
-pub(crate) async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> sqlx::Result<Vec<Claimed>> {
+/// Claims up to `limit` due mails for one attempt each, and no more than the global budget leaves of the last
+/// minute's `per_minute` attempts. A claim is a lease: the row is not due again until `lease` has passed, so a
+/// sender that crashes mid-attempt delays the mail but never loses it, and replicas never attempt the same mail at
+/// the same time. (Replicas claiming at the same instant may each use what is left of the budget.)
+pub(crate) async fn claim_due(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+    per_minute: i64,
+) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as(
-        "UPDATE mails SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
+        "WITH budget AS ( \
+           SELECT greatest($3 - count(*), 0) AS remaining FROM mails WHERE last_attempt_at > now() - interval '1 minute') \
+         UPDATE mails SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2), \
+           last_attempt_at = now() \
          WHERE id IN (SELECT id FROM mails WHERE status = 'pending' AND next_attempt_at <= now() \
-                      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, user_id, recipient, display_name, locale, attempts",
+                      ORDER BY next_attempt_at LIMIT least($1, (SELECT remaining FROM budget)) FOR UPDATE SKIP LOCKED) \
+         RETURNING id, kind, user_id, recipient, locale, attempts",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
+    .bind(per_minute)
     .fetch_all(pool)
     .await
 }
 
-/// Before a verification mail goes out: if it is still the account's current one and the account is not
-/// verified, stores the hash of a new token for it and returns the token; otherwise marks the mail superseded.
-pub(crate) async fn issue_token(pool: &PgPool, mail: &Claimed, ttl: Duration) -> sqlx::Result<Option<Token>> {
-    let mut tx = pool.begin().await?;
-    let current: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT user_id FROM accounts WHERE user_id = $1 AND current_mail_id = $2 AND verified_at IS NULL FOR SHARE",
+/// Whether mail is due that the global budget holds back now (for the metric and the log line when it bites).
+pub(crate) async fn held_back(pool: &PgPool, per_minute: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM mails WHERE last_attempt_at > now() - interval '1 minute') >= $1 \
+            AND EXISTS (SELECT 1 FROM mails WHERE status = 'pending' AND next_attempt_at <= now())",
     )
-    .bind(mail.user_id)
-    .bind(mail.id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if current.is_none() {
+    .bind(per_minute)
+    .fetch_one(pool)
+    .await
+}
+
+/// Before a verification mail goes out: if its account is still unverified (and not deleted), stores the hash of
+/// a new token for it and returns the token; otherwise marks the mail superseded.
+pub(crate) async fn issue_token(pool: &PgPool, mail: &Claimed, ttl: Duration) -> anyhow::Result<Option<Token>> {
+    let mut tx = pool.begin().await?;
+    let pending: Option<(Uuid,)> =
+        sqlx::query_as("SELECT user_id FROM accounts WHERE user_id = $1 AND verified_at IS NULL FOR SHARE")
+            .bind(mail.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if pending.is_none() {
         sqlx::query("UPDATE mails SET status = 'superseded' WHERE id = $1 AND status = 'pending'")
             .bind(mail.id)
             .execute(&mut *tx)
@@ -284,7 +386,7 @@ pub(crate) async fn issue_token(pool: &PgPool, mail: &Claimed, ttl: Duration) ->
         tx.commit().await?;
         return Ok(None);
     }
-    let token = Token::generate();
+    let token = Token::generate()?;
     sqlx::query(
         "INSERT INTO tokens (token_hash, mail_id, user_id, expires_at) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
@@ -340,21 +442,4 @@ pub(crate) async fn queue_lag(pool: &PgPool) -> sqlx::Result<(i64, Option<f64>)>
     )
     .fetch_one(pool)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_carry_256_bits_and_only_their_shape_is_accepted() {
-        let token = Token::generate();
-        assert_eq!(token.expose().len(), 43);
-        assert!(Token::parse(token.expose()).is_some());
-        assert_ne!(Token::generate().expose(), token.expose());
-        assert_eq!(token.hash().len(), 32);
-        assert!(Token::parse("short").is_none());
-        assert!(Token::parse(&format!("{}=", &token.expose()[..42])).is_none());
-        assert_eq!(format!("{token:?}"), "Token([redacted])");
-    }
 }

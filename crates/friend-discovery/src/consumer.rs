@@ -1,7 +1,7 @@
 //! The signup events friend-discovery acts on. Each is applied at most once: its id is recorded in the same
-//! transaction as its effect, and the message is acked only after that commits. The effects commute: a
-//! verification that overtakes its signup, or an older signup that arrives after a newer one, ends in the same
-//! state as the events in order.
+//! transaction as its effect, and the message is acked only after that commits. The effects commute: attempts wait
+//! until one of them is verified, a verification that overtakes its attempt is filled in when the attempt arrives,
+//! and a later discoverability decision wins over an earlier one, so the graph is the same whatever the order.
 
 use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
 use proto::Event;
@@ -25,7 +25,8 @@ impl EventHandler {
 
 impl Handler for EventHandler {
     fn acts_on(&self, kind: &str) -> bool {
-        [Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::USER_DELETED].contains(&kind)
+        [Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::DISCOVERABILITY_CHANGED, Event::USER_DELETED]
+            .contains(&kind)
     }
 
     async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
@@ -38,7 +39,7 @@ impl Handler for EventHandler {
                 if event.email_hash.len() != 32 || event.contact_hashes.iter().any(|h| h.len() != 32) {
                     return Err(HandleError::Poison(anyhow::anyhow!("a hash is not 32 bytes")));
                 }
-                let member = SignedUp {
+                let attempt = SignedUp {
                     user_id: uuid("user_id", &event.user_id)?,
                     signup_id: uuid("signup_id", &event.signup_id)?,
                     email_hash: &event.email_hash,
@@ -46,14 +47,21 @@ impl Handler for EventHandler {
                     discoverable: event.discoverable,
                     contact_hashes: &event.contact_hashes,
                 };
-                let applied = store::signed_up(&mut tx, &member).await.map_err(transient)?;
-                tracing::info!(user_id = %member.user_id, applied, contacts = member.contact_hashes.len(), "signup");
+                let applied = store::signed_up(&mut tx, &attempt).await.map_err(transient)?;
+                let contacts = attempt.contact_hashes.len();
+                tracing::info!(user_id = %attempt.user_id, ?applied, contacts, "signup attempt");
             }
             Event::EmailVerified(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
+                let signup_id = event.signup_id.parse().ok();
                 let at = platform::time::from_proto(event.verified_at).unwrap_or(envelope.time);
-                store::verified(&mut tx, user_id, at).await.map_err(transient)?;
+                store::verified(&mut tx, user_id, signup_id, at).await.map_err(transient)?;
                 tracing::info!(%user_id, "verified: discoverable to others unless opted out");
+            }
+            Event::DiscoverabilityChanged(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                store::discoverability(&mut tx, user_id, event.discoverable, envelope.id).await.map_err(transient)?;
+                tracing::info!(%user_id, discoverable = event.discoverable, "discoverability changed");
             }
             Event::UserDeleted(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;

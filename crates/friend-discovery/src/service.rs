@@ -21,12 +21,13 @@ const MAX_LIMIT: u32 = 100;
 #[derive(Debug, Clone)]
 pub(crate) struct Suggestions {
     pool: PgPool,
+    per_day: i32,
 }
 
 impl Suggestions {
-    /// Handlers over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Handlers over `pool`, serving each asker at most `per_day` suggestions a day.
+    pub(crate) fn new(pool: PgPool, per_day: i32) -> Self {
+        Self { pool, per_day }
     }
 }
 
@@ -49,11 +50,21 @@ impl FriendDiscoveryService for Suggestions {
             "" => None,
             token => Some(decode(token).ok_or_else(|| Status::invalid_argument("page_token is not valid"))?),
         };
+        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let left = store::budget_left(&mut tx, user_id, self.per_day).await.map_err(database_status)?;
+        if left == 0 {
+            metrics::counter!("suggestion_budget_exhausted_total").increment(1);
+            return Err(Status::resource_exhausted("today's suggestions for this user are used up; retry tomorrow"));
+        }
+        let limit = limit.min(u32::try_from(left).unwrap_or(0));
         // One more than asked tells whether another page follows.
         let mut rows =
-            store::suggestions(&self.pool, user_id, after, i64::from(limit) + 1).await.map_err(database_status)?;
+            store::suggestions(&mut tx, user_id, after, i64::from(limit) + 1).await.map_err(database_status)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
+        let served = i32::try_from(rows.len()).unwrap_or(i32::MAX);
+        store::charge(&mut tx, user_id, served).await.map_err(database_status)?;
+        tx.commit().await.map_err(database_status)?;
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => encode(last.cursor()),
             _ => String::new(),
@@ -69,16 +80,15 @@ impl FriendDiscoveryService for Suggestions {
                     _ => SuggestionReason::HasYouInContacts,
                 }
                 .into(),
-                shared_contacts: u32::try_from(row.shared).unwrap_or(0),
             })
             .collect();
         Ok(Response::new(GetSuggestionsResponse { suggestions, next_page_token }))
     }
 }
 
-/// The cursor as an opaque token: base64url of `v1.<mutual>.<shared>.<user id>`.
+/// The cursor as an opaque token: base64url of `v2.<mutual>.<user id>`.
 fn encode(cursor: Cursor) -> String {
-    let plain = format!("v1.{}.{}.{}", u8::from(cursor.mutual), cursor.shared, cursor.user_id.simple());
+    let plain = format!("v2.{}.{}", u8::from(cursor.mutual), cursor.user_id.simple());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain)
 }
 
@@ -86,7 +96,7 @@ fn decode(token: &str) -> Option<Cursor> {
     let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
     let plain = String::from_utf8(plain).ok()?;
     let mut parts = plain.split('.');
-    if parts.next()? != "v1" {
+    if parts.next()? != "v2" {
         return None;
     }
     let mutual = match parts.next()? {
@@ -94,9 +104,8 @@ fn decode(token: &str) -> Option<Cursor> {
         "1" => true,
         _ => return None,
     };
-    let shared = parts.next()?.parse().ok().filter(|n: &i32| *n >= 0)?;
     let user_id = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some(Cursor { mutual, shared, user_id })
+    parts.next().is_none().then_some(Cursor { mutual, user_id })
 }
 
 #[cfg(test)]
@@ -105,10 +114,10 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
-        let cursor = Cursor { mutual: true, shared: 7, user_id: Uuid::now_v7() };
+        let cursor = Cursor { mutual: true, user_id: Uuid::now_v7() };
         assert_eq!(decode(&encode(cursor)), Some(cursor));
         assert_eq!(decode("not a token"), None);
-        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1.2.7.x");
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v2.2.x");
         assert_eq!(decode(&forged), None);
     }
 }

@@ -1,5 +1,7 @@
 //! The friend-discovery service's configuration, from environment variables only.
 
+use serde::Deserialize;
+
 use platform::{
     events::Subscription,
     settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
@@ -16,6 +18,9 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`: this service's subscription to the events.
     pub subscription: Subscription,
+    /// `SUGGESTIONS_PER_DAY` (500): suggestions one asker is served per day (UTC); beyond, the answer is
+    /// RESOURCE_EXHAUSTED. Bounds how fast anyone can learn who is a member.
+    pub suggestions_per_day: i32,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -31,8 +36,29 @@ impl Settings {
             database: DatabaseSettings::load("friend_discovery")?,
             subscription: amqp.subscription("friend-discovery")?,
             amqp,
+            suggestions_per_day: suggestions_per_day()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
     }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawSuggestions {
+    suggestions_per_day: i32,
+}
+
+impl Default for RawSuggestions {
+    fn default() -> Self {
+        Self { suggestions_per_day: 500 }
+    }
+}
+
+fn suggestions_per_day() -> Result<i32, SettingsError> {
+    let raw: RawSuggestions = platform::settings::load()?;
+    if raw.suggestions_per_day < 1 {
+        return Err(SettingsError::invalid("SUGGESTIONS_PER_DAY", "must be at least 1"));
+    }
+    Ok(raw.suggestions_per_day)
 }

@@ -46,7 +46,7 @@ impl App {
     /// in hand is finished and acked), then closes the broker connection and the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cancel = platform::shutdown::token_from(shutdown);
-        let routes = routes(&self.backing, &self.server)?;
+        let routes = routes(&self.backing, &self.server, self.settings.suggestions_per_day)?;
         let handler = EventHandler::new(self.backing.pool.clone());
         let consumer = self.backing.spawn_consumer(&self.settings.subscription, handler, &self.consumer, &cancel);
         let grace = self.settings.shutdown.grace_period();
@@ -59,8 +59,8 @@ impl App {
 }
 
 /// The one place the gRPC server's services are listed.
-fn routes(backing: &Backing, server: &GrpcServer) -> anyhow::Result<Routes> {
-    let service = FriendDiscoveryServiceServer::new(Suggestions::new(backing.pool.clone()));
+fn routes(backing: &Backing, server: &GrpcServer, suggestions_per_day: i32) -> anyhow::Result<Routes> {
+    let service = FriendDiscoveryServiceServer::new(Suggestions::new(backing.pool.clone(), suggestions_per_day));
     Ok(Routes::new(platform::grpc::health_service::<FriendDiscoveryServiceServer<Suggestions>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))

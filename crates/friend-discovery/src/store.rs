@@ -1,12 +1,12 @@
-//! The friend-discovery database: members and their contact edges, as keyed hashes only. Every change takes the
-//! transaction it belongs to, so the consumer commits it together with the event id. Each change is written so
-//! the end state does not depend on the order events arrive in.
+//! The friend-discovery database: members and their contact edges, as keyed hashes only, and the signup attempts
+//! of accounts not verified yet. Every change takes the transaction it belongs to, so the consumer commits it
+//! together with the event id; each is written so the end state does not depend on the order events arrive in.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-/// A member's profile and contacts, as a UserSignedUp carries them.
+/// A signup attempt's profile and contacts, as UserSignedUp carries them.
 #[derive(Debug)]
 pub(crate) struct SignedUp<'a> {
     pub(crate) user_id: Uuid,
@@ -17,69 +17,179 @@ pub(crate) struct SignedUp<'a> {
     pub(crate) contact_hashes: &'a [Vec<u8>],
 }
 
-/// Applies a signup: the member takes this signup's profile and contacts unless a newer signup of theirs was
-/// already applied, or they were deleted. Returns whether anything changed.
-pub(crate) async fn signed_up(conn: &mut PgConnection, member: &SignedUp<'_>) -> sqlx::Result<bool> {
-    lock_user(conn, member.user_id).await?;
-    if is_deleted(conn, member.user_id).await? {
-        return Ok(false);
-    }
-    let applied: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO members (user_id, email_hash, display_name, discoverable, signup_id) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (user_id) DO UPDATE SET email_hash = excluded.email_hash, \
-           display_name = excluded.display_name, discoverable = excluded.discoverable, \
-           signup_id = excluded.signup_id, updated_at = now() \
-         WHERE members.signup_id IS NULL OR members.signup_id < excluded.signup_id \
-         RETURNING user_id",
-    )
-    .bind(member.user_id)
-    .bind(member.email_hash)
-    .bind(member.display_name)
-    .bind(member.discoverable)
-    .bind(member.signup_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if applied.is_none() {
-        return Ok(false);
-    }
-    sqlx::query("DELETE FROM contacts WHERE owner_id = $1").bind(member.user_id).execute(&mut *conn).await?;
-    sqlx::query(
-        "INSERT INTO contacts (owner_id, contact_hash) SELECT $1, hash FROM unnest($2::bytea[]) AS hash \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(member.user_id)
-    .bind(member.contact_hashes)
-    .execute(conn)
-    .await?;
-    Ok(true)
+/// What applying an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Kept until the account is verified through one of its attempts.
+    Pending,
+    /// The verification overtook it: it is the member now.
+    Member,
+    /// Nothing: the user was deleted, or verified through another attempt.
+    Ignored,
 }
 
-/// Marks a member verified, creating the row if the signup has not arrived yet (it fills in the rest).
-pub(crate) async fn verified(conn: &mut PgConnection, user_id: Uuid, at: DateTime<Utc>) -> sqlx::Result<()> {
+/// Applies a signup attempt: it waits as pending until its account is verified, or, if the verification through
+/// this very attempt arrived first, it fills in the member.
+pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<Applied> {
+    lock_user(conn, attempt.user_id).await?;
+    if is_deleted(conn, attempt.user_id).await? {
+        return Ok(Applied::Ignored);
+    }
+    let verified_through: Option<Option<Uuid>> =
+        sqlx::query_scalar("SELECT signup_id FROM members WHERE user_id = $1 AND verified_at IS NOT NULL")
+            .bind(attempt.user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match verified_through {
+        Some(Some(signup_id)) if signup_id == attempt.signup_id => {
+            become_member(conn, attempt).await?;
+            Ok(Applied::Member)
+        }
+        Some(_) => Ok(Applied::Ignored),
+        None => {
+            sqlx::query(
+                "INSERT INTO pending_signups (signup_id, user_id, email_hash, display_name, discoverable, contact_hashes) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (signup_id) DO NOTHING",
+            )
+            .bind(attempt.signup_id)
+            .bind(attempt.user_id)
+            .bind(attempt.email_hash)
+            .bind(attempt.display_name)
+            .bind(attempt.discoverable)
+            .bind(attempt.contact_hashes)
+            .execute(conn)
+            .await?;
+            Ok(Applied::Pending)
+        }
+    }
+}
+
+/// Marks a member verified through attempt `signup_id`: that attempt's profile and contacts become the member's
+/// (if it has arrived; otherwise it fills them in when it does), and every other attempt is dropped. An event from
+/// before attempts were named (`signup_id` unknown) only marks the existing member verified.
+pub(crate) async fn verified(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    signup_id: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
     lock_user(conn, user_id).await?;
     if is_deleted(conn, user_id).await? {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO members (user_id, verified_at) VALUES ($1, $2) \
+        "INSERT INTO members (user_id, signup_id, verified_at) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET verified_at = coalesce(members.verified_at, excluded.verified_at), \
+           signup_id = CASE WHEN members.verified_at IS NULL THEN coalesce(excluded.signup_id, members.signup_id) \
+                            ELSE members.signup_id END, \
            updated_at = now()",
     )
     .bind(user_id)
+    .bind(signup_id)
     .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    let Some(signup_id) = signup_id else { return Ok(()) };
+    let attempt: Option<PendingSignup> = sqlx::query_as(
+        "SELECT user_id, signup_id, email_hash, display_name, discoverable, contact_hashes FROM pending_signups \
+         WHERE signup_id = $1 AND user_id = $2",
+    )
+    .bind(signup_id)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(attempt) = attempt {
+        become_member(conn, &attempt.as_signed_up()).await?;
+    }
+    sqlx::query("DELETE FROM pending_signups WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingSignup {
+    user_id: Uuid,
+    signup_id: Uuid,
+    email_hash: Vec<u8>,
+    display_name: String,
+    discoverable: bool,
+    contact_hashes: Vec<Vec<u8>>,
+}
+
+impl PendingSignup {
+    fn as_signed_up(&self) -> SignedUp<'_> {
+        SignedUp {
+            user_id: self.user_id,
+            signup_id: self.signup_id,
+            email_hash: &self.email_hash,
+            display_name: &self.display_name,
+            discoverable: self.discoverable,
+            contact_hashes: &self.contact_hashes,
+        }
+    }
+}
+
+/// The verified attempt's profile and contacts become the member's. Its `discoverable` counts only if no later
+/// decision (a DiscoverabilityChanged) was applied already.
+async fn become_member(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE members SET email_hash = $2, display_name = $3, signup_id = $5, updated_at = now(), \
+           discoverable = CASE WHEN discoverable_since IS NULL OR discoverable_since < $5 THEN $4 ELSE discoverable END, \
+           discoverable_since = greatest(discoverable_since, $5) \
+         WHERE user_id = $1",
+    )
+    .bind(attempt.user_id)
+    .bind(attempt.email_hash)
+    .bind(attempt.display_name)
+    .bind(attempt.discoverable)
+    .bind(attempt.signup_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM contacts WHERE owner_id = $1").bind(attempt.user_id).execute(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO contacts (owner_id, contact_hash) SELECT $1, hash FROM unnest($2::bytea[]) AS hash \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(attempt.user_id)
+    .bind(attempt.contact_hashes)
     .execute(conn)
     .await
     .map(drop)
 }
 
-/// Removes a member and their edges for good: later events about them change nothing.
+/// Applies a member's decision whether others may be suggested them, unless a later one was applied already
+/// (`decided` is the event's UUID v7 id).
+pub(crate) async fn discoverability(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    discoverable: bool,
+    decided: Uuid,
+) -> sqlx::Result<()> {
+    lock_user(conn, user_id).await?;
+    if is_deleted(conn, user_id).await? {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO members (user_id, discoverable, discoverable_since) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET discoverable = excluded.discoverable, \
+           discoverable_since = excluded.discoverable_since, updated_at = now() \
+         WHERE members.discoverable_since IS NULL OR members.discoverable_since < excluded.discoverable_since",
+    )
+    .bind(user_id)
+    .bind(discoverable)
+    .bind(decided)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Removes a member, their edges and their pending attempts for good: later events about them change nothing.
 pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
     lock_user(conn, user_id).await?;
     sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM pending_signups WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM suggestion_budget WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM members WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
@@ -100,12 +210,10 @@ async fn is_deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool
         .await
 }
 
-/// Where a page of suggestions starts: after this position in the order (mutual, shared, user id, all
-/// descending).
+/// Where a page of suggestions starts: after this position in the order (mutual, user id, both descending).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub(crate) mutual: bool,
-    pub(crate) shared: i32,
     pub(crate) user_id: Uuid,
 }
 
@@ -116,58 +224,76 @@ pub(crate) struct Suggestion {
     pub(crate) display_name: String,
     pub(crate) in_yours: bool,
     pub(crate) has_you: bool,
-    pub(crate) shared: i32,
 }
 
 impl Suggestion {
     /// This suggestion's position, for the next page's cursor.
     pub(crate) fn cursor(&self) -> Cursor {
-        Cursor { mutual: self.in_yours && self.has_you, shared: self.shared, user_id: self.user_id }
+        Cursor { mutual: self.in_yours && self.has_you, user_id: self.user_id }
     }
 }
 
 /// Up to `limit` suggestions for `user_id` after `after`: verified, discoverable members other than the user who
-/// are in the user's contacts or have the user in theirs; mutual first, then by contacts shared, then newest
-/// (user ids are UUID v7). Each candidate is found through an index, from at most the user's own contacts and
-/// the members who have the user's email hash, so the cost does not grow with the number of members. Someone in
-/// very many address books is matched against the newest thousand of them only, which bounds every page.
+/// are in the user's contacts or have the user in theirs; mutual first, then newest (user ids are UUID v7).
+/// Nothing in a row depends on anyone who is not such a member. Each candidate is found through an index, from at
+/// most the user's own contacts and the members who have the user's email hash, so the cost does not grow with
+/// the number of members. Someone in very many address books is matched against the newest thousand of them only,
+/// which bounds every page.
 pub(crate) async fn suggestions(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     user_id: Uuid,
     after: Option<Cursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<Suggestion>> {
     sqlx::query_as(
-        "WITH mine AS MATERIALIZED (SELECT contact_hash FROM contacts WHERE owner_id = $1), \
-         related AS ( \
+        "WITH related AS ( \
            SELECT m.user_id, true AS in_yours, false AS has_you \
-             FROM mine JOIN members m ON m.email_hash = mine.contact_hash \
+             FROM contacts mine JOIN members m ON m.email_hash = mine.contact_hash WHERE mine.owner_id = $1 \
            UNION ALL \
            (SELECT c.owner_id, false, true \
               FROM members me JOIN contacts c ON c.contact_hash = me.email_hash WHERE me.user_id = $1 \
              ORDER BY c.owner_id DESC LIMIT 1000) \
          ), \
-         candidates AS ( \
-           SELECT user_id, bool_or(in_yours) AS in_yours, bool_or(has_you) AS has_you \
-             FROM related WHERE user_id <> $1 GROUP BY user_id \
-         ), \
          ranked AS ( \
-           SELECT v.user_id, v.display_name, c.in_yours, c.has_you, (c.in_yours AND c.has_you) AS mutual, \
-                  (SELECT count(*) FROM contacts cv JOIN mine ON mine.contact_hash = cv.contact_hash \
-                    WHERE cv.owner_id = v.user_id)::int AS shared \
-             FROM candidates c JOIN members v ON v.user_id = c.user_id \
-            WHERE v.verified_at IS NOT NULL AND v.discoverable AND v.display_name IS NOT NULL \
+           SELECT v.user_id, v.display_name, bool_or(r.in_yours) AS in_yours, bool_or(r.has_you) AS has_you \
+             FROM related r JOIN members v ON v.user_id = r.user_id \
+            WHERE v.user_id <> $1 AND v.verified_at IS NOT NULL AND v.discoverable AND v.display_name IS NOT NULL \
+            GROUP BY v.user_id, v.display_name \
          ) \
-         SELECT user_id, display_name, in_yours, has_you, shared FROM ranked \
-          WHERE $2::boolean IS NULL OR (mutual, shared, user_id) < ($2, $3, $4) \
-          ORDER BY mutual DESC, shared DESC, user_id DESC \
-          LIMIT $5",
+         SELECT user_id, display_name, in_yours, has_you FROM ranked \
+          WHERE $2::boolean IS NULL OR ((in_yours AND has_you), user_id) < ($2, $3) \
+          ORDER BY (in_yours AND has_you) DESC, user_id DESC \
+          LIMIT $4",
     )
     .bind(user_id)
     .bind(after.map(|c| c.mutual))
-    .bind(after.map(|c| c.shared))
     .bind(after.map(|c| c.user_id))
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
+}
+
+/// How many more suggestions `user_id` may be served today (UTC) out of `per_day`, locking the asker's budget
+/// until `tx` ends so concurrent pages are counted one after the other.
+pub(crate) async fn budget_left(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, per_day: i32) -> sqlx::Result<i32> {
+    let served: i32 = sqlx::query_scalar(
+        "INSERT INTO suggestion_budget AS b (user_id, day, served) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 0) \
+         ON CONFLICT (user_id) DO UPDATE SET \
+           served = CASE WHEN b.day = excluded.day THEN b.served ELSE 0 END, day = excluded.day \
+         RETURNING served",
+    )
+    .bind(user_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((per_day - served).max(0))
+}
+
+/// Counts `served` suggestions against `user_id`'s budget of today.
+pub(crate) async fn charge(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, served: i32) -> sqlx::Result<()> {
+    sqlx::query("UPDATE suggestion_budget SET served = served + $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(served)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }

@@ -2,11 +2,18 @@
 //! `ARGON2_MEMORY_KIB` of memory for tens of milliseconds, so the pool bounds both CPU and memory, and a short
 //! queue in front of it turns overload into an immediate "try later" instead of a growing pile of requests.
 //!
+//! Two kinds of work share the threads: hashing a new signup's password, and checking a password (sign-in,
+//! confirm). Each has its own queue and its own admission limit, and a free thread takes from the two queues in
+//! turn, so a flood of one kind can neither shut the other out nor take more than half the threads from it.
+//!
 //! Memory is allocated once: each thread owns one block buffer of `ARGON2_MEMORY_KIB` and reuses it for every
 //! hash. Letting argon2 allocate per hash (64-byte aligned, zeroed) fragmented the allocator's heaps until the
 //! process held hundreds of MiB; now it holds threads x `ARGON2_MEMORY_KIB` and stays there.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex},
+};
 
 use argon2::{
     Algorithm, Argon2, Block, Params, Version,
@@ -18,10 +25,28 @@ use tokio::sync::{OnceCell, Semaphore, oneshot};
 /// Work for a hashing thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
+/// The two kinds of hashing work, admitted and queued separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Hashing the password of a new signup attempt.
+    Signup,
+    /// Checking a password: signing in, confirming an email.
+    Check,
+}
+
+impl Lane {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Signup => "signup",
+            Self::Check => "check",
+        }
+    }
+}
+
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HashError {
-    /// Every thread is busy and the queue is full.
+    /// Every thread is busy and this kind's queue is full.
     #[error("password hashing is at capacity")]
     Saturated,
     /// The stored hash is not a PHC string we can read, or the hasher failed.
@@ -42,40 +67,40 @@ pub(crate) struct Verified {
 #[derive(Clone)]
 pub(crate) struct Hasher {
     params: Params,
-    /// Jobs for the hashing threads.
-    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
-    /// Permits to be in the hasher at all, computing or waiting: threads plus queue.
-    admitted: Arc<Semaphore>,
+    pool: Arc<Pool>,
+    /// Permits to be in the hasher at all, computing or waiting: threads plus queue, per lane.
+    signups: Arc<Semaphore>,
+    checks: Arc<Semaphore>,
     /// A hash of a random password, verified against when a user has none, so both cases cost the same.
     decoy: Arc<OnceCell<String>>,
 }
 
 impl Hasher {
-    /// A hasher with `threads` concurrent hashes and room for `queue_limit` more to wait.
+    /// A hasher with `threads` concurrent hashes and room for `queue_limit` more of each kind to wait.
     pub(crate) fn new(params: Params, threads: usize, queue_limit: usize) -> Self {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let shared = Arc::new(Shared::default());
         for i in 0..threads {
-            let receiver = receiver.clone();
+            let shared = shared.clone();
             let params = params.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || work(&receiver, &mut Engine::new(params)));
+                .spawn(move || shared.work(&mut Engine::new(params)));
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a hashing thread");
             }
         }
         Self {
             params,
-            jobs: Arc::new(Mutex::new(sender)),
-            admitted: Arc::new(Semaphore::new(threads + queue_limit)),
+            pool: Arc::new(Pool(shared)),
+            signups: Arc::new(Semaphore::new(threads + queue_limit)),
+            checks: Arc::new(Semaphore::new(threads + queue_limit)),
             decoy: Arc::new(OnceCell::new()),
         }
     }
 
     /// Hashes `password` into a PHC string with a fresh random salt.
     pub(crate) async fn hash(&self, password: SecretString) -> Result<String, HashError> {
-        self.run(move |engine| engine.hash(&password)).await?
+        self.run(Lane::Signup, move |engine| engine.hash(&password)).await?
     }
 
     /// Checks `password` against `stored`, or against a decoy of equal cost when there is no stored hash.
@@ -86,7 +111,7 @@ impl Hasher {
             None => self.decoy().await?,
         };
         let verified = self
-            .run(move |engine| {
+            .run(Lane::Check, move |engine| {
                 let parsed = PasswordHash::new(&phc).map_err(internal)?;
                 let valid = engine.verify(&password, &parsed)?;
                 let rehashed =
@@ -113,50 +138,111 @@ impl Hasher {
             .decoy
             .get_or_try_init(|| async move {
                 let random: [u8; 32] = rand::random();
-                hasher.hash(SecretString::from(format!("{random:?}"))).await
+                let password = SecretString::from(format!("{random:?}"));
+                hasher.run(Lane::Check, move |engine| engine.hash(&password)).await?
             })
             .await?;
         Ok(decoy.clone())
     }
 
-    /// Runs `work` on a hashing thread, waiting in the queue if needed; fails at once when the queue is full.
-    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
+    /// Runs `work` on a hashing thread in `lane`, waiting in its queue if needed; fails at once when the lane is
+    /// full.
+    async fn run<T, F>(&self, lane: Lane, work: F) -> Result<T, HashError>
     where
         F: FnOnce(&mut Engine) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
-            metrics::counter!("password_hashing_rejected_total").increment(1);
+        let permits = match lane {
+            Lane::Signup => &self.signups,
+            Lane::Check => &self.checks,
+        };
+        let admitted = permits.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("password_hashing_rejected_total", "kind" => lane.label()).increment(1);
             HashError::Saturated
         })?;
         let (reply, result) = oneshot::channel();
         let started = std::time::Instant::now();
+        let in_progress = metrics::gauge!("password_hashing_in_progress", "kind" => lane.label());
+        in_progress.increment(1.0);
         let job: Job = Box::new(move |engine| {
             let result = work(engine);
             // The slot is free once the work is done, before the caller hears of it: a client that moves on to
             // its next request at once must find it free.
             drop(admitted);
+            in_progress.decrement(1.0);
             let _ = reply.send(result);
         });
-        let sent = self.jobs.lock().map_err(|_| HashError::Internal("hashing pool poisoned".into()))?.send(job);
-        sent.map_err(|_| HashError::Internal("hashing pool stopped".into()))?;
+        self.pool.0.push(lane, job)?;
         let result = result.await.map_err(|_| HashError::Internal("hashing thread failed".into()))?;
-        metrics::histogram!("password_hash_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("password_hash_duration_seconds", "kind" => lane.label())
+            .record(started.elapsed().as_secs_f64());
         Ok(result)
     }
 }
 
-/// A hashing thread: takes jobs until the pool is dropped.
-fn work(jobs: &Mutex<mpsc::Receiver<Job>>, engine: &mut Engine) {
-    loop {
-        let job = match jobs.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        match job {
-            Ok(job) => job(engine),
-            Err(_) => return,
+/// The queues the hashing threads take work from, and the signal that wakes them.
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queues {
+    signups: VecDeque<Job>,
+    checks: VecDeque<Job>,
+    /// Whose turn it is when both queues hold work.
+    checks_next: bool,
+    closed: bool,
+}
+
+impl Shared {
+    fn push(&self, lane: Lane, job: Job) -> Result<(), HashError> {
+        let mut queues = self.queues.lock().map_err(|_| HashError::Internal("hashing pool poisoned".into()))?;
+        match lane {
+            Lane::Signup => queues.signups.push_back(job),
+            Lane::Check => queues.checks.push_back(job),
         }
+        drop(queues);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// A hashing thread: takes jobs, the two lanes in turn, until the pool is dropped.
+    fn work(&self, engine: &mut Engine) {
+        loop {
+            let Some(job) = self.next() else { return };
+            job(engine);
+        }
+    }
+
+    fn next(&self) -> Option<Job> {
+        let mut queues = self.queues.lock().ok()?;
+        loop {
+            if queues.closed {
+                return None;
+            }
+            let checks_first = queues.checks_next || queues.signups.is_empty();
+            let job = if checks_first { queues.checks.pop_front() } else { queues.signups.pop_front() };
+            let job = job.or_else(|| queues.signups.pop_front()).or_else(|| queues.checks.pop_front());
+            if let Some(job) = job {
+                queues.checks_next = !checks_first;
+                return Some(job);
+            }
+            queues = self.ready.wait(queues).ok()?;
+        }
+    }
+}
+
+/// Owns the threads' work source: dropping the last hasher closes it and the threads end.
+struct Pool(Arc<Shared>);
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Ok(mut queues) = self.0.queues.lock() {
+            queues.closed = true;
+        }
+        self.0.ready.notify_all();
     }
 }
 
@@ -221,7 +307,8 @@ impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("params", &self.params)
-            .field("free", &self.admitted.available_permits())
+            .field("free_signup_slots", &self.signups.available_permits())
+            .field("free_check_slots", &self.checks.available_permits())
             .finish()
     }
 }
@@ -305,7 +392,7 @@ mod tests {
             })
             .collect();
         // Both admitted calls hold their permits from the moment they are spawned and start running.
-        crate::hasher::tests::wait_until(|| hasher.admitted.available_permits() == 0).await;
+        crate::hasher::tests::wait_until(|| hasher.signups.available_permits() == 0).await;
 
         let refused = hasher.hash(SecretString::from("p")).await;
 
@@ -313,6 +400,45 @@ mod tests {
         for task in busy {
             assert!(task.await.unwrap().is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_signups_leaves_room_for_a_check_and_the_reverse() {
+        let hasher = Hasher::new(Params::new(65_536, 4, 1, None).unwrap(), 1, 2);
+        let phc = hasher.hash(SecretString::from("a passphrase to check")).await.unwrap();
+        let flood: Vec<_> = (0..3)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(SecretString::from("p")).await })
+            })
+            .collect();
+        crate::hasher::tests::wait_until(|| hasher.signups.available_permits() == 0).await;
+
+        let refused = hasher.hash(SecretString::from("p")).await;
+        let checked = hasher.verify(SecretString::from("a passphrase to check"), Some(phc.clone())).await;
+
+        assert!(matches!(refused, Err(HashError::Saturated)), "{refused:?}");
+        assert!(checked.unwrap().valid, "a check is admitted and served while signups saturate their lane");
+        for task in flood {
+            assert!(task.await.unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn a_free_thread_takes_the_two_lanes_in_turn() {
+        let shared = Shared::default();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for (lane, label) in [(Lane::Signup, "s1"), (Lane::Signup, "s2"), (Lane::Signup, "s3"), (Lane::Check, "c1")] {
+            let order = order.clone();
+            shared.push(lane, Box::new(move |_| order.lock().unwrap().push(label))).unwrap();
+        }
+        let mut engine = Engine::new(cheap());
+
+        for _ in 0..4 {
+            shared.next().unwrap()(&mut engine);
+        }
+
+        assert_eq!(*order.lock().unwrap(), ["s1", "c1", "s2", "s3"]);
     }
 
     async fn wait_until(condition: impl Fn() -> bool) {

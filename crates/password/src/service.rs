@@ -1,10 +1,12 @@
 //! The `signup.password.v1.PasswordService` RPCs: the boundary where wire types become domain values and
 //! errors become gRPC statuses. No handler logs or returns a password.
 
+use platform::{grpc::database_status, token::Token};
 use proto::password::v1::{
-    BurnPasswordHashRequest, BurnPasswordHashResponse, DeletePasswordRequest, DeletePasswordResponse,
-    SetPasswordRequest, SetPasswordResponse, VerifyPasswordRequest, VerifyPasswordResponse,
-    password_service_server::PasswordService,
+    AuthenticateSessionRequest, AuthenticateSessionResponse, CreateSessionRequest, CreateSessionResponse,
+    PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome,
+    StoreAttemptCredentialRequest, StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest,
+    VerifyAttemptPasswordResponse, password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -13,7 +15,8 @@ use uuid::Uuid;
 
 use crate::{
     hasher::{HashError, Hasher},
-    store,
+    settings::{SessionSettings, Throttle},
+    store::{self, Lifetimes, NewSession, Promotion},
 };
 
 /// Passwords longer than this are refused before hashing; signup-api's own limit is far lower.
@@ -24,78 +27,220 @@ const MAX_PASSWORD_BYTES: usize = 4096;
 pub(crate) struct Passwords {
     pool: PgPool,
     hasher: Hasher,
+    sessions: SessionSettings,
+    throttle: Throttle,
 }
 
 impl Passwords {
     /// Handlers over `pool`, hashing with `hasher`.
-    pub(crate) fn new(pool: PgPool, hasher: Hasher) -> Self {
-        Self { pool, hasher }
+    pub(crate) fn new(pool: PgPool, hasher: Hasher, sessions: SessionSettings, throttle: Throttle) -> Self {
+        Self { pool, hasher, sessions, throttle }
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes { idle: self.sessions.idle(), absolute: self.sessions.absolute() }
     }
 }
 
 #[tonic::async_trait]
 impl PasswordService for Passwords {
-    #[tracing::instrument(skip_all, fields(user_id))]
-    async fn set_password(
+    #[tracing::instrument(skip_all, fields(signup_id))]
+    async fn store_attempt_credential(
         &self,
-        request: Request<SetPasswordRequest>,
-    ) -> Result<Response<SetPasswordResponse>, Status> {
+        request: Request<StoreAttemptCredentialRequest>,
+    ) -> Result<Response<StoreAttemptCredentialResponse>, Status> {
         let request = request.into_inner();
-        let user_id = parse_uuid("user_id", &request.user_id)?;
-        let version = parse_uuid("version", &request.version)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        let signup_id = uuid("signup_id", &request.signup_id)?;
+        let email_hash = email_hash(&request.email_hash)?;
+        tracing::Span::current().record("signup_id", tracing::field::display(signup_id));
         let phc = self.hasher.hash(password(request.password)?).await.map_err(hash_status)?;
-        let stored =
-            store::upsert(&self.pool, user_id, &phc, version).await.map_err(platform::grpc::database_status)?;
-        if !stored {
-            tracing::info!("a newer credential is already stored; kept it");
+        store::store_attempt(&self.pool, signup_id, email_hash, &phc).await.map_err(database_status)?;
+        Ok(Response::new(StoreAttemptCredentialResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, signup_id))]
+    async fn verify_attempt_password(
+        &self,
+        request: Request<VerifyAttemptPasswordRequest>,
+    ) -> Result<Response<VerifyAttemptPasswordResponse>, Status> {
+        let request = request.into_inner();
+        let (user_id, signup_id) = (uuid("user_id", &request.user_id)?, uuid("signup_id", &request.signup_id)?);
+        record_ids(user_id, Some(signup_id));
+        let password = password(request.password)?;
+        let stored = store::attempt_phc(&self.pool, user_id, signup_id, None).await.map_err(database_status)?;
+        let verified = self.hasher.verify(password, stored).await.map_err(hash_status)?;
+        Ok(Response::new(VerifyAttemptPasswordResponse { valid: verified.valid }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, signup_id))]
+    async fn promote_attempt(
+        &self,
+        request: Request<PromoteAttemptRequest>,
+    ) -> Result<Response<PromoteAttemptResponse>, Status> {
+        let request = request.into_inner();
+        let (user_id, signup_id) = (uuid("user_id", &request.user_id)?, uuid("signup_id", &request.signup_id)?);
+        record_ids(user_id, Some(signup_id));
+        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let promotion = store::promote(&mut tx, user_id, signup_id).await.map_err(database_status)?;
+        tx.commit().await.map_err(database_status)?;
+        match promotion {
+            Promotion::Promoted => tracing::info!("attempt promoted: its password is the account's"),
+            Promotion::AlreadyPromoted => {}
+            Promotion::Unknown => return Err(Status::failed_precondition("the attempt has no credential")),
         }
-        Ok(Response::new(SetPasswordResponse {}))
+        Ok(Response::new(PromoteAttemptResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, outcome))]
+    async fn create_session(
+        &self,
+        request: Request<CreateSessionRequest>,
+    ) -> Result<Response<CreateSessionResponse>, Status> {
+        let request = request.into_inner();
+        let email_hash = email_hash(&request.email_hash)?;
+        let user_id = optional_uuid("user_id", &request.user_id)?;
+        let signup_id = optional_uuid("signup_id", &request.signup_id)?;
+        let password = password(request.password)?;
+        if let Some(user_id) = user_id {
+            record_ids(user_id, signup_id);
+        }
+        let response = self.sign_in(email_hash, user_id, signup_id, password).await?;
+        tracing::Span::current().record("outcome", tracing::field::debug(response.outcome()));
+        metrics::counter!("sign_ins_total", "outcome" => outcome_label(response.outcome())).increment(1);
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn authenticate_session(
+        &self,
+        request: Request<AuthenticateSessionRequest>,
+    ) -> Result<Response<AuthenticateSessionResponse>, Status> {
+        let unauthenticated = || Status::unauthenticated("the session is unknown, revoked or expired");
+        let token = Token::parse(&request.into_inner().token).ok_or_else(unauthenticated)?;
+        let session = store::session(&self.pool, &token.hash(), self.sessions.idle())
+            .await
+            .map_err(database_status)?
+            .ok_or_else(unauthenticated)?;
+        tracing::Span::current().record("user_id", tracing::field::display(session.user_id));
+        Ok(Response::new(AuthenticateSessionResponse {
+            user_id: session.user_id.to_string(),
+            expires_at: Some(platform::time::to_proto(session.expires_at)),
+            idle_expires_at: Some(platform::time::to_proto(session.idle_expires_at)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn burn_password_hash(
+    async fn revoke_session(
         &self,
-        request: Request<BurnPasswordHashRequest>,
-    ) -> Result<Response<BurnPasswordHashResponse>, Status> {
-        self.hasher.hash(password(request.into_inner().password)?).await.map_err(hash_status)?;
-        Ok(Response::new(BurnPasswordHashResponse {}))
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        if let Some(token) = Token::parse(&request.into_inner().token) {
+            store::revoke(&self.pool, &token.hash()).await.map_err(database_status)?;
+        }
+        Ok(Response::new(RevokeSessionResponse {}))
     }
+}
 
-    #[tracing::instrument(skip_all, fields(user_id))]
-    async fn verify_password(
+impl Passwords {
+    /// Throttle, check, and open a session on success. The failure is counted before the check so concurrent
+    /// guesses cannot slip past the count; a check that never ran (saturated hashing) is not held against anyone.
+    async fn sign_in(
         &self,
-        request: Request<VerifyPasswordRequest>,
-    ) -> Result<Response<VerifyPasswordResponse>, Status> {
-        let request = request.into_inner();
-        let user_id = parse_uuid("user_id", &request.user_id)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        let stored = store::find(&self.pool, user_id).await.map_err(platform::grpc::database_status)?;
-        let verified = self.hasher.verify(password(request.password)?, stored.clone()).await.map_err(hash_status)?;
-        if let (Some(old), Some(new)) = (stored, verified.rehashed) {
-            // Best effort: the login already succeeded; the next one retries the upgrade.
+        email_hash: &[u8],
+        user_id: Option<Uuid>,
+        signup_id: Option<Uuid>,
+        password: SecretString,
+    ) -> Result<CreateSessionResponse, Status> {
+        if let Err(wait) =
+            store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?
+        {
+            let retry_after_seconds = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
+            return Ok(CreateSessionResponse {
+                outcome: SessionOutcome::Throttled.into(),
+                retry_after_seconds,
+                ..CreateSessionResponse::default()
+            });
+        }
+        let stored: Option<String> = match (user_id, signup_id) {
+            (None, _) => None,
+            (Some(user), Some(attempt)) => {
+                store::attempt_phc(&self.pool, user, attempt, Some(email_hash)).await.map_err(database_status)?
+            }
+            (Some(user), None) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
+        };
+        let verified = match self.hasher.verify(password, stored.clone()).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                if let Err(error) = store::release_attempt(&self.pool, email_hash).await {
+                    tracing::warn!(%error, "could not give back an attempt that was never checked");
+                }
+                return Err(hash_status(error));
+            }
+        };
+        let Some(user_id) = user_id.filter(|_| verified.valid) else {
+            return Ok(CreateSessionResponse {
+                outcome: SessionOutcome::InvalidCredentials.into(),
+                ..CreateSessionResponse::default()
+            });
+        };
+        if let (None, Some(old), Some(new)) = (signup_id, stored, verified.rehashed) {
+            // Best effort: the sign-in already succeeded; the next one retries the upgrade.
             match store::replace(&self.pool, user_id, &old, &new).await {
                 Ok(()) => tracing::info!("credential rehashed under the current parameters"),
                 Err(error) => tracing::warn!(%error, "could not store the rehashed credential"),
             }
         }
-        Ok(Response::new(VerifyPasswordResponse { valid: verified.valid }))
+        store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
+        self.open(user_id, signup_id).await
     }
 
-    #[tracing::instrument(skip_all, fields(user_id))]
-    async fn delete_password(
-        &self,
-        request: Request<DeletePasswordRequest>,
-    ) -> Result<Response<DeletePasswordResponse>, Status> {
-        let user_id = parse_uuid("user_id", &request.into_inner().user_id)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        store::delete(&self.pool, user_id).await.map_err(platform::grpc::database_status)?;
-        Ok(Response::new(DeletePasswordResponse {}))
+    async fn open(&self, user_id: Uuid, signup_id: Option<Uuid>) -> Result<CreateSessionResponse, Status> {
+        let token = Token::generate().map_err(|error| {
+            tracing::error!(%error, "the operating system's random generator failed");
+            Status::internal("could not open a session")
+        })?;
+        let new = NewSession { token_hash: &token.hash(), user_id, signup_id };
+        let session = store::open_session(&self.pool, &new, self.lifetimes()).await.map_err(database_status)?;
+        Ok(CreateSessionResponse {
+            outcome: SessionOutcome::Created.into(),
+            token: token.expose().to_owned(),
+            expires_at: Some(platform::time::to_proto(session.expires_at)),
+            idle_expires_at: Some(platform::time::to_proto(session.idle_expires_at)),
+            retry_after_seconds: 0,
+        })
     }
 }
 
-fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Status> {
+fn outcome_label(outcome: SessionOutcome) -> &'static str {
+    match outcome {
+        SessionOutcome::Created => "created",
+        SessionOutcome::InvalidCredentials => "invalid",
+        SessionOutcome::Throttled => "throttled",
+        SessionOutcome::Unspecified => "unspecified",
+    }
+}
+
+fn record_ids(user_id: Uuid, signup_id: Option<Uuid>) {
+    let span = tracing::Span::current();
+    span.record("user_id", tracing::field::display(user_id));
+    if let Some(signup_id) = signup_id {
+        span.record("signup_id", tracing::field::display(signup_id));
+    }
+}
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
+}
+
+fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, Status> {
+    if value.is_empty() { Ok(None) } else { uuid(field, value).map(Some) }
+}
+
+fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
+    if value.len() != 32 {
+        return Err(Status::invalid_argument("email_hash must be 32 bytes"));
+    }
+    Ok(value)
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

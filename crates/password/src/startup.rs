@@ -1,12 +1,17 @@
 //! Builds the password service (pool, migrations check, listeners) and runs it until shutdown.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use platform::{backing::Backing, events::ConsumerStatus, server::GrpcServer};
 use proto::password::v1::password_service_server::PasswordServiceServer;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{Settings, consumer::EventHandler, hasher::Hasher, service::Passwords};
+use crate::{Settings, consumer::EventHandler, hasher::Hasher, service::Passwords, store};
+
+/// How often expired sessions, stale attempt credentials and old failure counts are removed.
+const JANITOR_INTERVAL: Duration = Duration::from_secs(300);
 
 /// A built, not yet serving, password service. Tests start it exactly as the binary does.
 #[derive(Debug)]
@@ -49,9 +54,11 @@ impl App {
         let routes = routes(&self.backing, &self.server, &self.settings)?;
         let handler = EventHandler::new(self.backing.pool.clone());
         let consumer = self.backing.spawn_consumer(&self.settings.subscription, handler, &self.consumer, &cancel);
+        let janitor = tokio::spawn(janitor(self.backing.pool.clone(), self.settings.clone(), cancel.clone()));
         let grace = self.settings.shutdown.grace_period();
         let deadline = platform::shutdown::Deadline::after(&cancel, grace);
         self.server.run(routes, cancel, grace).await;
+        let _ = janitor.await;
         self.backing.drain_and_close(consumer, &deadline).await;
         tracing::info!("stopped");
         Ok(())
@@ -63,8 +70,29 @@ fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow
     let hashing = &settings.hashing;
     let hasher = Hasher::new(hashing.params.params()?, hashing.threads, hashing.queue_limit);
     hasher.warm_up();
-    let service = PasswordServiceServer::new(Passwords::new(backing.pool.clone(), hasher));
+    let passwords = Passwords::new(backing.pool.clone(), hasher, settings.sessions, settings.throttle);
+    let service = PasswordServiceServer::new(passwords);
     Ok(Routes::new(platform::grpc::health_service::<PasswordServiceServer<Passwords>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))
+}
+
+/// Removes what has expired, every [`JANITOR_INTERVAL`], until `cancel` fires. Expiry is also checked wherever a
+/// row is read, so this only keeps the tables small.
+async fn janitor(pool: PgPool, settings: Settings, cancel: CancellationToken) {
+    loop {
+        match store::purge(&pool, settings.sessions.attempt_ttl(), settings.throttle.memory()).await {
+            Ok(purged) => tracing::debug!(
+                sessions = purged.sessions,
+                attempts = purged.attempts,
+                failures = purged.failures,
+                "expired rows removed"
+            ),
+            Err(error) => tracing::warn!(%error, "could not remove expired rows; will try again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(JANITOR_INTERVAL) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
 }

@@ -1,25 +1,50 @@
-//! The `credentials` table: one PHC string per user, versioned so an older attempt never overwrites a newer one.
+//! The password database: each account's own credential, the credentials of signup attempts not promoted yet,
+//! sessions by token hash, and consecutive sign-in failures by email hash.
 
-use sqlx::PgPool;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Postgres, postgres::PgArguments, query::QueryScalar};
 use uuid::Uuid;
 
-/// Stores `phc` for `user_id` unless a newer version is already stored. Returns whether it was stored.
-pub(crate) async fn upsert(pool: &PgPool, user_id: Uuid, phc: &str, version: Uuid) -> sqlx::Result<bool> {
-    let stored = sqlx::query(
-        "INSERT INTO credentials (user_id, phc, version) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, version = EXCLUDED.version, updated_at = now() \
-         WHERE credentials.version <= EXCLUDED.version",
+use crate::settings::Throttle;
+
+/// Stores the credential of signup attempt `signup_id`. A repeat of the same attempt keeps the first one.
+pub(crate) async fn store_attempt(pool: &PgPool, signup_id: Uuid, email_hash: &[u8], phc: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO attempt_credentials (signup_id, email_hash, phc) VALUES ($1, $2, $3) \
+         ON CONFLICT (signup_id) DO NOTHING",
     )
-    .bind(user_id)
+    .bind(signup_id)
+    .bind(email_hash)
     .bind(phc)
-    .bind(version)
     .execute(pool)
-    .await?;
-    Ok(stored.rows_affected() == 1)
+    .await
+    .map(drop)
 }
 
-/// The stored PHC string of `user_id`, if any.
-pub(crate) async fn find(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Option<String>> {
+/// The credential of attempt `signup_id` of `user_id`: its own while it is pending (for `email_hash` only, when
+/// given), or the account's if that attempt is the one promoted (or stored before attempts had their own).
+pub(crate) async fn attempt_phc(
+    pool: &PgPool,
+    user_id: Uuid,
+    signup_id: Uuid,
+    email_hash: Option<&[u8]>,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT phc FROM attempt_credentials WHERE signup_id = $1 AND ($2::bytea IS NULL OR email_hash = $2) \
+         UNION ALL SELECT phc FROM credentials WHERE user_id = $3 AND signup_id = $1 \
+         LIMIT 1",
+    )
+    .bind(signup_id)
+    .bind(email_hash)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The account's own credential, if it has one.
+pub(crate) async fn account_phc(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT phc FROM credentials WHERE user_id = $1").bind(user_id).fetch_optional(pool).await
 }
 
@@ -30,12 +55,234 @@ pub(crate) async fn replace(pool: &PgPool, user_id: Uuid, old: &str, new: &str) 
         .bind(old)
         .bind(new)
         .execute(pool)
-        .await?;
-    Ok(())
+        .await
+        .map(drop)
 }
 
-/// Removes the credential of `user_id`, if any.
-pub(crate) async fn delete(pool: &PgPool, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(user_id).execute(pool).await?;
-    Ok(())
+/// What promoting an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Promotion {
+    /// The attempt's credential is the account's now; the other attempts and their sessions are gone.
+    Promoted,
+    /// It already was: nothing changed.
+    AlreadyPromoted,
+    /// The attempt has no credential (never stored, or discarded): nothing changed.
+    Unknown,
+}
+
+/// Makes attempt `signup_id`'s credential the account's password, discards every other attempt of the same email,
+/// and ends the sessions opened with another attempt, all in `conn`'s transaction. Idempotent.
+pub(crate) async fn promote(conn: &mut PgConnection, user_id: Uuid, signup_id: Uuid) -> sqlx::Result<Promotion> {
+    let attempt: Option<(Vec<u8>, String)> =
+        sqlx::query_as("DELETE FROM attempt_credentials WHERE signup_id = $1 RETURNING email_hash, phc")
+            .bind(signup_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((email_hash, phc)) = attempt else {
+        let promoted: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credentials WHERE user_id = $1 AND signup_id = $2)")
+                .bind(user_id)
+                .bind(signup_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(if promoted { Promotion::AlreadyPromoted } else { Promotion::Unknown });
+    };
+    sqlx::query(
+        "INSERT INTO credentials (user_id, phc, signup_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, signup_id = EXCLUDED.signup_id, updated_at = now()",
+    )
+    .bind(user_id)
+    .bind(&phc)
+    .bind(signup_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM attempt_credentials WHERE email_hash = $1").bind(&email_hash).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND signup_id IS DISTINCT FROM $2")
+        .bind(user_id)
+        .bind(signup_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE sessions SET signup_id = NULL WHERE user_id = $1").bind(user_id).execute(conn).await?;
+    Ok(Promotion::Promoted)
+}
+
+/// Removes everything held about a user: the account's credential, its sessions, and the credentials of its
+/// attempts `signup_ids`.
+pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM attempt_credentials WHERE signup_id = ANY($1)")
+        .bind(signup_ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
+}
+
+/// A session to open.
+#[derive(Debug)]
+pub(crate) struct NewSession<'a> {
+    pub(crate) token_hash: &'a [u8],
+    pub(crate) user_id: Uuid,
+    /// The attempt an unverified account signed in with.
+    pub(crate) signup_id: Option<Uuid>,
+}
+
+/// A live session.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Session {
+    pub(crate) user_id: Uuid,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) idle_expires_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+}
+
+/// How long sessions last: `idle` without use, `absolute` whatever the use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub(crate) idle: Duration,
+    pub(crate) absolute: Duration,
+}
+
+/// Use refreshes a session's idle expiry at most this often, so reading a session is a read, not a write.
+const TOUCH_EVERY_SECS: f64 = 60.0;
+
+/// Opens a session and returns it.
+pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes: Lifetimes) -> sqlx::Result<Session> {
+    sqlx::query_as(
+        "INSERT INTO sessions (token_hash, user_id, signup_id, idle_expires_at, expires_at) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
+         RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, last_used_at",
+    )
+    .bind(new.token_hash)
+    .bind(new.user_id)
+    .bind(new.signup_id)
+    .bind(lifetimes.idle.as_secs_f64())
+    .bind(lifetimes.absolute.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
+/// The live session with `token_hash`, its idle expiry pushed back if it was last refreshed a while ago.
+pub(crate) async fn session(pool: &PgPool, token_hash: &[u8], idle: Duration) -> sqlx::Result<Option<Session>> {
+    let live: Option<Session> = sqlx::query_as(
+        "SELECT user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, last_used_at \
+         FROM sessions WHERE token_hash = $1 AND expires_at > now() AND idle_expires_at > now()",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    let Some(session) = live else { return Ok(None) };
+    if (Utc::now() - session.last_used_at).as_seconds_f64() < TOUCH_EVERY_SECS {
+        return Ok(Some(session));
+    }
+    let touched = sqlx::query_as(
+        "UPDATE sessions SET last_used_at = now(), idle_expires_at = least(now() + make_interval(secs => $2), expires_at) \
+         WHERE token_hash = $1 AND expires_at > now() AND idle_expires_at > now() \
+         RETURNING user_id, expires_at, idle_expires_at, last_used_at",
+    )
+    .bind(token_hash)
+    .bind(idle.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(touched)
+}
+
+/// Ends the session with `token_hash`, if any.
+pub(crate) async fn revoke(pool: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(pool).await.map(drop)
+}
+
+/// The delay before the next attempt after `failures` consecutive failures, in SQL, over the columns of
+/// `login_failures` and the parameters $2..$6 that [`bind_throttle`] binds.
+const DELAY: &str = "CASE WHEN failures < $2 THEN interval '0' \
+                          WHEN failures >= $5 THEN make_interval(secs => $6) \
+                          ELSE make_interval(secs => least($3 * power(2, failures - $2), $4)) END";
+
+/// Counts a sign-in attempt for `email_hash` as a failure before its password is checked (so concurrent attempts
+/// cannot slip past the count), unless the failures so far make it wait: then returns how long.
+pub(crate) async fn reserve_attempt(
+    pool: &PgPool,
+    email_hash: &[u8],
+    throttle: &Throttle,
+) -> sqlx::Result<Result<(), Duration>> {
+    let reserve = format!(
+        "INSERT INTO login_failures AS f (email_hash, failures, last_failure_at) VALUES ($1, 1, now()) \
+         ON CONFLICT (email_hash) DO UPDATE SET failures = f.failures + 1, last_failure_at = now() \
+         WHERE f.last_failure_at + ({}) <= now() RETURNING failures",
+        DELAY.replace("failures", "f.failures")
+    );
+    let reserved: Option<i32> =
+        bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(reserve)).bind(email_hash), throttle)
+            .fetch_optional(pool)
+            .await?;
+    if reserved.is_some() {
+        return Ok(Ok(()));
+    }
+    let wait = format!(
+        "SELECT greatest(EXTRACT(EPOCH FROM last_failure_at + ({DELAY}) - now()), 1)::float8 \
+         FROM login_failures WHERE email_hash = $1"
+    );
+    let secs: Option<f64> = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(wait)).bind(email_hash), throttle)
+        .fetch_optional(pool)
+        .await?;
+    Ok(Err(Duration::from_secs_f64(secs.unwrap_or(1.0))))
+}
+
+/// Binds the throttle's thresholds as $2..$6 of [`DELAY`].
+fn bind_throttle<'q, O>(
+    query: QueryScalar<'q, Postgres, O, PgArguments>,
+    throttle: &Throttle,
+) -> QueryScalar<'q, Postgres, O, PgArguments> {
+    query
+        .bind(i32::try_from(throttle.slow_after).unwrap_or(i32::MAX))
+        .bind(throttle.first_delay.as_secs_f64())
+        .bind(throttle.max_delay.as_secs_f64())
+        .bind(i32::try_from(throttle.lock_after).unwrap_or(i32::MAX))
+        .bind(throttle.lockout.as_secs_f64())
+}
+
+/// A right password: the failures are forgotten.
+pub(crate) async fn succeeded(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE email_hash = $1").bind(email_hash).execute(pool).await.map(drop)
+}
+
+/// An attempt that was counted but never checked (hashing was saturated): it is not held against the email.
+pub(crate) async fn release_attempt(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE login_failures SET failures = failures - 1 WHERE email_hash = $1 AND failures > 0")
+        .bind(email_hash)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// What the janitor removed.
+#[derive(Debug, Default)]
+pub(crate) struct Purged {
+    pub(crate) sessions: u64,
+    pub(crate) attempts: u64,
+    pub(crate) failures: u64,
+}
+
+/// Removes expired sessions, attempt credentials older than `attempt_ttl`, and failure counts no longer
+/// throttling anything (untouched for `failures_ttl`).
+pub(crate) async fn purge(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Duration) -> sqlx::Result<Purged> {
+    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= now() OR idle_expires_at <= now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let older_than = |sql: &'static str, age: Duration| async move {
+        sqlx::query(sql).bind(age.as_secs_f64()).execute(pool).await.map(|r| r.rows_affected())
+    };
+    Ok(Purged {
+        sessions,
+        attempts: older_than(
+            "DELETE FROM attempt_credentials WHERE created_at < now() - make_interval(secs => $1)",
+            attempt_ttl,
+        )
+        .await?,
+        failures: older_than(
+            "DELETE FROM login_failures WHERE last_failure_at < now() - make_interval(secs => $1)",
+            failures_ttl,
+        )
+        .await?,
+    })
 }

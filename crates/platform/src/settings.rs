@@ -116,12 +116,12 @@ impl TelemetrySettings {
     }
 }
 
-/// The ports a server binds: `PORT` for its protocol, `METRICS_PORT` for operational HTTP on gRPC services.
+/// The ports a server binds: `PORT` for its protocol, `METRICS_PORT` for operational HTTP.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
     /// `PORT`.
     pub port: u16,
-    /// `METRICS_PORT` (gRPC services only; signup-api serves its metrics on `PORT`).
+    /// `METRICS_PORT`: `/livez`, `/readyz` and `/metrics`, off the port the service's protocol is served on.
     pub metrics_port: u16,
 }
 

@@ -2,7 +2,9 @@
 
 use prost::Message as _;
 
-use crate::events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp};
+use crate::events::v1::{
+    DiscoverabilityChanged, EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp,
+};
 
 /// One event of `signup.events.v1`, decoded according to its CloudEvents `type`.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +15,8 @@ pub enum Event {
     SignupAttemptedForExistingAccount(SignupAttemptedForExistingAccount),
     /// An account's email was proven.
     EmailVerified(EmailVerified),
+    /// A member changed whether others may be suggested them.
+    DiscoverabilityChanged(DiscoverabilityChanged),
     /// An account was removed.
     UserDeleted(UserDeleted),
     /// A type this build does not know (a newer producer); consumers skip it.
@@ -27,6 +31,8 @@ impl Event {
         "signup.events.v1.SignupAttemptedForExistingAccount";
     /// `type` of [`EmailVerified`].
     pub const EMAIL_VERIFIED: &'static str = "signup.events.v1.EmailVerified";
+    /// `type` of [`DiscoverabilityChanged`].
+    pub const DISCOVERABILITY_CHANGED: &'static str = "signup.events.v1.DiscoverabilityChanged";
     /// `type` of [`UserDeleted`].
     pub const USER_DELETED: &'static str = "signup.events.v1.UserDeleted";
 
@@ -38,6 +44,7 @@ impl Event {
                 Self::SignupAttemptedForExistingAccount(SignupAttemptedForExistingAccount::decode(data)?)
             }
             Self::EMAIL_VERIFIED => Self::EmailVerified(EmailVerified::decode(data)?),
+            Self::DISCOVERABILITY_CHANGED => Self::DiscoverabilityChanged(DiscoverabilityChanged::decode(data)?),
             Self::USER_DELETED => Self::UserDeleted(UserDeleted::decode(data)?),
             other => Self::Unknown(other.to_owned()),
         })
@@ -45,6 +52,15 @@ impl Event {
 }
 
 impl Event {
+    /// Every type this build knows, in the order the catalogue lists them.
+    pub const TYPES: [&'static str; 5] = [
+        Self::USER_SIGNED_UP,
+        Self::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT,
+        Self::EMAIL_VERIFIED,
+        Self::DISCOVERABILITY_CHANGED,
+        Self::USER_DELETED,
+    ];
+
     /// A message body as people read it: the decoded event, or why it does not decode. For inspecting dead
     /// letters; events carry no secrets (contacts only as keyed hashes).
     pub fn render(kind: &str, data: &[u8]) -> String {

@@ -1,5 +1,7 @@
-//! Keyed hashes of email addresses (HMAC-SHA256 under `CONTACT_HASH_KEY`): the only form in which contacts
-//! leave signup-api. Without the key, a hash cannot be linked back to an address by guessing.
+//! Keyed hashes (HMAC-SHA256 under a secret key). Under `CONTACT_HASH_KEY` they are the only form in which contacts
+//! and the account's own email leave signup-api: without the key, a hash cannot be linked back to an address by
+//! guessing. Under `IDEMPOTENCY_FINGERPRINT_KEY` they fingerprint a request, so a retry with another body is
+//! recognised without storing the body.
 
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -7,25 +9,25 @@ use sha2::Sha256;
 
 use crate::domain::email::Email;
 
-/// Hashes emails under the system's contact key.
+/// HMAC-SHA256 under one secret key.
 #[derive(Clone)]
-pub struct ContactHasher {
+pub struct KeyedHasher {
     key: SecretString,
 }
 
-impl std::fmt::Debug for ContactHasher {
+impl std::fmt::Debug for KeyedHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ContactHasher(..)")
+        f.write_str("KeyedHasher(..)")
     }
 }
 
-impl ContactHasher {
+impl KeyedHasher {
     /// A hasher under `key`.
     pub fn new(key: SecretString) -> Self {
         Self { key }
     }
 
-    /// HMAC-SHA256 of the normalised address.
+    /// HMAC-SHA256 of the normalised address (no label: this is the contact hash every service compares).
     pub fn hash(&self, email: &Email) -> Vec<u8> {
         self.mac(b"", email.as_str().as_bytes())
     }
@@ -47,8 +49,8 @@ mod tests {
 
     #[test]
     fn the_same_address_hashes_the_same_and_the_key_matters() {
-        let a = ContactHasher::new(SecretString::from("k".repeat(32)));
-        let b = ContactHasher::new(SecretString::from("j".repeat(32)));
+        let a = KeyedHasher::new(SecretString::from("k".repeat(32)));
+        let b = KeyedHasher::new(SecretString::from("j".repeat(32)));
         let email = Email::parse("Friend@Example.com").unwrap();
 
         assert_eq!(a.hash(&email), a.hash(&Email::parse("friend@example.com").unwrap()));

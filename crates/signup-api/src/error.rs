@@ -27,15 +27,27 @@ pub(crate) enum ApiError {
     /// The `Idempotency-Key` header is malformed.
     #[error("malformed Idempotency-Key")]
     BadIdempotencyKey,
-    /// The `Idempotency-Key` was used before with another request.
+    /// The `Idempotency-Key` was used before with another email or another request.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
-    /// A verification token that is unknown, used, superseded or expired: one answer for all.
+    /// A verification token that is unknown, used, dead or expired: one answer for all.
     #[error("invalid verification token")]
     InvalidToken,
-    /// No credentials, or wrong ones: one answer for an unknown email and a wrong password.
+    /// A live verification link confirmed with a password that is not its signup's.
+    #[error("the link and the password belong to different signups")]
+    LinkPasswordMismatch,
+    /// A sign-in with an unknown email or a wrong password: one answer for both.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many consecutive failed sign-ins for this email; try again after the given seconds.
+    #[error("sign-in throttled")]
+    SignInThrottled { retry_after_secs: u64 },
+    /// No session, or one that is unknown, revoked or expired.
     #[error("unauthorized")]
     Unauthorized,
+    /// Today's suggestions for this account are used up.
+    #[error("suggestion budget used up")]
+    SuggestionBudgetUsed { retry_after_secs: u64 },
     /// The account's email is not verified, and the endpoint needs it to be.
     #[error("email not verified")]
     NotVerified,
@@ -100,15 +112,37 @@ impl IntoResponse for ApiError {
             }
             Self::InvalidToken => Problem::new(StatusCode::BAD_REQUEST, "invalid-token", "Invalid Token")
                 .with_detail("this verification link is invalid, already used or expired; request a new email"),
+            Self::LinkPasswordMismatch => {
+                Problem::new(StatusCode::BAD_REQUEST, "link-password-mismatch", "Link And Password Do Not Match")
+                    .with_detail(
+                        "this link and this password do not belong to the same signup: enter the password you chose \
+                         when you signed up for this link (a few wrong tries end the link; signing up again sends a \
+                         new one)",
+                    )
+            }
+            Self::InvalidCredentials => {
+                Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid Credentials")
+                    .with_detail("the email or the password is wrong")
+            }
+            Self::SignInThrottled { retry_after_secs } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-sign-in-attempts", "Too Many Sign-In Attempts")
+                    .with_detail("too many failed sign-ins for this email; wait before trying again")
+                    .with_retry_after(retry_after_secs)
+            }
             Self::Unauthorized => {
                 let problem = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                    .with_detail("send your email and password with HTTP Basic authentication");
+                    .with_detail("sign in with POST /v1/sessions and send the token as Authorization: Bearer");
                 let mut response = problem.into_response();
                 response.headers_mut().insert(
                     axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static(r#"Basic realm="signup", charset="UTF-8""#),
+                    axum::http::HeaderValue::from_static(r#"Bearer realm="signup""#),
                 );
                 return response;
+            }
+            Self::SuggestionBudgetUsed { retry_after_secs } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "suggestion-budget-used", "Suggestion Budget Used")
+                    .with_detail("today's friend suggestions for this account are used up; more tomorrow (UTC)")
+                    .with_retry_after(retry_after_secs)
             }
             Self::NotVerified => Problem::new(StatusCode::FORBIDDEN, "email-not-verified", "Email Not Verified")
                 .with_detail("confirm your email address first; the link is in the verification email"),

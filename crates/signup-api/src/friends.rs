@@ -1,11 +1,13 @@
-//! `GET /v1/me/friend-suggestions`: people the caller may know, from the contacts uploaded at signup, for HTTP
-//! Basic credentials. Only a verified account may ask: "has you in their contacts" is about the caller's email,
-//! so the caller must have proven it is theirs.
+//! `GET /v1/me/friend-suggestions`: people the caller may know, from the contacts uploaded at signup, for a
+//! session. Only a verified account may ask: "has you in their contacts" is about the caller's email, so the caller
+//! must have proven it is theirs. A suggestion says who and why, and nothing that depends on non-members; each
+//! account gets a bounded number of suggestions a day.
 
 use axum::{
     Json,
     extract::{Query, State, rejection::QueryRejection},
     http::HeaderMap,
+    response::Response,
 };
 use proto::{
     friend_discovery::v1::{GetSuggestionsRequest, SuggestionReason},
@@ -28,7 +30,7 @@ pub(crate) struct PageQuery {
 /// A page of suggestions.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SuggestionsPage {
-    /// Mutual first, then by contacts shared, then newest.
+    /// Mutual first, then newest.
     suggestions: Vec<FriendSuggestion>,
     /// Pass as `page_token` for the next page; null on the last page.
     next_page_token: Option<String>,
@@ -42,8 +44,6 @@ pub(crate) struct FriendSuggestion {
     /// `mutual`, `in_your_contacts` or `has_you_in_contacts`.
     #[schema(example = "mutual")]
     reason: &'static str,
-    /// How many contacts the caller and this person both uploaded.
-    shared_contacts: u32,
 }
 
 /// Returns the caller's suggestions, one page at a time.
@@ -51,13 +51,15 @@ pub(crate) struct FriendSuggestion {
     get,
     path = "/v1/me/friend-suggestions",
     tag = "account",
-    security(("basic" = [])),
+    security(("bearer" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of suggestions", body = SuggestionsPage),
+        (status = 200, description = "A page of suggestions", body = SuggestionsPage,
+            headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "A malformed limit or page token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Today's suggestions for this account are used up, or this client's budget is; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -66,14 +68,14 @@ pub(crate) async fn suggestions(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<SuggestionsPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let result = async {
         let Query(query) = query.map_err(|_| ApiError::Malformed("limit must be a number".to_owned()))?;
         let limit = query.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(ApiError::Malformed("limit must be between 1 and 100".to_owned()));
         }
-        let user = crate::me::authenticate(&state, &headers).await?;
+        let (_, user) = crate::auth::user(&state, &headers).await?;
         if user.status() != UserStatus::Verified {
             return Err(ApiError::NotVerified);
         }
@@ -83,6 +85,9 @@ pub(crate) async fn suggestions(
             Ok(page) => page.into_inner(),
             Err(status) if status.code() == Code::InvalidArgument => {
                 return Err(ApiError::Malformed("page_token is not valid".to_owned()));
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                return Err(ApiError::SuggestionBudgetUsed { retry_after_secs: secs_to_utc_midnight() });
             }
             Err(status) => return Err(ApiError::from_status("friend-discovery", &status)),
         };
@@ -97,12 +102,18 @@ pub(crate) async fn suggestions(
                 },
                 user_id: s.user_id,
                 display_name: s.display_name,
-                shared_contacts: s.shared_contacts,
             })
             .collect();
         let next_page_token = Some(page.next_page_token).filter(|t| !t.is_empty());
-        Ok(Json(SuggestionsPage { suggestions, next_page_token }))
+        Ok(crate::me::private(Json(SuggestionsPage { suggestions, next_page_token })))
     }
     .await;
     result.inspect_err(ApiError::log)
+}
+
+/// Seconds until the daily budget renews.
+fn secs_to_utc_midnight() -> u64 {
+    let now = chrono::Utc::now();
+    let next = now.date_naive().succ_opt().and_then(|day| day.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+    next.map_or(3600, |next| u64::try_from((next - now).num_seconds()).unwrap_or(3600).max(1))
 }

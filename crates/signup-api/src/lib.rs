@@ -4,6 +4,7 @@
 //! Architecture invariant: signup-api is stateless and owns no database; a plaintext password leaves it only
 //! in the call to the password service, and a plaintext contact never leaves it.
 
+mod auth;
 pub mod contacts;
 pub mod domain;
 mod error;
@@ -13,13 +14,15 @@ mod me;
 mod openapi;
 mod pages;
 pub mod problem;
+pub mod ratelimit;
 mod routes;
+mod sessions;
 mod settings;
 mod signups;
 mod startup;
 mod upstream;
 mod verifications;
 
-pub use routes::router;
+pub use routes::{operational_router, router};
 pub use settings::{Settings, Upstreams as UpstreamSettings};
 pub use startup::{App, AppState};

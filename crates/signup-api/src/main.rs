@@ -17,7 +17,7 @@ enum Command {
     /// Serve HTTP on PORT (the default command).
     #[default]
     Serve,
-    /// Probe the running server: exit 0 when `/readyz` on PORT answers 200.
+    /// Probe the running server: exit 0 when `/readyz` on METRICS_PORT answers 200.
     Healthcheck {
         /// Probe `/livez` instead: for platforms that restart unhealthy tasks.
         #[arg(long)]
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     if let Command::Healthcheck { live } = command {
         let path = if live { "/livez" } else { "/readyz" };
-        return platform::healthcheck::http(Settings::load_port()?, path).await;
+        return platform::healthcheck::http(Settings::load_metrics_port()?, path).await;
     }
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;

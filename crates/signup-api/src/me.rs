@@ -1,24 +1,18 @@
-//! `GET /v1/me`: the caller's own profile, for HTTP Basic credentials (email and password) checked by the
-//! password service. An unknown email and a wrong password get the same 401 after the same hashing work.
+//! The signed-in account: `GET /v1/me` reads it, `PATCH /v1/me` changes what its owner may change. Both take a
+//! session (`Authorization: Bearer`), and both answers carry `Cache-Control: no-store`.
 
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, header},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
 };
-use base64::Engine as _;
-use proto::{
-    password::v1::VerifyPasswordRequest,
-    user_metadata::v1::{GetUserByEmailRequest, User, UserStatus},
-};
+use proto::user_metadata::v1::{UpdateProfileRequest, User, UserStatus};
 use serde::Serialize;
+use serde_json::{Map, Value};
 use tonic::Code;
 
-use crate::{
-    domain::{email::Email, password::Password},
-    error::ApiError,
-    startup::AppState,
-};
+use crate::{domain::signup::FieldError, error::ApiError, extract::JsonObject, startup::AppState};
 
 /// The caller's profile.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -43,82 +37,103 @@ pub(crate) struct Profile {
     verified_at: Option<String>,
 }
 
-/// Email and password from an `Authorization: Basic` header.
-struct Credentials {
-    email: Email,
-    password: Password,
+/// What `PATCH /v1/me` may change (documentation; the handler parses it field by field).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the request body for the OpenAPI document")]
+pub(crate) struct ProfileChange {
+    /// Whether others may be suggested this user; takes effect in everyone's suggestions within seconds.
+    discoverable: Option<bool>,
 }
 
-/// Returns the profile of the account the credentials belong to.
+/// Returns the profile of the signed-in account.
 #[utoipa::path(
     get,
     path = "/v1/me",
     tag = "account",
-    security(("basic" = [])),
+    security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller's profile", body = Profile),
-        (status = 401, description = "Missing or wrong credentials (one answer for an unknown email and a wrong password)", body = crate::problem::Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Basic realm=\"signup\", charset=\"UTF-8\""))),
+        (status = 200, description = "The caller's profile", body = Profile,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup\""))),
+        (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
-pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Profile>, ApiError> {
-    let result = profile(&state, &headers).await;
+pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let result = crate::auth::user(&state, &headers).await.map(|(_, user)| user);
     let outcome = match &result {
         Ok(_) => "ok",
         Err(ApiError::Unauthorized) => "unauthorized",
         Err(_) => "failed",
     };
     metrics::counter!("me_requests_total", "outcome" => outcome).increment(1);
-    result.map(Json).inspect_err(ApiError::log)
+    result.map(|user| private(Json(to_profile(user)))).inspect_err(ApiError::log)
 }
 
-async fn profile(state: &AppState, headers: &HeaderMap) -> Result<Profile, ApiError> {
-    authenticate(state, headers).await.map(to_profile)
-}
-
-/// The account whose email and password came in `Authorization: Basic`: checked by the password service, with
-/// the same hashing work for an unknown email as for a wrong password, and one answer (401) for both.
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
-    let credentials = credentials(headers).ok_or(ApiError::Unauthorized)?;
-    let mut users = state.upstreams.users.clone();
-    let user =
-        match users.get_user_by_email(GetUserByEmailRequest { email: credentials.email.as_str().to_owned() }).await {
-            Ok(response) => response.into_inner().user,
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(ApiError::from_status("user-metadata", &status)),
-        };
-    // Without an account, verify against a fresh id: the password service then spends the same work on a decoy.
-    let user_id = user.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |u| u.user_id.clone());
-    let request = VerifyPasswordRequest { user_id, password: credentials.password.expose().to_owned() };
-    let mut passwords = state.upstreams.passwords.clone();
-    let valid = passwords
-        .verify_password(request)
-        .await
-        .map_err(|status| ApiError::from_status("password", &status))?
-        .into_inner()
-        .valid;
-    match user {
-        Some(user) if valid && user.status() != UserStatus::Registering => {
-            tracing::Span::current().record("user_id", user.user_id.as_str());
-            Ok(user)
+/// Changes the signed-in account's settings. Only a verified account has any: its email is proven to be its own.
+#[utoipa::path(
+    patch,
+    path = "/v1/me",
+    tag = "account",
+    security(("bearer" = [])),
+    request_body(content = ProfileChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The profile as changed", body = Profile,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown or malformed fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let discoverable = parse_change(&body).map_err(ApiError::Invalid)?;
+        let session = crate::auth::session(&state, &headers).await?;
+        let request = UpdateProfileRequest { user_id: session.user_id, discoverable };
+        match state.upstreams.users.clone().update_profile(request).await {
+            Ok(response) => response.into_inner().user.ok_or(ApiError::Unauthorized),
+            Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::NotVerified),
+            Err(status) if status.code() == Code::NotFound => Err(ApiError::Unauthorized),
+            Err(status) => Err(ApiError::from_status("user-metadata", &status)),
         }
-        _ => Err(ApiError::Unauthorized),
     }
+    .await;
+    result.map(|user| private(Json(to_profile(user)))).inspect_err(ApiError::log)
 }
 
-/// Parses `Authorization: Basic base64(email:password)`; `None` for anything else.
-fn credentials(headers: &HeaderMap) -> Option<Credentials> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (email, password) = decoded.split_once(':')?;
-    Some(Credentials { email: Email::parse(email).ok()?, password: Password::presented(password) })
+/// An answer about one person: never stored by a cache on the way.
+pub(crate) fn private(body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn parse_change(body: &Map<String, Value>) -> Result<Option<bool>, Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = body
+        .keys()
+        .filter(|key| key.as_str() != "discoverable")
+        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field you can change"))
+        .collect();
+    let discoverable = match body.get("discoverable") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(value)) => Some(*value),
+        Some(_) => {
+            errors.push(FieldError::new("discoverable", "invalid_type", "must be true or false"));
+            None
+        }
+    };
+    if errors.is_empty() { Ok(discoverable) } else { Err(errors) }
 }
 
 fn to_profile(user: User) -> Profile {
@@ -136,36 +151,5 @@ fn to_profile(user: User) -> Profile {
         display_name: user.display_name,
         locale: user.locale,
         discoverable: user.discoverable,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    fn basic(raw: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
-        headers
-    }
-
-    #[test]
-    fn basic_credentials_split_at_the_first_colon_and_normalise_the_email() {
-        let credentials = credentials(&basic("Ada@Example.COM:pass:word")).unwrap();
-        assert_eq!(credentials.email.as_str(), "ada@example.com");
-        assert_eq!(credentials.password.expose(), "pass:word");
-    }
-
-    #[test]
-    fn anything_but_basic_credentials_is_none() {
-        assert!(credentials(&HeaderMap::new()).is_none());
-        assert!(credentials(&basic("no-colon")).is_none());
-        assert!(credentials(&basic("not-an-email:password")).is_none());
-        let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert!(credentials(&bearer).is_none());
     }
 }

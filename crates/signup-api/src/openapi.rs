@@ -5,8 +5,9 @@ use utoipa::OpenApi;
 use crate::{
     domain::signup::FieldError,
     friends::{FriendSuggestion, SuggestionsPage},
-    me::Profile,
+    me::{Profile, ProfileChange},
     problem::Problem,
+    sessions::{SessionCreated, SignInRequest},
     signups::{SignupAccepted, SignupRequest},
     verifications::{ConfirmRequest, ResendAccepted, ResendRequest, Verified},
 };
@@ -20,7 +21,10 @@ use crate::{
         crate::verifications::confirm_page,
         crate::verifications::confirm,
         crate::verifications::resend,
+        crate::sessions::create,
+        crate::sessions::delete_current,
         crate::me::get,
+        crate::me::patch,
         crate::friends::suggestions,
     ),
     components(schemas(
@@ -33,26 +37,34 @@ use crate::{
         ResendRequest,
         ResendAccepted,
         Profile,
+        ProfileChange,
+        SignInRequest,
+        SessionCreated,
         SuggestionsPage,
         FriendSuggestion,
     )),
-    modifiers(&BasicAuth),
+    modifiers(&BearerAuth),
     tags(
         (name = "signups", description = "Creating accounts"),
         (name = "email verification", description = "Proving the account's mailbox"),
+        (name = "sessions", description = "Signing in and out"),
         (name = "account", description = "The signed-in account"),
     )
 )]
 pub(crate) struct ApiDoc;
 
-/// Declares the `basic` security scheme (email and password) that `/v1/me` uses.
-struct BasicAuth;
+/// Declares the `bearer` security scheme (a session token from `POST /v1/sessions`).
+struct BearerAuth;
 
-impl utoipa::Modify for BasicAuth {
+impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        let scheme = Http::builder()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("A session token from POST /v1/sessions"))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
 

@@ -6,19 +6,31 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 
-/// The page behind the link in the mail: one button that POSTs the token. Opening the link (as mail scanners
-/// do) changes nothing.
-pub(crate) fn confirm(token: &str) -> Response {
+/// What the confirm page says after a password that is not the link's signup's.
+pub(crate) const MISMATCH: &str = "This link and this password do not belong to the same signup. Enter the password \
+     you chose when you signed up; after a few wrong tries the link stops working (signing up again sends a new one).";
+
+/// The page behind the link in the mail: a form that asks for the password chosen at signup and POSTs it with the
+/// token. Opening the link (as mail scanners do) changes nothing. After a wrong password it is shown again, with
+/// `error` (a 400).
+pub(crate) fn confirm(token: &str, error: Option<&str>) -> Response {
+    let (status, notice) = match error {
+        Some(error) => (StatusCode::BAD_REQUEST, format!("<p role=\"alert\"><strong>{}</strong></p>", escape(error))),
+        None => (StatusCode::OK, String::new()),
+    };
     let body = format!(
-        "<h1>Confirm your email address</h1>\
-         <p>Press the button to finish signing up.</p>\
+        "<h1>Confirm your email address</h1>{notice}\
+         <p>Enter the password you chose when you signed up to finish. If you did not sign up, close this page: \
+         nothing happens without that password.</p>\
          <form method=\"post\" action=\"confirm\">\
          <input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <p><label for=\"password\">Password</label><br>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required></p>\
          <button type=\"submit\">Confirm my email</button>\
          </form>",
         escape(token)
     );
-    page(StatusCode::OK, "Confirm your email address", &body)
+    page(status, "Confirm your email address", &body)
 }
 
 /// After a successful confirm from the page.

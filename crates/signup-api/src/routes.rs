@@ -1,39 +1,55 @@
-//! The one place every HTTP route of signup-api is listed, with the layers that wrap them.
+//! The one place every HTTP route of signup-api is listed, with the layers that wrap them. The API and the
+//! operational endpoints are separate routers, served on separate ports (`PORT`, `METRICS_PORT`), so probes and
+//! scrapes never reach the public port and the public never reaches them.
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{get, post},
+    routing::{MethodRouter, delete, get, post},
 };
+use platform::health::Readiness;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::{problem::Problem, startup::AppState};
+use crate::{
+    problem::Problem,
+    ratelimit::{self, Class},
+    startup::AppState,
+};
 
-/// Every route: the versioned API under `/v1`, and `/livez`, `/readyz`, `/metrics` for the platform.
+/// The versioned API under `/v1`, and `/openapi.json`. Every `/v1` route counts against its client's budget for
+/// its kind of request.
 pub fn router(state: AppState) -> Router {
+    let limited = |class: Class, route: MethodRouter<AppState>| {
+        route.route_layer(middleware::from_fn_with_state((state.rate_limits.clone(), class), ratelimit::limit))
+    };
     let api = Router::new()
-        .route("/v1/signups", post(crate::signups::create))
-        .route("/v1/email-verifications", post(crate::verifications::resend))
+        .route("/v1/signups", limited(Class::Signups, post(crate::signups::create)))
+        .route("/v1/email-verifications", limited(Class::Resends, post(crate::verifications::resend)))
         .route(
             "/v1/email-verifications/confirm",
-            get(crate::verifications::confirm_page).post(crate::verifications::confirm),
+            limited(Class::Confirms, get(crate::verifications::confirm_page).post(crate::verifications::confirm)),
         )
-        .route("/v1/me", get(crate::me::get))
-        .route("/v1/me/friend-suggestions", get(crate::friends::suggestions))
+        .route("/v1/sessions", limited(Class::Sessions, post(crate::sessions::create)))
+        .route("/v1/sessions/current", limited(Class::Sessions, delete(crate::sessions::delete_current)))
+        .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))
+        .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state.clone())
+        .with_state(state)
         .layer(platform::http::trace_layer());
-    Router::new()
-        .merge(platform::http::operational_router(state.readiness.clone()))
-        .merge(api)
-        .layer(middleware::from_fn(platform::metrics::track_http))
-        .layer(CatchPanicLayer::custom(|_| {
+    Router::new().merge(api).layer(middleware::from_fn(platform::metrics::track_http)).layer(CatchPanicLayer::custom(
+        |_| {
             tracing::error!("handler panicked");
             axum::response::IntoResponse::into_response(Problem::internal())
-        }))
+        },
+    ))
+}
+
+/// `/livez`, `/readyz` and `/metrics`, for `METRICS_PORT`.
+pub fn operational_router(readiness: Readiness) -> Router {
+    platform::http::operational_router(readiness)
 }
 
 async fn not_found() -> Problem {

@@ -6,13 +6,18 @@ use platform::settings::{SettingsError, ShutdownSettings, TelemetrySettings};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{password::PasswordPolicy, signup::SignupLimits};
+use crate::{
+    domain::{password::PasswordPolicy, signup::SignupLimits},
+    ratelimit::{Class, Policy, RateLimitSettings},
+};
 
 /// Everything signup-api reads at start.
 #[derive(Clone)]
 pub struct Settings {
-    /// `PORT`: HTTP, 8080 by default. `/metrics` is served here too.
+    /// `PORT`: the API over HTTP, 8080 by default.
     pub port: u16,
+    /// `METRICS_PORT`: `/livez`, `/readyz` and `/metrics`, 9050 by default, off the public port.
+    pub metrics_port: u16,
     /// Where the gRPC services are and how long a call to them may take.
     pub upstreams: Upstreams,
     /// The limits signups are checked against.
@@ -21,6 +26,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `CONTACT_HASH_KEY`: the secret contacts and emails are hashed under (at least 32 bytes).
     pub contact_hash_key: SecretString,
+    /// `IDEMPOTENCY_FINGERPRINT_KEY`: the secret an `Idempotency-Key`'s request fingerprint is made under (at
+    /// least 32 bytes), separate from the contact key so each can be rotated on its own.
+    pub fingerprint_key: SecretString,
+    /// Per-client budgets for each kind of request, and which proxies to believe about the client.
+    pub rate_limits: RateLimitSettings,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -67,6 +77,12 @@ fn default_deadline_ms() -> u64 {
 struct RawSettings {
     #[serde(default = "default_port")]
     port: u16,
+    #[serde(default = "default_metrics_port")]
+    metrics_port: u16,
+}
+
+fn default_metrics_port() -> u16 {
+    9050
 }
 
 #[derive(Deserialize)]
@@ -81,7 +97,14 @@ struct RawLimits {
     password_max_length: usize,
     #[serde(default = "default_display_name_max_length")]
     display_name_max_length: usize,
+    #[serde(default = "default_password_min_score")]
+    password_min_score: u8,
     contact_hash_key: Option<SecretString>,
+    idempotency_fingerprint_key: Option<SecretString>,
+}
+
+fn default_password_min_score() -> u8 {
+    3
 }
 
 fn default_max_body_bytes() -> usize {
@@ -103,8 +126,16 @@ fn default_display_name_max_length() -> usize {
 /// The shortest `CONTACT_HASH_KEY` accepted: 256 bits.
 const MIN_KEY_BYTES: usize = 32;
 
+/// The checked limits and the two secrets.
+struct Checked {
+    limits: SignupLimits,
+    max_body_bytes: usize,
+    contact_hash_key: SecretString,
+    fingerprint_key: SecretString,
+}
+
 impl RawLimits {
-    fn check(self) -> Result<(SignupLimits, usize, SecretString), SettingsError> {
+    fn check(self) -> Result<Checked, SettingsError> {
         if self.password_min_length < 8 {
             return Err(SettingsError::invalid("PASSWORD_MIN_LENGTH", "must be at least 8"));
         }
@@ -117,16 +148,85 @@ impl RawLimits {
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::invalid("MAX_BODY_BYTES", "must be at least 1024"));
         }
-        let key = self.contact_hash_key.ok_or_else(|| SettingsError::invalid("CONTACT_HASH_KEY", "is required"))?;
-        if key.expose_secret().len() < MIN_KEY_BYTES {
-            return Err(SettingsError::invalid("CONTACT_HASH_KEY", format!("must be at least {MIN_KEY_BYTES} bytes")));
+        if self.password_min_score > 4 {
+            return Err(SettingsError::invalid("PASSWORD_MIN_SCORE", "must be between 0 and 4"));
         }
+        let contact_hash_key = secret_key("CONTACT_HASH_KEY", self.contact_hash_key)?;
+        let fingerprint_key = secret_key("IDEMPOTENCY_FINGERPRINT_KEY", self.idempotency_fingerprint_key)?;
         let limits = SignupLimits {
-            password: PasswordPolicy { min_chars: self.password_min_length, max_chars: self.password_max_length },
+            password: PasswordPolicy {
+                min_chars: self.password_min_length,
+                max_chars: self.password_max_length,
+                min_score: self.password_min_score,
+            },
             display_name_max_chars: self.display_name_max_length,
             max_contacts: self.max_contacts,
         };
-        Ok((limits, self.max_body_bytes, key))
+        Ok(Checked { limits, max_body_bytes: self.max_body_bytes, contact_hash_key, fingerprint_key })
+    }
+}
+
+/// A required secret key of at least [`MIN_KEY_BYTES`]; the error never echoes it.
+fn secret_key(variable: &str, key: Option<SecretString>) -> Result<SecretString, SettingsError> {
+    let key = key.ok_or_else(|| SettingsError::invalid(variable, "is required"))?;
+    if key.expose_secret().len() < MIN_KEY_BYTES {
+        return Err(SettingsError::invalid(variable, format!("must be at least {MIN_KEY_BYTES} bytes")));
+    }
+    Ok(key)
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawRateLimits {
+    rate_limit_signups: String,
+    rate_limit_resends: String,
+    rate_limit_confirms: String,
+    rate_limit_sessions: String,
+    rate_limit_reads: String,
+    trusted_proxies: String,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        Self {
+            rate_limit_signups: "30/600".to_owned(),
+            rate_limit_resends: "10/600".to_owned(),
+            rate_limit_confirms: "30/600".to_owned(),
+            rate_limit_sessions: "30/60".to_owned(),
+            rate_limit_reads: "300/60".to_owned(),
+            trusted_proxies: String::new(),
+        }
+    }
+}
+
+impl RawRateLimits {
+    fn check(self) -> Result<RateLimitSettings, SettingsError> {
+        let policy = |variable: &str, class: Class, value: &str| {
+            Policy::parse(class, value).map_err(|reason| SettingsError::invalid(variable, reason))
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        SettingsError::invalid("TRUSTED_PROXIES", format!("{item} is not an IP address or CIDR"))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RateLimitSettings {
+            policies: [
+                policy("RATE_LIMIT_SIGNUPS", Class::Signups, &self.rate_limit_signups)?,
+                policy("RATE_LIMIT_RESENDS", Class::Resends, &self.rate_limit_resends)?,
+                policy("RATE_LIMIT_CONFIRMS", Class::Confirms, &self.rate_limit_confirms)?,
+                policy("RATE_LIMIT_SESSIONS", Class::Sessions, &self.rate_limit_sessions)?,
+                policy("RATE_LIMIT_READS", Class::Reads, &self.rate_limit_reads)?,
+            ],
+            trusted_proxies,
+        })
     }
 }
 
@@ -166,21 +266,24 @@ impl Settings {
         let raw: RawSettings = platform::settings::load()?;
         let upstreams: Upstreams = platform::settings::load()?;
         upstreams.check()?;
-        let (limits, max_body_bytes, contact_hash_key) = platform::settings::load::<RawLimits>()?.check()?;
+        let checked = platform::settings::load::<RawLimits>()?.check()?;
         Ok(Self {
             port: raw.port,
+            metrics_port: raw.metrics_port,
             upstreams,
-            limits,
-            max_body_bytes,
-            contact_hash_key,
+            limits: checked.limits,
+            max_body_bytes: checked.max_body_bytes,
+            contact_hash_key: checked.contact_hash_key,
+            fingerprint_key: checked.fingerprint_key,
+            rate_limits: platform::settings::load::<RawRateLimits>()?.check()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
     }
 
-    /// The `PORT` alone, for the `healthcheck` subcommand.
-    pub fn load_port() -> Result<u16, SettingsError> {
-        Ok(platform::settings::load::<RawSettings>()?.port)
+    /// The `METRICS_PORT` alone, for the `healthcheck` subcommand.
+    pub fn load_metrics_port() -> Result<u16, SettingsError> {
+        Ok(platform::settings::load::<RawSettings>()?.metrics_port)
     }
 }
 
@@ -188,10 +291,13 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
             .field("upstreams", &self.upstreams)
             .field("limits", &self.limits)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("contact_hash_key", &"[redacted]")
+            .field("fingerprint_key", &"[redacted]")
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }

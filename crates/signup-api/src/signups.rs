@@ -1,20 +1,24 @@
-//! `POST /v1/signups`: one signup, committed through user-metadata and password before it is accepted.
+//! `POST /v1/signups`: one signup attempt, committed through password and user-metadata before it is accepted.
 //!
-//! The answer is the same `202` for a new, a still pending and an already verified email, and each path does
-//! one password hash, so neither the body nor the timing tells whether an account exists.
+//! The password is hashed first, before anything is written anywhere: a signup refused because hashing is
+//! saturated leaves nothing behind. Then user-metadata records the attempt and its event in one transaction. The
+//! answer is the same `202` for a new, a still pending and an already verified email, and each path does one
+//! password hash, so neither the body nor the timing tells whether an account exists.
+//!
+//! The attempt's password is not the account's: it becomes that only when the attempt's own link is confirmed
+//! with it. So signing up with someone else's address, before or after them, can neither take their account nor
+//! stop them from confirming theirs.
 
 use axum::{
     Json,
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use proto::{
-    password::v1::{BurnPasswordHashRequest, SetPasswordRequest},
-    user_metadata::v1::{CompleteSignupRequest, RegisterSignupRequest, RegisterSignupResponse, UserStatus},
-};
+use proto::{password::v1::StoreAttemptCredentialRequest, user_metadata::v1::RegisterSignupRequest};
 use serde::Serialize;
 use serde_json::json;
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
     domain::signup::{self, Signup},
@@ -42,10 +46,12 @@ pub(crate) struct SignupRequest {
     #[schema(example = "ada@example.com")]
     email: String,
     /// At least `PASSWORD_MIN_LENGTH` (15) and at most `PASSWORD_MAX_LENGTH` (128) characters after NFKC; not a
-    /// common or breached password; not close to the email.
+    /// common or breached password; not close to the email; not guessable (a zxcvbn score of at least
+    /// `PASSWORD_MIN_SCORE`, 3, given the email and display name).
     #[schema(example = "correct horse battery staple")]
     password: String,
-    /// Shown to friends; 1 to `DISPLAY_NAME_MAX_LENGTH` (100) characters.
+    /// Shown to friends (never put in mail); 1 to `DISPLAY_NAME_MAX_LENGTH` (100) characters, without links,
+    /// domain names, `@`, control, bidirectional-override or zero-width characters.
     #[schema(example = "Ada Lovelace")]
     display_name: String,
     /// Email addresses of people the user knows, at most `MAX_CONTACTS` (1000). Only keyed hashes of them leave
@@ -64,13 +70,14 @@ pub(crate) struct SignupRequest {
     path = "/v1/signups",
     tag = "signups",
     request_body(content = SignupRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body get the same answer and create nothing new; the same key with another body is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body get the same answer and create nothing new; the key with another email or another body is a 422")),
     responses(
-        (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account)", body = SignupAccepted),
+        (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account), within the address's mail budget", body = SignupAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another body", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another email or body", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client's signup budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -98,18 +105,33 @@ async fn accept(
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
     let key = idempotency_key(headers)?;
     let signup = signup::parse(body, &state.limits).map_err(ApiError::Invalid)?;
-    let registered = register(state, &signup, key.as_deref()).await?;
-    if !registered.replayed {
-        let user = registered.user.as_ref().ok_or_else(|| missing("user"))?;
-        tracing::Span::current().record("user_id", user.user_id.as_str());
-        store_password(state, &signup, user.status(), &user.user_id, &registered.signup_id).await?;
-        complete(state, &signup, &user.user_id, &registered.signup_id, key.as_deref()).await?;
-    }
+    let signup_id = Uuid::now_v7();
+    let email_hash = state.hasher.hash(&signup.email);
+    store_password(state, &signup, signup_id, &email_hash).await?;
+    register(state, &signup, signup_id, email_hash, key.as_deref()).await?;
     let accepted = SignupAccepted { status: "verification_pending", email: signup.email.as_str().to_owned() };
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-async fn register(state: &AppState, signup: &Signup, key: Option<&str>) -> Result<RegisterSignupResponse, ApiError> {
+/// Hashes and stores the attempt's password. For an address that already has a verified account this is stored
+/// too (and never used), so every signup costs the same.
+async fn store_password(state: &AppState, signup: &Signup, signup_id: Uuid, email_hash: &[u8]) -> Result<(), ApiError> {
+    let request = StoreAttemptCredentialRequest {
+        signup_id: signup_id.to_string(),
+        email_hash: email_hash.to_vec(),
+        password: signup.password.expose().to_owned(),
+    };
+    let stored = state.upstreams.passwords.clone().store_attempt_credential(request).await;
+    stored.map(drop).map_err(|status| ApiError::from_status("password", &status))
+}
+
+async fn register(
+    state: &AppState,
+    signup: &Signup,
+    signup_id: Uuid,
+    email_hash: Vec<u8>,
+    key: Option<&str>,
+) -> Result<(), ApiError> {
     let request = RegisterSignupRequest {
         email: signup.email.as_str().to_owned(),
         display_name: signup.display_name.as_str().to_owned(),
@@ -117,58 +139,17 @@ async fn register(state: &AppState, signup: &Signup, key: Option<&str>) -> Resul
         discoverable: signup.discoverable,
         idempotency_key: key.unwrap_or_default().to_owned(),
         request_fingerprint: key.map(|_| fingerprint(state, signup)).unwrap_or_default(),
-    };
-    let mut users = state.upstreams.users.clone();
-    match users.register_signup(request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::IdempotencyKeyReused),
-        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
-    }
-}
-
-/// Stores the password of a new or pending account; for a verified account, spends the same hashing time and
-/// stores nothing, so the owner's password is never touched.
-async fn store_password(
-    state: &AppState,
-    signup: &Signup,
-    status: UserStatus,
-    user_id: &str,
-    signup_id: &str,
-) -> Result<(), ApiError> {
-    let mut passwords = state.upstreams.passwords.clone();
-    let password = signup.password.expose().to_owned();
-    let outcome = if status == UserStatus::Verified {
-        passwords.burn_password_hash(BurnPasswordHashRequest { password }).await.map(drop)
-    } else {
-        let request = SetPasswordRequest { user_id: user_id.to_owned(), password, version: signup_id.to_owned() };
-        passwords.set_password(request).await.map(drop)
-    };
-    outcome.map_err(|status| ApiError::from_status("password", &status))
-}
-
-async fn complete(
-    state: &AppState,
-    signup: &Signup,
-    user_id: &str,
-    signup_id: &str,
-    key: Option<&str>,
-) -> Result<(), ApiError> {
-    let request = CompleteSignupRequest {
-        user_id: user_id.to_owned(),
-        signup_id: signup_id.to_owned(),
+        signup_id: signup_id.to_string(),
         contact_hashes: signup.contacts.iter().map(|c| state.hasher.hash(c)).collect(),
-        email_hash: state.hasher.hash(&signup.email),
-        idempotency_key: key.unwrap_or_default().to_owned(),
+        email_hash,
     };
-    let mut users = state.upstreams.users.clone();
-    match users.complete_signup(request).await {
-        Ok(_) => Ok(()),
-        // A newer signup for the same pending email won the race: it is the one announced, and this request gets
-        // the same answer as any other, so a race reveals nothing about the account.
-        Err(status) if status.code() == Code::Aborted => {
-            tracing::info!("superseded by a concurrent signup for the same email");
+    match state.upstreams.users.clone().register_signup(request).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            tracing::Span::current().record("user_id", response.user_id.as_str());
             Ok(())
         }
+        Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::IdempotencyKeyReused),
         Err(status) => Err(ApiError::from_status("user-metadata", &status)),
     }
 }
@@ -184,7 +165,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// A keyed hash of the normalised request, so a retry with another body is recognised without storing the body.
+/// A keyed hash of the normalised request under `IDEMPOTENCY_FINGERPRINT_KEY`, so a retry with another body is
+/// recognised without storing the body.
 fn fingerprint(state: &AppState, signup: &Signup) -> Vec<u8> {
     let canonical = json!({
         "email": signup.email.as_str(),
@@ -194,9 +176,5 @@ fn fingerprint(state: &AppState, signup: &Signup) -> Vec<u8> {
         "locale": signup.locale.as_ref().map(|l| l.as_str()),
         "discoverable": signup.discoverable,
     });
-    state.hasher.mac(b"signup-api idempotency fingerprint v1\0", canonical.to_string().as_bytes())
-}
-
-fn missing(field: &str) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("user-metadata answered without {field}"))
+    state.fingerprints.mac(b"signup-api idempotency fingerprint v2\0", canonical.to_string().as_bytes())
 }

@@ -1,39 +1,40 @@
-//! Builds signup-api (channels, listener) and runs it until shutdown.
+//! Builds signup-api (channels, listeners) and runs it until shutdown.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use platform::health::Readiness;
 use tokio::net::TcpListener;
 
-use crate::{Settings, contacts::ContactHasher, domain::signup::SignupLimits, upstream::Upstreams};
+use crate::{
+    Settings, contacts::KeyedHasher, domain::signup::SignupLimits, ratelimit::RateLimits, upstream::Upstreams,
+};
 
-/// What every handler can reach. signup-api owns no database: all state lives behind its upstreams.
+/// How often clients whose buckets are full again are forgotten.
+const FORGET_IDLE_CLIENTS_EVERY: Duration = Duration::from_secs(60);
+
+/// What every handler can reach. signup-api owns no database: all state lives behind its upstreams (the rate
+/// limiter's buckets are per process, by design).
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Readiness, reported on `/readyz`.
     pub readiness: Readiness,
     /// The gRPC services behind the API.
     pub upstreams: Upstreams,
-    /// Hashes contacts, emails and idempotency fingerprints under `CONTACT_HASH_KEY`.
-    pub hasher: ContactHasher,
+    /// Hashes contacts and emails under `CONTACT_HASH_KEY`.
+    pub hasher: KeyedHasher,
+    /// Fingerprints idempotent requests under `IDEMPOTENCY_FINGERPRINT_KEY`.
+    pub fingerprints: KeyedHasher,
     /// What signups are checked against.
     pub limits: SignupLimits,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Per-client budgets.
+    pub rate_limits: RateLimits,
 }
 
-/// A built, not yet serving, signup-api. Tests start it exactly as the binary does.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    state: AppState,
-    settings: Settings,
-}
-
-impl App {
-    /// Does all I/O setup: builds the upstream channels and binds `PORT` (port 0 allowed).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        platform::metrics::handle();
+impl AppState {
+    /// The state `settings` describe, with lazily connected upstreams: no I/O.
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let upstreams = Upstreams::new(&settings.upstreams)?;
         // Ready means a signup can be taken: the services on the signup path answer. The others degrade
         // their own endpoints only, so they do not take the whole API out of rotation.
@@ -41,20 +42,45 @@ impl App {
             .check("user-metadata", platform::grpc::readiness_check(upstreams.user_metadata_channel.clone()))
             .check("password", platform::grpc::readiness_check(upstreams.password_channel.clone()))
             .build();
-        let listener = platform::server::bind(settings.port, "PORT").await?;
-        let state = AppState {
+        Ok(Self {
             readiness,
             upstreams,
-            hasher: ContactHasher::new(settings.contact_hash_key.clone()),
+            hasher: KeyedHasher::new(settings.contact_hash_key.clone()),
+            fingerprints: KeyedHasher::new(settings.fingerprint_key.clone()),
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
-        };
-        Ok(Self { listener, state, settings })
+            rate_limits: RateLimits::new(&settings.rate_limits),
+        })
+    }
+}
+
+/// A built, not yet serving, signup-api. Tests start it exactly as the binary does.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    ops: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl App {
+    /// Does all I/O setup: builds the upstream channels and binds `PORT` and `METRICS_PORT` (port 0 allowed).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        platform::metrics::handle();
+        let state = AppState::new(&settings)?;
+        let listener = platform::server::bind(settings.port, "PORT").await?;
+        let ops = platform::server::bind(settings.metrics_port, "METRICS_PORT").await?;
+        Ok(Self { listener, ops, state, settings })
     }
 
-    /// Where HTTP is served.
+    /// Where the API is served.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where `/livez`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until `shutdown` resolves: then reports not ready, stops accepting, and lets in-flight requests
@@ -64,15 +90,28 @@ impl App {
         let grace = self.settings.shutdown.grace_period();
         let readiness = self.state.readiness.clone();
         let monitor = tokio::spawn(readiness.clone().monitor(cancel.clone()));
-        let router = crate::routes::router(self.state);
-        tracing::info!(http = %self.listener.local_addr()?, "serving");
-        let server = tokio::spawn(platform::http::serve(self.listener, router, cancel.clone(), grace));
+        let forget = tokio::spawn(forget_idle_clients(self.state.rate_limits.clone(), cancel.clone()));
+        let (http, ops) = (self.local_addr(), self.ops_addr());
+        let api = crate::routes::router(self.state);
+        let ops_router = crate::routes::operational_router(readiness.clone());
+        tracing::info!(%http, %ops, "serving");
+        let server = tokio::spawn(platform::http::serve(self.listener, api, cancel.clone(), grace));
+        let ops_server = tokio::spawn(platform::http::serve(self.ops, ops_router, cancel.clone(), grace));
 
         cancel.cancelled().await;
         readiness.start_draining();
         tracing::info!(grace_secs = grace.as_secs(), "draining");
-        let _ = tokio::join!(monitor, server);
+        let _ = tokio::join!(monitor, server, ops_server, forget);
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+async fn forget_idle_clients(limits: RateLimits, cancel: platform::shutdown::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FORGET_IDLE_CLIENTS_EVERY) => limits.forget_idle(),
+            () = cancel.cancelled() => return,
+        }
     }
 }

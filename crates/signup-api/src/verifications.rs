@@ -1,5 +1,9 @@
 //! Email verification over HTTP: the page behind the link in the mail, the confirm itself, and asking for the
 //! mail again. The token is consumed only by a POST, so mail scanners that open links do no harm.
+//!
+//! A confirm proves two things: the token proves control of the mailbox, and the password proves the person who
+//! started the signup the link belongs to. Only both together verify the account, with that signup's password: so
+//! nobody can pre-register someone else's address with a password of their own and have the owner verify it.
 
 use axum::{
     Form, Json,
@@ -7,7 +11,13 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use proto::email_verification::v1::{ConfirmEmailRequest, ResendVerificationRequest};
+use proto::{
+    email_verification::v1::{
+        BeginConfirmationRequest, BeginConfirmationResponse, ConfirmEmailRequest, ReleaseConfirmationRequest,
+        ResendVerificationRequest,
+    },
+    password::v1::{PromoteAttemptRequest, VerifyAttemptPasswordRequest},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tonic::Code;
@@ -15,6 +25,7 @@ use tonic::Code;
 use crate::{
     domain::{
         email::Email,
+        password::Password,
         signup::{FieldError, email_code, required_string},
     },
     error::ApiError,
@@ -30,13 +41,25 @@ pub(crate) struct ConfirmQuery {
     token: Option<String>,
 }
 
-/// The body of a confirm: JSON, or the form of the confirm page.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// The body of a confirm: JSON, or the form of the confirm page. Its `Debug` shows neither field.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct ConfirmRequest {
     /// The token from the verification email.
     #[schema(example = "3q2-7wX9kZ0bY1vUu8sTt5rQq4pOo3nNm2lLk1jJi0h")]
     token: String,
+    /// The password chosen at the signup this link belongs to.
+    #[schema(example = "correct horse battery staple")]
+    password: String,
 }
+
+impl std::fmt::Debug for ConfirmRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfirmRequest([redacted])")
+    }
+}
+
+/// Passwords longer than this cannot be anyone's and are never sent on.
+const MAX_PASSWORD_BYTES: usize = 4096;
 
 /// The answer to a successful confirm.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,26 +86,29 @@ pub(crate) struct ResendAccepted {
     status: &'static str,
 }
 
-/// The page behind the link in the verification email: a button that POSTs the token. It consumes nothing.
+/// The page behind the link in the verification email: a form that asks for the signup's password and POSTs it
+/// with the token. It consumes nothing.
 #[utoipa::path(
     get,
     path = "/v1/email-verifications/confirm",
     tag = "email verification",
     params(ConfirmQuery),
     responses(
-        (status = 200, description = "A page with a button that confirms", content_type = "text/html"),
+        (status = 200, description = "A page with a form that confirms", content_type = "text/html"),
         (status = 400, description = "The link is malformed", content_type = "text/html"),
     )
 )]
 pub(crate) async fn confirm_page(query: Result<Query<ConfirmQuery>, QueryRejection>) -> Response {
     match query {
-        Ok(Query(ConfirmQuery { token: Some(token) })) if token_shaped(&token) => pages::confirm(&token),
+        Ok(Query(ConfirmQuery { token: Some(token) })) if platform::token::shaped(&token) => {
+            pages::confirm(&token, None)
+        }
         _ => pages::invalid_link(),
     }
 }
 
-/// Consumes a verification token and marks the account verified. Browsers (that accept `text/html`) get a page;
-/// everyone else JSON.
+/// Consumes a verification token with the password of its signup, and marks the account verified with that
+/// password. Browsers (that accept `text/html`) get a page; everyone else JSON.
 #[utoipa::path(
     post,
     path = "/v1/email-verifications/confirm",
@@ -92,24 +118,28 @@ pub(crate) async fn confirm_page(query: Result<Query<ConfirmQuery>, QueryRejecti
         (ConfirmRequest = "application/x-www-form-urlencoded"),
     )),
     responses(
-        (status = 200, description = "The email is verified", body = Verified),
-        (status = 400, description = "The token is unknown, used or expired (one answer for all three), or the body is malformed", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The email is verified; the signup's password is the account's", body = Verified),
+        (status = 400, description = "`/problems/invalid-token`: the token is unknown, used, expired or dead (one answer for all); `/problems/link-password-mismatch`: the link and the password belong to different signups (counts against the link: a few wrong tries end it); or the body is malformed", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body neither JSON nor a form", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No token field", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down; the token was not used, retry", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No token or password field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; the link was not used, retry", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
     let browser = wants_html(&headers);
+    let mut token = None;
     let result = async {
-        let token = token_from(request).await?;
-        confirm_token(&state, token).await
+        let form = confirm_from(request).await?;
+        token = Some(form.token.clone());
+        confirm_with_password(&state, form).await
     }
     .await;
     let outcome = match &result {
         Ok(()) => "verified",
         Err(ApiError::InvalidToken) => "invalid_token",
+        Err(ApiError::LinkPasswordMismatch) => "password_mismatch",
         Err(ApiError::Unavailable { .. }) => "unavailable",
         Err(_) => "failed",
     };
@@ -121,23 +151,29 @@ pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, r
         (Ok(()), true) => pages::verified(),
         (Ok(()), false) => (StatusCode::OK, Json(Verified { status: "verified" })).into_response(),
         (Err(ApiError::InvalidToken), true) => pages::invalid_link(),
+        (Err(ApiError::LinkPasswordMismatch), true) => match token {
+            Some(token) => pages::confirm(&token, Some(pages::MISMATCH)),
+            None => pages::invalid_link(),
+        },
         (Err(ApiError::Unavailable { .. }), true) => pages::unavailable(),
         (Err(error), _) => error.into_response(),
     }
 }
 
-/// Sends a new verification email if a pending account has this email, at most a few times per hour. The answer
-/// is the same `202` whether or not such an account exists.
+/// Sends a new verification email (for the newest signup) if a pending account has this email, within the
+/// address's mail budget. The answer is the same `202` whether or not such an account exists or the budget is
+/// spent.
 #[utoipa::path(
     post,
     path = "/v1/email-verifications",
     tag = "email verification",
     request_body(content = ResendRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "If a pending account has this email, a new verification email is on its way; its link supersedes the earlier ones", body = ResendAccepted),
+        (status = 202, description = "If a pending account has this email and its mail budget allows, a new verification email is on its way (for its newest signup); earlier links keep working", body = ResendAccepted),
         (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an email address", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -159,20 +195,76 @@ pub(crate) async fn resend(
     result.inspect_err(ApiError::log)
 }
 
-async fn confirm_token(state: &AppState, token: String) -> Result<(), ApiError> {
-    if !token_shaped(&token) {
+/// The confirm: the token names its signup (and costs one of its tries), the password must be that signup's, and
+/// only then is the token used and the account verified, with that signup's password made the account's.
+async fn confirm_with_password(state: &AppState, form: ConfirmRequest) -> Result<(), ApiError> {
+    if !platform::token::shaped(&form.token) {
         return Err(ApiError::InvalidToken);
     }
-    let mut verifications = state.upstreams.verifications.clone();
-    match verifications.confirm_email(ConfirmEmailRequest { token }).await {
-        Ok(_) => Ok(()),
+    let token = form.token;
+    let begun = begin(state, &token).await?;
+    let password = Password::presented(&form.password);
+    let valid = match check_password(state, &begun, &password).await {
+        Ok(valid) => valid,
+        Err(error) => {
+            // No verdict was reached: the try is given back, so an outage costs the link nothing.
+            let release = ReleaseConfirmationRequest { token: token.clone() };
+            if let Err(status) = state.upstreams.verifications.clone().release_confirmation(release).await {
+                tracing::warn!(code = ?status.code(), "could not give back a confirm try");
+            }
+            return Err(error);
+        }
+    };
+    if !valid {
+        return Err(ApiError::LinkPasswordMismatch);
+    }
+    let confirm = ConfirmEmailRequest { token, signup_id: begun.signup_id.clone() };
+    match state.upstreams.verifications.clone().confirm_email(confirm).await {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::FailedPrecondition => return Err(ApiError::InvalidToken),
+        Err(status) => return Err(ApiError::from_status("email-verification", &status)),
+    }
+    promote(state, begun).await;
+    Ok(())
+}
+
+async fn begin(state: &AppState, token: &str) -> Result<BeginConfirmationResponse, ApiError> {
+    let request = BeginConfirmationRequest { token: token.to_owned() };
+    match state.upstreams.verifications.clone().begin_confirmation(request).await {
+        Ok(response) => Ok(response.into_inner()),
         Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::InvalidToken),
         Err(status) => Err(ApiError::from_status("email-verification", &status)),
     }
 }
 
-/// The token from a form or a JSON body.
-async fn token_from(request: Request) -> Result<String, ApiError> {
+async fn check_password(
+    state: &AppState,
+    begun: &BeginConfirmationResponse,
+    password: &Password,
+) -> Result<bool, ApiError> {
+    if password.expose().is_empty() || password.expose().len() > MAX_PASSWORD_BYTES {
+        return Ok(false);
+    }
+    let request = VerifyAttemptPasswordRequest {
+        user_id: begun.user_id.clone(),
+        signup_id: begun.signup_id.clone(),
+        password: password.expose().to_owned(),
+    };
+    let response = state.upstreams.passwords.clone().verify_attempt_password(request).await;
+    Ok(response.map_err(|status| ApiError::from_status("password", &status))?.into_inner().valid)
+}
+
+/// Makes the verified signup's password the account's right away, so the owner can sign in at once. The
+/// `EmailVerified` event makes it certain if this call fails; it is idempotent either way.
+async fn promote(state: &AppState, begun: BeginConfirmationResponse) {
+    let request = PromoteAttemptRequest { user_id: begun.user_id, signup_id: begun.signup_id };
+    if let Err(status) = state.upstreams.passwords.clone().promote_attempt(request).await {
+        tracing::warn!(code = ?status.code(), "password not promoted yet; the EmailVerified event will do it");
+    }
+}
+
+/// The token and password from a form or a JSON body.
+async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -180,15 +272,20 @@ async fn token_from(request: Request) -> Result<String, ApiError> {
         .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if is_form {
         let Form(form) = Form::<ConfirmRequest>::from_request(request, &()).await.map_err(|_| {
-            ApiError::Invalid(vec![FieldError::new("token", "required", "the form must have a token field")])
+            ApiError::Invalid(vec![FieldError::new(
+                "token",
+                "required",
+                "the form must have token and password fields",
+            )])
         })?;
-        return Ok(form.token);
+        return Ok(form);
     }
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;
-    let mut errors = unknown_fields(&body, &["token"]);
+    let mut errors = unknown_fields(&body, &["token", "password"]);
     let token = required_string(&body, "token", &mut errors).map(str::to_owned);
-    match token {
-        Some(token) if errors.is_empty() => Ok(token),
+    let password = required_string(&body, "password", &mut errors).map(str::to_owned);
+    match (token, password) {
+        (Some(token), Some(password)) if errors.is_empty() => Ok(ConfirmRequest { token, password }),
         _ => Err(ApiError::Invalid(errors)),
     }
 }
@@ -213,11 +310,6 @@ fn unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Vec<FieldError> 
         .filter(|key| !known.contains(&key.as_str()))
         .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"))
         .collect()
-}
-
-/// Whether `token` looks like one we issue (43 base64url characters); anything else is not looked up.
-fn token_shaped(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Whether the client is a browser that wants a page rather than JSON.

@@ -1,8 +1,8 @@
 //! user-metadata's admin processes, one-off runs of the same binary with the same configuration:
 //!
-//! - `repair` finds the broken states user records can reach and fixes them: signups left `registering` (their
-//!   password is deleted and the row removed, so nothing half-made lingers), and outbox rows that have waited
-//!   too long (their backoff is reset so the relay publishes them at once).
+//! - `repair` finds outbox rows that have waited too long and resets their backoff so the relay publishes them at
+//!   once. (A signup is registered and announced in one transaction, so no half-made signup can linger; rows
+//!   left `registering` by earlier releases are never verified, so `archive` removes them.)
 //! - `archive` moves accounts never verified within `ARCHIVE_UNVERIFIED_AFTER_DAYS` of their last signup attempt to
 //!   cold storage, deletes them only once the archive object has been read back, and announces `UserDeleted` so
 //!   every service forgets them.
@@ -11,8 +11,7 @@
 
 use std::time::Duration;
 
-use platform::{archive::ColdStorage, grpc::TracedChannel, settings::SettingsError};
-use proto::password::v1::{DeletePasswordRequest, password_service_client::PasswordServiceClient};
+use platform::{archive::ColdStorage, settings::SettingsError};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -20,8 +19,6 @@ use uuid::Uuid;
 /// What the admin processes read, on top of the service's own settings.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
-    /// `REPAIR_STALE_SIGNUP_AFTER_SECS` (3600): a signup still `registering` after this is abandoned.
-    pub stale_signup_after: Duration,
     /// `REPAIR_STUCK_OUTBOX_AFTER_SECS` (300): an event unpublished after this is due at once.
     pub stuck_outbox_after: Duration,
     /// `ARCHIVE_URL` (`file://<working directory>/.archive`): where archives go.
@@ -30,14 +27,10 @@ pub struct AdminSettings {
     pub archive_unverified_after: Duration,
     /// `ARCHIVE_BATCH_SIZE` (1000): records per archive object.
     pub archive_batch_size: i64,
-    /// `PASSWORD_URL` (`http://127.0.0.1:50052`): where an abandoned signup's password is deleted.
-    pub password_url: String,
 }
 
 #[derive(Deserialize)]
 struct RawAdmin {
-    #[serde(default = "default_stale_signup_after_secs")]
-    repair_stale_signup_after_secs: u64,
     #[serde(default = "default_stuck_outbox_after_secs")]
     repair_stuck_outbox_after_secs: u64,
     archive_url: Option<String>,
@@ -45,13 +38,8 @@ struct RawAdmin {
     archive_unverified_after_days: u64,
     #[serde(default = "default_batch_size")]
     archive_batch_size: i64,
-    #[serde(default = "default_password_url")]
-    password_url: String,
 }
 
-fn default_stale_signup_after_secs() -> u64 {
-    3600
-}
 fn default_stuck_outbox_after_secs() -> u64 {
     300
 }
@@ -60,9 +48,6 @@ fn default_unverified_after_days() -> u64 {
 }
 fn default_batch_size() -> i64 {
     1000
-}
-fn default_password_url() -> String {
-    "http://127.0.0.1:50052".to_owned()
 }
 
 impl AdminSettings {
@@ -73,55 +58,16 @@ impl AdminSettings {
             return Err(SettingsError::invalid("ARCHIVE_BATCH_SIZE", "must be between 1 and 100000"));
         }
         Ok(Self {
-            stale_signup_after: Duration::from_secs(raw.repair_stale_signup_after_secs),
             stuck_outbox_after: Duration::from_secs(raw.repair_stuck_outbox_after_secs),
             archive_url: platform::archive::url_or_default(raw.archive_url)?,
             archive_unverified_after: Duration::from_secs(raw.archive_unverified_after_days * 24 * 60 * 60),
             archive_batch_size: raw.archive_batch_size,
-            password_url: raw.password_url,
         })
     }
 }
 
-/// Finds and fixes abandoned signups and stuck outbox rows.
+/// Finds outbox rows stuck behind a long backoff and makes them due at once.
 pub(crate) async fn repair(pool: &PgPool, settings: &AdminSettings, dry_run: bool) -> anyhow::Result<()> {
-    let stale: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM users WHERE status = 'registering' AND updated_at < now() - make_interval(secs => $1) \
-         ORDER BY id",
-    )
-    .bind(settings.stale_signup_after.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
-    let mut passwords = PasswordServiceClient::new(password_channel(settings)?);
-    let mut removed = 0usize;
-    for (user_id,) in &stale {
-        if dry_run {
-            tracing::info!(%user_id, "would remove a signup abandoned while registering, and its password");
-            continue;
-        }
-        // The row stays locked from the re-check to the commit: a retry of the signup waits here, then registers
-        // afresh (a new user id), so the password deleted below can only be the abandoned attempt's.
-        let mut tx = pool.begin().await?;
-        let still_stale: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM users WHERE id = $1 AND status = 'registering' \
-             AND updated_at < now() - make_interval(secs => $2) FOR UPDATE",
-        )
-        .bind(user_id)
-        .bind(settings.stale_signup_after.as_secs_f64())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if still_stale.is_none() {
-            tracing::info!(%user_id, "signup resumed meanwhile; left alone");
-            continue;
-        }
-        passwords.delete_password(DeletePasswordRequest { user_id: user_id.to_string() }).await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        removed += 1;
-        tracing::info!(%user_id, "removed a signup abandoned while registering, and its password");
-    }
-
     let stuck: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "SELECT id, event_type, attempts FROM outbox \
          WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1) ORDER BY created_at",
@@ -146,12 +92,7 @@ pub(crate) async fn repair(pool: &PgPool, settings: &AdminSettings, dry_run: boo
             "made a stuck outbox event due now; the relay publishes it (if this repeats, check the relay and broker)"
         );
     }
-    tracing::info!(
-        abandoned_signups = if dry_run { stale.len() } else { removed },
-        stuck_events = stuck.len(),
-        dry_run,
-        "repair finished"
-    );
+    tracing::info!(stuck_events = stuck.len(), dry_run, "repair finished");
     Ok(())
 }
 
@@ -187,10 +128,16 @@ pub(crate) async fn archive(pool: &PgPool, settings: &AdminSettings, dry_run: bo
         let records: Vec<serde_json::Value> = rows.iter().map(|(_, record)| record.clone()).collect();
         let object = storage.put_verified(&key, &records).await?;
         let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let attempts: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT user_id, signup_id FROM signup_attempts WHERE user_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM users WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
         for id in &ids {
-            platform::outbox::enqueue(&mut tx, &crate::events::deleted(*id)).await?;
+            let signup_ids: Vec<Uuid> = attempts.iter().filter(|(user, _)| user == id).map(|(_, s)| *s).collect();
+            platform::outbox::enqueue(&mut tx, &crate::events::deleted(*id, &signup_ids)).await?;
         }
         tx.commit().await?;
         total += ids.len();
@@ -198,8 +145,4 @@ pub(crate) async fn archive(pool: &PgPool, settings: &AdminSettings, dry_run: bo
     }
     tracing::info!(accounts = total, to = storage.location(), "archive finished");
     Ok(())
-}
-
-fn password_channel(settings: &AdminSettings) -> anyhow::Result<TracedChannel> {
-    platform::grpc::channel(&settings.password_url, Duration::from_secs(10))
 }

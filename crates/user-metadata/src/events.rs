@@ -5,21 +5,23 @@ use platform::outbox::OutboxEvent;
 use prost::Message as _;
 use proto::{
     Event,
-    events::v1::{EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp},
+    events::v1::{DiscoverabilityChanged, EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp},
 };
 use uuid::Uuid;
 
-use crate::store::User;
+use crate::store::{Profile, User};
 
-/// What a completed signup adds to the user row: the keyed hashes signup-api computed.
+/// What an attempt carries besides its profile: its id and the keyed hashes signup-api computed.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ContactHashes {
+pub(crate) struct Attempt {
+    pub(crate) signup_id: Uuid,
     pub(crate) contacts: Vec<Vec<u8>>,
-    pub(crate) email: Vec<u8>,
+    pub(crate) email_hash: Vec<u8>,
 }
 
-/// `UserSignedUp` for a new or still pending user, or `SignupAttemptedForExistingAccount` for a verified one.
-pub(crate) fn signup(user: &User, existing: bool, hashes: &ContactHashes) -> OutboxEvent {
+/// `UserSignedUp` for an attempt on a new or still pending user, with the attempt's own profile, or
+/// `SignupAttemptedForExistingAccount` for a verified one.
+pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &Attempt) -> OutboxEvent {
     let id = Uuid::now_v7();
     let occurred_at = Some(timestamp(Utc::now()));
     if existing {
@@ -27,6 +29,7 @@ pub(crate) fn signup(user: &User, existing: bool, hashes: &ContactHashes) -> Out
             event_id: id.to_string(),
             user_id: user.id.to_string(),
             email: user.email.clone(),
+            // The notice goes to the account's owner: in the account's language, not the attempt's.
             locale: user.locale.clone(),
             occurred_at,
         };
@@ -36,18 +39,18 @@ pub(crate) fn signup(user: &User, existing: bool, hashes: &ContactHashes) -> Out
         event_id: id.to_string(),
         user_id: user.id.to_string(),
         email: user.email.clone(),
-        display_name: user.display_name.clone(),
-        locale: user.locale.clone(),
-        contact_hashes: hashes.contacts.clone(),
-        email_hash: hashes.email.clone(),
-        discoverable: user.discoverable,
+        display_name: profile.display_name.clone(),
+        locale: profile.locale.clone(),
+        contact_hashes: attempt.contacts.clone(),
+        email_hash: attempt.email_hash.clone(),
+        discoverable: profile.discoverable,
         occurred_at,
-        signup_id: user.signup_id.to_string(),
+        signup_id: attempt.signup_id.to_string(),
     };
     outbox(id, Event::USER_SIGNED_UP, event.encode_to_vec())
 }
 
-/// `EmailVerified` for a user who just proved their email.
+/// `EmailVerified` for a user who just proved their email through the attempt `user.signup_id`.
 pub(crate) fn verified(user: &User) -> OutboxEvent {
     let id = Uuid::now_v7();
     let event = EmailVerified {
@@ -55,17 +58,31 @@ pub(crate) fn verified(user: &User) -> OutboxEvent {
         user_id: user.id.to_string(),
         verified_at: user.verified_at.map(timestamp),
         occurred_at: Some(timestamp(Utc::now())),
+        signup_id: user.signup_id.to_string(),
     };
     outbox(id, Event::EMAIL_VERIFIED, event.encode_to_vec())
 }
 
-/// `UserDeleted` for an account removed (archived): every service forgets the user.
-pub(crate) fn deleted(user_id: Uuid) -> OutboxEvent {
+/// `DiscoverabilityChanged` for a member who changed whether others may be suggested them.
+pub(crate) fn discoverability(user: &User) -> OutboxEvent {
+    let id = Uuid::now_v7();
+    let event = DiscoverabilityChanged {
+        event_id: id.to_string(),
+        user_id: user.id.to_string(),
+        discoverable: user.discoverable,
+        occurred_at: Some(timestamp(Utc::now())),
+    };
+    outbox(id, Event::DISCOVERABILITY_CHANGED, event.encode_to_vec())
+}
+
+/// `UserDeleted` for an account removed (archived): every service forgets the user and its `signup_ids`.
+pub(crate) fn deleted(user_id: Uuid, signup_ids: &[Uuid]) -> OutboxEvent {
     let id = Uuid::now_v7();
     let event = UserDeleted {
         event_id: id.to_string(),
         user_id: user_id.to_string(),
         occurred_at: Some(timestamp(Utc::now())),
+        signup_ids: signup_ids.iter().map(Uuid::to_string).collect(),
     };
     outbox(id, Event::USER_DELETED, event.encode_to_vec())
 }

@@ -14,6 +14,7 @@ mod store;
 pub use admin::AdminSettings;
 pub use settings::Settings;
 pub use startup::App;
+pub use store::AttemptLimit;
 
 /// The embedded schema migrations of the `user-metadata` database.
 pub fn migrator() -> sqlx::migrate::Migrator {

@@ -3,9 +3,9 @@
 
 use chrono::Utc;
 use proto::user_metadata::v1::{
-    CompleteSignupRequest, CompleteSignupResponse, GetSignupStatsRequest, GetSignupStatsResponse,
-    GetUserByEmailRequest, GetUserRequest, GetUserResponse, MarkEmailVerifiedRequest, MarkEmailVerifiedResponse,
-    RegisterSignupRequest, RegisterSignupResponse, User as WireUser, UserStatus,
+    GetSignupStatsRequest, GetSignupStatsResponse, GetUserByEmailRequest, GetUserRequest, GetUserResponse,
+    MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest, RegisterSignupResponse,
+    UpdateProfileRequest, UpdateProfileResponse, User as WireUser, UserStatus,
     user_metadata_service_server::UserMetadataService,
 };
 use sqlx::PgPool;
@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    events::{self, ContactHashes},
-    store::{self, NewSignup, StoreError, User},
+    events::{self, Attempt},
+    store::{self, AttemptLimit, Idempotency, NewSignup, Profile, Registered, StoreError, User},
 };
 
 /// Longest accepted idempotency key, display name and locale; signup-api enforces tighter limits.
@@ -26,58 +26,53 @@ const MAX_TEXT: usize = 1024;
 pub(crate) struct Users {
     pool: PgPool,
     key_ttl: std::time::Duration,
+    attempts: AttemptLimit,
 }
 
 impl Users {
-    /// Handlers over `pool`; idempotency keys live for `key_ttl`.
-    pub(crate) fn new(pool: PgPool, key_ttl: std::time::Duration) -> Self {
-        Self { pool, key_ttl }
+    /// Handlers over `pool`; idempotency keys live for `key_ttl`; pending accounts take at most `attempts`.
+    pub(crate) fn new(pool: PgPool, key_ttl: std::time::Duration, attempts: AttemptLimit) -> Self {
+        Self { pool, key_ttl, attempts }
     }
 }
 
 #[tonic::async_trait]
 impl UserMetadataService for Users {
-    #[tracing::instrument(skip_all, fields(user_id, created, replayed))]
+    #[tracing::instrument(skip_all, fields(user_id, signup_id, outcome))]
     async fn register_signup(
         &self,
         request: Request<RegisterSignupRequest>,
     ) -> Result<Response<RegisterSignupResponse>, Status> {
         let request = request.into_inner();
-        let signup = NewSignup {
-            key_ttl: self.key_ttl,
-            email: non_empty("email", request.email)?,
-            display_name: non_empty("display_name", request.display_name)?,
-            locale: bounded("locale", request.locale)?,
-            discoverable: request.discoverable,
-            idempotency: idempotency(request.idempotency_key, request.request_fingerprint)?,
-        };
-        let registered = store::register(&self.pool, signup).await.map_err(status)?;
-        let span = tracing::Span::current();
-        span.record("user_id", tracing::field::display(registered.user.id));
-        span.record("created", registered.created);
-        span.record("replayed", registered.replayed);
-        Ok(Response::new(RegisterSignupResponse {
-            user: Some(wire(&registered.user)),
-            signup_id: registered.signup_id.to_string(),
-            created: registered.created,
-            replayed: registered.replayed,
-        }))
-    }
-
-    #[tracing::instrument(skip_all, fields(user_id))]
-    async fn complete_signup(
-        &self,
-        request: Request<CompleteSignupRequest>,
-    ) -> Result<Response<CompleteSignupResponse>, Status> {
-        let request = request.into_inner();
-        let user_id = uuid("user_id", &request.user_id)?;
         let signup_id = uuid("signup_id", &request.signup_id)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        let hashes = ContactHashes { contacts: request.contact_hashes, email: request.email_hash };
-        let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key.as_str());
-        let announce = move |user: &User, existing: bool| events::signup(user, existing, &hashes);
-        let user = store::complete(&self.pool, user_id, signup_id, key, &announce).await.map_err(status)?;
-        Ok(Response::new(CompleteSignupResponse { user: Some(wire(&user)) }))
+        let signup = NewSignup {
+            email: non_empty("email", request.email)?,
+            signup_id,
+            profile: Profile {
+                display_name: non_empty("display_name", request.display_name)?,
+                locale: bounded("locale", request.locale)?,
+                discoverable: request.discoverable,
+            },
+            idempotency: idempotency(request.idempotency_key, request.request_fingerprint)?,
+            key_ttl: self.key_ttl,
+            attempts: self.attempts,
+        };
+        let attempt = Attempt { signup_id, contacts: request.contact_hashes, email_hash: request.email_hash };
+        let announce =
+            |user: &User, profile: &Profile, existing: bool| events::signup(user, profile, existing, &attempt);
+        let registered = store::register(&self.pool, &signup, &announce).await.map_err(status)?;
+        let (user_id, replayed, outcome) = match registered {
+            Registered::Announced { user, existing: false } => (user.id, false, "announced"),
+            Registered::Announced { user, existing: true } => (user.id, false, "existing_account"),
+            Registered::Dropped { user_id } => (user_id, false, "too_many_attempts"),
+            Registered::Replayed { user_id } => (user_id, true, "replayed"),
+        };
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(user_id));
+        span.record("signup_id", tracing::field::display(signup_id));
+        span.record("outcome", outcome);
+        metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
+        Ok(Response::new(RegisterSignupResponse { user_id: user_id.to_string(), replayed }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
@@ -97,16 +92,36 @@ impl UserMetadataService for Users {
         Ok(Response::new(GetUserResponse { user: Some(wire(&user)) }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id, signup_id = %request.get_ref().signup_id))]
     async fn mark_email_verified(
         &self,
         request: Request<MarkEmailVerifiedRequest>,
     ) -> Result<Response<MarkEmailVerifiedResponse>, Status> {
         let request = request.into_inner();
         let user_id = uuid("user_id", &request.user_id)?;
+        let signup_id = uuid("signup_id", &request.signup_id)?;
         let verified_at = platform::time::from_proto(request.verified_at).unwrap_or_else(Utc::now);
-        let user = store::mark_verified(&self.pool, user_id, verified_at, events::verified).await.map_err(status)?;
+        let user = store::mark_verified(&self.pool, user_id, signup_id, verified_at, events::verified)
+            .await
+            .map_err(status)?;
         Ok(Response::new(MarkEmailVerifiedResponse { user: Some(wire(&user)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn update_profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<UpdateProfileResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = uuid("user_id", &request.user_id)?;
+        let user = match request.discoverable {
+            Some(discoverable) => {
+                store::set_discoverable(&self.pool, user_id, discoverable, events::discoverability).await
+            }
+            None => store::by_id(&self.pool, user_id).await,
+        }
+        .map_err(status)?;
+        Ok(Response::new(UpdateProfileResponse { user: Some(wire(&user)) }))
     }
 
     async fn get_signup_stats(
@@ -142,6 +157,7 @@ fn wire(user: &User) -> WireUser {
         created_at: Some(events::timestamp(user.created_at)),
         updated_at: Some(events::timestamp(user.updated_at)),
         verified_at: user.verified_at.map(events::timestamp),
+        signup_id: user.signup_id.to_string(),
     }
 }
 
@@ -163,21 +179,23 @@ fn bounded(field: &str, value: String) -> Result<String, Status> {
     Ok(value)
 }
 
-fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<(String, Vec<u8>)>, Status> {
+fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<Idempotency>, Status> {
     match (key.is_empty(), fingerprint.is_empty()) {
         (true, _) => Ok(None),
         (false, true) => Err(Status::invalid_argument("an idempotency key needs a request fingerprint")),
         (false, false) if key.len() > MAX_KEY => Err(Status::invalid_argument("idempotency key is too long")),
-        (false, false) => Ok(Some((key, fingerprint))),
+        (false, false) => Ok(Some(Idempotency { key, fingerprint })),
     }
 }
 
 fn status(error: StoreError) -> Status {
     match error {
-        StoreError::KeyReused => Status::failed_precondition(error.to_string()),
+        StoreError::KeyUsedForOtherEmail
+        | StoreError::KeyReused
+        | StoreError::UnknownAttempt
+        | StoreError::VerifiedByAnotherAttempt
+        | StoreError::NotVerified => Status::failed_precondition(error.to_string()),
         StoreError::NotFound => Status::not_found(error.to_string()),
-        StoreError::Superseded => Status::aborted(error.to_string()),
-        StoreError::NotAnnounced => Status::failed_precondition(error.to_string()),
         StoreError::Database(error) => platform::grpc::database_status(error),
     }
 }

@@ -6,6 +6,8 @@ use platform::{
 };
 use serde::Deserialize;
 
+use crate::store::AttemptLimit;
+
 /// Everything the user-metadata service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -19,6 +21,9 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// `IDEMPOTENCY_KEY_TTL_HOURS` (24): how long an `Idempotency-Key` is remembered.
     pub idempotency_key_ttl: std::time::Duration,
+    /// `SIGNUP_ATTEMPTS_PER_ACCOUNT` (10) within `SIGNUP_ATTEMPT_WINDOW_HOURS` (24): how many signup attempts a
+    /// pending account takes; beyond, new attempts are dropped (never earlier ones).
+    pub attempts: AttemptLimit,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -34,6 +39,7 @@ impl Settings {
             database: DatabaseSettings::load("user_metadata")?,
             relay: relay(&amqp)?,
             idempotency_key_ttl: key_ttl()?,
+            attempts: attempt_limit()?,
             amqp,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
@@ -89,4 +95,31 @@ fn key_ttl() -> Result<std::time::Duration, SettingsError> {
         return Err(SettingsError::invalid("IDEMPOTENCY_KEY_TTL_HOURS", "must be at least 1"));
     }
     Ok(std::time::Duration::from_secs(raw.idempotency_key_ttl_hours * 3600))
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawAttempts {
+    signup_attempts_per_account: i64,
+    signup_attempt_window_hours: u64,
+}
+
+impl Default for RawAttempts {
+    fn default() -> Self {
+        Self { signup_attempts_per_account: 10, signup_attempt_window_hours: 24 }
+    }
+}
+
+fn attempt_limit() -> Result<AttemptLimit, SettingsError> {
+    let raw: RawAttempts = platform::settings::load()?;
+    if !(1..=1000).contains(&raw.signup_attempts_per_account) {
+        return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be between 1 and 1000"));
+    }
+    if raw.signup_attempt_window_hours == 0 {
+        return Err(SettingsError::invalid("SIGNUP_ATTEMPT_WINDOW_HOURS", "must be at least 1"));
+    }
+    Ok(AttemptLimit {
+        limit: raw.signup_attempts_per_account,
+        window: std::time::Duration::from_secs(raw.signup_attempt_window_hours * 3600),
+    })
 }

@@ -58,7 +58,11 @@ impl App {
 
 /// The one place the gRPC server's services are listed.
 fn routes(backing: &Backing, server: &GrpcServer, settings: &Settings) -> anyhow::Result<Routes> {
-    let service = UserMetadataServiceServer::new(Users::new(backing.pool.clone(), settings.idempotency_key_ttl));
+    let service = UserMetadataServiceServer::new(Users::new(
+        backing.pool.clone(),
+        settings.idempotency_key_ttl,
+        settings.attempts,
+    ));
     Ok(Routes::new(platform::grpc::health_service::<UserMetadataServiceServer<Users>>(server.readiness()))
         .add_service(platform::grpc::reflection_service()?)
         .add_service(service))

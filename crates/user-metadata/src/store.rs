@@ -1,15 +1,17 @@
-//! The `users` and `idempotency_keys` tables. Every function that changes a user and announces it does both in
-//! one transaction, through the outbox.
+//! The `users`, `signup_attempts` and `idempotency_keys` tables. Every function that changes a user and
+//! announces it does both in one transaction, through the outbox.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use platform::outbox::OutboxEvent;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Where a user is in the signup lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Created; password not yet stored; never announced.
+    /// Left by releases that registered and announced a signup in two steps; never written now.
     Registering,
     /// Announced; email not yet proven.
     PendingVerification,
@@ -36,8 +38,8 @@ pub(crate) struct User {
     pub(crate) locale: String,
     pub(crate) discoverable: bool,
     status: String,
+    /// The newest attempt of a pending user, or the attempt that verified the account.
     pub(crate) signup_id: Uuid,
-    announced_signup_id: Option<Uuid>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) verified_at: Option<DateTime<Utc>>,
@@ -49,37 +51,69 @@ impl User {
     }
 }
 
-/// What a new signup attempt brings.
-#[derive(Debug, Clone)]
-pub(crate) struct NewSignup {
-    pub(crate) key_ttl: std::time::Duration,
-    pub(crate) email: String,
+/// What one signup attempt brings, as the user chose it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct Profile {
     pub(crate) display_name: String,
     pub(crate) locale: String,
     pub(crate) discoverable: bool,
-    pub(crate) idempotency: Option<(String, Vec<u8>)>,
 }
 
-/// The outcome of registering an attempt.
+/// How many attempts a pending account may have at once: beyond `limit` within `window`, new ones are dropped.
+/// Earlier attempts are never pushed out, so nobody signing up after the owner can void the owner's link.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptLimit {
+    /// Live attempts a pending account may have.
+    pub limit: i64,
+    /// How long an attempt counts as live.
+    pub window: Duration,
+}
+
+/// A new signup attempt.
 #[derive(Debug, Clone)]
-pub(crate) struct Registered {
-    pub(crate) user: User,
+pub(crate) struct NewSignup {
+    pub(crate) email: String,
     pub(crate) signup_id: Uuid,
-    pub(crate) created: bool,
-    pub(crate) replayed: bool,
+    pub(crate) profile: Profile,
+    pub(crate) idempotency: Option<Idempotency>,
+    pub(crate) key_ttl: Duration,
+    pub(crate) attempts: AttemptLimit,
+}
+
+/// A client's `Idempotency-Key` and the keyed fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub(crate) struct Idempotency {
+    pub(crate) key: String,
+    pub(crate) fingerprint: Vec<u8>,
+}
+
+/// What registering an attempt did.
+#[derive(Debug, Clone)]
+pub(crate) enum Registered {
+    /// The attempt is recorded and announced (`existing` = the account was verified already: nothing changed but
+    /// the announcement of the attempt).
+    Announced { user: User, existing: bool },
+    /// The account has as many live attempts as it may: nothing was written.
+    Dropped { user_id: Uuid },
+    /// The idempotency key was used before for the same request: nothing was written.
+    Replayed { user_id: Uuid },
 }
 
 /// Why an operation on a user was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
+    #[error("idempotency key was used with another email")]
+    KeyUsedForOtherEmail,
     #[error("idempotency key was used with a different request")]
     KeyReused,
     #[error("no such user")]
     NotFound,
-    #[error("a newer signup for this email superseded this one")]
-    Superseded,
-    #[error("the user has not completed signup")]
-    NotAnnounced,
+    #[error("the account has no such signup attempt")]
+    UnknownAttempt,
+    #[error("another signup attempt verified this account")]
+    VerifiedByAnotherAttempt,
+    #[error("the account's email is not verified")]
+    NotVerified,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -87,66 +121,64 @@ pub(crate) enum StoreError {
 /// The columns of [`User`], spliced into queries at compile time (sqlx accepts only literal SQL).
 macro_rules! columns {
     () => {
-        "id, email, display_name, locale, discoverable, status, signup_id, announced_signup_id, \
-         created_at, updated_at, verified_at"
+        "id, email, display_name, locale, discoverable, status, signup_id, created_at, updated_at, verified_at"
     };
 }
 
-// The queries, as literals (sqlx accepts only literal SQL) with the column list spliced in at compile time.
-const UPSERT_USER: &str = concat!(
-    "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (email) DO UPDATE SET signup_id = EXCLUDED.signup_id, display_name = EXCLUDED.display_name, \
-         locale = EXCLUDED.locale, discoverable = EXCLUDED.discoverable, updated_at = now() \
-     WHERE users.status <> 'verified' \
+// The queries, as literals with the column list spliced in at compile time.
+const LOCK_OR_CREATE_USER: &str = concat!(
+    "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id, status) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending_verification') \
+     ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email \
      RETURNING ",
     columns!(),
     ", (xmax = 0) AS created"
 );
-const ANNOUNCE_USER: &str = concat!(
-    "UPDATE users SET status = 'pending_verification', announced_signup_id = signup_id, updated_at = now() \
+const ADD_ATTEMPT_TO_USER: &str = concat!(
+    "UPDATE users SET signup_id = $2, display_name = $3, locale = $4, discoverable = $5, \
+       status = 'pending_verification', updated_at = now() \
      WHERE id = $1 RETURNING ",
     columns!()
 );
 const VERIFY_USER: &str = concat!(
-    "UPDATE users SET status = 'verified', verified_at = $2, updated_at = now() WHERE id = $1 RETURNING ",
+    "UPDATE users SET status = 'verified', verified_at = $2, signup_id = $3, display_name = $4, locale = $5, \
+       discoverable = $6, updated_at = now() \
+     WHERE id = $1 RETURNING ",
     columns!()
 );
+const SET_DISCOVERABLE: &str =
+    concat!("UPDATE users SET discoverable = $2, updated_at = now() WHERE id = $1 RETURNING ", columns!());
 const LOCK_USER: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE");
 const USER_BY_ID: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
 const USER_BY_EMAIL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
 
-/// Registers an attempt: claims the idempotency key first (a concurrent request with the same key waits for
-/// this transaction), then creates the user or supersedes the pending attempt, in one transaction.
-pub(crate) async fn register(pool: &PgPool, signup: NewSignup) -> Result<Registered, StoreError> {
+/// What an attempt announces, built by the caller once it knows the user: `UserSignedUp`, or
+/// `SignupAttemptedForExistingAccount` when `existing`.
+pub(crate) type Announce<'a> = dyn Fn(&User, &Profile, bool) -> OutboxEvent + Send + Sync + 'a;
+
+/// Registers and announces one attempt in one transaction (see the `RegisterSignup` contract). The idempotency
+/// key is claimed first, so a concurrent request with the same key waits for this transaction.
+pub(crate) async fn register(
+    pool: &PgPool,
+    signup: &NewSignup,
+    announce: &Announce<'_>,
+) -> Result<Registered, StoreError> {
     let mut tx = pool.begin().await?;
-    if let Some((key, fingerprint)) = &signup.idempotency
-        && let Some(replay) = claim_key(&mut tx, key, fingerprint, signup.key_ttl).await?
+    if let Some(idempotency) = &signup.idempotency
+        && let Some(user_id) = claim_key(&mut tx, idempotency, &signup.email, signup.key_ttl).await?
     {
-        return Ok(replay);
+        tx.commit().await?;
+        return Ok(Registered::Replayed { user_id });
     }
-    let signup_id = Uuid::now_v7();
-    let upserted: Option<(User, bool)> = sqlx::query_as::<_, UserCreated>(UPSERT_USER)
-        .bind(Uuid::now_v7())
-        .bind(&signup.email)
-        .bind(&signup.display_name)
-        .bind(&signup.locale)
-        .bind(signup.discoverable)
-        .bind(signup_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| (row.user, row.created));
-    let registered = match upserted {
-        Some((user, created)) => Registered { signup_id: user.signup_id, user, created, replayed: false },
-        // The email belongs to a verified user: nothing changes; the attempt gets an id of its own.
-        None => {
-            Registered { user: by_email(&mut *tx, &signup.email).await?, signup_id, created: false, replayed: false }
-        }
-    };
-    if let Some((key, _)) = &signup.idempotency {
-        sqlx::query("UPDATE idempotency_keys SET user_id = $2, signup_id = $3 WHERE key = $1")
-            .bind(key)
-            .bind(registered.user.id)
-            .bind(registered.signup_id)
+    let registered = add_attempt(&mut tx, signup, announce).await?;
+    if let Some(idempotency) = &signup.idempotency {
+        let user_id = match &registered {
+            Registered::Announced { user, .. } => user.id,
+            Registered::Dropped { user_id } | Registered::Replayed { user_id } => *user_id,
+        };
+        sqlx::query("UPDATE idempotency_keys SET user_id = $2 WHERE key = $1")
+            .bind(&idempotency.key)
+            .bind(user_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -161,122 +193,181 @@ struct UserCreated {
     created: bool,
 }
 
-/// Claims `key` for this request, or returns the earlier request's answer if it had the same fingerprint.
+/// Creates the user or locks the existing one, then records and announces the attempt as the user's state allows.
+async fn add_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    signup: &NewSignup,
+    announce: &Announce<'_>,
+) -> Result<Registered, StoreError> {
+    let profile = &signup.profile;
+    let UserCreated { user, created } = sqlx::query_as(LOCK_OR_CREATE_USER)
+        .bind(Uuid::now_v7())
+        .bind(&signup.email)
+        .bind(&profile.display_name)
+        .bind(&profile.locale)
+        .bind(profile.discoverable)
+        .bind(signup.signup_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if user.status() == Status::Verified {
+        platform::outbox::enqueue(tx, &announce(&user, profile, true)).await?;
+        return Ok(Registered::Announced { user, existing: true });
+    }
+    let user = if created {
+        user
+    } else {
+        if live_attempts(tx, user.id, signup.attempts.window).await? >= signup.attempts.limit {
+            return Ok(Registered::Dropped { user_id: user.id });
+        }
+        sqlx::query_as(ADD_ATTEMPT_TO_USER)
+            .bind(user.id)
+            .bind(signup.signup_id)
+            .bind(&profile.display_name)
+            .bind(&profile.locale)
+            .bind(profile.discoverable)
+            .fetch_one(&mut **tx)
+            .await?
+    };
+    sqlx::query(
+        "INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(signup.signup_id)
+    .bind(user.id)
+    .bind(&profile.display_name)
+    .bind(&profile.locale)
+    .bind(profile.discoverable)
+    .execute(&mut **tx)
+    .await?;
+    platform::outbox::enqueue(tx, &announce(&user, profile, false)).await?;
+    Ok(Registered::Announced { user, existing: false })
+}
+
+async fn live_attempts(conn: &mut PgConnection, user_id: Uuid, window: Duration) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM signup_attempts WHERE user_id = $1 AND created_at > now() - make_interval(secs => $2)",
+    )
+    .bind(user_id)
+    .bind(window.as_secs_f64())
+    .fetch_one(conn)
+    .await
+}
+
+/// Claims the key for this request, or returns the account of the earlier request if it was the same one.
 async fn claim_key(
     tx: &mut Transaction<'_, Postgres>,
-    key: &str,
-    fingerprint: &[u8],
-    ttl: std::time::Duration,
-) -> Result<Option<Registered>, StoreError> {
+    idempotency: &Idempotency,
+    email: &str,
+    ttl: Duration,
+) -> Result<Option<Uuid>, StoreError> {
     // An expired key is a new key.
     sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at < now() - make_interval(secs => $2)")
-        .bind(key)
+        .bind(&idempotency.key)
         .bind(ttl.as_secs_f64())
         .execute(&mut **tx)
         .await?;
-    let claimed = sqlx::query("INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(key)
-        .bind(fingerprint)
-        .execute(&mut **tx)
-        .await?;
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (key, fingerprint, email) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&idempotency.key)
+    .bind(&idempotency.fingerprint)
+    .bind(email)
+    .execute(&mut **tx)
+    .await?;
     if claimed.rows_affected() == 1 {
         return Ok(None);
     }
-    let (stored, user_id, signup_id, completed): (Vec<u8>, Option<Uuid>, Option<Uuid>, bool) =
-        sqlx::query_as("SELECT fingerprint, user_id, signup_id, completed FROM idempotency_keys WHERE key = $1")
-            .bind(key)
+    let (stored_email, fingerprint, user_id): (Option<String>, Vec<u8>, Option<Uuid>) =
+        sqlx::query_as("SELECT email, fingerprint, user_id FROM idempotency_keys WHERE key = $1 FOR UPDATE")
+            .bind(&idempotency.key)
             .fetch_one(&mut **tx)
             .await?;
-    if stored != fingerprint {
+    if stored_email.is_some_and(|stored| stored != email) {
+        return Err(StoreError::KeyUsedForOtherEmail);
+    }
+    if fingerprint != idempotency.fingerprint {
         return Err(StoreError::KeyReused);
     }
-    let (Some(user_id), Some(signup_id)) = (user_id, signup_id) else { return Err(StoreError::NotFound) };
-    let user = by_id(&mut **tx, user_id).await?;
-    Ok(Some(Registered { user, signup_id, created: false, replayed: completed }))
+    user_id.map(Some).ok_or(StoreError::NotFound)
 }
 
-/// What completing a signup announces, built by the caller once it knows the user.
-pub(crate) type Announce = dyn Fn(&User, bool) -> OutboxEvent + Send + Sync;
-
-/// Completes an attempt in one transaction: a registering or pending user moves to pending and `announce`'s
-/// event (with `existing = false`) is written; a verified user is unchanged and its event has
-/// `existing = true`. Completing an already announced attempt, or an attempt whose idempotency key has
-/// completed, writes nothing.
-pub(crate) async fn complete(
-    pool: &PgPool,
-    user_id: Uuid,
-    signup_id: Uuid,
-    idempotency_key: Option<&str>,
-    announce: &Announce,
-) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
-    let user = lock(&mut tx, user_id).await?;
-    if let Some(key) = idempotency_key
-        && key_completed(&mut tx, key).await?
-    {
-        return Ok(user);
-    }
-    let user = match user.status() {
-        Status::Verified => {
-            platform::outbox::enqueue(&mut tx, &announce(&user, true)).await?;
-            user
-        }
-        _ if user.signup_id != signup_id => return Err(StoreError::Superseded),
-        _ if user.announced_signup_id == Some(signup_id) => user,
-        _ => {
-            let user: User = sqlx::query_as(ANNOUNCE_USER).bind(user_id).fetch_one(&mut *tx).await?;
-            platform::outbox::enqueue(&mut tx, &announce(&user, false)).await?;
-            user
-        }
-    };
-    if let Some(key) = idempotency_key {
-        sqlx::query("UPDATE idempotency_keys SET completed = true WHERE key = $1").bind(key).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(user)
-}
-
-/// Marks a pending user verified and writes `announce`'s event in one transaction. A verified user is returned
-/// as it is, with no second event.
+/// Marks a pending user verified through attempt `signup_id`, in one transaction with `announce`'s event: the
+/// attempt's profile becomes the account's and every attempt is removed. Verifying again through the same
+/// attempt returns the user unchanged with no second event.
 pub(crate) async fn mark_verified(
     pool: &PgPool,
     user_id: Uuid,
+    signup_id: Uuid,
     verified_at: DateTime<Utc>,
     announce: impl Fn(&User) -> OutboxEvent,
 ) -> Result<User, StoreError> {
     let mut tx = pool.begin().await?;
     let user = lock(&mut tx, user_id).await?;
-    let user = match user.status() {
-        Status::Verified => user,
-        Status::Registering => return Err(StoreError::NotAnnounced),
-        Status::PendingVerification => {
-            let user: User = sqlx::query_as(VERIFY_USER).bind(user_id).bind(verified_at).fetch_one(&mut *tx).await?;
-            platform::outbox::enqueue(&mut tx, &announce(&user)).await?;
-            user
+    if user.status() == Status::Verified {
+        return if user.signup_id == signup_id { Ok(user) } else { Err(StoreError::VerifiedByAnotherAttempt) };
+    }
+    let profile = match attempt_profile(&mut tx, user_id, signup_id).await? {
+        Some(profile) => profile,
+        // An account from before attempts were recorded: its one attempt is the user row itself.
+        None if user.signup_id == signup_id => {
+            Profile { display_name: user.display_name, locale: user.locale, discoverable: user.discoverable }
         }
+        None => return Err(StoreError::UnknownAttempt),
     };
+    let user: User = sqlx::query_as(VERIFY_USER)
+        .bind(user_id)
+        .bind(verified_at)
+        .bind(signup_id)
+        .bind(&profile.display_name)
+        .bind(&profile.locale)
+        .bind(profile.discoverable)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM signup_attempts WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    platform::outbox::enqueue(&mut tx, &announce(&user)).await?;
     tx.commit().await?;
     Ok(user)
 }
 
-/// Whether the attempt holding idempotency key `key` has completed, locking the key until `tx` ends: two
-/// concurrent requests with one key complete (and announce) once.
-async fn key_completed(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<bool, StoreError> {
-    let completed: Option<bool> =
-        sqlx::query_scalar("SELECT completed FROM idempotency_keys WHERE key = $1 FOR UPDATE")
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(completed.unwrap_or(false))
+async fn attempt_profile(conn: &mut PgConnection, user_id: Uuid, signup_id: Uuid) -> sqlx::Result<Option<Profile>> {
+    sqlx::query_as(
+        "SELECT display_name, locale, discoverable FROM signup_attempts WHERE signup_id = $1 AND user_id = $2",
+    )
+    .bind(signup_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
 }
 
-/// Reads a user and locks its row until `tx` ends, so concurrent completions and verifications serialise.
+/// Sets whether a verified user may be suggested to others, announcing a change with `announce` in the same
+/// transaction. Setting what is already set writes nothing.
+pub(crate) async fn set_discoverable(
+    pool: &PgPool,
+    user_id: Uuid,
+    discoverable: bool,
+    announce: impl Fn(&User) -> OutboxEvent,
+) -> Result<User, StoreError> {
+    let mut tx = pool.begin().await?;
+    let user = lock(&mut tx, user_id).await?;
+    if user.status() != Status::Verified {
+        return Err(StoreError::NotVerified);
+    }
+    if user.discoverable == discoverable {
+        return Ok(user);
+    }
+    let user: User = sqlx::query_as(SET_DISCOVERABLE).bind(user_id).bind(discoverable).fetch_one(&mut *tx).await?;
+    platform::outbox::enqueue(&mut tx, &announce(&user)).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Reads a user and locks its row until `tx` ends, so concurrent verifications and changes serialise.
 async fn lock(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<User, StoreError> {
     sqlx::query_as(LOCK_USER).bind(user_id).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
 }
 
 /// Deletes idempotency keys older than `ttl`; returns how many.
-pub(crate) async fn expire_keys(pool: &PgPool, ttl: std::time::Duration) -> sqlx::Result<u64> {
+pub(crate) async fn expire_keys(pool: &PgPool, ttl: Duration) -> sqlx::Result<u64> {
     let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
         .bind(ttl.as_secs_f64())
         .execute(pool)
@@ -293,7 +384,6 @@ pub(crate) async fn by_id<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> 
 pub(crate) async fn by_email<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Result<User, StoreError> {
     sqlx::query_as(USER_BY_EMAIL).bind(email).fetch_optional(executor).await?.ok_or(StoreError::NotFound)
 }
-
 /// The daily report's user figures over `[from, to)`.
 pub(crate) async fn signup_stats(
     pool: &PgPool,

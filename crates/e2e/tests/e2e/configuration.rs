@@ -32,7 +32,8 @@ async fn a_malformed_port_stops_every_binary_naming_port() -> anyhow::Result<()>
 async fn a_database_url_that_is_not_postgres_stops_serve_and_migrate_naming_it() -> anyhow::Result<()> {
     for name in ["user-metadata", "password", "email-verification", "friend-discovery"] {
         for command in ["serve", "migrate"] {
-            let env = [var("DATABASE_URL", "mysql://root:hunter2-canary@127.0.0.1/db")];
+            // A valid configuration but for the database (email-verification also needs to know where mail goes).
+            let env = [var("DATABASE_URL", "mysql://root:hunter2-canary@127.0.0.1/db"), var("MAIL_TRANSPORT", "file")];
 
             let finished = ServiceProcess::run(name, &[command], &env).await?;
 
@@ -65,15 +66,19 @@ async fn an_unreachable_database_fails_fast_without_leaking_its_password() -> an
 #[tokio::test]
 async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     let database = TestDatabase::create("config").await?;
-    let cases: [(&str, Env, &str); 9] = [
+    let keys = || vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("IDEMPOTENCY_FINGERPRINT_KEY", "f".repeat(32))];
+    let with_keys = |extra: (String, String)| [keys(), vec![extra]].concat();
+    let cases: [(&str, Env, &str); 15] = [
         ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
         ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
-        (
-            "signup-api",
-            vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")],
-            "SHUTDOWN_GRACE_PERIOD_SECS",
-        ),
+        ("signup-api", with_keys(var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")), "SHUTDOWN_GRACE_PERIOD_SECS"),
         ("signup-api", vec![var("CONTACT_HASH_KEY", "too-short")], "CONTACT_HASH_KEY"),
+        ("signup-api", vec![var("CONTACT_HASH_KEY", "k".repeat(32))], "IDEMPOTENCY_FINGERPRINT_KEY"),
+        ("signup-api", with_keys(var("PASSWORD_MIN_SCORE", 5)), "PASSWORD_MIN_SCORE"),
+        ("signup-api", with_keys(var("RATE_LIMIT_SIGNUPS", "lots")), "RATE_LIMIT_SIGNUPS"),
+        ("signup-api", with_keys(var("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")), "TRUSTED_PROXIES"),
+        ("email-verification", vec![var("SMTP_URL", "")], "SMTP_URL"),
+        ("email-verification", vec![var("MAIL_TRANSPORT", "pigeon")], "MAIL_TRANSPORT"),
         (
             "signup-api",
             vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("PASSWORD_MIN_LENGTH", 6)],

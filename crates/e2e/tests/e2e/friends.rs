@@ -11,7 +11,7 @@ use platform::events::Envelope;
 use prost::Message as _;
 use proto::events::v1::{EmailVerified, UserDeleted, UserSignedUp};
 use serde_json::{Value, json};
-use signup_api::{contacts::ContactHasher, domain::email::Email};
+use signup_api::{contacts::KeyedHasher, domain::email::Email};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -48,44 +48,46 @@ async fn join(
     anyhow::ensure!(response.status() == 202, "signup of {} answered {}", who.name, response.status());
     if verify {
         let mail = stack.smtp.wait_for(&who.email, 1, DELIVERY_TIMEOUT).await?.remove(0);
-        let confirmed = stack.confirm(&mail.token().unwrap_or_default()).await?;
+        let confirmed = stack.confirm(&mail.token().unwrap_or_default(), PASSWORD).await?;
         anyhow::ensure!(confirmed.status() == 200, "confirm of {} answered {}", who.name, confirmed.status());
     }
     Ok(())
 }
 
-/// One page of `who`'s suggestions as `(name, reason, shared)`, and the next page token.
+/// One page of suggestions for the session `session` as `(name, reason)`, and the next page token.
 async fn page(
     stack: &Stack,
-    who: &Person,
+    session: &str,
     limit: u32,
     token: Option<&str>,
-) -> anyhow::Result<(Vec<(String, String, u64)>, Option<String>)> {
-    let mut url = format!("{}/v1/me/friend-suggestions?limit={limit}", stack.api_url());
+) -> anyhow::Result<(Vec<(String, String)>, Option<String>)> {
+    let mut path = format!("/v1/me/friend-suggestions?limit={limit}");
     if let Some(token) = token {
-        url.push_str(&format!("&page_token={token}"));
+        path.push_str(&format!("&page_token={token}"));
     }
-    let response = stack.http().get(url).basic_auth(&who.email, Some(PASSWORD)).send().await?;
-    anyhow::ensure!(response.status() == 200, "suggestions for {} answered {}", who.name, response.status());
+    let response = stack.get_as(session, &path).await?;
+    anyhow::ensure!(response.status() == 200, "suggestions answered {}", response.status());
+    assert_eq!(response.headers()["cache-control"], "no-store");
     let body: Value = response.json().await?;
     let suggestions = body["suggestions"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("no suggestions array in {body}"))?
         .iter()
         .map(|s| {
+            assert_eq!(s.as_object().map(|o| o.len()), Some(3), "a suggestion says who and why, nothing more: {s}");
             let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-            (field("display_name"), field("reason"), s["shared_contacts"].as_u64().unwrap_or(u64::MAX))
+            (field("display_name"), field("reason"))
         })
         .collect();
     Ok((suggestions, body["next_page_token"].as_str().map(str::to_owned)))
 }
 
 /// Waits until `who`'s first page is exactly `expected`.
-async fn expect(stack: &Stack, who: &Person, expected: &[(&str, &str, u64)]) -> anyhow::Result<()> {
-    let expected: Vec<(String, String, u64)> =
-        expected.iter().map(|(n, r, s)| ((*n).to_owned(), (*r).to_owned(), *s)).collect();
+async fn expect(stack: &Stack, who: &Person, expected: &[(&str, &str)]) -> anyhow::Result<()> {
+    let expected: Vec<(String, String)> = expected.iter().map(|(n, r)| ((*n).to_owned(), (*r).to_owned())).collect();
+    let session = stack.session(&who.email, PASSWORD).await?;
     eventually(DELIVERY_TIMEOUT, || async {
-        let (got, _) = page(stack, who, 100, None).await?;
+        let (got, _) = page(stack, &session, 100, None).await?;
         anyhow::ensure!(got == expected, "{} sees {got:?}, expected {expected:?}", who.name);
         Ok(())
     })
@@ -98,44 +100,43 @@ async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out
     let [u, a, b, c, d, f, g, h, o, x, y] = ["u", "a", "b", "c", "d", "f", "g", "h", "o", "x", "y"].map(person);
     // x and y never sign up: they are only contacts that u shares with others.
     join(&stack, &u, &[&a, &b, &c, &h, &o, &x, &y], true, true).await?;
-    join(&stack, &a, &[&u, &x, &y], true, true).await?; // mutual, 2 shared
+    join(&stack, &a, &[&u, &x, &y], true, true).await?; // mutual
     join(&stack, &b, &[], true, true).await?; // in u's contacts
-    join(&stack, &c, &[&u], true, true).await?; // mutual, 0 shared
-    join(&stack, &d, &[&u, &x], true, true).await?; // has u, 1 shared
-    join(&stack, &f, &[&u], true, true).await?; // has u, older
-    join(&stack, &g, &[&u], true, true).await?; // has u, newer
+    join(&stack, &c, &[&u], true, true).await?; // mutual, newer
+    join(&stack, &d, &[&u, &x], true, true).await?; // has u
+    join(&stack, &f, &[&u], true, true).await?; // has u, newer
+    join(&stack, &g, &[&u], true, true).await?; // has u, newest
     join(&stack, &h, &[&u], true, false).await?; // never verified
     join(&stack, &o, &[&u], false, true).await?; // opted out
 
     let expected = [
-        ("a", "mutual", 2),
-        ("c", "mutual", 0),
-        ("d", "has_you_in_contacts", 1),
-        ("g", "has_you_in_contacts", 0),
-        ("f", "has_you_in_contacts", 0),
-        ("b", "in_your_contacts", 0),
+        ("c", "mutual"),
+        ("a", "mutual"),
+        ("g", "has_you_in_contacts"),
+        ("f", "has_you_in_contacts"),
+        ("d", "has_you_in_contacts"),
+        ("b", "in_your_contacts"),
     ];
     expect(&stack, &u, &expected).await?;
 
     // Pages of two follow the same order and end with no token.
+    let session = stack.session(&u.email, PASSWORD).await?;
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..3 {
-        let (suggestions, next) = page(&stack, &u, 2, token.as_deref()).await?;
+        let (suggestions, next) = page(&stack, &session, 2, token.as_deref()).await?;
         assert_eq!(suggestions.len(), 2);
-        seen.extend(suggestions.into_iter().map(|(name, _, _)| name));
+        seen.extend(suggestions.into_iter().map(|(name, _)| name));
         token = next;
     }
-    assert_eq!(seen, ["a", "c", "d", "g", "f", "b"]);
+    assert_eq!(seen, ["c", "a", "g", "f", "d", "b"]);
     assert_eq!(token, None);
 
     // The opted-out user still gets their own suggestions; the unverified one may not ask.
-    expect(&stack, &o, &[("u", "mutual", 0)]).await?;
-    let unverified = stack.http().get(format!("{}/v1/me/friend-suggestions", stack.api_url()));
-    let unverified = unverified.basic_auth(&h.email, Some(PASSWORD)).send().await?;
-    assert_eq!(unverified.status(), 403);
-    let bad_token = stack.http().get(format!("{}/v1/me/friend-suggestions?page_token=nope", stack.api_url()));
-    assert_eq!(bad_token.basic_auth(&u.email, Some(PASSWORD)).send().await?.status(), 400);
+    expect(&stack, &o, &[("u", "mutual")]).await?;
+    let unverified = stack.session(&h.email, PASSWORD).await?;
+    assert_eq!(stack.get_as(&unverified, "/v1/me/friend-suggestions").await?.status(), 403);
+    assert_eq!(stack.get_as(&session, "/v1/me/friend-suggestions?page_token=nope").await?.status(), 400);
     Ok(())
 }
 
@@ -155,11 +156,11 @@ async fn suggestions_do_not_depend_on_the_order_of_signups_and_verifications() -
     join(&stack, &b3, &[&a3], true, false).await?;
     join(&stack, &a3, &[], true, true).await?;
     let mail = stack.smtp.wait_for(&b3.email, 1, DELIVERY_TIMEOUT).await?.remove(0);
-    assert_eq!(stack.confirm(&mail.token().unwrap_or_default()).await?.status(), 200);
+    assert_eq!(stack.confirm(&mail.token().unwrap_or_default(), PASSWORD).await?.status(), 200);
 
     for (a, b) in [(&a1, &b1), (&a2, &b2), (&a3, &b3)] {
-        expect(&stack, a, &[(b.name, "has_you_in_contacts", 0)]).await?;
-        expect(&stack, b, &[(a.name, "in_your_contacts", 0)]).await?;
+        expect(&stack, a, &[(b.name, "has_you_in_contacts")]).await?;
+        expect(&stack, b, &[(a.name, "in_your_contacts")]).await?;
     }
     Ok(())
 }
@@ -190,18 +191,24 @@ async fn processed(stack: &Stack, id: uuid::Uuid) -> anyhow::Result<()> {
 async fn a_verification_that_overtakes_its_signup_is_kept_and_a_deleted_user_disappears() -> anyhow::Result<()> {
     let stack = started().await?;
     let (u, v) = (person("u"), person("v"));
-    let hasher = ContactHasher::new(secrecy::SecretString::from(CONTACT_HASH_KEY));
+    let hasher = KeyedHasher::new(secrecy::SecretString::from(CONTACT_HASH_KEY));
     let hash = |p: &Person| Email::parse(&p.email).map(|e| hasher.hash(&e));
     join(&stack, &u, &[&v], true, true).await?;
 
     // v exists only as events, and its EmailVerified arrives before its UserSignedUp.
     let user_id = uuid::Uuid::now_v7().to_string();
-    let verified = EmailVerified { event_id: String::new(), user_id: user_id.clone(), ..Default::default() };
+    let signup_id = uuid::Uuid::now_v7().to_string();
+    let verified = EmailVerified {
+        user_id: user_id.clone(),
+        signup_id: signup_id.clone(),
+        verified_at: Some(platform::time::to_proto(chrono::Utc::now())),
+        ..Default::default()
+    };
     let id = announce(&stack, proto::Event::EMAIL_VERIFIED, verified.encode_to_vec()).await?;
     processed(&stack, id).await?;
     let signed_up = UserSignedUp {
         user_id: user_id.clone(),
-        signup_id: uuid::Uuid::now_v7().to_string(),
+        signup_id,
         email: v.email.clone(),
         display_name: "v".to_owned(),
         email_hash: hash(&v)?,
@@ -211,7 +218,7 @@ async fn a_verification_that_overtakes_its_signup_is_kept_and_a_deleted_user_dis
     };
     let id = announce(&stack, proto::Event::USER_SIGNED_UP, signed_up.encode_to_vec()).await?;
     processed(&stack, id).await?;
-    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
+    expect(&stack, &u, &[("v", "mutual")]).await?;
 
     let deleted = UserDeleted { user_id, ..Default::default() };
     let id = announce(&stack, proto::Event::USER_DELETED, deleted.encode_to_vec()).await?;
@@ -231,7 +238,7 @@ async fn redelivered_events_change_no_suggestion() -> anyhow::Result<()> {
     let (u, v) = (person("u"), person("v"));
     join(&stack, &u, &[&v], true, true).await?;
     join(&stack, &v, &[&u], true, true).await?;
-    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
+    expect(&stack, &u, &[("v", "mutual")]).await?;
     let before: i64 = stack.processed("friend-discovery", None).await?;
 
     for message in tap.seen() {
@@ -246,8 +253,8 @@ async fn redelivered_events_change_no_suggestion() -> anyhow::Result<()> {
     .await?;
 
     assert_eq!(stack.processed("friend-discovery", None).await?, before);
-    expect(&stack, &u, &[("v", "mutual", 0)]).await?;
-    expect(&stack, &v, &[("u", "mutual", 0)]).await?;
+    expect(&stack, &u, &[("v", "mutual")]).await?;
+    expect(&stack, &v, &[("u", "mutual")]).await?;
     tap.close().await;
     Ok(())
 }
@@ -260,7 +267,7 @@ async fn a_canary_contact_appears_in_no_database_log_line_message_or_mail() -> a
     let (u, v, canary) = (person("u"), person("v"), person("canary-contact"));
     join(&stack, &u, &[&canary, &v], true, true).await?;
     join(&stack, &v, &[], true, true).await?;
-    expect(&stack, &u, &[("v", "in_your_contacts", 0)]).await?;
+    expect(&stack, &u, &[("v", "in_your_contacts")]).await?;
 
     let mut db = stack.database("friend-discovery").connect().await?;
     let edges: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts").fetch_one(&mut db).await?;

@@ -1,9 +1,11 @@
 //! End-to-end tests: one binary, one module per concern. Every test starts what it needs on fresh databases,
 //! free ports and its own broker names, so they run in parallel.
 
+mod abuse;
 mod admin;
 mod configuration;
 mod friends;
+mod integrity;
 mod lifecycle;
 mod migrations;
 mod readiness;

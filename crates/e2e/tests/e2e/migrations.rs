@@ -17,7 +17,12 @@ async fn serve_refuses_a_schema_behind_the_binary_until_migrate_has_run() -> any
     let topology = TestTopology::new();
     for name in STATEFUL {
         let database = TestDatabase::create(name).await?;
-        let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+        let mut env = vec![
+            var("DATABASE_URL", database.url()),
+            var("AMQP_URL", e2e::backing::amqp_url()),
+            var("MAIL_TRANSPORT", "file"),
+            var("MAIL_DIR", std::env::temp_dir().join("e2e-migrations-mail").display()),
+        ];
         env.extend(topology.env(name));
 
         let refused = ServiceProcess::run(name, &["serve"], &env).await?;
@@ -41,7 +46,12 @@ async fn migrate_creates_a_missing_database_and_is_idempotent() -> anyhow::Resul
     let topology = TestTopology::new();
     for name in STATEFUL {
         let database = TestDatabase::reserve(name);
-        let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+        let mut env = vec![
+            var("DATABASE_URL", database.url()),
+            var("AMQP_URL", e2e::backing::amqp_url()),
+            var("MAIL_TRANSPORT", "file"),
+            var("MAIL_DIR", std::env::temp_dir().join("e2e-migrations-mail").display()),
+        ];
         env.extend(topology.env(name));
 
         let first = ServiceProcess::run(name, &["migrate"], &env).await?;

@@ -1,6 +1,6 @@
 //! Email verification through the real stack and a real SMTP server on loopback: one mail per signup whose link
-//! works once, resends that supersede, the notice for existing accounts, SMTP outages and refusals, and
-//! `GET /v1/me` before and after confirming.
+//! works once with that signup's password, resends, the notice for existing accounts, SMTP outages and refusals,
+//! and `GET /v1/me` before and after confirming.
 
 use e2e::{
     broker::{Tap, publish},
@@ -56,7 +56,13 @@ async fn queue_settled(stack: &Stack) -> anyhow::Result<()> {
 }
 
 async fn email_verified(stack: &Stack, email: &str) -> anyhow::Result<bool> {
-    let response = stack.me(email, PASSWORD).await?;
+    email_verified_with(stack, email, PASSWORD).await
+}
+
+/// Signs in with `password` and reads `email_verified` from `GET /v1/me`.
+async fn email_verified_with(stack: &Stack, email: &str, password: &str) -> anyhow::Result<bool> {
+    let token = stack.session(email, password).await?;
+    let response = stack.me(&token).await?;
     anyhow::ensure!(response.status() == 200, "GET /v1/me answered {}", response.status());
     let profile: Value = response.json().await?;
     profile["email_verified"].as_bool().ok_or_else(|| anyhow::anyhow!("no email_verified in {profile}"))
@@ -87,7 +93,9 @@ async fn a_signup_gets_one_mail_whose_link_verifies_the_account_once() -> anyhow
     assert!(mail.header("To").unwrap_or_default().contains(&email));
     let text = mail.part("text/plain").unwrap_or_default();
     let html = mail.part("text/html").unwrap_or_default();
-    assert!(text.contains("Hello Ada Lovelace,") && html.contains("Hello Ada Lovelace,"));
+    assert!(text.starts_with("Hello,") && html.contains("<p>Hello,</p>"), "a generic greeting");
+    assert!(!mail.data.contains("Ada Lovelace"), "the requester's display name reached an unproven mailbox");
+    assert!(text.contains("If you did not sign up, ignore this email"), "{text}");
     let token = mail.token().unwrap_or_default();
     assert_eq!(token.len(), 43);
     let link = format!("{PUBLIC_BASE_URL}/v1/email-verifications/confirm?token={token}");
@@ -106,10 +114,11 @@ async fn a_signup_gets_one_mail_whose_link_verifies_the_account_once() -> anyhow
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     let page = page.text().await?;
     assert!(page.contains("<form method=\"post\" action=\"confirm\">") && page.contains(&token));
+    assert!(page.contains("type=\"password\" id=\"password\" name=\"password\""), "the page asks for the password");
     assert!(!email_verified(&stack, &email).await?, "a GET consumed the token");
 
     // The confirm: 200, then verified at once and EmailVerified broadcast once.
-    let confirmed = stack.confirm(&token).await?;
+    let confirmed = stack.confirm(&token, PASSWORD).await?;
     assert_eq!(confirmed.status(), 200);
     assert_eq!(confirmed.json::<Value>().await?, json!({ "status": "verified" }));
     assert!(email_verified(&stack, &email).await?, "GET /v1/me does not show the verification");
@@ -120,19 +129,8 @@ async fn a_signup_gets_one_mail_whose_link_verifies_the_account_once() -> anyhow
     .await?;
 
     // The same link again: the one answer for an invalid token.
-    let (status, again) = problem(stack.confirm(&token).await?).await?;
+    let (status, again) = problem(stack.confirm(&token, PASSWORD).await?).await?;
     assert_eq!((status, again["type"].as_str()), (400, Some("/problems/invalid-token")));
-
-    // Credentials: a wrong password and an unknown email get the same 401.
-    let wrong = stack.me(&email, "not the password at all").await?;
-    let unknown = stack.me(&unique_email("nobody"), PASSWORD).await?;
-    assert_eq!(wrong.headers()["www-authenticate"], r#"Basic realm="signup", charset="UTF-8""#);
-    let (wrong_status, wrong_body) = problem(wrong).await?;
-    let (unknown_status, unknown_body) = problem(unknown).await?;
-    assert_eq!((wrong_status, &wrong_body), (401, &unknown_body));
-    assert_eq!(unknown_status, 401);
-    let anonymous = stack.http().get(format!("{}/v1/me", stack.api_url())).send().await?;
-    assert_eq!(anonymous.status(), 401);
 
     queue_settled(&stack).await?;
     assert_eq!(stack.smtp.messages_to(&email).len(), 1, "more than one mail for one signup");
@@ -152,7 +150,7 @@ async fn the_confirm_page_posts_the_token_as_a_form_and_a_browser_gets_a_page() 
         .http()
         .post(format!("{}/v1/email-verifications/confirm", stack.api_url()))
         .header("accept", "text/html,application/xhtml+xml")
-        .form(&[("token", token.as_str())])
+        .form(&[("token", token.as_str()), ("password", PASSWORD)])
         .send()
         .await?;
 
@@ -170,7 +168,7 @@ async fn a_token_works_once_under_fifty_concurrent_confirms() -> anyhow::Result<
     sign_up(&stack, &email, PASSWORD, None).await?;
     let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
 
-    let attempts = (0..50).map(|_| stack.confirm(&token));
+    let attempts = (0..50).map(|_| stack.confirm(&token, PASSWORD));
     let responses = futures_util::future::join_all(attempts).await;
 
     let mut statuses = Vec::new();
@@ -196,7 +194,7 @@ async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result
     sign_up(&stack, &expired_email, PASSWORD, None).await?;
     let used = the_mail(&stack, &used_email).await?.token().unwrap_or_default();
     let expired = the_mail(&stack, &expired_email).await?.token().unwrap_or_default();
-    assert_eq!(stack.confirm(&used).await?.status(), 200);
+    assert_eq!(stack.confirm(&used, PASSWORD).await?.status(), 200);
     // Controlled time: the token's expiry is moved to the past instead of waiting out its lifetime.
     let mut db = stack.database("email-verification").connect().await?;
     let moved = sqlx::query("UPDATE tokens SET expires_at = now() - interval '1 second' WHERE user_id IN (SELECT user_id FROM accounts WHERE email = $1)")
@@ -208,10 +206,10 @@ async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result
     let unknown = "A".repeat(43);
 
     let answers = [
-        problem(stack.confirm(&used).await?).await?,
-        problem(stack.confirm(&expired).await?).await?,
-        problem(stack.confirm(&unknown).await?).await?,
-        problem(stack.confirm("not even shaped like a token").await?).await?,
+        problem(stack.confirm(&used, PASSWORD).await?).await?,
+        problem(stack.confirm(&expired, PASSWORD).await?).await?,
+        problem(stack.confirm(&unknown, PASSWORD).await?).await?,
+        problem(stack.confirm("not even shaped like a token", PASSWORD).await?).await?,
     ];
 
     assert_eq!(answers[0].0, 400);
@@ -224,19 +222,18 @@ async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result
         stack
             .http()
             .post(format!("{}/v1/email-verifications/confirm", stack.api_url()))
-            .json(&json!({}))
+            .json(&json!({ "token": expired }))
             .send()
             .await?,
     )
     .await?;
-    assert_eq!(missing.0, 422);
+    assert_eq!(missing.0, 422, "a confirm without the password");
     Ok(())
 }
 
 #[tokio::test]
-async fn a_resend_supersedes_earlier_links_and_is_limited_per_address() -> anyhow::Result<()> {
-    let options = Options { env: vec![("email-verification", "RESEND_LIMIT", "2".to_owned())], ..Options::default() };
-    let stack = started(options).await?;
+async fn a_resend_mails_a_new_link_for_the_newest_signup_and_earlier_links_keep_working() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
     let email = unique_email("resend");
     sign_up(&stack, &email, PASSWORD, Some("fr-FR")).await?;
     let first = the_mail(&stack, &email).await?;
@@ -247,24 +244,17 @@ async fn a_resend_supersedes_earlier_links_and_is_limited_per_address() -> anyho
         async move { anyhow::Ok(request.send().await?.status().as_u16()) }
     };
 
-    assert_eq!(resend(email.clone()).await?, 202);
-    let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1);
     assert_eq!(resend(email.to_uppercase()).await?, 202);
-    let third = stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?.remove(2);
-    // Over the limit: the same answer, and nothing queued (the resend commits before it answers).
-    assert_eq!(resend(email.clone()).await?, 202);
+    let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1);
     assert_eq!(resend(unique_email("unknown")).await?, 202, "an unknown address gets the same answer");
-    queue_settled(&stack).await?;
-    assert_eq!(stack.smtp.messages_to(&email).len(), 3, "a resend over the limit sent mail");
-    assert_eq!(mails(&stack, "sent").await?, 3);
-    assert_ne!(second.header("Message-ID"), third.header("Message-ID"));
 
-    for stale in [&first, &second] {
-        let (status, _) = problem(stack.confirm(&stale.token().unwrap_or_default()).await?).await?;
-        assert_eq!(status, 400, "a superseded link still works");
-    }
-    assert_eq!(stack.confirm(&third.token().unwrap_or_default()).await?.status(), 200);
+    assert_ne!(first.header("Message-ID"), second.header("Message-ID"));
+    assert_eq!(second.header("Subject").as_deref(), Some("Confirmez votre adresse e-mail"));
+    // Both links belong to the one signup: the earlier one still works, and then the account is verified.
+    assert_eq!(stack.confirm(&first.token().unwrap_or_default(), PASSWORD).await?.status(), 200);
     assert!(email_verified(&stack, &email).await?);
+    let (status, _) = problem(stack.confirm(&second.token().unwrap_or_default(), PASSWORD).await?).await?;
+    assert_eq!(status, 400, "a link of a verified account still works");
     // Verified: a resend sends nothing.
     assert_eq!(resend(email.clone()).await?, 202);
     let (status, _) = problem(
@@ -278,7 +268,7 @@ async fn a_resend_supersedes_earlier_links_and_is_limited_per_address() -> anyho
     .await?;
     assert_eq!(status, 422);
     queue_settled(&stack).await?;
-    assert_eq!(stack.smtp.messages_to(&email).len(), 3);
+    assert_eq!(stack.smtp.messages_to(&email).len(), 2);
     Ok(())
 }
 
@@ -288,7 +278,7 @@ async fn a_signup_for_a_verified_account_sends_one_notice_per_interval() -> anyh
     let email = unique_email("existing");
     sign_up(&stack, &email, PASSWORD, Some("fr")).await?;
     let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
-    assert_eq!(stack.confirm(&token).await?.status(), 200);
+    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
 
     // The notice goes to the account's owner, in the account's language.
     sign_up(&stack, &email, "another long passphrase here", Some("en")).await?;
@@ -324,7 +314,8 @@ async fn mail_waits_out_an_smtp_outage_and_temporary_refusals_then_arrives_once(
     queue_settled(&stack).await?;
     assert_eq!(stack.smtp.messages_to(&down).len(), 1);
     assert_eq!(stack.smtp.messages_to(&refused).len(), 1);
-    assert_eq!(stack.confirm(&mail.token().unwrap_or_default()).await?.status(), 200, "a retried mail's link works");
+    let token = mail.token().unwrap_or_default();
+    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200, "a retried mail's link works");
     Ok(())
 }
 
@@ -354,21 +345,24 @@ async fn a_recipient_whose_server_stops_answering_holds_up_no_one_else() -> anyh
 }
 
 #[tokio::test]
-async fn a_new_signup_for_a_pending_account_supersedes_its_earlier_link() -> anyhow::Result<()> {
+async fn every_pending_signup_keeps_its_own_link_and_the_confirmed_one_sets_the_password() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let email = unique_email("again");
-    let new_password = "a different long passphrase";
+    let second_password = "a different long passphrase";
     sign_up(&stack, &email, PASSWORD, None).await?;
     let first = the_mail(&stack, &email).await?.token().unwrap_or_default();
 
-    sign_up(&stack, &email, new_password, None).await?;
+    sign_up(&stack, &email, second_password, None).await?;
     let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1).token().unwrap_or_default();
 
-    assert_eq!(problem(stack.confirm(&first).await?).await?.0, 400, "the earlier link still works");
-    assert_eq!(stack.confirm(&second).await?.status(), 200);
-    assert_eq!(stack.me(&email, PASSWORD).await?.status(), 401, "the replaced password still works");
-    let profile: Value = stack.me(&email, new_password).await?.json().await?;
-    assert_eq!(profile["email_verified"], true);
+    // Each link goes with its own signup's password only.
+    let (status, body) = problem(stack.confirm(&second, PASSWORD).await?).await?;
+    assert_eq!((status, body["type"].as_str()), (400, Some("/problems/link-password-mismatch")));
+    assert_eq!(stack.confirm(&first, PASSWORD).await?.status(), 200, "a later signup voided the earlier link");
+    assert_eq!(problem(stack.confirm(&second, second_password).await?).await?.0, 400, "verified: other links are dead");
+    assert!(email_verified_with(&stack, &email, PASSWORD).await?);
+    let other = stack.sign_in(&email, second_password).await?;
+    assert_eq!(other.status(), 401, "the other signup's password opens the account");
     Ok(())
 }
 
@@ -446,6 +440,7 @@ async fn without_smtp_url_mail_is_written_to_files_and_the_link_is_logged() -> a
     let options = Options {
         env: vec![
             ("email-verification", "SMTP_URL", String::new()),
+            ("email-verification", "MAIL_TRANSPORT", "file".to_owned()),
             ("email-verification", "MAIL_DIR", dir.display().to_string()),
         ],
         ..Options::default()
@@ -473,7 +468,7 @@ async fn without_smtp_url_mail_is_written_to_files_and_the_link_is_logged() -> a
     let token = Received { from: String::new(), to: vec![], data: written }.token().unwrap_or_default();
     assert_eq!(token.len(), 43);
     assert!(logged.contains(&token), "the link is not in the log: {logged}");
-    assert_eq!(stack.confirm(&token).await?.status(), 200);
+    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -482,9 +477,12 @@ async fn without_smtp_url_mail_is_written_to_files_and_the_link_is_logged() -> a
 async fn openapi_describes_the_verification_endpoints() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let document: Value = stack.http().get(format!("{}/openapi.json", stack.api_url())).send().await?.json().await?;
-    for path in ["/v1/email-verifications", "/v1/email-verifications/confirm", "/v1/me"] {
+    for path in ["/v1/email-verifications", "/v1/email-verifications/confirm", "/v1/sessions", "/v1/me"] {
         assert!(document["paths"][path].is_object(), "{path} missing");
     }
-    assert_eq!(document["components"]["securitySchemes"]["basic"]["scheme"], "basic");
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(document["components"]["securitySchemes"]["basic"].is_null(), "Basic auth is gone");
+    let confirm = &document["components"]["schemas"]["ConfirmRequest"]["required"];
+    assert_eq!(confirm, &json!(["token", "password"]));
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The password policy (NIST SP 800-63B style): length counted in Unicode characters after NFKC normalisation,
-//! no common or breached password, nothing close to the account's own email. No composition rules.
+//! no common or breached password, nothing close to the account's own email, and a strength estimate (zxcvbn)
+//! that knows repeats, sequences, keyboard walks, dictionary words and the user's own context. No composition
+//! rules.
 
 use std::{collections::HashSet, sync::OnceLock};
 
@@ -13,6 +15,9 @@ const COMMON_PASSWORDS: &str = include_str!("../../data/common-passwords.txt");
 
 /// Similarity to the email above which a password counts as derived from it.
 const MAX_SIMILARITY: f64 = 0.7;
+
+/// What the strength estimate is told about this service, so its name is guessable too.
+const SERVICE_WORDS: [&str; 2] = ["signup", "sign up"];
 
 /// A password that meets the policy, NFKC-normalised. Never printed, never logged.
 #[derive(Debug, Clone)]
@@ -38,10 +43,22 @@ pub struct PasswordPolicy {
     pub min_chars: usize,
     /// Most characters (after NFKC).
     pub max_chars: usize,
+    /// The lowest zxcvbn score (0 to 4) accepted; 3 means "safely unguessable: moderate protection from an
+    /// offline slow-hash scenario".
+    pub min_score: u8,
+}
+
+/// What the strength estimate is told about the account, so a password built from it scores low.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The account's email, if it was valid.
+    pub email: Option<&'a Email>,
+    /// The display name, if it was given.
+    pub display_name: Option<&'a str>,
 }
 
 /// One way a password fails the policy; a password may fail several at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordProblem {
     /// Shorter than the minimum.
     TooShort(usize),
@@ -51,33 +68,37 @@ pub enum PasswordProblem {
     Common,
     /// Contains, or closely resembles, the email address.
     TooCloseToEmail,
+    /// Guessable by the patterns attackers try first; the strength estimate's feedback says why.
+    TooGuessable(String),
 }
 
 impl PasswordProblem {
     /// A stable machine-readable code.
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Self::TooShort(_) => "password_too_short",
             Self::TooLong(_) => "password_too_long",
             Self::Common => "password_common",
             Self::TooCloseToEmail => "password_too_close_to_email",
+            Self::TooGuessable(_) => "password_too_guessable",
         }
     }
 
     /// An explanation for people.
-    pub fn detail(self) -> String {
+    pub fn detail(&self) -> String {
         match self {
             Self::TooShort(min) => format!("must be at least {min} characters"),
             Self::TooLong(max) => format!("must be at most {max} characters"),
             Self::Common => "is too common: it appears in lists of breached passwords".to_owned(),
             Self::TooCloseToEmail => "is too close to the email address".to_owned(),
+            Self::TooGuessable(feedback) => format!("is too easy to guess: {feedback}"),
         }
     }
 }
 
 impl PasswordPolicy {
-    /// Checks `raw` for the account `email` (when the email itself was valid).
-    pub fn check(&self, raw: &str, email: Option<&Email>) -> Result<Password, Vec<PasswordProblem>> {
+    /// Checks `raw` for the account described by `context`.
+    pub fn check(&self, raw: &str, context: Context<'_>) -> Result<Password, Vec<PasswordProblem>> {
         let normalised: String = raw.nfkc().collect();
         let chars = normalised.chars().count();
         let mut problems = Vec::new();
@@ -91,8 +112,13 @@ impl PasswordPolicy {
             if is_common(&lower) {
                 problems.push(PasswordProblem::Common);
             }
-            if email.is_some_and(|email| resembles(&lower, email)) {
+            if context.email.is_some_and(|email| resembles(&lower, email)) {
                 problems.push(PasswordProblem::TooCloseToEmail);
+            }
+            if problems.is_empty()
+                && let Some(feedback) = too_guessable(&normalised, context, self.min_score)
+            {
+                problems.push(PasswordProblem::TooGuessable(feedback));
             }
         }
         if problems.is_empty() { Ok(Password(SecretString::from(normalised))) } else { Err(problems) }
@@ -107,6 +133,25 @@ fn is_common(lower: &str) -> bool {
 /// Number of entries in the common-password list.
 pub fn common_password_count() -> usize {
     COMMON_PASSWORDS.lines().filter(|line| !line.is_empty()).count()
+}
+
+/// zxcvbn's verdict when `password` scores below `min_score`: its feedback, or a generic one.
+fn too_guessable(password: &str, context: Context<'_>, min_score: u8) -> Option<String> {
+    let mut inputs: Vec<&str> = SERVICE_WORDS.to_vec();
+    if let Some(email) = context.email {
+        inputs.extend([email.as_str(), email.local_part()]);
+        inputs.extend(email.local_part().split(['.', '_', '-', '+']).filter(|part| part.len() >= 3));
+    }
+    if let Some(name) = context.display_name {
+        inputs.push(name);
+        inputs.extend(name.split_whitespace().filter(|word| word.chars().count() >= 3));
+    }
+    let entropy = zxcvbn::zxcvbn(password, &inputs);
+    if u8::from(entropy.score()) >= min_score {
+        return None;
+    }
+    let feedback = entropy.feedback().map(ToString::to_string).map(|text| text.trim().to_owned());
+    Some(feedback.filter(|text| !text.is_empty()).unwrap_or_else(|| "add more unpredictable words".to_owned()))
 }
 
 fn resembles(password: &str, email: &Email) -> bool {
@@ -125,48 +170,79 @@ fn resembles(password: &str, email: &Email) -> bool {
 mod tests {
     use super::*;
 
-    const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 15, max_chars: 128 };
+    const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 15, max_chars: 128, min_score: 3 };
 
     fn email() -> Email {
         Email::parse("margaret.hamilton@example.com").unwrap()
     }
 
+    fn for_email(email: &Email) -> Context<'_> {
+        Context { email: Some(email), display_name: None }
+    }
+
     #[test]
     fn a_long_uncommon_password_passes() {
-        assert!(POLICY.check("correct horse battery staple", Some(&email())).is_ok());
+        let email = email();
+        let context = Context { email: Some(&email), display_name: Some("Margaret Hamilton") };
+        assert!(POLICY.check("correct horse battery staple", context).is_ok());
+        assert!(POLICY.check("tangerine fjord quietly orbits", context).is_ok());
+    }
+
+    #[test]
+    fn repeats_sequences_keyboard_walks_and_words_are_too_guessable() {
+        for weak in ["aaaaaaaaaaaaaaa", "123456789012345", "passwordpassword", "qwertyuiopasdfgh"] {
+            let problems = POLICY.check(weak, Context::default()).unwrap_err();
+            assert!(problems.iter().any(|p| p.code() == "password_too_guessable"), "{weak}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn a_password_built_from_the_users_own_context_is_too_guessable() {
+        let email = Email::parse("o.q.1842@example.com").unwrap();
+        let context = Context { email: Some(&email), display_name: Some("Ottoline Quarrendon") };
+        let problems = POLICY.check("ottolinequarrendon", context).unwrap_err();
+        assert_eq!(problems.iter().map(PasswordProblem::code).collect::<Vec<_>>(), ["password_too_guessable"]);
+        assert!(problems[0].detail().starts_with("is too easy to guess: "), "{}", problems[0].detail());
+        assert!(POLICY.check("ottolinequarrendon", Context::default()).is_ok(), "the context is what makes it weak");
     }
 
     #[test]
     fn length_counts_characters_after_nfkc() {
         // Fifteen full-width letters normalise to fifteen ASCII letters: long enough, however many bytes.
-        assert!(POLICY.check("ｑｗｅｒｔｙｕｉｏｐａｓｄｆｇｈ", None).is_ok());
-        assert_eq!(POLICY.check("ünïcödé", None).unwrap_err(), vec![PasswordProblem::TooShort(15)]);
-        assert!(POLICY.check(&"é".repeat(15), None).is_ok());
+        let lenient = PasswordPolicy { min_score: 0, ..POLICY };
+        assert!(lenient.check("ｑｗｅｒｔｙｕｉｏｐａｓｄｆｇｈ", Context::default()).is_ok());
+        assert_eq!(lenient.check("ünïcödé", Context::default()).unwrap_err(), vec![PasswordProblem::TooShort(15)]);
+        assert!(lenient.check(&"é".repeat(15), Context::default()).is_ok());
     }
 
     #[test]
     fn too_long_is_refused() {
-        assert_eq!(POLICY.check(&"x".repeat(129), None).unwrap_err(), vec![PasswordProblem::TooLong(128)]);
+        assert_eq!(
+            POLICY.check(&"x".repeat(129), Context::default()).unwrap_err(),
+            vec![PasswordProblem::TooLong(128)]
+        );
     }
 
     #[test]
     fn common_passwords_are_refused_whatever_their_case() {
-        let policy = PasswordPolicy { min_chars: 8, max_chars: 128 };
-        assert_eq!(policy.check("PASSWORD1", None).unwrap_err(), vec![PasswordProblem::Common]);
+        let policy = PasswordPolicy { min_chars: 8, max_chars: 128, min_score: 3 };
+        assert_eq!(policy.check("PASSWORD1", Context::default()).unwrap_err(), vec![PasswordProblem::Common]);
         assert!(common_password_count() >= 20_000, "{}", common_password_count());
     }
 
     #[test]
     fn passwords_built_from_the_email_are_refused() {
         for close in ["margaret.hamilton2024!", "Margaret.Hamilton@example.com", "margaret.hamiltonn"] {
-            let problems = POLICY.check(close, Some(&email())).unwrap_err();
+            let email = email();
+            let problems = POLICY.check(close, for_email(&email)).unwrap_err();
             assert!(problems.contains(&PasswordProblem::TooCloseToEmail), "{close}: {problems:?}");
         }
     }
 
     #[test]
     fn several_problems_are_reported_together() {
-        let problems = POLICY.check("margaret", Some(&email())).unwrap_err();
+        let email = email();
+        let problems = POLICY.check("margaret", for_email(&email)).unwrap_err();
         assert!(problems.contains(&PasswordProblem::TooShort(15)));
         assert!(problems.contains(&PasswordProblem::TooCloseToEmail));
     }

@@ -1,6 +1,7 @@
 //! The profile fields of a signup: display name and locale.
 
-/// A trimmed, non-empty display name without control characters.
+/// A trimmed, non-empty display name: no control characters, and nothing that would let a requester put a link, an
+/// address or reordered text in front of other people (it is shown to friends; it is never put in mail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -14,8 +15,14 @@ impl DisplayName {
         if trimmed.chars().count() > max_chars {
             return Err(("display_name_too_long", format!("must be at most {max_chars} characters")));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err(("display_name_invalid", "must not contain control characters".to_owned()));
+        if trimmed.chars().any(|c| c.is_control() || is_bidi_control(c) || is_invisible(c)) {
+            return Err((
+                "display_name_invalid",
+                "must not contain control, bidirectional-override or zero-width characters".to_owned(),
+            ));
+        }
+        if trimmed.contains('@') || looks_like_a_link(trimmed) {
+            return Err(("display_name_invalid", "must not contain a link, a domain name or an @".to_owned()));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -24,6 +31,32 @@ impl DisplayName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Explicit bidirectional formatting (embeddings, overrides, isolates, marks): they reorder what readers see.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that take no space: they hide what a name really is.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// A scheme (`x://`), `www.`, or a domain name: a dot between a letter or digit and two or more letters, as in
+/// `example.com` (a name like `J. R. R. Tolkien`, with spaces after its dots, is not one).
+fn looks_like_a_link(name: &str) -> bool {
+    let lower = name.to_lowercase();
+    if lower.contains("://") || lower.contains("www.") {
+        return true;
+    }
+    let chars: Vec<char> = lower.chars().collect();
+    chars.iter().enumerate().any(|(i, c)| {
+        *c == '.'
+            && i > 0
+            && chars[i - 1].is_alphanumeric()
+            && chars.get(i + 1..i + 3).is_some_and(|next| next.iter().all(|c| c.is_alphabetic()))
+    })
 }
 
 /// A BCP 47 language tag, checked for shape (`en`, `pt-BR`, `zh-Hant-TW`).
@@ -56,6 +89,26 @@ mod tests {
         assert_eq!(DisplayName::parse("   ", 100).unwrap_err().0, "display_name_empty");
         assert_eq!(DisplayName::parse(&"x".repeat(101), 100).unwrap_err().0, "display_name_too_long");
         assert_eq!(DisplayName::parse("bell\u{7}", 100).unwrap_err().0, "display_name_invalid");
+    }
+
+    #[test]
+    fn names_that_carry_links_addresses_or_hidden_characters_are_refused() {
+        for bad in [
+            "Visit https://evil.example",
+            "cheap-pills.com",
+            "www.example",
+            "Ada ada@example.com",
+            "@ada",
+            "Ada\u{202E}ecalevol",
+            "Ad\u{200B}a",
+            "A\u{2066}da",
+            "Mr.Smith",
+        ] {
+            assert_eq!(DisplayName::parse(bad, 100).map_err(|e| e.0), Err("display_name_invalid"), "{bad}");
+        }
+        for good in ["J. R. R. Tolkien", "Ada Lovelace", "Zoë Ō'Brien-Smith", "李小龍", "Dr. Who", "v1.2"] {
+            assert!(DisplayName::parse(good, 100).is_ok(), "{good}");
+        }
     }
 
     #[test]

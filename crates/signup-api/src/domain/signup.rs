@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::{
     email::{Email, EmailError},
-    password::{Password, PasswordPolicy},
+    password::{Context, Password, PasswordPolicy},
     profile::{DisplayName, Locale},
 };
 
@@ -72,18 +72,19 @@ pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup,
             None
         }
     });
-    let password = required_string(body, "password", &mut errors).and_then(|raw| {
-        limits
-            .password
-            .check(raw, email.as_ref())
-            .map_err(|problems| {
-                errors.extend(problems.into_iter().map(|p| FieldError::new("password", p.code(), p.detail())));
-            })
-            .ok()
-    });
     let display_name = required_string(body, "display_name", &mut errors).and_then(|raw| {
         DisplayName::parse(raw, limits.display_name_max_chars)
             .map_err(|(code, detail)| errors.push(FieldError::new("display_name", code, detail)))
+            .ok()
+    });
+    let context = Context { email: email.as_ref(), display_name: display_name.as_ref().map(DisplayName::as_str) };
+    let password = required_string(body, "password", &mut errors).and_then(|raw| {
+        limits
+            .password
+            .check(raw, context)
+            .map_err(|problems| {
+                errors.extend(problems.iter().map(|p| FieldError::new("password", p.code(), p.detail())));
+            })
             .ok()
     });
     let contacts = contacts(body.get("contacts"), limits.max_contacts, email.as_ref(), &mut errors);
@@ -184,7 +185,7 @@ mod tests {
     use super::*;
 
     const LIMITS: SignupLimits = SignupLimits {
-        password: PasswordPolicy { min_chars: 15, max_chars: 128 },
+        password: PasswordPolicy { min_chars: 15, max_chars: 128, min_score: 3 },
         display_name_max_chars: 100,
         max_contacts: 3,
     };

@@ -1,0 +1,312 @@
+//! Abuse controls, tried as a hostile client would, through the public API of the real stack: sessions instead of
+//! a password per request, sign-in throttling per email (known or not), per-client rate limits behind trusted and
+//! untrusted proxies, and hashing that a flood of one kind cannot take from the other.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use e2e::{
+    poll::eventually,
+    process::{Probe, ServiceProcess},
+    stack::{DELIVERY_TIMEOUT, Options, READY_TIMEOUT, Stack, var},
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+async fn started(options: Options) -> anyhow::Result<Stack> {
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+/// Signs `email` up and confirms its link.
+async fn verified_account(stack: &Stack, email: &str) -> anyhow::Result<()> {
+    let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
+    anyhow::ensure!(stack.signup(&body, None).await?.status() == 202, "signup");
+    let mail = stack.smtp.wait_for(email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    let confirmed = stack.confirm(&mail.token().unwrap_or_default(), PASSWORD).await?;
+    anyhow::ensure!(confirmed.status() == 200, "confirm answered {}", confirmed.status());
+    Ok(())
+}
+
+async fn sessions(stack: &Stack) -> anyhow::Result<sqlx::PgConnection> {
+    stack.database("password").connect().await
+}
+
+#[tokio::test]
+async fn a_session_token_opens_the_account_until_it_expires_or_is_revoked() -> anyhow::Result<()> {
+    let mut stack = started(Options::default()).await?;
+    let email = unique_email("session");
+    verified_account(&stack, &email).await?;
+
+    let created = stack.sign_in(&email, PASSWORD).await?;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    let body: Value = created.json().await?;
+    let token = body["token"].as_str().unwrap_or_default().to_owned();
+    assert_eq!((token.len(), body["token_type"].as_str()), (43, Some("Bearer")));
+    assert!(body["expires_at"].is_string() && body["idle_expires_at"].is_string(), "{body}");
+
+    let me = stack.me(&token).await?;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.headers()["cache-control"], "no-store");
+    assert_eq!(me.json::<Value>().await?["email"], email.as_str());
+    // Only the token's hash is stored.
+    assert!(!stack.database("password").dump().await?.contains(&token), "the token is stored in plain");
+    // Sessions live in the password service's database: restarts of any process keep them.
+    stack.kill("password").await?;
+    stack.restart("password").await?;
+    stack.stop("signup-api").await?;
+    stack.restart("signup-api").await?;
+    assert_eq!(stack.me(&token).await?.status(), 200, "a restart ended the session");
+
+    // Revoked: the token no longer works.
+    let url = format!("{}/v1/sessions/current", stack.api_url());
+    assert_eq!(stack.http().delete(&url).bearer_auth(&token).send().await?.status(), 204);
+    let gone = stack.me(&token).await?;
+    assert_eq!(gone.status(), 401);
+    assert_eq!(gone.headers()["www-authenticate"], r#"Bearer realm="signup""#);
+    assert_eq!(stack.http().delete(&url).bearer_auth(&token).send().await?.status(), 401);
+
+    // Expired (idle, then absolute): controlled time moves the expiry into the past instead of waiting.
+    for column in ["idle_expires_at", "expires_at"] {
+        let token = stack.session(&email, PASSWORD).await?;
+        assert_eq!(stack.me(&token).await?.status(), 200);
+        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET {column} = now() - interval '1 second' WHERE token_hash = sha256($1::bytea)"
+        )))
+        .bind(token.as_bytes())
+        .execute(&mut sessions(&stack).await?)
+        .await?
+        .rows_affected();
+        assert_eq!(moved, 1);
+        assert_eq!(stack.me(&token).await?.status(), 401, "a session past its {column} still works");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_get_one_answer_and_unverified_accounts_get_limited_sessions()
+-> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let (verified, pending) = (unique_email("verified"), unique_email("pending"));
+    verified_account(&stack, &verified).await?;
+    let body = json!({ "email": pending, "password": PASSWORD, "display_name": "Pending" });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+
+    let wrong = stack.sign_in(&verified, "not the password at all").await?;
+    let unknown = stack.sign_in(&unique_email("nobody"), PASSWORD).await?;
+    let too_long = stack.sign_in(&verified, &"x".repeat(5000)).await?;
+
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let content_type = r.headers()["content-type"].to_str().map(str::to_owned);
+        anyhow::Ok((status, content_type?, r.json::<Value>().await?))
+    };
+    let wrong = answer(wrong).await?;
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong.1, "application/problem+json");
+    assert_eq!(wrong.2["type"], "/problems/invalid-credentials");
+    assert_eq!(answer(unknown).await?, wrong, "an unknown email is told apart from a wrong password");
+    assert_eq!(answer(too_long).await?, wrong, "an over-long password is not a 401 like the others");
+    // An unverified account may sign in, sees that it is not verified, and may not ask for suggestions.
+    let session = stack.session(&pending, PASSWORD).await?;
+    assert_eq!(stack.me(&session).await?.json::<Value>().await?["email_verified"], false);
+    assert_eq!(stack.get_as(&session, "/v1/me/friend-suggestions").await?.status(), 403);
+    // No session, a malformed one, Basic credentials: one 401.
+    for authorization in [None, Some("Bearer nonsense".to_owned()), Some(format!("Basic {}", "YTpi"))] {
+        let mut request = stack.http().get(format!("{}/v1/me", stack.api_url()));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        assert_eq!(request.send().await?.status(), 401);
+    }
+    Ok(())
+}
+
+/// Moves an email's last failed sign-in `secs` into the past: controlled time instead of waiting out a delay.
+async fn time_passes(stack: &Stack, secs: u32) -> anyhow::Result<()> {
+    sqlx::query("UPDATE login_failures SET last_failure_at = last_failure_at - make_interval(secs => $1)")
+        .bind(f64::from(secs))
+        .execute(&mut sessions(stack).await?)
+        .await?;
+    Ok(())
+}
+
+/// Signs in once and returns the status and, for a 429, its `Retry-After`.
+async fn attempt(stack: &Stack, email: &str, password: &str) -> anyhow::Result<(u16, Option<u64>)> {
+    let response = stack.sign_in(email, password).await?;
+    let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+    Ok((response.status().as_u16(), retry))
+}
+
+/// Attack: guessing an account's password. After three failures each try must wait (30 s, then 60 s...), after
+/// six the email is locked out for an hour; the right password is refused while throttled, works after the
+/// time-out, and a success forgets the failures. An email without an account gets exactly the same answers.
+#[tokio::test]
+async fn sign_ins_slow_down_then_lock_out_per_email_and_recover_after_the_time_out() -> anyhow::Result<()> {
+    let env = vec![
+        ("password", "LOGIN_THROTTLE_AFTER_FAILURES", "3".to_owned()),
+        ("password", "LOGIN_THROTTLE_FIRST_DELAY_MS", "30000".to_owned()),
+        ("password", "LOGIN_THROTTLE_MAX_DELAY_SECS", "600".to_owned()),
+        ("password", "LOGIN_LOCKOUT_AFTER_FAILURES", "6".to_owned()),
+        ("password", "LOGIN_LOCKOUT_SECS", "3600".to_owned()),
+    ];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (account, nobody) = (unique_email("guessed"), unique_email("nobody"));
+    verified_account(&stack, &account).await?;
+    let wrong = "a wrong guess at the passphrase";
+
+    let mut transcripts = Vec::new();
+    for email in [&account, &nobody] {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(attempt(&stack, email, wrong).await?);
+        }
+        seen.push(attempt(&stack, email, PASSWORD).await?); // throttled: not even the right one is checked
+        time_passes(&stack, 31).await?;
+        seen.push(attempt(&stack, email, wrong).await?); // the fourth failure
+        seen.push(attempt(&stack, email, wrong).await?); // must wait 60 s now
+        time_passes(&stack, 61).await?;
+        seen.push(attempt(&stack, email, wrong).await?); // the fifth
+        time_passes(&stack, 121).await?;
+        seen.push(attempt(&stack, email, wrong).await?); // the sixth: locked out from here
+        seen.push(attempt(&stack, email, PASSWORD).await?);
+        time_passes(&stack, 601).await?;
+        seen.push(attempt(&stack, email, PASSWORD).await?); // still locked: the lockout is an hour
+        transcripts.push(seen);
+    }
+
+    let statuses: Vec<u16> = transcripts[0].iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429, 401, 429, 401, 401, 429, 429]);
+    let retries: Vec<u64> = transcripts[0].iter().filter_map(|(_, retry)| *retry).collect();
+    assert!((25..=30).contains(&retries[0]) && (55..=60).contains(&retries[1]), "{retries:?}");
+    assert!((3000..=3600).contains(&retries[2]), "{retries:?}");
+    let unknown: Vec<u16> = transcripts[1].iter().map(|(status, _)| *status).collect();
+    assert_eq!(unknown, statuses, "an email without an account is throttled differently");
+
+    time_passes(&stack, 3601).await?;
+    assert_eq!(attempt(&stack, &account, PASSWORD).await?.0, 201, "the owner is locked out for good");
+    assert_eq!(attempt(&stack, &account, wrong).await?.0, 401, "a success did not forget the failures");
+    Ok(())
+}
+
+/// Attack: one client hammering an endpoint. It gets its budget, then 429s with the standard headers; another
+/// client is unaffected; `X-Forwarded-For` picks the client only when the peer is a trusted proxy.
+#[tokio::test]
+async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow::Result<()> {
+    let env = vec![
+        ("signup-api", "RATE_LIMIT_READS", "3/60".to_owned()),
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+    ];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let read = |api: String, client: &'static str| {
+        let request =
+            stack.http().get(format!("{api}/v1/me")).header("x-forwarded-for", format!("{client}, 127.0.0.1"));
+        async move { anyhow::Ok(request.send().await?) }
+    };
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(read(stack.api_url(), "198.51.100.7").await?.status().as_u16());
+    }
+    let limited = read(stack.api_url(), "198.51.100.7").await?;
+    let other = read(stack.api_url(), "198.51.100.8").await?;
+
+    assert_eq!(statuses, [401, 401, 401, 429], "the budget is three reads a minute");
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["content-type"], "application/problem+json");
+    assert_eq!(limited.headers()["ratelimit-policy"], "\"reads\";q=3;w=60");
+    assert!(limited.headers()["ratelimit"].to_str()?.starts_with("\"reads\";r=0;t="));
+    let retry: u64 = limited.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    assert_eq!(limited.json::<Value>().await?["type"], "/problems/rate-limited");
+    assert_eq!(other.status(), 401, "another client was limited");
+    assert_eq!(other.headers()["ratelimit"].to_str()?, "\"reads\";r=2;t=20");
+
+    // The same API without trusted proxies: the header is the client's word, and every request counts against the
+    // peer, whatever it claims.
+    let mut env = stack.member("signup-api").env.clone();
+    env.retain(|(name, _)| !["PORT", "METRICS_PORT", "TRUSTED_PROXIES"].contains(&name.as_str()));
+    env.extend([var("PORT", 0), var("METRICS_PORT", 0)]);
+    let mut untrusting = ServiceProcess::serve("signup-api", &env).await?;
+    untrusting.process.wait_ready(Probe::Http(untrusting.ops_port), READY_TIMEOUT).await?;
+    let api = format!("http://127.0.0.1:{}", untrusting.port);
+    let mut statuses = Vec::new();
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"] {
+        statuses.push(read(api.clone(), client).await?.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "X-Forwarded-For was believed from an untrusted peer");
+    Ok(())
+}
+
+/// Attack: a flood of signups meant to starve sign-ins (and so lock everyone out). Signup hashing saturates and
+/// refuses at once; sign-ins have a lane of their own and are served meanwhile. A refused signup wrote nothing.
+#[tokio::test]
+async fn a_signup_flood_leaves_sign_ins_served() -> anyhow::Result<()> {
+    let env =
+        vec![("password", "HASHING_THREADS", "1".to_owned()), ("password", "HASHING_QUEUE_LIMIT", "2".to_owned())];
+    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
+    let email = unique_email("signs-in");
+    verified_account(&stack, &email).await?;
+    let (stop, refused, accepted) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (stack, stop, refused, accepted) = (stack.clone(), stop.clone(), refused.clone(), accepted.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({ "email": unique_email("flood"), "password": PASSWORD, "display_name": "F" });
+                    match stack.signup(&body, None).await.map(|r| r.status().as_u16()) {
+                        Ok(503) => refused.fetch_add(1, Ordering::Relaxed),
+                        Ok(202) => accepted.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(20), || async {
+        anyhow::ensure!(refused.load(Ordering::Relaxed) >= 5, "signup hashing not saturated yet");
+        Ok(())
+    })
+    .await?;
+
+    let signed_in = stack.sign_in(&email, PASSWORD).await?.status().as_u16();
+    let refused_during = refused.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await?;
+    }
+
+    assert_eq!(signed_in, 201, "a sign-in was starved by the signup flood");
+    assert!(refused_during >= 5, "the flood was not refusing signups while the sign-in ran");
+    let mut users = stack.database("user-metadata").connect().await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut users).await?;
+    assert_eq!(rows as usize, accepted.load(Ordering::Relaxed) + 1, "a refused signup wrote a user row");
+    Ok(())
+}
+
+#[tokio::test]
+async fn operational_endpoints_are_served_off_the_public_port() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let api = stack.member("signup-api");
+
+    for path in ["/readyz", "/livez", "/metrics"] {
+        let public = reqwest::get(format!("http://127.0.0.1:{}{path}", api.port)).await?;
+        let ops = reqwest::get(format!("http://127.0.0.1:{}{path}", api.ops_port)).await?;
+        assert_eq!(public.status(), 404, "{path} is served on the public port");
+        assert_eq!(ops.status(), 200, "{path} is not served on METRICS_PORT");
+    }
+    Ok(())
+}

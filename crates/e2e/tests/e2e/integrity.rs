@@ -1,0 +1,425 @@
+//! Account integrity, tried as an attacker would, through the public API of the real stack: pre-hijacking a
+//! pending account, holding a link without its password, racing a right and a wrong password, mail-bombing an
+//! address, and learning about non-members through friend suggestions. Each test replays one attack.
+
+use std::collections::HashSet;
+
+use e2e::{
+    poll::eventually,
+    smtp::Received,
+    stack::{DELIVERY_TIMEOUT, Options, Stack},
+};
+use serde_json::{Value, json};
+
+const VICTIM_PASSWORD: &str = "the victim's own quiet passphrase";
+const ATTACKER_PASSWORD: &str = "an attacker's chosen passphrase";
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+async fn started(options: Options) -> anyhow::Result<Stack> {
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+async fn sign_up(stack: &Stack, email: &str, password: &str, name: &str) -> anyhow::Result<Value> {
+    let body = json!({ "email": email, "password": password, "display_name": name });
+    let response = stack.signup(&body, None).await?;
+    anyhow::ensure!(response.status() == 202, "signup answered {}", response.status());
+    Ok(response.json().await?)
+}
+
+/// The mail to `email` that arrives next, after the `seen` ones: its link's token.
+async fn next_link(stack: &Stack, email: &str, seen: &mut HashSet<String>) -> anyhow::Result<String> {
+    let count = seen.len() + 1;
+    let mails = stack.smtp.wait_for(email, count, DELIVERY_TIMEOUT).await?;
+    let fresh: Vec<&Received> =
+        mails.iter().filter(|m| !seen.contains(&m.header("Message-ID").unwrap_or_default())).collect();
+    anyhow::ensure!(fresh.len() == 1, "{} new mails to {email}", fresh.len());
+    seen.insert(fresh[0].header("Message-ID").unwrap_or_default());
+    fresh[0].token().ok_or_else(|| anyhow::anyhow!("no link in the mail"))
+}
+
+async fn problem_type(response: reqwest::Response) -> anyhow::Result<(u16, String)> {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await?;
+    Ok((status, body["type"].as_str().unwrap_or_default().to_owned()))
+}
+
+async fn sign_in_status(stack: &Stack, email: &str, password: &str) -> anyhow::Result<u16> {
+    Ok(stack.sign_in(email, password).await?.status().as_u16())
+}
+
+async fn profile(stack: &Stack, email: &str, password: &str) -> anyhow::Result<Value> {
+    let token = stack.session(email, password).await?;
+    Ok(stack.me(&token).await?.json().await?)
+}
+
+/// Attack: the attacker signs up the victim's address with their own password, the victim signs up with theirs,
+/// the attacker signs up again, and the victim opens the newest mail (the attacker's) and confirms it. On the code
+/// before one-verification this verified the account with the attacker's password.
+#[tokio::test]
+async fn a_pre_registered_account_cannot_be_hijacked_and_the_owner_verifies_with_their_own_password()
+-> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let victim = unique_email("victim");
+    let mut seen = HashSet::new();
+    sign_up(&stack, &victim, ATTACKER_PASSWORD, "Attacker's Name").await?;
+    let attackers_first = next_link(&stack, &victim, &mut seen).await?;
+    sign_up(&stack, &victim, VICTIM_PASSWORD, "Victim").await?;
+    let victims_own = next_link(&stack, &victim, &mut seen).await?;
+    sign_up(&stack, &victim, ATTACKER_PASSWORD, "Attacker's Name").await?;
+    let attackers_newest = next_link(&stack, &victim, &mut seen).await?;
+    // While the account is pending, the newest signup's password opens a session: the attacker keeps one.
+    let attackers_session = stack.session(&victim, ATTACKER_PASSWORD).await?;
+
+    // The victim confirms the newest mail with their password: it is not their signup's link.
+    let (status, kind) = problem_type(stack.confirm(&attackers_newest, VICTIM_PASSWORD).await?).await?;
+    assert_eq!((status, kind.as_str()), (400, "/problems/link-password-mismatch"));
+    assert_eq!(profile(&stack, &victim, ATTACKER_PASSWORD).await?["email_verified"], false, "nothing was verified");
+    // Their own mail's link, a later signup notwithstanding, works with their password.
+    assert_eq!(stack.confirm(&victims_own, VICTIM_PASSWORD).await?.status(), 200);
+
+    let me = profile(&stack, &victim, VICTIM_PASSWORD).await?;
+    assert_eq!((me["email_verified"].as_bool(), me["display_name"].as_str()), (Some(true), Some("Victim")));
+    assert_eq!(sign_in_status(&stack, &victim, ATTACKER_PASSWORD).await?, 401, "the attacker's password works");
+    assert_eq!(stack.me(&attackers_session).await?.status(), 401, "the attacker's earlier session survived");
+    for link in [&attackers_first, &attackers_newest] {
+        let (status, kind) = problem_type(stack.confirm(link, ATTACKER_PASSWORD).await?).await?;
+        assert_eq!((status, kind.as_str()), (400, "/problems/invalid-token"), "an attacker's link still works");
+    }
+    assert_eq!(sign_in_status(&stack, &victim, ATTACKER_PASSWORD).await?, 401);
+    Ok(())
+}
+
+/// Attack: someone who can read the victim's link (a leaked mail, a scanner) but not their password tries to
+/// confirm it with guesses. Nothing is verified; after five wrong tries the link is dead even for the right one.
+#[tokio::test]
+async fn a_link_without_its_password_verifies_nothing_and_dies_after_five_wrong_tries() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let victim = unique_email("leaked-link");
+    sign_up(&stack, &victim, VICTIM_PASSWORD, "Victim").await?;
+    let link = next_link(&stack, &victim, &mut HashSet::new()).await?;
+
+    for guess in 0..5 {
+        let (status, kind) = problem_type(stack.confirm(&link, &format!("guess number {guess}")).await?).await?;
+        assert_eq!((status, kind.as_str()), (400, "/problems/link-password-mismatch"), "guess {guess}");
+    }
+    let (status, kind) = problem_type(stack.confirm(&link, VICTIM_PASSWORD).await?).await?;
+
+    assert_eq!((status, kind.as_str()), (400, "/problems/invalid-token"), "a sixth try was let through");
+    assert_eq!(profile(&stack, &victim, VICTIM_PASSWORD).await?["email_verified"], false);
+    // The owner signs up again and verifies with the new link.
+    sign_up(&stack, &victim, VICTIM_PASSWORD, "Victim").await?;
+    let mails = stack.smtp.wait_for(&victim, 2, DELIVERY_TIMEOUT).await?;
+    let fresh = mails.iter().filter_map(Received::token).find(|t| *t != link).unwrap_or_default();
+    assert_eq!(stack.confirm(&fresh, VICTIM_PASSWORD).await?.status(), 200);
+    Ok(())
+}
+
+/// A wrong password uses nothing: the same link then works with the right one.
+#[tokio::test]
+async fn a_wrong_password_uses_nothing_and_the_right_one_then_verifies() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let owner = unique_email("typo");
+    sign_up(&stack, &owner, VICTIM_PASSWORD, "Owner").await?;
+    let link = next_link(&stack, &owner, &mut HashSet::new()).await?;
+
+    assert_eq!(stack.confirm(&link, "a typo in the passphrase").await?.status(), 400);
+    assert_eq!(stack.confirm(&link, VICTIM_PASSWORD).await?.status(), 200);
+    assert_eq!(profile(&stack, &owner, VICTIM_PASSWORD).await?["email_verified"], true);
+    Ok(())
+}
+
+/// Race: the owner and someone with a wrong password confirm the same link at once, many times over. Exactly one
+/// confirm verifies, with the owner's password, and EmailVerified is announced once.
+#[tokio::test]
+async fn concurrent_confirms_with_the_right_and_a_wrong_password_verify_once_with_the_right_one() -> anyhow::Result<()>
+{
+    let stack = started(Options::default()).await?;
+    let owner = unique_email("race");
+    sign_up(&stack, &owner, VICTIM_PASSWORD, "Owner").await?;
+    let link = next_link(&stack, &owner, &mut HashSet::new()).await?;
+
+    let (right, wrong) = tokio::join!(stack.confirm(&link, VICTIM_PASSWORD), stack.confirm(&link, ATTACKER_PASSWORD));
+
+    let (right, wrong) = (right?.status().as_u16(), problem_type(wrong?).await?);
+    assert_eq!(right, 200);
+    assert_eq!(wrong, (400, "/problems/link-password-mismatch".to_owned()));
+    assert_eq!(sign_in_status(&stack, &owner, VICTIM_PASSWORD).await?, 201);
+    assert_eq!(sign_in_status(&stack, &owner, ATTACKER_PASSWORD).await?, 401);
+    let mut users = stack.database("user-metadata").connect().await?;
+    let verified: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = $1")
+        .bind(proto::Event::EMAIL_VERIFIED)
+        .fetch_one(&mut users)
+        .await?;
+    assert_eq!(verified, 1);
+    Ok(())
+}
+
+fn budget(per_hour: u32, per_day: u32) -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("email-verification", "MAIL_BUDGET_PER_HOUR", per_hour.to_string()),
+        ("email-verification", "MAIL_BUDGET_PER_DAY", per_day.to_string()),
+    ]
+}
+
+/// Waits until email-verification has applied every signup event and no mail is waiting, so counts are final.
+async fn mail_settled(stack: &Stack, signups: i64) -> anyhow::Result<()> {
+    stack.wait_processed(proto::Event::USER_SIGNED_UP, signups).await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = stack.database("email-verification").connect().await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM mails WHERE status = 'pending'").fetch_one(&mut db).await?;
+        anyhow::ensure!(pending == 0, "{pending} mails pending");
+        Ok(())
+    })
+    .await
+}
+
+/// Attack: thirty signups and thirty resends naming one address, as fast as the API takes them. The address gets
+/// exactly its budget of mail; another address is unaffected; every answer is the same.
+#[tokio::test]
+async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_mail_budget() -> anyhow::Result<()> {
+    let mut env = budget(3, 10);
+    env.push(("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "100".to_owned()));
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (target, bystander) = (unique_email("bombed"), unique_email("bystander"));
+    let mut answers = HashSet::new();
+
+    for i in 0..30 {
+        let body = json!({ "email": target, "password": format!("{ATTACKER_PASSWORD} {i}"), "display_name": "x" });
+        let response = stack.signup(&body, None).await?;
+        answers.insert((response.status().as_u16(), response.text().await?));
+    }
+    for _ in 0..30 {
+        let url = format!("{}/v1/email-verifications", stack.api_url());
+        let response = stack.http().post(url).json(&json!({ "email": target })).send().await?;
+        answers.insert((response.status().as_u16(), response.text().await?));
+    }
+    sign_up(&stack, &bystander, VICTIM_PASSWORD, "Bystander").await?;
+    mail_settled(&stack, 31).await?;
+
+    assert_eq!(stack.smtp.messages_to(&target).len(), 3, "the budget did not hold");
+    assert_eq!(stack.smtp.messages_to(&bystander).len(), 1, "another address was affected");
+    let statuses: HashSet<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, HashSet::from([202]), "the API told the budget apart: {answers:?}");
+    assert_eq!(answers.len(), 2, "one body for signups and one for resends: {answers:?}");
+    Ok(())
+}
+
+/// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
+#[tokio::test]
+async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {
+    let env = vec![("email-verification", "MAIL_GLOBAL_PER_MINUTE", "2".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let emails: Vec<String> = (0..4).map(|i| unique_email(&format!("global{i}"))).collect();
+    for email in &emails {
+        sign_up(&stack, email, VICTIM_PASSWORD, "Someone").await?;
+    }
+    stack.wait_processed(proto::Event::USER_SIGNED_UP, 4).await?;
+    let ops = stack.member("email-verification").ops_port;
+    eventually(DELIVERY_TIMEOUT, || async {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{ops}/metrics")).await?.text().await?;
+        anyhow::ensure!(metrics.contains("mail_global_budget_waits_total"), "the budget has not bitten yet");
+        Ok(())
+    })
+    .await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(stack.smtp.received() == 2, "{} mails delivered, waiting for 2", stack.smtp.received());
+        Ok(())
+    })
+    .await?;
+    let logged = stack.member("email-verification").all_stdout().iter().any(|l| l.contains("global mail budget"));
+
+    assert!(logged, "no log line says the global budget holds mail back");
+    let mut db = stack.database("email-verification").connect().await?;
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mails WHERE status = 'pending'").fetch_one(&mut db).await?;
+    assert_eq!(waiting, 2, "mail over the budget was dropped");
+    // Controlled time: the minute passes for the mail already sent, and the rest goes out.
+    sqlx::query("UPDATE mails SET last_attempt_at = now() - interval '61 seconds' WHERE status = 'sent'")
+        .execute(&mut db)
+        .await?;
+    for email in &emails {
+        stack.smtp.wait_for(email, 1, DELIVERY_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// The requester chooses the display name; an address that has not proven it is theirs never sees it, and it can
+/// carry no link or hidden text anywhere.
+#[tokio::test]
+async fn display_names_carry_no_links_and_never_reach_an_unproven_mailbox() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let target = unique_email("spam-target");
+    for name in ["Win a prize at https://evil.example", "cheap-pills.com", "call me @home", "A\u{202E}B", "x\u{200B}y"]
+    {
+        let body = json!({ "email": target, "password": VICTIM_PASSWORD, "display_name": name });
+        let response = stack.signup(&body, None).await?;
+        assert_eq!(response.status(), 422, "{name:?}");
+        let problem: Value = response.json().await?;
+        assert!(problem["errors"].to_string().contains("display_name_invalid"), "{problem}");
+    }
+    sign_up(&stack, &target, VICTIM_PASSWORD, "Prize Department").await?;
+    let mail = stack.smtp.wait_for(&target, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    assert!(!mail.data.contains("Prize Department"), "the requester's text reached an unproven mailbox");
+    Ok(())
+}
+
+fn person(label: &str) -> String {
+    unique_email(label)
+}
+
+/// Signs up and verifies `email` with `contacts`.
+async fn member(stack: &Stack, email: &str, contacts: &[&String]) -> anyhow::Result<()> {
+    let body = json!({ "email": email, "password": VICTIM_PASSWORD, "display_name": email.split('-').next(),
+                       "contacts": contacts });
+    anyhow::ensure!(stack.signup(&body, None).await?.status() == 202, "signup of {email}");
+    let link = next_link(stack, email, &mut HashSet::new()).await?;
+    anyhow::ensure!(stack.confirm(&link, VICTIM_PASSWORD).await?.status() == 200, "confirm of {email}");
+    Ok(())
+}
+
+async fn suggestions(stack: &Stack, session: &str) -> anyhow::Result<(u16, Value)> {
+    let response = stack.get_as(session, "/v1/me/friend-suggestions?limit=100").await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+/// Attack: a member uploads the addresses of members v1..v4 plus one outsider t, to learn which of them have t in
+/// their address books. Before, `shared_contacts` counted the overlap with each member's whole address book,
+/// non-members included, and told exactly that. Now every suggestion reads the same whatever t is to them.
+#[tokio::test]
+async fn an_upload_of_members_and_one_outsider_learns_nothing_about_the_outsider() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let outsider = person("outsider");
+    let members: Vec<String> = (1..=4).map(|i| person(&format!("v{i}"))).collect();
+    for (i, email) in members.iter().enumerate() {
+        // v1 and v2 know the outsider; v3 and v4 do not.
+        let contacts: Vec<&String> = if i < 2 { vec![&outsider] } else { vec![] };
+        member(&stack, email, &contacts).await?;
+    }
+    let prober = person("prober");
+    let upload: Vec<&String> = members.iter().chain([&outsider]).collect();
+    member(&stack, &prober, &upload).await?;
+    let session = stack.session(&prober, VICTIM_PASSWORD).await?;
+
+    let page = eventually(DELIVERY_TIMEOUT, || async {
+        let (status, page) = suggestions(&stack, &session).await?;
+        let count = page["suggestions"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(status == 200 && count == 4, "{status}: {page}");
+        Ok(page)
+    })
+    .await?;
+
+    let shapes: HashSet<String> = page["suggestions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let mut s = s.clone();
+            let object = s.as_object_mut().expect("an object");
+            object.remove("user_id");
+            object.remove("display_name");
+            s.to_string()
+        })
+        .collect();
+    assert_eq!(shapes, HashSet::from([json!({ "reason": "in_your_contacts" }).to_string()]), "{page}");
+    Ok(())
+}
+
+/// A member who opts out disappears from everyone's suggestions, and comes back on opting in.
+#[tokio::test]
+async fn a_member_who_opts_out_disappears_from_everyones_suggestions() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let (u, v) = (person("u"), person("v"));
+    member(&stack, &u, &[&v]).await?;
+    member(&stack, &v, &[&u]).await?;
+    let (u_session, v_session) = (stack.session(&u, VICTIM_PASSWORD).await?, stack.session(&v, VICTIM_PASSWORD).await?);
+    let sees_v = |expected: bool| {
+        let (stack, session) = (&stack, &u_session);
+        async move {
+            eventually(DELIVERY_TIMEOUT, || async {
+                let (_, page) = suggestions(stack, session).await?;
+                let seen = page["suggestions"].as_array().is_some_and(|s| !s.is_empty());
+                anyhow::ensure!(seen == expected, "u sees v: {seen}, expected {expected}");
+                Ok(())
+            })
+            .await
+        }
+    };
+    sees_v(true).await?;
+    let patch = |discoverable: bool| {
+        let url = format!("{}/v1/me", stack.api_url());
+        stack.http().patch(url).bearer_auth(&v_session).json(&json!({ "discoverable": discoverable })).send()
+    };
+
+    let off = patch(false).await?;
+    assert_eq!(off.status(), 200);
+    assert_eq!(off.headers()["cache-control"], "no-store");
+    assert_eq!(off.json::<Value>().await?["discoverable"], false);
+    sees_v(false).await?;
+    assert_eq!(patch(true).await?.status(), 200);
+    sees_v(true).await?;
+
+    // An account that has not proven its email has nothing to change.
+    let pending = person("pending");
+    sign_up(&stack, &pending, VICTIM_PASSWORD, "Pending").await?;
+    let session = stack.session(&pending, VICTIM_PASSWORD).await?;
+    let url = format!("{}/v1/me", stack.api_url());
+    let refused = stack.http().patch(url).bearer_auth(&session).json(&json!({ "discoverable": false })).send().await?;
+    assert_eq!(refused.status(), 403);
+    Ok(())
+}
+
+/// Enumeration is bounded: one account gets at most SUGGESTIONS_PER_DAY suggestions a day.
+#[tokio::test]
+async fn suggestions_per_account_and_day_are_bounded() -> anyhow::Result<()> {
+    let env = vec![("friend-discovery", "SUGGESTIONS_PER_DAY", "2".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let known: Vec<String> = (0..3).map(|i| person(&format!("k{i}"))).collect();
+    for email in &known {
+        member(&stack, email, &[]).await?;
+    }
+    let asker = person("asker");
+    member(&stack, &asker, &known.iter().collect::<Vec<_>>()).await?;
+    let session = stack.session(&asker, VICTIM_PASSWORD).await?;
+
+    let first = eventually(DELIVERY_TIMEOUT, || async {
+        let (status, page) = suggestions(&stack, &session).await?;
+        anyhow::ensure!(status == 200 && page["suggestions"].as_array().is_some_and(|s| !s.is_empty()), "{page}");
+        Ok(page)
+    })
+    .await?;
+    let response = stack.get_as(&session, "/v1/me/friend-suggestions").await?;
+
+    assert_eq!(first["suggestions"].as_array().map(Vec::len), Some(2), "more than the day's budget: {first}");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    assert_eq!(response.json::<Value>().await?["type"], "/problems/suggestion-budget-used");
+    Ok(())
+}
+
+/// Passwords that a strength estimate knows are refused with its feedback; the README's example passes.
+#[tokio::test]
+async fn guessable_passwords_are_refused_with_the_reason() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    for weak in ["aaaaaaaaaaaaaaa", "123456789012345", "passwordpassword", "qwertyuiopasdfgh"] {
+        let body = json!({ "email": unique_email("weak"), "password": weak, "display_name": "Weak" });
+        let response = stack.signup(&body, None).await?;
+        assert_eq!(response.status(), 422, "{weak}");
+        let problem: Value = response.json().await?;
+        let password = problem["errors"].as_array().into_iter().flatten().find(|e| e["field"] == "password").cloned();
+        let password = password.unwrap_or_default();
+        assert!(
+            ["password_too_guessable", "password_common"].contains(&password["code"].as_str().unwrap_or_default()),
+            "{weak}: {problem}"
+        );
+    }
+    let readme = json!({ "email": unique_email("ada"), "password": "correct horse battery staple",
+                         "display_name": "Ada Lovelace" });
+    assert_eq!(stack.signup(&readme, None).await?.status(), 202);
+    Ok(())
+}

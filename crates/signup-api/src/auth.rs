@@ -1,0 +1,81 @@
+//! The signed-in caller: `Authorization: Bearer <session token>`, checked by the password service with one keyed
+//! lookup (no password hashing per request). Anything else is one `401`.
+
+use axum::http::{HeaderMap, header};
+use platform::token;
+use proto::{
+    password::v1::AuthenticateSessionRequest,
+    user_metadata::v1::{GetUserRequest, User},
+};
+use tonic::Code;
+
+use crate::{error::ApiError, startup::AppState};
+
+/// A live session: its bearer token and the account it belongs to.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) token: String,
+    pub(crate) user_id: String,
+}
+
+/// The session the request's bearer token opens, or `Unauthorized` (no token, a malformed one, or one that is
+/// unknown, revoked or expired).
+pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, ApiError> {
+    let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
+    let request = AuthenticateSessionRequest { token: token.clone() };
+    match state.upstreams.passwords.clone().authenticate_session(request).await {
+        Ok(response) => {
+            let user_id = response.into_inner().user_id;
+            tracing::Span::current().record("user_id", user_id.as_str());
+            Ok(Session { token, user_id })
+        }
+        Err(status) if status.code() == Code::Unauthenticated => Err(ApiError::Unauthorized),
+        Err(status) => Err(ApiError::from_status("password", &status)),
+    }
+}
+
+/// The signed-in account itself. A session whose account is gone is no session.
+pub(crate) async fn user(state: &AppState, headers: &HeaderMap) -> Result<(Session, User), ApiError> {
+    let session = session(state, headers).await?;
+    let request = GetUserRequest { user_id: session.user_id.clone() };
+    match state.upstreams.users.clone().get_user(request).await {
+        Ok(response) => {
+            let user = response.into_inner().user.ok_or(ApiError::Unauthorized)?;
+            Ok((session, user))
+        }
+        Err(status) if status.code() == Code::NotFound => Err(ApiError::Unauthorized),
+        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, if it has the shape of one we issue.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && token::shaped(token)).then(|| token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_a_bearer_token_of_our_shape_is_taken() {
+        let token = "A".repeat(43);
+        assert_eq!(bearer(&authorization(&format!("Bearer {token}"))), Some(token.clone()));
+        assert_eq!(bearer(&authorization(&format!("bearer  {token} "))), Some(token.clone()));
+        assert_eq!(bearer(&HeaderMap::new()), None);
+        assert_eq!(bearer(&authorization("Basic YWRhOnBhc3N3b3Jk")), None);
+        assert_eq!(bearer(&authorization("Bearer too-short")), None);
+        assert_eq!(bearer(&authorization(&format!("Token {token}"))), None);
+    }
+}

@@ -1,0 +1,296 @@
+//! Per-client rate limits: a token bucket per client and kind of request (signups, resends, confirms, sessions,
+//! reads), so no client gets more than its budget whatever it sends. Over budget: `429` problem+json with
+//! `Retry-After`; every limited answer carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-
+//! headers) so a well-behaved client can pace itself.
+//!
+//! The client is the TCP peer, unless the peer is a trusted proxy (`TRUSTED_PROXIES`): then it is the right-most
+//! address of `X-Forwarded-For` that is not itself a trusted proxy (the left part of the header is whatever the
+//! client wrote). IPv6 clients are counted per /64, the block one subscriber usually gets. The buckets live in this
+//! process: each replica limits on its own, and the edge (ingress, WAF) adds the global limit.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock as _, DefaultClock},
+    middleware::StateInformationMiddleware,
+};
+use ipnet::IpNet;
+
+use crate::problem::Problem;
+
+/// The kinds of request that have budgets of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `POST /v1/signups`.
+    Signups,
+    /// `POST /v1/email-verifications`.
+    Resends,
+    /// The confirm page and the confirm.
+    Confirms,
+    /// Signing in and out.
+    Sessions,
+    /// Reading and changing the signed-in account.
+    Reads,
+}
+
+impl Class {
+    const ALL: [Self; 5] = [Self::Signups, Self::Resends, Self::Confirms, Self::Sessions, Self::Reads];
+
+    /// The policy's name in the headers and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Signups => "signups",
+            Self::Resends => "resends",
+            Self::Confirms => "confirms",
+            Self::Sessions => "sessions",
+            Self::Reads => "reads",
+        }
+    }
+}
+
+/// A budget: `requests` per `window`, refilled evenly (a token bucket of `requests` tokens).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    class: Class,
+    requests: NonZeroU32,
+    window: Duration,
+}
+
+impl Policy {
+    /// Parses `<requests>/<seconds>`, e.g. `30/600`.
+    pub fn parse(class: Class, value: &str) -> Result<Self, String> {
+        let invalid = || format!("must be <requests>/<seconds>, e.g. 30/600, not {value:?}");
+        let (requests, secs) = value.trim().split_once('/').ok_or_else(invalid)?;
+        let requests: NonZeroU32 = requests.trim().parse().map_err(|_| invalid())?;
+        let secs: u64 = secs.trim().parse().map_err(|_| invalid())?;
+        if secs == 0 {
+            return Err(invalid());
+        }
+        Ok(Self { class, requests, window: Duration::from_secs(secs) })
+    }
+
+    fn quota(&self) -> Quota {
+        let period = (self.window / self.requests.get()).max(Duration::from_nanos(1));
+        Quota::with_period(period).unwrap_or_else(|| Quota::per_second(self.requests)).allow_burst(self.requests)
+    }
+
+    /// `RateLimit-Policy`: the policy's name, its quota and its window in seconds.
+    fn header(&self) -> String {
+        format!("\"{}\";q={};w={}", self.class.name(), self.requests, self.window.as_secs())
+    }
+}
+
+/// Every budget, and which peers may speak for the client.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// One policy per [`Class`], in the order of `Class::ALL`.
+    pub policies: [Policy; 5],
+    /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+type Limiter = DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>;
+
+/// The buckets of every client, per class. Cloning shares them.
+#[derive(Clone)]
+pub struct RateLimits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limiters: Vec<(Policy, Limiter)>,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let policies: Vec<_> = self.inner.limiters.iter().map(|(policy, _)| policy).collect();
+        f.debug_struct("RateLimits").field("policies", &policies).finish_non_exhaustive()
+    }
+}
+
+impl RateLimits {
+    /// Empty buckets for `settings`.
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        let limiters = settings
+            .policies
+            .iter()
+            .map(|policy| (*policy, RateLimiter::keyed(policy.quota()).with_middleware::<StateInformationMiddleware>()))
+            .collect();
+        Self { inner: Arc::new(Inner { limiters, trusted_proxies: settings.trusted_proxies.clone() }) }
+    }
+
+    /// Forgets clients whose buckets are full again, so memory follows the clients of the last window only.
+    pub fn forget_idle(&self) {
+        for (_, limiter) in &self.inner.limiters {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Takes one token of `class` for the client of a request from `peer` with `headers`.
+    fn check(&self, class: Class, peer: Option<IpAddr>, headers: &HeaderMap) -> Verdict {
+        let index = Class::ALL.iter().position(|c| *c == class).unwrap_or_default();
+        let (policy, limiter) = &self.inner.limiters[index];
+        let key = bucket(client(peer, headers, &self.inner.trusted_proxies));
+        let period = policy.window / policy.requests.get();
+        match limiter.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let refill = period * policy.requests.get().saturating_sub(remaining);
+                Verdict { policy: *policy, remaining, reset: refill, allowed: true }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Verdict { policy: *policy, remaining: 0, reset: wait, allowed: false }
+            }
+        }
+    }
+}
+
+/// What one check decided, and what the headers say about it.
+struct Verdict {
+    policy: Policy,
+    remaining: u32,
+    reset: Duration,
+    allowed: bool,
+}
+
+impl Verdict {
+    fn reset_secs(&self) -> u64 {
+        self.reset.as_secs() + u64::from(self.reset.subsec_nanos() > 0)
+    }
+
+    fn annotate(&self, headers: &mut HeaderMap) {
+        let policy = self.policy.header();
+        let state = format!("\"{}\";r={};t={}", self.policy.class.name(), self.remaining, self.reset_secs());
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// The middleware: one token of `class` per request, or `429` without calling the handler.
+pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let verdict = limits.check(class, peer, request.headers());
+    let mut response = if verdict.allowed {
+        next.run(request).await
+    } else {
+        metrics::counter!("rate_limited_total", "class" => class.name()).increment(1);
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too Many Requests")
+            .with_detail(format!("this client has used its {} budget; see Retry-After", class.name()))
+            .with_retry_after(verdict.reset_secs().max(1))
+            .into_response()
+    };
+    verdict.annotate(response.headers_mut());
+    response
+}
+
+/// The client a request is from: the peer, or, when the peer is a trusted proxy, the right-most address of
+/// `X-Forwarded-For` that is not a trusted proxy. Without a peer (a request built in a test), the unspecified
+/// address.
+pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
+    let hops: Vec<IpAddr> =
+        forwarded.flat_map(|value| value.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
+    hops.into_iter().rev().find(|hop| !is_trusted(hop)).unwrap_or(peer)
+}
+
+/// The bucket a client counts against: its IPv4 address, or the /64 of its IPv6 address.
+fn bucket(client: IpAddr) -> IpAddr {
+    match canonical(client) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as the IPv4 addresses they are.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_forwarded_address_counts_only_from_a_trusted_proxy() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let headers = forwarded("198.51.100.7, 203.0.113.9, 10.1.2.3");
+
+        assert_eq!(client(Some(ip("10.9.9.9")), &headers, &trusted), ip("203.0.113.9"));
+        assert_eq!(client(Some(ip("192.0.2.1")), &headers, &trusted), ip("192.0.2.1"), "an untrusted peer");
+        assert_eq!(client(Some(ip("10.9.9.9")), &HeaderMap::new(), &trusted), ip("10.9.9.9"), "no header");
+        assert_eq!(client(Some(ip("10.9.9.9")), &forwarded("garbage"), &trusted), ip("10.9.9.9"));
+        assert_eq!(client(Some(ip("::ffff:10.9.9.9")), &headers, &trusted), ip("203.0.113.9"), "v4-mapped peer");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64_and_v4_mapped_ones_are_v4() {
+        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), bucket(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn a_client_gets_its_budget_then_429s_and_others_are_unaffected() {
+        let policy = Policy::parse(Class::Signups, "2/60").unwrap();
+        let settings = RateLimitSettings { policies: [policy; 5], trusted_proxies: Vec::new() };
+        let limits = RateLimits::new(&settings);
+        let (a, b) = (Some(ip("192.0.2.1")), Some(ip("192.0.2.2")));
+
+        let verdicts: Vec<bool> = (0..3).map(|_| limits.check(Class::Signups, a, &HeaderMap::new()).allowed).collect();
+        let other = limits.check(Class::Signups, b, &HeaderMap::new());
+        let other_class = limits.check(Class::Reads, a, &HeaderMap::new());
+
+        assert_eq!(verdicts, [true, true, false]);
+        assert!(other.allowed && other_class.allowed);
+        let denied = limits.check(Class::Signups, a, &HeaderMap::new());
+        let mut headers = HeaderMap::new();
+        denied.annotate(&mut headers);
+        assert_eq!(headers["ratelimit-policy"], "\"signups\";q=2;w=60");
+        assert!(headers["ratelimit"].to_str().unwrap().starts_with("\"signups\";r=0;t="), "{:?}", headers["ratelimit"]);
+        assert!((1..=30).contains(&denied.reset_secs()), "{}", denied.reset_secs());
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_say_why() {
+        assert!(Policy::parse(Class::Reads, " 300 / 60 ").is_ok());
+        for bad in ["", "30", "0/60", "30/0", "x/60", "30/y"] {
+            assert!(Policy::parse(Class::Reads, bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Signing in and out. `POST /v1/sessions` checks the password once (argon2id, in the password service) and
+//! answers an opaque bearer token; every later request costs a keyed lookup of that token, not a hash. An unknown
+//! email and a wrong password get the same `401` after the same hashing work, and consecutive failures per email
+//! are throttled whether or not an account exists.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use proto::{
+    password::v1::{CreateSessionRequest, RevokeSessionRequest, SessionOutcome},
+    user_metadata::v1::{GetUserByEmailRequest, User, UserStatus},
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tonic::Code;
+
+use crate::{
+    domain::{
+        email::Email,
+        password::Password,
+        signup::{FieldError, email_code, required_string},
+    },
+    error::ApiError,
+    extract::JsonObject,
+    startup::AppState,
+};
+
+/// Longer passwords cannot be anyone's (no policy allows them) and are refused before any work.
+const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// The body of a sign-in (documentation; the handler parses it field by field).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the request body for the OpenAPI document")]
+pub(crate) struct SignInRequest {
+    /// The account's email.
+    #[schema(example = "ada@example.com")]
+    email: String,
+    /// The account's password (for an account not verified yet: the password of its newest signup).
+    #[schema(example = "correct horse battery staple")]
+    password: String,
+}
+
+/// An open session.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionCreated {
+    /// Send as `Authorization: Bearer <token>`. 256 random bits; the server keeps only its hash.
+    token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    token_type: &'static str,
+    /// RFC 3339: the session ends then, however it is used.
+    expires_at: Option<String>,
+    /// RFC 3339: the session ends then unless it is used before (each use pushes this back).
+    idle_expires_at: Option<String>,
+}
+
+/// Opens a session for an email and password.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    request_body(content = SignInRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed in", body = SessionCreated,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or malformed fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins for this email, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let result = sign_in(&state, &body).await;
+    let outcome = match &result {
+        Ok(_) => "created",
+        Err(ApiError::InvalidCredentials) => "invalid",
+        Err(ApiError::SignInThrottled { .. }) => "throttled",
+        Err(_) => "failed",
+    };
+    metrics::counter!("sign_ins_total", "outcome" => outcome).increment(1);
+    let created = result.inspect_err(ApiError::log)?;
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Ends the session the request is made with.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/current",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out: the token no longer works"),
+        (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(crate) async fn delete_current(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let result = async {
+        let session = crate::auth::session(&state, &headers).await?;
+        let request = RevokeSessionRequest { token: session.token };
+        state
+            .upstreams
+            .passwords
+            .clone()
+            .revoke_session(request)
+            .await
+            .map_err(|s| ApiError::from_status("password", &s))?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+    .await;
+    result.inspect_err(ApiError::log)
+}
+
+async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {
+    let (email, password) = parse(body).map_err(ApiError::Invalid)?;
+    if password.expose().chars().count() > MAX_PASSWORD_CHARS {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let user = find(state, &email).await?;
+    let (user_id, signup_id) = match &user {
+        Some(user) if user.status() == UserStatus::Verified => (user.user_id.clone(), String::new()),
+        // Not verified yet: the password of its newest signup attempt signs in, until one attempt is verified.
+        Some(user) if user.status() == UserStatus::PendingVerification => {
+            (user.user_id.clone(), user.signup_id.clone())
+        }
+        // No account (or a signup an earlier release left half-made): the check runs against a decoy.
+        _ => (String::new(), String::new()),
+    };
+    let request = CreateSessionRequest {
+        user_id: user_id.clone(),
+        signup_id,
+        email_hash: state.hasher.hash(&email),
+        password: password.expose().to_owned(),
+    };
+    let response = state
+        .upstreams
+        .passwords
+        .clone()
+        .create_session(request)
+        .await
+        .map_err(|status| ApiError::from_status("password", &status))?
+        .into_inner();
+    match response.outcome() {
+        SessionOutcome::Created => {
+            tracing::Span::current().record("user_id", user_id.as_str());
+            let rfc3339 =
+                |t| platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            Ok(SessionCreated {
+                token: response.token,
+                token_type: "Bearer",
+                expires_at: rfc3339(response.expires_at),
+                idle_expires_at: rfc3339(response.idle_expires_at),
+            })
+        }
+        SessionOutcome::Throttled => {
+            Err(ApiError::SignInThrottled { retry_after_secs: u64::from(response.retry_after_seconds.max(1)) })
+        }
+        SessionOutcome::InvalidCredentials | SessionOutcome::Unspecified => Err(ApiError::InvalidCredentials),
+    }
+}
+
+async fn find(state: &AppState, email: &Email) -> Result<Option<User>, ApiError> {
+    let request = GetUserByEmailRequest { email: email.as_str().to_owned() };
+    match state.upstreams.users.clone().get_user_by_email(request).await {
+        Ok(response) => Ok(response.into_inner().user),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
+    }
+}
+
+/// The email and the password of a sign-in, or every field's problem.
+fn parse(body: &Map<String, Value>) -> Result<(Email, Password), Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = body
+        .keys()
+        .filter(|key| !["email", "password"].contains(&key.as_str()))
+        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"))
+        .collect();
+    let email = required_string(body, "email", &mut errors).and_then(|raw| {
+        Email::parse(raw)
+            .map_err(|error| errors.push(FieldError::new("email", email_code(error), error.to_string())))
+            .ok()
+    });
+    let password = required_string(body, "password", &mut errors).map(Password::presented);
+    match (email, password) {
+        (Some(email), Some(password)) if errors.is_empty() => Ok((email, password)),
+        _ => Err(errors),
+    }
+}
