@@ -20,6 +20,7 @@ use crate::{error::ApiError, startup::AppState};
 
 /// The page to return.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// Suggestions per page, 1 to 100 (default 20).
     limit: Option<u32>,

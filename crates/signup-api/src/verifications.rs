@@ -36,6 +36,7 @@ use crate::{
 
 /// The query of the link in the mail.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ConfirmQuery {
     /// The token from the verification email.
     token: Option<String>,
