@@ -14,6 +14,10 @@
 //! done: after it ends, the benchmark waits until every subscriber has applied every accepted signup and its mail
 //! has arrived, and charges that CPU to the round.
 //!
+//! On the whole machine it also measures sessions: authenticated `GET /v1/me` per second with a session token,
+//! against the argon2 bound (what a password checked on every request could reach at best), and how many sign-ins
+//! succeed while signups arrive at twice the sustainable rate.
+//!
 //! It reports figures and whether the targets hold; it is not a test and never fails a build on timing.
 
 // A benchmark is a report: printing it is its job.
@@ -120,15 +124,36 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
     println!("### the same answer in comparable time (sequential, 20 each)");
     println!("p50 new {:.1} ms, existing verified {:.1} ms\n", existing.0, existing.1);
 
+    let account = verified_account(&stack).await?;
+    let reads = session_reads(&stack, &account, SESSION_CLIENTS, SESSION_PHASE).await?;
+    println!("### GET /v1/me with a session ({SESSION_CLIENTS} clients, {} s)", SESSION_PHASE.as_secs());
+    let (p50, p99) = percentiles(&reads.latencies_ms);
+    println!(
+        "{:.0} requests/s (p50 {p50:.1} ms, p99 {p99:.1} ms, {} not 200) = {:.0}x the argon2 bound of {:.1}/s that a \
+         password checked per request could reach at best (target >= 50x)\n",
+        reads.rate(),
+        reads.failed,
+        reads.rate() / run.bound(),
+        run.bound()
+    );
+
     let before = memory.peaks().await;
     let rate = run.rate();
-    let overload = open_loop(&stack, 2.0 * rate.max(1.0), PHASE).await?;
+    let (overload, sign_ins) =
+        tokio::join!(open_loop(&stack, 2.0 * rate.max(1.0), PHASE), sign_ins_during(&stack, &account, PHASE));
+    let (overload, sign_ins) = (overload?, sign_ins?);
     println!("### twice the sustainable load, open loop ({:.1} req/s offered, {} s)", 2.0 * rate, PHASE.as_secs());
     overload.print();
     println!(
-        "other errors: {} (target 0); 503 p99: {:.1} ms (target: quick)\n",
+        "other errors: {} (target 0); 503 p99: {:.1} ms (target: quick)",
         overload.other,
         overload.refused_p99_ms()
+    );
+    println!(
+        "sign-ins meanwhile (one client after another): {} of {} succeeded = {:.0}% (target >= 90%)\n",
+        sign_ins.0,
+        sign_ins.1,
+        100.0 * sign_ins.0 as f64 / sign_ins.1.max(1) as f64
     );
 
     println!("### resident memory per process: idle, peak at full concurrency, peak at twice the load, now");
@@ -464,6 +489,75 @@ async fn open_loop(stack: &Stack, rate: f64, duration: Duration) -> anyhow::Resu
     let mut outcome = outcome.into_inner();
     outcome.elapsed = start.elapsed();
     Ok(outcome)
+}
+
+/// Clients reading `/v1/me` with a session, and how long the phase runs.
+const SESSION_CLIENTS: usize = 16;
+const SESSION_PHASE: Duration = Duration::from_secs(5);
+
+/// A verified account whose password signs in: its email.
+async fn verified_account(stack: &Stack) -> anyhow::Result<String> {
+    let email = format!("session-{}@example.com", uuid::Uuid::now_v7().simple());
+    let password = String::from_utf8_lossy(PASSWORD);
+    stack.signup(&json!({ "email": email, "password": password, "display_name": "S" }), None).await?;
+    stack.mark_verified(&email).await?;
+    // password promotes the verified signup's credential when it applies EmailVerified.
+    e2e::poll::eventually(DRAIN_TIMEOUT, || async { stack.session(&email, &password).await.map(drop) }).await?;
+    Ok(email)
+}
+
+/// What a phase of reads did.
+#[derive(Debug, Default)]
+struct Reads {
+    ok: usize,
+    failed: usize,
+    latencies_ms: Vec<f64>,
+    elapsed: Duration,
+}
+
+impl Reads {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `clients` clients each reading `/v1/me` with one session, one request after another, for `duration`.
+async fn session_reads(stack: &Stack, email: &str, clients: usize, duration: Duration) -> anyhow::Result<Reads> {
+    let token = stack.session(email, &String::from_utf8_lossy(PASSWORD)).await?;
+    let reads = Mutex::new(Reads::default());
+    let start = Instant::now();
+    let client = || async {
+        while start.elapsed() < duration {
+            let begun = Instant::now();
+            let ok = stack.me(&token).await.is_ok_and(|r| r.status() == 200);
+            let ms = begun.elapsed().as_secs_f64() * 1000.0;
+            let mut reads = reads.lock().await;
+            if ok {
+                reads.ok += 1;
+                reads.latencies_ms.push(ms);
+            } else {
+                reads.failed += 1;
+            }
+        }
+    };
+    futures_util::future::join_all((0..clients).map(|_| client())).await;
+    let mut reads = reads.into_inner();
+    reads.elapsed = start.elapsed();
+    Ok(reads)
+}
+
+/// Signs in to `email` one attempt after another for `duration`: (succeeded, attempted).
+async fn sign_ins_during(stack: &Stack, email: &str, duration: Duration) -> anyhow::Result<(usize, usize)> {
+    let password = String::from_utf8_lossy(PASSWORD);
+    let (mut succeeded, mut attempted) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        attempted += 1;
+        if stack.sign_in(email, &password).await.is_ok_and(|r| r.status() == 201) {
+            succeeded += 1;
+        }
+    }
+    Ok((succeeded, attempted))
 }
 
 /// Median latency of `n` signups for new emails and of `n` for verified accounts, one at a time.
