@@ -157,6 +157,7 @@ impl Stack {
                     var("SMTP_URL", smtp.url()),
                     var("MAIL_BUDGET_PER_HOUR", 1000),
                     var("MAIL_BUDGET_PER_DAY", 1000),
+                    var("MAIL_GLOBAL_PER_MINUTE", 1_000_000),
                     var("PUBLIC_BASE_URL", PUBLIC_BASE_URL),
                     var("SMTP_TIMEOUT_SECS", 5),
                     var("MAIL_RETRY_BASE_MS", 100),
