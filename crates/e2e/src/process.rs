@@ -97,15 +97,15 @@ impl ServiceProcess {
         self.stderr.lock().map(|lines| lines.clone()).unwrap_or_default()
     }
 
-    /// Waits for the process's `serving` log line and returns the ports it bound: `PORT=0` lets the kernel pick
-    /// free ports with no window for another process to take them. Returns (`PORT`, ops port), where the ops
-    /// port of signup-api is its `PORT`.
+    /// Waits for the process's [`platform::server::SERVING`] log line and returns the ports it bound: `PORT=0`
+    /// lets the kernel pick free ports with no window for another process to take them. Returns (`PORT`, ops
+    /// port).
     pub async fn serving_ports(&mut self, timeout: Duration) -> anyhow::Result<(u16, u16)> {
         let deadline = Instant::now() + timeout;
         loop {
             let serving = self.stdout_lines().into_iter().find_map(|line| {
                 let entry: serde_json::Value = serde_json::from_str(&line).ok()?;
-                (entry["message"] == "serving").then_some(entry)
+                (entry["message"] == platform::server::SERVING).then_some(entry)
             });
             if let Some(entry) = serving {
                 let port = |key: &str| entry[key].as_str().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());

@@ -10,13 +10,13 @@
 //!
 //! `--dry-run` logs what would change and changes nothing; a real run logs every change and is idempotent.
 
-use std::time::Duration;
+use std::{num::NonZeroI64, time::Duration};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use lettre::message::{Mailbox, header::ContentType};
-use platform::{archive::ColdStorage, cli::RepairArgs, deadletters, settings::SettingsError};
+use platform::{archive::ColdStorage, deadletters::RepairArgs, grpc::TracedChannel, settings::SettingsError};
 use proto::user_metadata::v1::{
-    GetSignupStatsRequest, GetUserRequest, MarkEmailVerifiedRequest, UserStatus,
+    GetSignupStatsRequest, GetSignupStatsResponse, GetUserRequest, MarkEmailVerifiedRequest, UserStatus,
     user_metadata_service_client::UserMetadataServiceClient,
 };
 use serde::Deserialize;
@@ -24,99 +24,83 @@ use sqlx::PgPool;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{Settings, mail::Transport};
+use crate::{
+    Settings,
+    mail::Transport,
+    store::admin::{self as store, Verification},
+};
+
+const DAY: u64 = 24 * 60 * 60;
 
 /// What the admin processes read, on top of the service's own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct AdminSettings {
     /// `REPAIR_LOOKBACK_DAYS` (7): how far back `repair` compares verifications with user-metadata.
-    pub repair_lookback: Duration,
+    repair_lookback_days: u64,
     /// `ARCHIVE_URL` (`file://<working directory>/.archive`): where archives go.
-    pub archive_url: String,
+    archive_url: Option<String>,
     /// `ARCHIVE_TOKENS_AFTER_DAYS` (7): used or expired tokens older than this are archived.
-    pub archive_tokens_after: Duration,
-    /// `ARCHIVE_MAIL_LOG_AFTER_DAYS` (30): mail no longer pending and older than this is archived.
-    pub archive_mail_log_after: Duration,
+    archive_tokens_after_days: u64,
+    /// `ARCHIVE_MAIL_LOG_AFTER_DAYS` (30): mail no longer pending and older than this is archived (the last day's
+    /// always stays: the per-address mail budget counts it).
+    archive_mail_log_after_days: u64,
     /// `ARCHIVE_BATCH_SIZE` (1000): records per archive object.
-    pub archive_batch_size: i64,
+    archive_batch_size: NonZeroI64,
     /// `REPORT_TO`: who gets the daily report (required unless `report --stdout`).
-    pub report_to: Option<Mailbox>,
+    report_to: Option<String>,
     /// `REPORT_DEAD_LETTER_QUEUES`: the dead-letter queues the report counts (comma-separated; default: every
     /// subscriber's under the default queue names).
-    pub report_dead_letter_queues: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RawAdmin {
-    #[serde(default = "default_lookback_days")]
-    repair_lookback_days: u64,
-    archive_url: Option<String>,
-    #[serde(default = "default_tokens_after_days")]
-    archive_tokens_after_days: u64,
-    #[serde(default = "default_mail_log_after_days")]
-    archive_mail_log_after_days: u64,
-    #[serde(default = "default_batch_size")]
-    archive_batch_size: i64,
-    report_to: Option<String>,
-    #[serde(default = "default_dead_letter_queues")]
     report_dead_letter_queues: String,
 }
 
-fn default_lookback_days() -> u64 {
-    7
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            repair_lookback_days: 7,
+            archive_url: None,
+            archive_tokens_after_days: 7,
+            archive_mail_log_after_days: 30,
+            archive_batch_size: NonZeroI64::new(1000).unwrap_or(NonZeroI64::MIN),
+            report_to: None,
+            report_dead_letter_queues:
+                "email-verification.signup-events.dlq,friend-discovery.signup-events.dlq,password.signup-events.dlq"
+                    .to_owned(),
+        }
+    }
 }
-fn default_tokens_after_days() -> u64 {
-    7
-}
-fn default_mail_log_after_days() -> u64 {
-    30
-}
-fn default_batch_size() -> i64 {
-    1000
-}
-fn default_dead_letter_queues() -> String {
-    "email-verification.signup-events.dlq,friend-discovery.signup-events.dlq,password.signup-events.dlq".to_owned()
-}
-
-const DAY: u64 = 24 * 60 * 60;
 
 impl AdminSettings {
     /// Reads and checks the admin variables.
     pub fn load() -> Result<Self, SettingsError> {
-        let raw: RawAdmin = platform::settings::load()?;
-        if !(1..=100_000).contains(&raw.archive_batch_size) {
+        let mut settings: Self = platform::settings::load()?;
+        if !(1..=100_000).contains(&settings.archive_batch_size.get()) {
             return Err(SettingsError::invalid("ARCHIVE_BATCH_SIZE", "must be between 1 and 100000"));
         }
-        let report_to = match raw.report_to.filter(|to| !to.trim().is_empty()) {
-            Some(to) => {
-                Some(to.parse().map_err(|e| SettingsError::invalid("REPORT_TO", format!("not a mailbox: {e}")))?)
-            }
-            None => None,
-        };
-        Ok(Self {
-            repair_lookback: Duration::from_secs(raw.repair_lookback_days * DAY),
-            archive_url: platform::archive::url_or_default(raw.archive_url)?,
-            archive_tokens_after: Duration::from_secs(raw.archive_tokens_after_days * DAY),
-            // The per-address mail budget counts the last day's mail log, so that much of it always stays.
-            archive_mail_log_after: Duration::from_secs(raw.archive_mail_log_after_days.max(1) * DAY + 3600),
-            archive_batch_size: raw.archive_batch_size,
-            report_to,
-            report_dead_letter_queues: raw
-                .report_dead_letter_queues
-                .split(',')
-                .map(str::trim)
-                .filter(|q| !q.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        })
+        settings.report_to()?;
+        settings.archive_url = Some(platform::archive::url_or_default(settings.archive_url)?);
+        Ok(settings)
+    }
+
+    /// `REPORT_TO` as a mailbox, if set.
+    fn report_to(&self) -> Result<Option<Mailbox>, SettingsError> {
+        let to = self.report_to.as_deref().map(str::trim).filter(|to| !to.is_empty());
+        to.map(|to| to.parse().map_err(|e| SettingsError::invalid("REPORT_TO", format!("not a mailbox: {e}"))))
+            .transpose()
+    }
+
+    fn days(days: u64) -> Duration {
+        Duration::from_secs(days * DAY)
+    }
+
+    fn dead_letter_queues(&self) -> impl Iterator<Item = &str> {
+        self.report_dead_letter_queues.split(',').map(str::trim).filter(|q| !q.is_empty())
     }
 }
 
-fn users(settings: &Settings) -> anyhow::Result<UserMetadataServiceClient<platform::grpc::TracedChannel>> {
-    Ok(UserMetadataServiceClient::new(platform::grpc::channel(
-        &settings.user_metadata.url,
-        settings.user_metadata.deadline,
-    )?))
+fn users(settings: &Settings) -> anyhow::Result<UserMetadataServiceClient<TracedChannel>> {
+    let upstream = &settings.user_metadata;
+    Ok(UserMetadataServiceClient::new(platform::grpc::channel(upstream.url.as_str(), upstream.deadline())?))
 }
 
 /// Marks verified in user-metadata what was verified here, and lists (and maybe replays) dead letters.
@@ -126,74 +110,67 @@ pub(crate) async fn repair(
     admin: &AdminSettings,
     args: &RepairArgs,
 ) -> anyhow::Result<()> {
-    let dry_run = args.dry_run;
-    let verified: Vec<(Uuid, DateTime<Utc>, Uuid)> = sqlx::query_as(
-        "SELECT user_id, verified_at, coalesce(verified_signup_id, signup_id) FROM accounts \
-         WHERE verified_at IS NOT NULL AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
-    )
-    .bind(admin.repair_lookback.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
+    let lookback = AdminSettings::days(admin.repair_lookback_days);
     let mut users = users(settings)?;
     let mut fixed = 0usize;
-    for (user_id, verified_at, signup_id) in verified {
-        let user = match users.get_user(GetUserRequest { user_id: user_id.to_string() }).await {
-            Ok(response) => response.into_inner().user,
-            Err(status) if status.code() == Code::NotFound => continue,
-            Err(status) => return Err(status.into()),
-        };
-        if user.is_none_or(|u| u.status() == UserStatus::Verified) {
-            continue;
-        }
-        fixed += 1;
-        if dry_run {
-            tracing::info!(%user_id, "would mark verified in user-metadata (verified here)");
-            continue;
-        }
-        let at = platform::time::to_proto(verified_at);
-        let request = MarkEmailVerifiedRequest {
-            user_id: user_id.to_string(),
-            verified_at: Some(at),
-            signup_id: signup_id.to_string(),
-        };
-        users.mark_email_verified(request).await?;
-        tracing::info!(%user_id, "marked verified in user-metadata (verified here)");
+    for verification in store::recent_verifications(pool, lookback).await? {
+        fixed += usize::from(fix_verification(&mut users, &verification, args.dry_run).await?);
     }
-
-    let (letters, replayed) =
-        deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
-    tracing::info!(verifications_fixed = fixed, dead_letters = letters, replayed, dry_run, "repair finished");
+    let subscription = settings.common.subscription.as_ref().ok_or_else(|| anyhow::anyhow!("no subscription"))?;
+    let amqp = &settings.common.amqp;
+    let (letters, replayed) = platform::deadletters::repair(amqp, subscription, args, proto::Event::render).await?;
+    tracing::info!(
+        verifications_fixed = fixed,
+        dead_letters = letters,
+        replayed,
+        dry_run = args.dry_run,
+        "repair finished"
+    );
     Ok(())
 }
 
+/// Marks one verification in user-metadata if it is missing there; returns whether it was (or would be) fixed.
+async fn fix_verification(
+    users: &mut UserMetadataServiceClient<TracedChannel>,
+    verification: &Verification,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let user_id = verification.user_id;
+    let user = match users.get_user(GetUserRequest { user_id: user_id.to_string() }).await {
+        Ok(response) => response.into_inner().user,
+        Err(status) if status.code() == Code::NotFound => return Ok(false),
+        Err(status) => return Err(status.into()),
+    };
+    if user.is_none_or(|u| u.status() == UserStatus::Verified) {
+        return Ok(false);
+    }
+    if dry_run {
+        tracing::info!(%user_id, "would mark verified in user-metadata (verified here)");
+        return Ok(true);
+    }
+    let request = MarkEmailVerifiedRequest {
+        user_id: user_id.to_string(),
+        verified_at: Some(platform::time::to_proto(verification.verified_at)),
+        signup_id: verification.signup_id.to_string(),
+    };
+    users.mark_email_verified(request).await?;
+    tracing::info!(%user_id, "marked verified in user-metadata (verified here)");
+    Ok(true)
+}
+
 /// Archives used and expired tokens and the old mail log, a batch per object and transaction; then drops
-/// send-limit counters whose window ended (counters, not records: nothing to archive).
+/// notice-interval counters whose window ended.
 pub(crate) async fn archive(
     pool: &PgPool,
     settings: &Settings,
     admin: &AdminSettings,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let storage = ColdStorage::from_url(&admin.archive_url)?;
-    let tokens = Batch {
-        table: "tokens",
-        // Used or expired, and old enough.
-        select: "SELECT token_hash, to_jsonb(t) FROM tokens t \
-                 WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
-                 ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
-        delete: "DELETE FROM tokens WHERE token_hash = ANY($1)",
-        age: admin.archive_tokens_after,
-    };
-    let mails = Batch {
-        table: "mails",
-        // Finished, old enough, and without tokens left (they reference it).
-        select: "SELECT id, to_jsonb(m) FROM mails m \
-                 WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
-                   AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id) \
-                 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        delete: "DELETE FROM mails WHERE id = ANY($1)",
-        age: admin.archive_mail_log_after,
-    };
+    let storage = ColdStorage::from_url(admin.archive_url.as_deref().unwrap_or_default())?;
+    let tokens = store::tokens(AdminSettings::days(admin.archive_tokens_after_days));
+    // The per-address mail budget counts the last day's mail log, so that much of it always stays.
+    let mail_log_age = AdminSettings::days(admin.archive_mail_log_after_days.max(1)) + Duration::from_secs(3600);
+    let mails = store::mails(mail_log_age);
     if dry_run {
         for batch in [&tokens, &mails] {
             let count = batch.count(pool).await?;
@@ -201,79 +178,19 @@ pub(crate) async fn archive(
         }
         return Ok(());
     }
-    let archived_tokens = tokens.run::<Vec<u8>>(pool, &storage, admin.archive_batch_size).await?;
-    let archived_mails = mails.run::<Uuid>(pool, &storage, admin.archive_batch_size).await?;
-    let window = settings.policy.notice_interval;
-    let counters = sqlx::query("DELETE FROM send_limits WHERE window_started_at < now() - make_interval(secs => $1)")
-        .bind(window.as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let size = admin.archive_batch_size.get();
+    let archived_tokens = tokens.run::<Vec<u8>>(pool, &storage, size).await?;
+    let archived_mails = mails.run::<Uuid>(pool, &storage, size).await?;
+    let counters = store::expire_counters(pool, settings.policy.notice_interval).await?;
+    let location = storage.location();
     tracing::info!(
         tokens = archived_tokens,
         mails = archived_mails,
         expired_counters = counters,
-        to = storage.location(),
+        to = location,
         "archive finished"
     );
     Ok(())
-}
-
-/// One kind of record to archive: how to select a locked batch (key, record) and delete it by key.
-struct Batch {
-    table: &'static str,
-    select: &'static str,
-    delete: &'static str,
-    age: Duration,
-}
-
-impl Batch {
-    async fn count(&self, pool: &PgPool) -> sqlx::Result<i64> {
-        let query = format!("SELECT count(*) FROM ({}) b", self.select.replace("FOR UPDATE SKIP LOCKED", ""));
-        sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(self.age.as_secs_f64()).bind(i64::MAX).fetch_one(pool).await
-    }
-
-    /// Archives batch after batch until none is left; returns how many records went.
-    async fn run<K>(&self, pool: &PgPool, storage: &ColdStorage, size: i64) -> anyhow::Result<usize>
-    where
-        K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + sqlx::postgres::PgHasArrayType,
-        K: sqlx::Encode<'static, sqlx::Postgres> + Send + Sync + Unpin + KeyName + 'static,
-    {
-        let mut total = 0;
-        loop {
-            let mut tx = pool.begin().await?;
-            let rows: Vec<(K, serde_json::Value)> =
-                sqlx::query_as(self.select).bind(self.age.as_secs_f64()).bind(size).fetch_all(&mut *tx).await?;
-            let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else { break };
-            let key = format!("email-verification/{}/{}-{}.jsonl.gz", self.table, first.key_name(), last.key_name());
-            let records: Vec<serde_json::Value> = rows.iter().map(|(_, r)| r.clone()).collect();
-            let object = storage.put_verified(&key, &records).await?;
-            let count = rows.len();
-            let keys: Vec<K> = rows.into_iter().map(|(k, _)| k).collect();
-            sqlx::query(self.delete).bind(keys).execute(&mut *tx).await?;
-            tx.commit().await?;
-            total += count;
-            tracing::info!(table = self.table, records = count, %object, "archived and removed");
-        }
-        Ok(total)
-    }
-}
-
-/// A record key as it appears in an archive object's name.
-trait KeyName {
-    fn key_name(&self) -> String;
-}
-
-impl KeyName for Uuid {
-    fn key_name(&self) -> String {
-        self.simple().to_string()
-    }
-}
-
-impl KeyName for Vec<u8> {
-    fn key_name(&self) -> String {
-        self.iter().take(8).map(|b| format!("{b:02x}")).collect()
-    }
 }
 
 /// The figures of one day.
@@ -332,37 +249,32 @@ pub(crate) async fn gather(
     let from = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or_else(|| anyhow::anyhow!("bad day"))?;
     let to = from + chrono::Duration::days(1);
     let stamp = platform::time::to_proto;
-    let stats = users(settings)?
-        .get_signup_stats(GetSignupStatsRequest { from: Some(stamp(from)), to: Some(stamp(to)) })
-        .await?
-        .into_inner();
-    let (sent, failed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'sent' AND sent_at >= $1 AND sent_at < $2), \
-                count(*) FILTER (WHERE status = 'failed' AND created_at >= $1 AND created_at < $2) FROM mails",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
-    .await?;
+    let request = GetSignupStatsRequest { from: Some(stamp(from)), to: Some(stamp(to)) };
+    let stats = users(settings)?.get_signup_stats(request).await?.into_inner();
+    let (emails_sent, emails_failed) = store::mail_figures(pool, from, to).await?;
     let mut dead_letters = 0u64;
-    for queue in &admin.report_dead_letter_queues {
-        dead_letters += u64::from(platform::deadletters::depth(&settings.amqp, queue).await?.unwrap_or(0));
+    for queue in admin.dead_letter_queues() {
+        dead_letters += u64::from(platform::deadletters::depth(&settings.common.amqp, queue).await?.unwrap_or(0));
     }
-    Ok(DailyReport {
-        day,
-        signups: stats.signups,
-        verifications: stats.verifications,
-        verification_rate: if stats.signups == 0 {
-            0.0
-        } else {
-            stats.verified_of_signups as f64 / stats.signups as f64
-        },
-        median_time_to_verify: (stats.verifications > 0)
-            .then(|| Duration::from_secs_f64(stats.median_seconds_to_verify.max(0.0))),
-        emails_sent: u64::try_from(sent).unwrap_or(0),
-        emails_failed: u64::try_from(failed).unwrap_or(0),
-        dead_letters,
-    })
+    Ok(DailyReport::from_stats(day, &stats, (emails_sent, emails_failed), dead_letters))
+}
+
+impl DailyReport {
+    fn from_stats(day: NaiveDate, stats: &GetSignupStatsResponse, mail: (u64, u64), dead_letters: u64) -> Self {
+        let rate = if stats.signups == 0 { 0.0 } else { stats.verified_of_signups as f64 / stats.signups as f64 };
+        let median =
+            (stats.verifications > 0).then(|| Duration::from_secs_f64(stats.median_seconds_to_verify.max(0.0)));
+        Self {
+            day,
+            signups: stats.signups,
+            verifications: stats.verifications,
+            verification_rate: rate,
+            median_time_to_verify: median,
+            emails_sent: mail.0,
+            emails_failed: mail.1,
+            dead_letters,
+        }
+    }
 }
 
 /// Mails the report to `REPORT_TO` through the configured transport.
@@ -371,8 +283,7 @@ pub(crate) async fn send_report(
     admin: &AdminSettings,
     report: &DailyReport,
 ) -> anyhow::Result<()> {
-    let to =
-        admin.report_to.clone().ok_or_else(|| anyhow::anyhow!("REPORT_TO is required (or use report --stdout)"))?;
+    let to = admin.report_to()?.ok_or_else(|| anyhow::anyhow!("REPORT_TO is required (or use report --stdout)"))?;
     let message = lettre::Message::builder()
         .message_id(Some(format!("<report-{}@{}>", report.day, settings.mail.from.email.domain())))
         .from(settings.mail.from.clone())

@@ -13,52 +13,88 @@ mod settings;
 mod startup;
 mod store;
 
+use platform::{
+    deadletters::RepairArgs,
+    settings::{Ports, SettingsError},
+    shutdown::CancellationToken,
+};
+
 pub use admin::{AdminSettings, DailyReport};
 pub use settings::Settings;
 pub use startup::App;
 
-/// The embedded schema migrations of the `email-verification` database.
-pub fn migrator() -> sqlx::migrate::Migrator {
-    sqlx::migrate!()
+/// The email-verification service, as the platform's service skeleton runs it.
+#[derive(Debug)]
+pub struct EmailVerification;
+
+/// email-verification's admin subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Admin {
+    /// Find and fix broken states: verifications user-metadata missed; list dead letters, and replay them. Idempotent.
+    Repair(RepairArgs),
+    /// Move used and expired tokens and the old mail log to cold storage (ARCHIVE_URL).
+    Archive {
+        /// Log what would be archived, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daily report for a day (default: yesterday, UTC), mailed to REPORT_TO.
+    Report {
+        /// The day, as YYYY-MM-DD.
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
+        /// Print the report instead of mailing it.
+        #[arg(long)]
+        stdout: bool,
+    },
 }
 
-/// The `migrate` subcommand: creates the database if missing, applies pending migrations, declares this
-/// service's queue on the broker (so no event published from now on can miss it), and exits.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    platform::db::migrate_command(&settings.database, migrator()).await?;
-    platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
-}
+impl platform::service::Service for EmailVerification {
+    const NAME: &'static str = "email-verification";
+    const ABOUT: &'static str = "verification tokens and email, confirm and resend, over gRPC";
+    const PORTS: Ports = Ports { grpc: 50053, ops: 9053 };
+    type Settings = Settings;
+    type Admin = Admin;
 
-/// The `repair` admin process (see the `admin` module).
-pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
-    let admin = AdminSettings::load()?;
-    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
-    let result = admin::repair(&pool, settings, &admin, args).await;
-    pool.close().await;
-    result
-}
+    fn load() -> Result<Settings, SettingsError> {
+        Settings::load()
+    }
 
-/// The `archive` admin process (see the `admin` module).
-pub async fn archive(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
-    let admin = AdminSettings::load()?;
-    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
-    let result = admin::archive(&pool, settings, &admin, dry_run).await;
-    pool.close().await;
-    result
+    fn migrator() -> sqlx::migrate::Migrator {
+        sqlx::migrate!()
+    }
+
+    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        App::build(settings).await?.run_until(shutdown).await
+    }
+
+    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+        let admin = AdminSettings::load()?;
+        let pool = platform::db::admin_pool(&settings.common.database, Self::migrator()).await?;
+        let result = match command {
+            Admin::Repair(args) => admin::repair(&pool, &settings, &admin, &args).await,
+            Admin::Archive { dry_run } => admin::archive(&pool, &settings, &admin, dry_run).await,
+            Admin::Report { day, stdout } => report(&pool, &settings, &admin, day, stdout).await,
+        };
+        pool.close().await;
+        result
+    }
 }
 
 /// The `report` admin process: gathers the day's figures, then mails them (or prints them with `stdout`).
 #[allow(clippy::print_stdout, reason = "report --stdout prints the report: that is its output")]
-pub async fn report(settings: &Settings, day: Option<chrono::NaiveDate>, stdout: bool) -> anyhow::Result<()> {
-    let admin = AdminSettings::load()?;
+async fn report(
+    pool: &sqlx::PgPool,
+    settings: &Settings,
+    admin: &AdminSettings,
+    day: Option<chrono::NaiveDate>,
+    stdout: bool,
+) -> anyhow::Result<()> {
     let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-    let pool = platform::db::admin_pool(&settings.database, migrator()).await?;
-    let report = admin::gather(&pool, settings, &admin, day).await;
-    pool.close().await;
-    let report = report?;
+    let report = admin::gather(pool, settings, admin, day).await?;
     match stdout {
         true => print!("{}", report.render()),
-        false => admin::send_report(settings, &admin, &report).await?,
+        false => admin::send_report(settings, admin, &report).await?,
     }
     Ok(())
 }

@@ -229,15 +229,10 @@ impl Sender {
             Err(SendError::Temporary(error)) if mail.attempts >= self.settings.max_attempts => {
                 Outcome::Failed(format!("gave up after {} attempts: {error}", mail.attempts))
             }
-            Err(SendError::Temporary(error)) => Outcome::Retry(self.backoff(mail.attempts), error),
+            Err(SendError::Temporary(error)) => {
+                Outcome::Retry(self.settings.retry.delay(u32::try_from(mail.attempts).unwrap_or(1)), error)
+            }
         };
         Ok(Some(outcome))
-    }
-
-    /// Full jitter over a doubling cap: uniform in [0, min(base * 2^(attempt-1), max)].
-    fn backoff(&self, attempt: i32) -> Duration {
-        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
-        let cap = self.settings.retry_base.saturating_mul(1 << exponent).min(self.settings.retry_max);
-        cap.mul_f64(rand::random::<f64>())
     }
 }

@@ -3,10 +3,9 @@
 //! until one of them is verified, a verification that overtakes its attempt is filled in when the attempt arrives,
 //! and a later discoverability decision wins over an earlier one, so the graph is the same whatever the order.
 
-use platform::events::{Envelope, HandleError, Handler, begin_once, transient};
+use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
-use sqlx::PgPool;
-use uuid::Uuid;
+use sqlx::{PgConnection, PgPool};
 
 use crate::store::{self, SignedUp};
 
@@ -24,16 +23,22 @@ impl EventHandler {
 }
 
 impl Handler for EventHandler {
+    type Event = Event;
+
     fn acts_on(&self, kind: &str) -> bool {
         [Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::DISCOVERABILITY_CHANGED, Event::USER_DELETED]
             .contains(&kind)
     }
 
-    async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
-        // A body that does not decode as its type can never be applied: dead-letter it.
-        let event = Event::decode(&envelope.kind, &envelope.data)
-            .map_err(|e| HandleError::Poison(anyhow::anyhow!("{} does not decode: {e}", envelope.kind)))?;
-        let Some(mut tx) = begin_once(&self.pool, &envelope).await? else { return Ok(()) };
+    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
+        Ok(Event::decode(&envelope.kind, &envelope.data)?)
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
             Event::UserSignedUp(event) => {
                 if event.email_hash.len() != 32 || event.contact_hashes.iter().any(|h| h.len() != 32) {
@@ -47,7 +52,7 @@ impl Handler for EventHandler {
                     discoverable: event.discoverable,
                     contact_hashes: &event.contact_hashes,
                 };
-                let applied = store::signed_up(&mut tx, &attempt).await.map_err(transient)?;
+                let applied = store::signed_up(tx, &attempt).await.map_err(transient)?;
                 let contacts = attempt.contact_hashes.len();
                 tracing::info!(user_id = %attempt.user_id, ?applied, contacts, "signup attempt");
             }
@@ -55,26 +60,22 @@ impl Handler for EventHandler {
                 let user_id = uuid("user_id", &event.user_id)?;
                 let signup_id = event.signup_id.parse().ok();
                 let at = platform::time::from_proto(event.verified_at).unwrap_or(envelope.time);
-                store::verified(&mut tx, user_id, signup_id, at).await.map_err(transient)?;
+                store::verified(tx, user_id, signup_id, at).await.map_err(transient)?;
                 tracing::info!(%user_id, "verified: discoverable to others unless opted out");
             }
             Event::DiscoverabilityChanged(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                store::discoverability(&mut tx, user_id, event.discoverable, envelope.id).await.map_err(transient)?;
+                store::discoverability(tx, user_id, event.discoverable, envelope.id).await.map_err(transient)?;
                 tracing::info!(%user_id, discoverable = event.discoverable, "discoverability changed");
             }
             Event::UserDeleted(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                store::deleted(&mut tx, user_id).await.map_err(transient)?;
+                store::deleted(tx, user_id).await.map_err(transient)?;
                 tracing::info!(%user_id, "user and edges removed");
             }
             // Never delivered here: `acts_on` leaves them out.
             Event::SignupAttemptedForExistingAccount(_) | Event::Unknown(_) => {}
         }
-        tx.commit().await.map_err(transient)
+        Ok(())
     }
-}
-
-fn uuid(field: &str, value: &str) -> Result<Uuid, HandleError> {
-    value.parse().map_err(|_| HandleError::Poison(anyhow::anyhow!("{field} is not a UUID")))
 }

@@ -9,24 +9,48 @@ mod settings;
 mod startup;
 mod store;
 
+use platform::shutdown::CancellationToken;
+use platform::{
+    deadletters::RepairArgs,
+    settings::{Ports, SettingsError},
+};
+
 pub use settings::Settings;
 pub use startup::App;
 
-/// The embedded schema migrations of the `friend-discovery` database.
-pub fn migrator() -> sqlx::migrate::Migrator {
-    sqlx::migrate!()
+/// The friend-discovery service, as the platform's service skeleton runs it.
+#[derive(Debug)]
+pub struct FriendDiscovery;
+
+/// friend-discovery's admin subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Admin {
+    /// List dead letters, and replay them once their cause is fixed (the graph needs no repair: every effect
+    /// commutes and is idempotent).
+    Repair(RepairArgs),
 }
 
-/// The `migrate` subcommand: creates the database if missing, applies pending migrations, declares this
-/// service's queue on the broker (so no event published from now on can miss it), and exits.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    platform::db::migrate_command(&settings.database, migrator()).await?;
-    platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
-}
+impl platform::service::Service for FriendDiscovery {
+    const NAME: &'static str = "friend-discovery";
+    const ABOUT: &'static str = "\"people you may know\" from hashed contacts, over gRPC";
+    const PORTS: Ports = Ports { grpc: 50054, ops: 9054 };
+    type Settings = Settings;
+    type Admin = Admin;
 
-/// The `repair` admin process: the graph needs no repair (every effect commutes and is idempotent), so this
-/// lists dead letters and replays them as asked.
-pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
-    platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
-    Ok(())
+    fn load() -> Result<Settings, SettingsError> {
+        Settings::load()
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        sqlx::migrate!()
+    }
+
+    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        App::build(settings).await?.run_until(shutdown).await
+    }
+
+    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+        let Admin::Repair(args) = command;
+        platform::deadletters::repair_subscriber(&settings.common, &args, proto::Event::render).await
+    }
 }

@@ -1,64 +1,50 @@
 //! The friend-discovery service's configuration, from environment variables only.
 
-use serde::Deserialize;
+use std::num::NonZeroU32;
 
 use platform::{
-    events::Subscription,
-    settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
+    service::Service as _,
+    settings::{Common, SettingsError},
 };
+use serde::Deserialize;
+
+use crate::FriendDiscovery;
 
 /// Everything the friend-discovery service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `PORT` (gRPC, default 50054) and `METRICS_PORT` (default 9054).
-    pub server: ServerSettings,
-    /// `DATABASE_URL` (default database `friend_discovery`) and pool settings.
-    pub database: DatabaseSettings,
-    /// `AMQP_URL` and `EVENTS_EXCHANGE`.
-    pub amqp: AmqpSettings,
-    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`: this service's subscription to the events.
-    pub subscription: Subscription,
+    /// Ports, database, broker, subscription, shutdown, telemetry.
+    pub common: Common,
     /// `SUGGESTIONS_PER_DAY` (500): suggestions one asker is served per day (UTC); beyond, the answer is
     /// RESOURCE_EXHAUSTED. Bounds how fast anyone can learn who is a member.
     pub suggestions_per_day: i32,
-    /// `SHUTDOWN_GRACE_PERIOD_SECS`.
-    pub shutdown: ShutdownSettings,
-    /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
-    pub telemetry: TelemetrySettings,
 }
 
-impl Settings {
-    /// Reads and checks every variable; the first bad one is named in the error.
-    pub fn load() -> Result<Self, SettingsError> {
-        let amqp = AmqpSettings::load()?;
-        Ok(Self {
-            server: ServerSettings::load(50054, 9054)?,
-            database: DatabaseSettings::load("friend_discovery")?,
-            subscription: amqp.subscription("friend-discovery")?,
-            amqp,
-            suggestions_per_day: suggestions_per_day()?,
-            shutdown: ShutdownSettings::load()?,
-            telemetry: TelemetrySettings::load()?,
-        })
+impl AsRef<Common> for Settings {
+    fn as_ref(&self) -> &Common {
+        &self.common
     }
 }
 
 #[derive(Deserialize)]
 #[serde(default)]
-struct RawSuggestions {
-    suggestions_per_day: i32,
+struct Own {
+    suggestions_per_day: NonZeroU32,
 }
 
-impl Default for RawSuggestions {
+impl Default for Own {
     fn default() -> Self {
-        Self { suggestions_per_day: 500 }
+        Self { suggestions_per_day: NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN) }
     }
 }
 
-fn suggestions_per_day() -> Result<i32, SettingsError> {
-    let raw: RawSuggestions = platform::settings::load()?;
-    if raw.suggestions_per_day < 1 {
-        return Err(SettingsError::invalid("SUGGESTIONS_PER_DAY", "must be at least 1"));
+impl Settings {
+    /// Reads and checks every variable; the first bad one is named in the error.
+    pub fn load() -> Result<Self, SettingsError> {
+        let own: Own = platform::settings::load()?;
+        Ok(Self {
+            common: Common::load(FriendDiscovery::NAME, FriendDiscovery::PORTS, true)?,
+            suggestions_per_day: i32::try_from(own.suggestions_per_day.get()).unwrap_or(i32::MAX),
+        })
     }
-    Ok(raw.suggestions_per_day)
 }

@@ -1,7 +1,8 @@
-//! The password service: argon2id credential storage and verification over gRPC, with its own database.
+//! The password service: argon2id credential storage and verification, and the sessions a right password opens,
+//! over gRPC, with its own database.
 //!
 //! Architecture invariant: a plaintext password exists here only for the duration of one RPC; only PHC
-//! strings are stored, and no password reaches a log line, an error or a trace.
+//! strings and token hashes are stored, and no password reaches a log line, an error or a trace.
 
 mod consumer;
 mod hasher;
@@ -10,24 +11,47 @@ mod settings;
 mod startup;
 mod store;
 
-pub use settings::{HashingSettings, ParamsSettings, Settings};
+use platform::shutdown::CancellationToken;
+use platform::{
+    deadletters::RepairArgs,
+    settings::{Ports, SettingsError},
+};
+
+pub use settings::{HashingSettings, SessionSettings, Settings, Throttle};
 pub use startup::App;
 
-/// The embedded schema migrations of the `password` database.
-pub fn migrator() -> sqlx::migrate::Migrator {
-    sqlx::migrate!()
+/// The password service, as the platform's service skeleton runs it.
+#[derive(Debug)]
+pub struct Password;
+
+/// password's admin subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Admin {
+    /// List dead letters, and replay them once their cause is fixed (credentials need no repair).
+    Repair(RepairArgs),
 }
 
-/// The `migrate` subcommand: creates the database if missing, applies pending migrations, declares this
-/// service's queue on the broker (so no `UserDeleted` published from now on can miss it), and exits.
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    platform::db::migrate_command(&settings.database, migrator()).await?;
-    platform::events::declare_subscription(&settings.amqp, &settings.subscription).await
-}
+impl platform::service::Service for Password {
+    const NAME: &'static str = "password";
+    const ABOUT: &'static str = "argon2id credential storage and verification, and sessions, over gRPC";
+    const PORTS: Ports = Ports { grpc: 50052, ops: 9052 };
+    type Settings = Settings;
+    type Admin = Admin;
 
-/// The `repair` admin process: credentials need no repair, so this lists dead letters and replays them as
-/// asked.
-pub async fn repair(settings: &Settings, args: &platform::cli::RepairArgs) -> anyhow::Result<()> {
-    platform::deadletters::repair(&settings.amqp, &settings.subscription, args, proto::Event::render).await?;
-    Ok(())
+    fn load() -> Result<Settings, SettingsError> {
+        Settings::load()
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        sqlx::migrate!()
+    }
+
+    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        App::build(settings).await?.run_until(shutdown).await
+    }
+
+    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+        let Admin::Repair(args) = command;
+        platform::deadletters::repair_subscriber(&settings.common, &args, proto::Event::render).await
+    }
 }

@@ -1,55 +1,6 @@
-//! The `password` binary: parses the command line and wires the library together, nothing else.
-
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
-use password::{App, Settings};
-use platform::settings::ServerSettings;
-
-#[derive(Parser)]
-#[command(version, about = "argon2id credential storage and verification over gRPC")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Default)]
-enum Command {
-    /// Serve gRPC on PORT (the default command).
-    #[default]
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
-    /// List dead letters, and replay them once their cause is fixed.
-    Repair(platform::cli::RepairArgs),
-    /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
-    Healthcheck {
-        /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
-        #[arg(long)]
-        live: bool,
-    },
-}
+//! The `password` binary: the platform's command line over the password service.
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    platform::cli::exit(run(Cli::parse().command.unwrap_or_default()).await)
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
-    if let Command::Healthcheck { live } = command {
-        let ports = ServerSettings::load(50052, 9052)?;
-        return match live {
-            true => platform::healthcheck::http(ports.metrics_port, "/livez").await,
-            false => platform::healthcheck::grpc(ports.port).await,
-        };
-    }
-    let settings = Settings::load()?;
-    let telemetry = platform::telemetry::init("password", &settings.telemetry)?;
-    let result = match command {
-        Command::Migrate => password::migrate(&settings).await,
-        Command::Repair(args) => password::repair(&settings, &args).await,
-        _ => async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await,
-    };
-    telemetry.shutdown();
-    result
+async fn main() -> std::process::ExitCode {
+    platform::service::main::<password::Password>().await
 }

@@ -1,7 +1,10 @@
 //! The `signup.password.v1.PasswordService` RPCs: the boundary where wire types become domain values and
 //! errors become gRPC statuses. No handler logs or returns a password.
 
-use platform::{grpc::database_status, token::Token};
+use platform::{
+    grpc::{database_status, uuid_argument as uuid},
+    token::Token,
+};
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, CreateSessionRequest, CreateSessionResponse,
     PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome,
@@ -226,10 +229,6 @@ fn record_ids(user_id: Uuid, signup_id: Option<Uuid>) {
     if let Some(signup_id) = signup_id {
         span.record("signup_id", tracing::field::display(signup_id));
     }
-}
-
-fn uuid(field: &str, value: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
 }
 
 fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, Status> {

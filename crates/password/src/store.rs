@@ -233,11 +233,11 @@ fn bind_throttle<'q, O>(
     throttle: &Throttle,
 ) -> QueryScalar<'q, Postgres, O, PgArguments> {
     query
-        .bind(i32::try_from(throttle.slow_after).unwrap_or(i32::MAX))
-        .bind(throttle.first_delay.as_secs_f64())
-        .bind(throttle.max_delay.as_secs_f64())
-        .bind(i32::try_from(throttle.lock_after).unwrap_or(i32::MAX))
-        .bind(throttle.lockout.as_secs_f64())
+        .bind(i32::try_from(throttle.slow_after()).unwrap_or(i32::MAX))
+        .bind(throttle.first_delay().as_secs_f64())
+        .bind(throttle.max_delay().as_secs_f64())
+        .bind(i32::try_from(throttle.lock_after()).unwrap_or(i32::MAX))
+        .bind(throttle.lockout().as_secs_f64())
 }
 
 /// A right password: the failures are forgotten.

@@ -1,8 +1,6 @@
 //! A stateful service's backing services, attached by URL: its own Postgres database (migrated or checked at
 //! start) and, when it publishes or consumes events, the broker. Closed last, after the servers drained.
 
-use std::future::Future;
-
 use sqlx::{PgPool, migrate::Migrator};
 use tokio_util::sync::CancellationToken;
 
@@ -10,15 +8,7 @@ use crate::{
     amqp::Broker,
     health::{Readiness, ReadinessBuilder},
     settings::{AmqpSettings, DatabaseSettings},
-    shutdown::Deadline,
 };
-
-/// A background task that works through the broker (the outbox relay, an event consumer).
-#[derive(Debug)]
-pub struct BrokerWorker {
-    name: &'static str,
-    task: tokio::task::JoinHandle<()>,
-}
 
 /// The open pool and, if any, the broker connection of one service.
 #[derive(Debug)]
@@ -63,41 +53,6 @@ impl Backing {
             Some(broker) => builder.inform("broker", broker.readiness_check()),
             None => builder,
         }
-    }
-
-    /// Starts `worker` with the broker and the pool, if a broker is attached. The worker must end when the
-    /// shutdown token it was given fires.
-    pub fn spawn_broker_worker<F, Fut>(&self, name: &'static str, worker: F) -> Option<BrokerWorker>
-    where
-        F: FnOnce(Broker, PgPool) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let broker = self.broker.clone()?;
-        Some(BrokerWorker { name, task: tokio::spawn(worker(broker, self.pool.clone())) })
-    }
-
-    /// Starts consuming `subscription` with `handler` on the attached broker (if any) until `cancel` fires,
-    /// reporting whether it is attached to its queue through `status`.
-    pub fn spawn_consumer<H: crate::events::Handler>(
-        &self,
-        subscription: &crate::events::Subscription,
-        handler: H,
-        status: &crate::events::ConsumerStatus,
-        cancel: &CancellationToken,
-    ) -> Option<BrokerWorker> {
-        let (subscription, status, cancel) = (subscription.clone(), status.clone(), cancel.clone());
-        self.spawn_broker_worker("event consumer", move |broker, _| {
-            crate::events::consume(broker, subscription, std::sync::Arc::new(handler), status, cancel)
-        })
-    }
-
-    /// Lets `worker` finish within what is left of the shutdown `deadline`, then closes the broker and the pool.
-    /// Call it after the servers have drained.
-    pub async fn drain_and_close(self, worker: Option<BrokerWorker>, deadline: &Deadline) {
-        if let Some(BrokerWorker { name, task }) = worker {
-            crate::shutdown::drain(name, task, deadline.remaining().await).await;
-        }
-        self.close().await;
     }
 
     /// Closes the broker connection, then the pool. Call it after every server and worker has drained.

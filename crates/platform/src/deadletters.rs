@@ -57,7 +57,7 @@ impl Replay {
 pub async fn repair(
     amqp: &AmqpSettings,
     subscription: &Subscription,
-    args: &crate::cli::RepairArgs,
+    args: &RepairArgs,
     render: impl Fn(&str, &[u8]) -> String,
 ) -> anyhow::Result<(usize, usize)> {
     let (replay, dry_run) = (args.replay(), args.dry_run);
@@ -217,4 +217,39 @@ fn without_death_headers(properties: BasicProperties) -> BasicProperties {
         }
     }
     properties.with_headers(headers)
+}
+
+/// The `repair` of a subscriber whose data needs no repair: lists its dead letters and replays them as asked.
+pub async fn repair_subscriber(
+    common: &crate::settings::Common,
+    args: &RepairArgs,
+    render: impl Fn(&str, &[u8]) -> String,
+) -> anyhow::Result<()> {
+    let subscription =
+        common.subscription.as_ref().ok_or_else(|| anyhow::anyhow!("this service subscribes to nothing"))?;
+    repair(&common.amqp, subscription, args, render).await.map(drop)
+}
+
+/// The dead-letter flags of every subscriber's `repair` subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepairArgs {
+    /// Log what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replay every dead letter into the queue (once the cause is fixed).
+    #[arg(long, conflicts_with = "replay")]
+    pub replay_dead_letters: bool,
+    /// Replay only the dead letter with this event id.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub replay: Option<uuid::Uuid>,
+    /// Also log the decoded content of the dead letter with this event id.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub inspect: Option<uuid::Uuid>,
+}
+
+impl RepairArgs {
+    /// What to do with dead letters beyond listing them.
+    pub fn replay(&self) -> Replay {
+        Replay::from_flags(self.replay_dead_letters, self.replay)
+    }
 }

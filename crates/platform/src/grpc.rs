@@ -93,30 +93,36 @@ pub fn readiness_check(
     }
 }
 
-/// Serves `routes` on `listener` until `cancel` fires, then lets in-flight calls finish within `grace`.
-pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationToken, grace: Duration) {
+/// Serves `routes` on `listener` until `cancel` fires, then until in-flight calls have finished; the caller bounds
+/// that wait (`shutdown::drain`).
+pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationToken) {
     let server = Server::builder()
         .layer(tower::layer::layer_fn(Observed))
         .add_routes(routes)
         // A response is headers, data and trailers in separate writes: without TCP_NODELAY, Nagle's algorithm and
         // the peer's delayed ACK hold the last of them for ~40 ms.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            cancel.clone().cancelled_owned(),
-        );
-    let task = tokio::spawn(async move {
-        if let Err(error) = server.await {
-            tracing::error!(%error, "gRPC server failed");
-        }
-    });
-    let abort = task.abort_handle();
-    tokio::select! {
-        _ = task => {}
-        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "gRPC drain exceeded the grace period; aborting");
-            abort.abort();
-        }
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), cancel.cancelled_owned());
+    if let Err(error) = server.await {
+        tracing::error!(%error, "gRPC server failed");
     }
+}
+
+/// Every gRPC server's routes: `grpc.health.v1` following `readiness` (overall and for `S`), reflection over every
+/// contract, and the service itself.
+pub fn routes<S>(readiness: &Readiness, service: S) -> anyhow::Result<Routes>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    Ok(Routes::new(health_service::<S>(readiness)).add_service(reflection_service()?).add_service(service))
 }
 
 /// Wraps every call in a server span whose parent is the caller's `traceparent`, and records its metrics.
@@ -178,4 +184,9 @@ pub fn database_status(error: sqlx::Error) -> tonic::Status {
         }
         _ => tonic::Status::internal("the database failed"),
     }
+}
+
+/// A UUID argument of a call; anything else is INVALID_ARGUMENT naming the field.
+pub fn uuid_argument(field: &str, value: &str) -> Result<uuid::Uuid, tonic::Status> {
+    uuid::Uuid::parse_str(value).map_err(|_| tonic::Status::invalid_argument(format!("{field} must be a UUID")))
 }

@@ -45,3 +45,10 @@ pub async fn http(port: u16, path: &str) -> anyhow::Result<()> {
     };
     tokio::time::timeout(TIMEOUT, probe).await.context("health check timed out")?
 }
+
+/// The `healthcheck` of an HTTP service whose probes live on `METRICS_PORT` (default `defaults.ops`): `/readyz`,
+/// or `/livez` when `live`.
+pub async fn http_ready(defaults: crate::settings::Ports, live: bool) -> anyhow::Result<()> {
+    let port = crate::settings::ServerSettings::load(defaults)?.metrics_port;
+    http(port, if live { "/livez" } else { "/readyz" }).await
+}

@@ -69,28 +69,17 @@ impl<B> OnResponse<B> for LogResponse {
     }
 }
 
-/// Serves `router` on `listener` until `cancel` fires, then lets in-flight requests finish within `grace`. Each
-/// request carries its TCP peer as `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken, grace: Duration) {
+/// Serves `router` on `listener` until `cancel` fires, then until in-flight requests have finished; the caller
+/// bounds that wait (`shutdown::drain`). Each request carries its TCP peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
     use axum::serve::ListenerExt as _;
     // Responses go out in more than one write; without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to some.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let task = tokio::spawn(async move {
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
-    let abort = task.abort_handle();
-    tokio::select! {
-        _ = task => {}
-        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "HTTP drain exceeded the grace period; aborting");
-            abort.abort();
-        }
+    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(cancel.cancelled_owned()).await {
+        tracing::error!(%error, "HTTP server failed");
     }
 }
 

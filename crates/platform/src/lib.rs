@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod archive;
 pub mod backing;
+pub mod backoff;
 pub mod cli;
 pub mod db;
 pub mod deadletters;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod propagation;
 pub mod server;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -61,6 +61,39 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, event: &OutboxEvent) ->
     Ok(())
 }
 
+/// An event still unpublished long after it was written.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Stuck {
+    /// The event id.
+    pub id: Uuid,
+    /// Its type.
+    pub event_type: String,
+    /// Failed publishing attempts so far.
+    pub attempts: i32,
+}
+
+/// Events unpublished for longer than `age`, oldest first: what `repair` looks at.
+pub async fn stuck(pool: &PgPool, age: Duration) -> sqlx::Result<Vec<Stuck>> {
+    sqlx::query_as(
+        "SELECT id, event_type, attempts FROM outbox \
+         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1) ORDER BY created_at",
+    )
+    .bind(age.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Makes an unpublished event due now, whatever its backoff, and wakes the relay.
+pub async fn make_due(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() WHERE id = $1 AND published_at IS NULL")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
 /// How the relay runs.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use tokio::time::Instant;
+
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,27 +46,32 @@ impl GrpcServer {
         self.ops.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `cancel` fires; then reports not ready, stops accepting, and drains in-flight calls within
-    /// `grace`. Returns once both servers have stopped.
-    pub async fn run(self, routes: Routes, cancel: CancellationToken, grace: Duration) {
-        let addr = self.local_addr();
-        let ops_addr = self.ops_addr();
+    /// Serves until `cancel` fires; then reports not ready, stops accepting, and lets in-flight calls finish until
+    /// `grace` after that moment. Returns the moment draining began, the start of the one clock every later
+    /// drain step of the shutdown is bounded by.
+    pub async fn run(self, routes: Routes, cancel: CancellationToken, grace: Duration) -> Instant {
+        let (addr, ops_addr) = (self.local_addr(), self.ops_addr());
         let monitor = tokio::spawn(self.readiness.clone().monitor(cancel.clone()));
-        let ops = tokio::spawn(crate::http::serve(
-            self.ops,
-            crate::http::operational_router(self.readiness.clone()),
-            cancel.clone(),
-            grace,
-        ));
-        let grpc = tokio::spawn(crate::grpc::serve(self.grpc, routes, cancel.clone(), grace));
-        tracing::info!(grpc = %addr, ops = %ops_addr, "serving");
+        let router = crate::http::operational_router(self.readiness.clone());
+        let ops = tokio::spawn(crate::http::serve(self.ops, router, cancel.clone()));
+        let grpc = tokio::spawn(crate::grpc::serve(self.grpc, routes, cancel.clone()));
+        tracing::info!(grpc = %addr, ops = %ops_addr, "{SERVING}");
 
         cancel.cancelled().await;
+        let began = Instant::now();
         self.readiness.start_draining();
         tracing::info!(grace_secs = grace.as_secs(), "draining");
-        let _ = tokio::join!(monitor, ops, grpc);
+        crate::shutdown::drain("gRPC server", grpc, began + grace).await;
+        crate::shutdown::drain("operational HTTP server", ops, began + grace).await;
+        let _ = monitor.await;
+        began
     }
 }
+
+/// The message of the line every server logs once it listens, with one field per listener (`grpc`, `http`,
+/// `ops`) holding its address. It is an interface, not just a log line: test harnesses and people learn a
+/// process's ports from it when they ask for port 0. Its message and field names do not change.
+pub const SERVING: &str = "serving";
 
 /// Binds `0.0.0.0:port`; the error names the variable the port came from.
 pub async fn bind(port: u16, variable: &str) -> anyhow::Result<TcpListener> {

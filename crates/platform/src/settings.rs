@@ -87,23 +87,27 @@ pub enum LogFormat {
 
 /// Logging and tracing: `RUST_LOG`, `LOG_FORMAT` and the standard `OTEL_*` variables we act on.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct TelemetrySettings {
     /// `RUST_LOG` directives; `info` when unset.
-    #[serde(default = "default_rust_log")]
     pub rust_log: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
-    #[serde(default)]
     pub log_format: LogFormat,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: traces are exported over OTLP/gRPC only when set.
-    #[serde(default)]
     pub otel_exporter_otlp_endpoint: Option<String>,
     /// `OTEL_SERVICE_NAME`: overrides the service's own name in exported traces.
-    #[serde(default)]
     pub otel_service_name: Option<String>,
 }
 
-fn default_rust_log() -> String {
-    "info".to_owned()
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            rust_log: "info".to_owned(),
+            log_format: LogFormat::Json,
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: None,
+        }
+    }
 }
 
 impl TelemetrySettings {
@@ -114,6 +118,15 @@ impl TelemetrySettings {
             .map_err(|e| SettingsError::invalid("RUST_LOG", e))?;
         Ok(settings)
     }
+}
+
+/// A service's default ports: `PORT` for its protocol, `METRICS_PORT` for `/livez`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// The protocol's port (gRPC, or the API's HTTP).
+    pub grpc: u16,
+    /// Operational HTTP.
+    pub ops: u16,
 }
 
 /// The ports a server binds: `PORT` for its protocol, `METRICS_PORT` for operational HTTP.
@@ -133,24 +146,23 @@ struct RawServerSettings {
 
 impl ServerSettings {
     /// Loads `PORT` and `METRICS_PORT`, falling back to the service's defaults.
-    pub fn load(default_port: u16, default_metrics_port: u16) -> Result<Self, SettingsError> {
+    pub fn load(defaults: Ports) -> Result<Self, SettingsError> {
         let raw: RawServerSettings = load()?;
-        Ok(Self {
-            port: raw.port.unwrap_or(default_port),
-            metrics_port: raw.metrics_port.unwrap_or(default_metrics_port),
-        })
+        Ok(Self { port: raw.port.unwrap_or(defaults.grpc), metrics_port: raw.metrics_port.unwrap_or(defaults.ops) })
     }
 }
 
 /// The bound on draining in-flight work after SIGTERM: `SHUTDOWN_GRACE_PERIOD_SECS`, 20 by default.
 #[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default)]
 pub struct ShutdownSettings {
-    #[serde(default = "default_grace_secs")]
     shutdown_grace_period_secs: u64,
 }
 
-fn default_grace_secs() -> u64 {
-    20
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { shutdown_grace_period_secs: 20 }
+    }
 }
 
 impl ShutdownSettings {
@@ -162,6 +174,50 @@ impl ShutdownSettings {
     /// How long in-flight work may take to finish once shutdown starts.
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_period_secs)
+    }
+}
+
+/// What every gRPC service reads: its ports, its own database, the broker, its subscription to the events (for
+/// the services that consume them), the shutdown bound and telemetry.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// `PORT`, `METRICS_PORT`.
+    pub server: ServerSettings,
+    /// `DATABASE_URL` (or the `PG*` variables) and the pool.
+    pub database: DatabaseSettings,
+    /// `AMQP_URL`, `EVENTS_EXCHANGE`.
+    pub amqp: AmqpSettings,
+    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`, for a subscriber.
+    pub subscription: Option<crate::events::Subscription>,
+    /// `SHUTDOWN_GRACE_PERIOD_SECS`.
+    pub shutdown: ShutdownSettings,
+    /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
+    pub telemetry: TelemetrySettings,
+}
+
+impl Common {
+    /// Loads the shared variables of service `name`: its default `ports`, its default database (`name` with `_` for
+    /// `-`), and, when it `subscribes`, its queue (`<name>.signup-events` by default).
+    pub fn load(name: &str, ports: Ports, subscribes: bool) -> Result<Self, SettingsError> {
+        let amqp = AmqpSettings::load()?;
+        let subscription = match subscribes {
+            true => Some(crate::events::Subscription::load(&amqp, name)?),
+            false => None,
+        };
+        Ok(Self {
+            server: ServerSettings::load(ports)?,
+            database: DatabaseSettings::load(&name.replace('-', "_"))?,
+            amqp,
+            subscription,
+            shutdown: ShutdownSettings::load()?,
+            telemetry: TelemetrySettings::load()?,
+        })
+    }
+}
+
+impl AsRef<Common> for Common {
+    fn as_ref(&self) -> &Common {
+        self
     }
 }
 
@@ -178,34 +234,67 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Deserialize)]
+#[serde(default)]
 struct RawDatabaseSettings {
     database_url: Option<SecretString>,
-    #[serde(default = "default_max_connections")]
-    database_max_connections: u32,
-    #[serde(default = "default_connect_timeout_secs")]
+    database_max_connections: std::num::NonZeroU32,
     database_connect_timeout_secs: u64,
-    #[serde(default)]
     migrate_on_start: bool,
+    pghost: String,
+    pgport: u16,
+    pguser: String,
+    pgpassword: Option<SecretString>,
+    pgsslmode: Option<String>,
 }
 
-fn default_max_connections() -> u32 {
-    10
+impl Default for RawDatabaseSettings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            database_max_connections: std::num::NonZeroU32::MIN.saturating_add(9),
+            database_connect_timeout_secs: 5,
+            migrate_on_start: false,
+            pghost: "127.0.0.1".to_owned(),
+            pgport: 5432,
+            pguser: "postgres".to_owned(),
+            pgpassword: None,
+            pgsslmode: None,
+        }
+    }
 }
 
-fn default_connect_timeout_secs() -> u64 {
-    5
+impl RawDatabaseSettings {
+    /// The URL of database `name` from the standard libpq variables, when `DATABASE_URL` is unset: so one
+    /// `PGPASSWORD` serves every service, each in its own database.
+    fn libpq_url(&self, name: &str) -> SecretString {
+        let host = if self.pghost.contains(':') { format!("[{}]", self.pghost) } else { self.pghost.clone() };
+        let Ok(mut url) = url::Url::parse(&format!("postgres://{host}:{}/{name}", self.pgport)) else {
+            // Not a host a URL can hold: DATABASE_URL's check then names the problem.
+            return SecretString::from(format!("postgres://{host}/{name}"));
+        };
+        let _ = url.set_username(&self.pguser);
+        if let Some(password) = &self.pgpassword {
+            let _ = url.set_password(Some(password.expose_secret()));
+        }
+        if let Some(mode) = &self.pgsslmode {
+            url.query_pairs_mut().append_pair("sslmode", mode);
+        }
+        SecretString::from(String::from(url))
+    }
 }
 
 impl DatabaseSettings {
-    /// Loads `DATABASE_URL` (default: database `default_database` on the local server) and the pool variables.
+    /// Loads `DATABASE_URL` (default: database `default_database` at `PGHOST`:`PGPORT` as `PGUSER` with
+    /// `PGPASSWORD` and `PGSSLMODE`, by default `postgres@127.0.0.1:5432`) and the pool variables.
     pub fn load(default_database: &str) -> Result<Self, SettingsError> {
         let raw: RawDatabaseSettings = load()?;
-        let url = raw
-            .database_url
-            .unwrap_or_else(|| SecretString::from(format!("postgres://postgres@127.0.0.1:5432/{default_database}")));
+        let url = match &raw.database_url {
+            Some(url) => url.clone(),
+            None => raw.libpq_url(default_database),
+        };
         let settings = Self {
             url,
-            max_connections: raw.database_max_connections.max(1),
+            max_connections: raw.database_max_connections.get(),
             connect_timeout: Duration::from_secs(raw.database_connect_timeout_secs),
             migrate_on_start: raw.migrate_on_start,
         };
@@ -246,63 +335,26 @@ impl fmt::Debug for DatabaseSettings {
     }
 }
 
-/// The RabbitMQ broker and the names of the topology on it.
+/// The RabbitMQ broker and the name of the exchange events are broadcast on.
 #[derive(Clone, Deserialize)]
+#[serde(default)]
 pub struct AmqpSettings {
     /// `AMQP_URL`, with credentials.
-    #[serde(default = "default_amqp_url")]
     pub amqp_url: SecretString,
     /// `EVENTS_EXCHANGE`: the durable fanout exchange events are broadcast on.
-    #[serde(default = "default_events_exchange")]
     pub events_exchange: String,
 }
 
-fn default_amqp_url() -> SecretString {
-    SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f")
-}
-
-fn default_events_exchange() -> String {
-    "signup.events".to_owned()
-}
-
-/// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
-/// (10 deliveries before dead-lettering) and `EVENTS_PREFETCH` (16 unacked messages in flight).
-#[derive(Debug, Clone, Deserialize)]
-struct RawSubscription {
-    events_queue: Option<String>,
-    #[serde(default = "default_delivery_limit")]
-    events_delivery_limit: u32,
-    #[serde(default = "default_prefetch")]
-    events_prefetch: u16,
-}
-
-fn default_delivery_limit() -> u32 {
-    10
-}
-
-fn default_prefetch() -> u16 {
-    16
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            events_exchange: "signup.events".to_owned(),
+        }
+    }
 }
 
 impl AmqpSettings {
-    /// The subscription of the service whose queue is `<service>.signup-events` unless `EVENTS_QUEUE` says
-    /// otherwise.
-    pub fn subscription(&self, service: &str) -> Result<crate::events::Subscription, SettingsError> {
-        let raw: RawSubscription = load()?;
-        if raw.events_delivery_limit == 0 {
-            return Err(SettingsError::invalid("EVENTS_DELIVERY_LIMIT", "must be at least 1"));
-        }
-        if raw.events_prefetch == 0 {
-            return Err(SettingsError::invalid("EVENTS_PREFETCH", "must be at least 1"));
-        }
-        Ok(crate::events::Subscription {
-            exchange: self.events_exchange.clone(),
-            queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
-            delivery_limit: raw.events_delivery_limit,
-            prefetch: raw.events_prefetch,
-        })
-    }
-
     /// Loads and checks `AMQP_URL` and `EVENTS_EXCHANGE`.
     pub fn load() -> Result<Self, SettingsError> {
         let settings: Self = load()?;
@@ -330,6 +382,36 @@ impl fmt::Debug for AmqpSettings {
             .field("amqp_url", &self.redacted())
             .field("events_exchange", &self.events_exchange)
             .finish()
+    }
+}
+
+/// The URL of another service's gRPC endpoint: `http://` or `https://` with a host. Checked when read, so a bad
+/// value stops the process at start naming its variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcUrl(String);
+
+impl GrpcUrl {
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for GrpcUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(deserializer)?;
+        let uri: http::Uri = url.parse().map_err(serde::de::Error::custom)?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(serde::de::Error::custom("must be an http:// or https:// URL with a host"));
+        }
+        Ok(Self(url))
+    }
+}
+
+impl From<&str> for GrpcUrl {
+    /// A URL known to be well-formed (a default).
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
     }
 }
 
@@ -365,6 +447,42 @@ mod tests {
     fn a_malformed_bool_names_its_variable() {
         let error = load_from::<Sample>(&vars(&[("PORT", "1"), ("FLAG", "maybe")])).unwrap_err();
         assert_eq!(error.variable(), "FLAG");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Upstreams {
+        user_metadata_url: GrpcUrl,
+        #[serde(default)]
+        pool: Option<std::num::NonZeroU32>,
+    }
+
+    #[test]
+    fn a_bad_grpc_url_or_a_zero_where_positive_is_required_names_its_variable() {
+        let bad_url = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "ftp://x")])).unwrap_err();
+        let zero = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "http://x:1"), ("POOL", "0")])).unwrap_err();
+        assert_eq!((bad_url.variable(), zero.variable()), ("USER_METADATA_URL", "POOL"), "{bad_url} / {zero}");
+        let good = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "http://x:1"), ("POOL", "3")])).unwrap();
+        assert_eq!((good.user_metadata_url.as_str(), good.pool.map(u32::from)), ("http://x:1", Some(3)));
+    }
+
+    #[test]
+    fn the_default_database_url_comes_from_the_libpq_variables() {
+        let raw: RawDatabaseSettings = load_from(&vars(&[
+            ("PGHOST", "db.internal"),
+            ("PGUSER", "app"),
+            ("PGPASSWORD", "p@ss word"),
+            ("PGSSLMODE", "require"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            raw.libpq_url("password").expose_secret(),
+            "postgres://app:p%40ss%20word@db.internal:5432/password?sslmode=require"
+        );
+        let default: RawDatabaseSettings = load_from(&vars(&[])).unwrap();
+        assert_eq!(
+            default.libpq_url("user_metadata").expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/user_metadata"
+        );
     }
 
     #[test]

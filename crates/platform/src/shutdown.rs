@@ -1,7 +1,7 @@
 //! Shutdown as one future: the binary waits for SIGTERM or Ctrl-C, and everything else receives a
 //! [`CancellationToken`] derived from it, so servers, consumers and relays all stop on the same signal.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 pub use tokio_util::sync::CancellationToken;
 
@@ -47,47 +47,18 @@ pub fn token_from(shutdown: impl Future<Output = ()> + Send + 'static) -> Cancel
     token
 }
 
-/// Waits for a task that is draining after `cancel`, but no longer than `grace`; past it the task is aborted.
-/// Returns whether it finished in time.
-pub async fn drain<T>(name: &str, task: tokio::task::JoinHandle<T>, grace: Duration) -> bool {
+/// Waits for a task that is draining after the shutdown signal, until `deadline` (the moment draining began plus
+/// the grace period: one clock for every step of a shutdown); past it the task is aborted. Returns whether it
+/// finished in time.
+pub async fn drain<T>(name: &str, task: tokio::task::JoinHandle<T>, deadline: tokio::time::Instant) -> bool {
     let abort = task.abort_handle();
-    match tokio::time::timeout(grace, task).await {
+    match tokio::time::timeout_at(deadline, task).await {
         Ok(_) => true,
         Err(_) => {
-            tracing::warn!(task = name, grace_secs = grace.as_secs(), "drain exceeded the grace period; aborting");
+            tracing::warn!(task = name, "drain exceeded the grace period; aborting");
             abort.abort();
             false
         }
-    }
-}
-
-/// One deadline for a whole shutdown: the grace period starts when `cancel` fires, and every drain step
-/// gets only what is left of it, so the steps together never exceed the grace period.
-#[derive(Debug, Clone)]
-pub struct Deadline {
-    at: std::sync::Arc<tokio::sync::OnceCell<tokio::time::Instant>>,
-    cancel: CancellationToken,
-    grace: Duration,
-}
-
-impl Deadline {
-    /// A deadline `grace` after `cancel` fires. The clock starts at the moment it fires, however late
-    /// [`Deadline::remaining`] is first asked.
-    pub fn after(cancel: &CancellationToken, grace: Duration) -> Self {
-        let deadline = Self { at: std::sync::Arc::default(), cancel: cancel.clone(), grace };
-        let started = deadline.clone();
-        tokio::spawn(async move {
-            started.cancel.cancelled().await;
-            let _ = started.at.set(tokio::time::Instant::now() + started.grace);
-        });
-        deadline
-    }
-
-    /// What is left of the grace period; waits for shutdown to have started.
-    pub async fn remaining(&self) -> Duration {
-        self.cancel.cancelled().await;
-        let at = *self.at.get_or_init(|| async { tokio::time::Instant::now() + self.grace }).await;
-        at.saturating_duration_since(tokio::time::Instant::now())
     }
 }
 
@@ -96,14 +67,13 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_deadline_runs_from_the_signal_not_from_the_first_question() {
-        let cancel = CancellationToken::new();
-        let deadline = Deadline::after(&cancel, Duration::from_secs(20));
+    async fn a_task_past_the_deadline_is_aborted_and_one_within_it_finishes() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let quick = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(4)));
+        let slow = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(60)));
 
-        cancel.cancel();
-        tokio::task::yield_now().await;
-        tokio::time::advance(Duration::from_secs(15)).await;
-
-        assert_eq!(deadline.remaining().await, Duration::from_secs(5));
+        assert!(drain("quick", quick, deadline).await);
+        assert!(!drain("slow", slow, deadline).await);
+        assert_eq!(tokio::time::Instant::now(), deadline);
     }
 }

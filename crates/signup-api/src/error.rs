@@ -1,5 +1,7 @@
 //! The errors of the API and their one mapping to RFC 9457 problem responses. Turning an error into a response
-//! has no side effects; handlers log it once, where it happens, with [`ApiError::log`].
+//! has no side effects: it attaches what the log should say ([`Logged`]), and one middleware ([`log_errors`]),
+//! inside the request's span, writes it once. Expected overload (a saturated or unreachable dependency) is a WARN
+//! at most once a minute per cause, with a metric, so a spike leaves the log readable.
 
 use axum::{
     http::StatusCode,
@@ -60,99 +62,200 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
-    /// Maps a status from a gRPC dependency named `service`.
+    /// Maps a status from a gRPC dependency named `service`. A dependency that is saturated, down, slow, or whose
+    /// connection broke mid-call (a transport error: the process died) is a `503` the client may retry; anything
+    /// else it answered is ours to fix.
     pub(crate) fn from_status(service: &str, status: &tonic::Status) -> Self {
+        let transport = status.code() == Code::Unknown
+            || (status.code() == Code::Internal && is_transport_failure(status.message()));
         match status.code() {
             Code::ResourceExhausted => {
                 Self::Unavailable { reason: format!("{service} is at capacity"), retry_after_secs: 1 }
             }
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
                 Self::Unavailable { reason: format!("{service} is unavailable"), retry_after_secs: 2 }
+            }
+            _ if transport => {
+                Self::Unavailable { reason: format!("{service} went away mid-call"), retry_after_secs: 2 }
             }
             _ => Self::Internal(anyhow::anyhow!("{service} answered {:?}: {}", status.code(), status.message())),
         }
     }
 
-    /// Logs the error once, at the level it deserves: client mistakes are not the server's problem.
-    pub(crate) fn log(&self) {
+    /// What the log should say about this error, at the level it deserves: client mistakes are not the server's
+    /// problem, and expected overload is a warning, not an error.
+    fn logged(&self) -> Logged {
         match self {
-            Self::Internal(error) => tracing::error!(error = format!("{error:#}"), "request failed"),
-            Self::Unavailable { reason, .. } => tracing::warn!(%reason, "request refused: dependency unavailable"),
-            other => tracing::info!(error = %other, "request rejected"),
+            Self::Internal(error) => Logged { level: Level::Error, cause: "internal", message: format!("{error:#}") },
+            Self::Unavailable { reason, .. } => {
+                Logged { level: Level::Overload, cause: "unavailable", message: reason.clone() }
+            }
+            other => Logged { level: Level::Info, cause: "rejected", message: other.to_string() },
+        }
+    }
+}
+
+/// Whether an INTERNAL status from a client is the connection failing rather than the server answering.
+fn is_transport_failure(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["transport", "h2 protocol", "connection reset", "broken pipe", "connection closed", "stream no longer needed"]
+        .iter()
+        .any(|sign| message.contains(sign))
+}
+
+/// What the log says about an error response.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    level: Level,
+    cause: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    /// Expected overload: a WARN at most once a minute per message.
+    Overload,
+    Error,
+}
+
+/// Writes the log line an error response carries, once, inside the request's span.
+pub(crate) async fn log_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(logged) = response.extensions().get::<Logged>() {
+        let (cause, message) = (logged.cause, logged.message.as_str());
+        match logged.level {
+            Level::Error => tracing::error!(cause, error = message, "request failed"),
+            Level::Info => tracing::info!(cause, error = message, "request rejected"),
+            Level::Overload => {
+                metrics::counter!("requests_shed_total", "reason" => message.to_owned()).increment(1);
+                if once_a_minute(message) {
+                    tracing::warn!(cause, reason = message, "requests refused: a dependency is unavailable or busy");
+                }
+            }
+        }
+    }
+    response
+}
+
+/// True at most once a minute for each `key`.
+fn once_a_minute(key: &str) -> bool {
+    use std::{collections::HashMap, sync::Mutex, time::Instant};
+    static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return true };
+    let last = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    match last.get(key) {
+        Some(at) if now.duration_since(*at) < std::time::Duration::from_secs(60) => false,
+        _ => {
+            last.insert(key.to_owned(), now);
+            true
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.logged_with(None)
+    }
+}
+
+impl ApiError {
+    /// `response` (the problem document when `None`), carrying what the log should say about this error.
+    pub(crate) fn logged_with(self, response: Option<Response>) -> Response {
+        let logged = self.logged();
+        let mut response = response.unwrap_or_else(|| self.problem());
+        response.extensions_mut().insert(logged);
+        response
+    }
+}
+
+impl ApiError {
+    /// The problem response, without what the log says.
+    fn problem(self) -> Response {
+        let (status, slug, title) = self.kind();
+        let problem = match &self {
+            Self::Internal(_) => Problem::internal(),
+            _ => Problem::new(status, slug, title).with_detail(self.detail()),
+        };
         let problem = match self {
-            Self::Malformed(detail) => {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed-request", "Malformed Request").with_detail(detail)
-            }
-            Self::UnsupportedMediaType => {
-                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported Media Type")
-                    .with_detail("send the body as application/json")
-            }
-            Self::PayloadTooLarge => {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large")
-                    .with_detail("the body is larger than this endpoint accepts")
-            }
-            Self::Invalid(errors) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation Failed")
-                    .with_detail("one or more fields are invalid; see errors")
-                    .with_errors(errors)
-            }
-            Self::BadIdempotencyKey => {
-                Problem::new(StatusCode::BAD_REQUEST, "bad-idempotency-key", "Bad Idempotency Key")
-                    .with_detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
-            }
-            Self::IdempotencyKeyReused => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency Key Reused")
-                    .with_detail("this Idempotency-Key was used with a different request body")
-            }
-            Self::InvalidToken => Problem::new(StatusCode::BAD_REQUEST, "invalid-token", "Invalid Token")
-                .with_detail("this verification link is invalid, already used or expired; request a new email"),
-            Self::LinkPasswordMismatch => {
-                Problem::new(StatusCode::BAD_REQUEST, "link-password-mismatch", "Link And Password Do Not Match")
-                    .with_detail(
-                        "this link and this password do not belong to the same signup: enter the password you chose \
-                         when you signed up for this link (a few wrong tries end the link; signing up again sends a \
-                         new one)",
-                    )
-            }
-            Self::InvalidCredentials => {
-                Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid Credentials")
-                    .with_detail("the email or the password is wrong")
-            }
-            Self::SignInThrottled { retry_after_secs } => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-sign-in-attempts", "Too Many Sign-In Attempts")
-                    .with_detail("too many failed sign-ins for this email; wait before trying again")
-                    .with_retry_after(retry_after_secs)
-            }
+            Self::Invalid(errors) => problem.with_errors(errors),
+            Self::SignInThrottled { retry_after_secs }
+            | Self::SuggestionBudgetUsed { retry_after_secs }
+            | Self::Unavailable { retry_after_secs, .. } => problem.with_retry_after(retry_after_secs),
             Self::Unauthorized => {
-                let problem = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                    .with_detail("sign in with POST /v1/sessions and send the token as Authorization: Bearer");
                 let mut response = problem.into_response();
-                response.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static(r#"Bearer realm="signup""#),
-                );
+                let challenge = axum::http::HeaderValue::from_static(r#"Bearer realm="signup""#);
+                response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
                 return response;
             }
-            Self::SuggestionBudgetUsed { retry_after_secs } => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "suggestion-budget-used", "Suggestion Budget Used")
-                    .with_detail("today's friend suggestions for this account are used up; more tomorrow (UTC)")
-                    .with_retry_after(retry_after_secs)
-            }
-            Self::NotVerified => Problem::new(StatusCode::FORBIDDEN, "email-not-verified", "Email Not Verified")
-                .with_detail("confirm your email address first; the link is in the verification email"),
-            Self::Unavailable { retry_after_secs, .. } => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable")
-                    .with_detail("a dependency is unavailable or busy; retry later")
-                    .with_retry_after(retry_after_secs)
-            }
-            Self::Internal(_) => Problem::internal(),
+            _ => problem,
         };
         problem.into_response()
+    }
+
+    /// The status, the problem type's slug (`/problems/{slug}`) and its title.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed Request"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported Media Type")
+            }
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation Failed"),
+            Self::BadIdempotencyKey => (StatusCode::BAD_REQUEST, "bad-idempotency-key", "Bad Idempotency Key"),
+            Self::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency Key Reused")
+            }
+            Self::InvalidToken => (StatusCode::BAD_REQUEST, "invalid-token", "Invalid Token"),
+            Self::LinkPasswordMismatch => {
+                (StatusCode::BAD_REQUEST, "link-password-mismatch", "Link And Password Do Not Match")
+            }
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid Credentials"),
+            Self::SignInThrottled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-sign-in-attempts", "Too Many Sign-In Attempts")
+            }
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::NotVerified => (StatusCode::FORBIDDEN, "email-not-verified", "Email Not Verified"),
+            Self::SuggestionBudgetUsed { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "suggestion-budget-used", "Suggestion Budget Used")
+            }
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error"),
+        }
+    }
+
+    /// What the problem tells people. Never a secret, never an internal detail.
+    fn detail(&self) -> String {
+        match self {
+            Self::Malformed(detail) => detail.clone(),
+            Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
+            Self::PayloadTooLarge => "the body is larger than this endpoint accepts".to_owned(),
+            Self::Invalid(_) => "one or more fields are invalid; see errors".to_owned(),
+            Self::BadIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was used with another email or a different request body".to_owned()
+            }
+            Self::InvalidToken => {
+                "this verification link is invalid, already used or expired; request a new email".to_owned()
+            }
+            Self::LinkPasswordMismatch => "this link and this password do not belong to the same signup: enter the \
+                password you chose when you signed up for this link (a few wrong tries end the link; signing up again \
+                sends a new one)"
+                .to_owned(),
+            Self::InvalidCredentials => "the email or the password is wrong".to_owned(),
+            Self::SignInThrottled { .. } => {
+                "too many failed sign-ins for this email; wait before trying again".to_owned()
+            }
+            Self::Unauthorized => {
+                "sign in with POST /v1/sessions and send the token as Authorization: Bearer".to_owned()
+            }
+            Self::NotVerified => "confirm your email address first; the link is in the verification email".to_owned(),
+            Self::SuggestionBudgetUsed { .. } => {
+                "today's friend suggestions for this account are used up; more tomorrow (UTC)".to_owned()
+            }
+            Self::Unavailable { .. } => "a dependency is unavailable or busy; retry later".to_owned(),
+            Self::Internal(_) => "an unexpected error occurred; it has been logged".to_owned(),
+        }
     }
 }

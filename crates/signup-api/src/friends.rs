@@ -10,7 +10,7 @@ use axum::{
     response::Response,
 };
 use proto::{
-    friend_discovery::v1::{GetSuggestionsRequest, SuggestionReason},
+    friend_discovery::v1::{GetSuggestionsRequest, GetSuggestionsResponse, SuggestionReason},
     user_metadata::v1::UserStatus,
 };
 use serde::{Deserialize, Serialize};
@@ -70,28 +70,28 @@ pub(crate) async fn suggestions(
     headers: HeaderMap,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let result = async {
-        let Query(query) = query.map_err(|_| ApiError::Malformed("limit must be a number".to_owned()))?;
-        let limit = query.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::Malformed("limit must be between 1 and 100".to_owned()));
-        }
-        let (_, user) = crate::auth::user(&state, &headers).await?;
-        if user.status() != UserStatus::Verified {
-            return Err(ApiError::NotVerified);
-        }
-        let request =
-            GetSuggestionsRequest { user_id: user.user_id, limit, page_token: query.page_token.unwrap_or_default() };
-        let page = match state.upstreams.friends.clone().get_suggestions(request).await {
-            Ok(page) => page.into_inner(),
-            Err(status) if status.code() == Code::InvalidArgument => {
-                return Err(ApiError::Malformed("page_token is not valid".to_owned()));
-            }
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                return Err(ApiError::SuggestionBudgetUsed { retry_after_secs: secs_to_utc_midnight() });
-            }
-            Err(status) => return Err(ApiError::from_status("friend-discovery", &status)),
-        };
+    let Query(query) = query.map_err(|_| ApiError::Malformed("limit must be a number".to_owned()))?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::Malformed("limit must be between 1 and 100".to_owned()));
+    }
+    let (_, user) = crate::auth::user(&state, &headers).await?;
+    if user.status() != UserStatus::Verified {
+        return Err(ApiError::NotVerified);
+    }
+    let request =
+        GetSuggestionsRequest { user_id: user.user_id, limit, page_token: query.page_token.unwrap_or_default() };
+    let page =
+        state.upstreams.friends.clone().get_suggestions(request).await.map_err(|status| match status.code() {
+            Code::InvalidArgument => ApiError::Malformed("page_token is not valid".to_owned()),
+            Code::ResourceExhausted => ApiError::SuggestionBudgetUsed { retry_after_secs: secs_to_utc_midnight() },
+            _ => ApiError::from_status("friend-discovery", &status),
+        })?;
+    Ok(crate::me::private(Json(SuggestionsPage::from(page.into_inner()))))
+}
+
+impl From<GetSuggestionsResponse> for SuggestionsPage {
+    fn from(page: GetSuggestionsResponse) -> Self {
         let suggestions = page
             .suggestions
             .into_iter()
@@ -105,11 +105,8 @@ pub(crate) async fn suggestions(
                 display_name: s.display_name,
             })
             .collect();
-        let next_page_token = Some(page.next_page_token).filter(|t| !t.is_empty());
-        Ok(crate::me::private(Json(SuggestionsPage { suggestions, next_page_token })))
+        Self { suggestions, next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()) }
     }
-    .await;
-    result.inspect_err(ApiError::log)
 }
 
 /// Seconds until the daily budget renews.

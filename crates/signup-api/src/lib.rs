@@ -24,5 +24,5 @@ mod upstream;
 mod verifications;
 
 pub use routes::{operational_router, router};
-pub use settings::{Settings, Upstreams as UpstreamSettings};
+pub use settings::{PORTS, Settings, Upstreams as UpstreamSettings};
 pub use startup::{App, AppState};

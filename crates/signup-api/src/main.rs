@@ -32,12 +32,12 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     if let Command::Healthcheck { live } = command {
-        let path = if live { "/livez" } else { "/readyz" };
-        return platform::healthcheck::http(Settings::load_metrics_port()?, path).await;
+        return platform::healthcheck::http_ready(signup_api::PORTS, live).await;
     }
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;
-    let result = async { App::build(settings).await?.run_until(platform::shutdown::signal()).await }.await;
+    let shutdown = platform::shutdown::token_from(platform::shutdown::signal());
+    let result = async { App::build(settings).await?.run_until(shutdown).await }.await;
     telemetry.shutdown();
     result
 }

@@ -69,7 +69,7 @@ pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Re
         Err(_) => "failed",
     };
     metrics::counter!("me_requests_total", "outcome" => outcome).increment(1);
-    result.map(|user| private(Json(to_profile(user)))).inspect_err(ApiError::log)
+    result.map(|user| private(Json(to_profile(user))))
 }
 
 /// Changes the signed-in account's settings. Only a verified account has any: its email is proven to be its own.
@@ -97,19 +97,17 @@ pub(crate) async fn patch(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let result = async {
-        let discoverable = parse_change(&body).map_err(ApiError::Invalid)?;
-        let session = crate::auth::session(&state, &headers).await?;
-        let request = UpdateProfileRequest { user_id: session.user_id, discoverable };
-        match state.upstreams.users.clone().update_profile(request).await {
-            Ok(response) => response.into_inner().user.ok_or(ApiError::Unauthorized),
-            Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::NotVerified),
-            Err(status) if status.code() == Code::NotFound => Err(ApiError::Unauthorized),
-            Err(status) => Err(ApiError::from_status("user-metadata", &status)),
-        }
-    }
-    .await;
-    result.map(|user| private(Json(to_profile(user)))).inspect_err(ApiError::log)
+    let discoverable = parse_change(&body).map_err(ApiError::Invalid)?;
+    let session = crate::auth::session(&state, &headers).await?;
+    let request = UpdateProfileRequest { user_id: session.user_id, discoverable };
+    let response =
+        state.upstreams.users.clone().update_profile(request).await.map_err(|status| match status.code() {
+            Code::FailedPrecondition => ApiError::NotVerified,
+            Code::NotFound => ApiError::Unauthorized,
+            _ => ApiError::from_status("user-metadata", &status),
+        })?;
+    let user = response.into_inner().user.ok_or(ApiError::Unauthorized)?;
+    Ok(private(Json(to_profile(user))))
 }
 
 /// An answer about one person: never stored by a cache on the way.

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+        .layer(middleware::from_fn(crate::error::log_errors))
         .layer(platform::http::trace_layer());
     Router::new().merge(api).layer(middleware::from_fn(platform::metrics::track_http)).layer(CatchPanicLayer::custom(
         |_| {

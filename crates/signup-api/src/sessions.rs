@@ -84,7 +84,7 @@ pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): Json
         Err(_) => "failed",
     };
     metrics::counter!("sign_ins_total", "outcome" => outcome).increment(1);
-    let created = result.inspect_err(ApiError::log)?;
+    let created = result?;
     let mut response = (StatusCode::CREATED, Json(created)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
@@ -104,20 +104,11 @@ pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): Json
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn delete_current(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    let result = async {
-        let session = crate::auth::session(&state, &headers).await?;
-        let request = RevokeSessionRequest { token: session.token };
-        state
-            .upstreams
-            .passwords
-            .clone()
-            .revoke_session(request)
-            .await
-            .map_err(|s| ApiError::from_status("password", &s))?;
-        Ok(StatusCode::NO_CONTENT)
-    }
-    .await;
-    result.inspect_err(ApiError::log)
+    let session = crate::auth::session(&state, &headers).await?;
+    let request = RevokeSessionRequest { token: session.token };
+    let passwords = &mut state.upstreams.passwords.clone();
+    passwords.revoke_session(request).await.map_err(|s| ApiError::from_status("password", &s))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {

@@ -1,8 +1,12 @@
-//! signup-api's configuration, from environment variables only.
+//! signup-api's configuration, from environment variables only: its sections deserialise with their defaults, and
+//! what is left here is turning them into the types the API uses, and the checks that span fields.
 
-use std::time::Duration;
+use std::{
+    num::{NonZeroU64, NonZeroUsize},
+    time::Duration,
+};
 
-use platform::settings::{SettingsError, ShutdownSettings, TelemetrySettings};
+use platform::settings::{GrpcUrl, Ports, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
@@ -11,13 +15,14 @@ use crate::{
     ratelimit::{Class, Policy, RateLimitSettings},
 };
 
+/// signup-api's default ports: the API on 8080, `/livez`, `/readyz` and `/metrics` on 9050.
+pub const PORTS: Ports = Ports { grpc: 8080, ops: 9050 };
+
 /// Everything signup-api reads at start.
 #[derive(Clone)]
 pub struct Settings {
-    /// `PORT`: the API over HTTP, 8080 by default.
-    pub port: u16,
-    /// `METRICS_PORT`: `/livez`, `/readyz` and `/metrics`, 9050 by default, off the public port.
-    pub metrics_port: u16,
+    /// `PORT` (the API) and `METRICS_PORT` (`/livez`, `/readyz`, `/metrics`, off the public port).
+    pub server: ServerSettings,
     /// Where the gRPC services are and how long a call to them may take.
     pub upstreams: Upstreams,
     /// The limits signups are checked against.
@@ -39,130 +44,98 @@ pub struct Settings {
 
 /// The gRPC services signup-api calls.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Upstreams {
     /// `USER_METADATA_URL`.
-    #[serde(default = "default_user_metadata_url")]
-    pub user_metadata_url: String,
+    pub user_metadata_url: GrpcUrl,
     /// `PASSWORD_URL`.
-    #[serde(default = "default_password_url")]
-    pub password_url: String,
+    pub password_url: GrpcUrl,
     /// `EMAIL_VERIFICATION_URL`.
-    #[serde(default = "default_email_verification_url")]
-    pub email_verification_url: String,
+    pub email_verification_url: GrpcUrl,
     /// `FRIEND_DISCOVERY_URL`.
-    #[serde(default = "default_friend_discovery_url")]
-    pub friend_discovery_url: String,
+    pub friend_discovery_url: GrpcUrl,
     /// `GRPC_DEADLINE_MS`: the deadline of every call, 5000 by default.
-    #[serde(default = "default_deadline_ms")]
-    grpc_deadline_ms: u64,
+    grpc_deadline_ms: NonZeroU64,
 }
 
-fn default_user_metadata_url() -> String {
-    "http://127.0.0.1:50051".to_owned()
-}
-fn default_password_url() -> String {
-    "http://127.0.0.1:50052".to_owned()
-}
-fn default_email_verification_url() -> String {
-    "http://127.0.0.1:50053".to_owned()
-}
-fn default_friend_discovery_url() -> String {
-    "http://127.0.0.1:50054".to_owned()
-}
-fn default_deadline_ms() -> u64 {
-    5000
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            user_metadata_url: GrpcUrl::from("http://127.0.0.1:50051"),
+            password_url: GrpcUrl::from("http://127.0.0.1:50052"),
+            email_verification_url: GrpcUrl::from("http://127.0.0.1:50053"),
+            friend_discovery_url: GrpcUrl::from("http://127.0.0.1:50054"),
+            grpc_deadline_ms: NonZeroU64::new(5000).unwrap_or(NonZeroU64::MIN),
+        }
+    }
 }
 
+impl Upstreams {
+    /// The deadline applied to every gRPC call.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.grpc_deadline_ms.get())
+    }
+}
+
+/// The variables that shape a signup, and the two secrets, as they come.
 #[derive(Deserialize)]
-struct RawSettings {
-    #[serde(default = "default_port")]
-    port: u16,
-    #[serde(default = "default_metrics_port")]
-    metrics_port: u16,
-}
-
-fn default_metrics_port() -> u16 {
-    9050
-}
-
-#[derive(Deserialize)]
-struct RawLimits {
-    #[serde(default = "default_max_body_bytes")]
-    max_body_bytes: usize,
-    #[serde(default = "default_max_contacts")]
+#[serde(default)]
+struct Limits {
+    max_body_bytes: NonZeroUsize,
     max_contacts: usize,
-    #[serde(default = "default_password_min_length")]
     password_min_length: usize,
-    #[serde(default = "default_password_max_length")]
     password_max_length: usize,
-    #[serde(default = "default_display_name_max_length")]
-    display_name_max_length: usize,
-    #[serde(default = "default_password_min_score")]
+    display_name_max_length: NonZeroUsize,
     password_min_score: u8,
     contact_hash_key: Option<SecretString>,
     idempotency_fingerprint_key: Option<SecretString>,
 }
 
-fn default_password_min_score() -> u8 {
-    3
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: NonZeroUsize::new(128 * 1024).unwrap_or(NonZeroUsize::MIN),
+            max_contacts: 1000,
+            password_min_length: 15,
+            password_max_length: 128,
+            display_name_max_length: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            password_min_score: 3,
+            contact_hash_key: None,
+            idempotency_fingerprint_key: None,
+        }
+    }
 }
 
-fn default_max_body_bytes() -> usize {
-    128 * 1024
-}
-fn default_max_contacts() -> usize {
-    1000
-}
-fn default_password_min_length() -> usize {
-    15
-}
-fn default_password_max_length() -> usize {
-    128
-}
-fn default_display_name_max_length() -> usize {
-    100
-}
-
-/// The shortest `CONTACT_HASH_KEY` accepted: 256 bits.
+/// The shortest key accepted: 256 bits.
 const MIN_KEY_BYTES: usize = 32;
 
-/// The checked limits and the two secrets.
-struct Checked {
-    limits: SignupLimits,
-    max_body_bytes: usize,
-    contact_hash_key: SecretString,
-    fingerprint_key: SecretString,
-}
-
-impl RawLimits {
-    fn check(self) -> Result<Checked, SettingsError> {
+impl Limits {
+    fn check(&self) -> Result<(), SettingsError> {
         if self.password_min_length < 8 {
             return Err(SettingsError::invalid("PASSWORD_MIN_LENGTH", "must be at least 8"));
         }
         if self.password_max_length < self.password_min_length || self.password_max_length > 1024 {
             return Err(SettingsError::invalid("PASSWORD_MAX_LENGTH", "must be between PASSWORD_MIN_LENGTH and 1024"));
         }
-        if self.display_name_max_length == 0 {
-            return Err(SettingsError::invalid("DISPLAY_NAME_MAX_LENGTH", "must be positive"));
-        }
-        if self.max_body_bytes < 1024 {
+        if self.max_body_bytes.get() < 1024 {
             return Err(SettingsError::invalid("MAX_BODY_BYTES", "must be at least 1024"));
         }
         if self.password_min_score > 4 {
             return Err(SettingsError::invalid("PASSWORD_MIN_SCORE", "must be between 0 and 4"));
         }
-        let contact_hash_key = secret_key("CONTACT_HASH_KEY", self.contact_hash_key)?;
-        let fingerprint_key = secret_key("IDEMPOTENCY_FINGERPRINT_KEY", self.idempotency_fingerprint_key)?;
-        let limits = SignupLimits {
+        Ok(())
+    }
+
+    fn signup(&self) -> SignupLimits {
+        SignupLimits {
             password: PasswordPolicy {
                 min_chars: self.password_min_length,
                 max_chars: self.password_max_length,
                 min_score: self.password_min_score,
             },
-            display_name_max_chars: self.display_name_max_length,
+            display_name_max_chars: self.display_name_max_length.get(),
             max_contacts: self.max_contacts,
-        };
-        Ok(Checked { limits, max_body_bytes: self.max_body_bytes, contact_hash_key, fingerprint_key })
+        }
     }
 }
 
@@ -175,9 +148,10 @@ fn secret_key(variable: &str, key: Option<SecretString>) -> Result<SecretString,
     Ok(key)
 }
 
+/// The per-client budgets as they come: `<requests>/<seconds>` each.
 #[derive(Deserialize)]
 #[serde(default)]
-struct RawRateLimits {
+struct RateLimits {
     rate_limit_signups: String,
     rate_limit_resends: String,
     rate_limit_confirms: String,
@@ -186,7 +160,7 @@ struct RawRateLimits {
     trusted_proxies: String,
 }
 
-impl Default for RawRateLimits {
+impl Default for RateLimits {
     fn default() -> Self {
         Self {
             rate_limit_signups: "30/600".to_owned(),
@@ -199,24 +173,11 @@ impl Default for RawRateLimits {
     }
 }
 
-impl RawRateLimits {
+impl RateLimits {
     fn check(self) -> Result<RateLimitSettings, SettingsError> {
         let policy = |variable: &str, class: Class, value: &str| {
             Policy::parse(class, value).map_err(|reason| SettingsError::invalid(variable, reason))
         };
-        let trusted_proxies = self
-            .trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(|item| {
-                item.parse::<ipnet::IpNet>()
-                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        SettingsError::invalid("TRUSTED_PROXIES", format!("{item} is not an IP address or CIDR"))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
         Ok(RateLimitSettings {
             policies: [
                 policy("RATE_LIMIT_SIGNUPS", Class::Signups, &self.rate_limit_signups)?,
@@ -225,73 +186,50 @@ impl RawRateLimits {
                 policy("RATE_LIMIT_SESSIONS", Class::Sessions, &self.rate_limit_sessions)?,
                 policy("RATE_LIMIT_READS", Class::Reads, &self.rate_limit_reads)?,
             ],
-            trusted_proxies,
+            trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
         })
     }
 }
 
-fn default_port() -> u16 {
-    8080
-}
-
-impl Upstreams {
-    /// The deadline applied to every gRPC call.
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.grpc_deadline_ms)
-    }
-
-    fn check(&self) -> Result<(), SettingsError> {
-        let urls = [
-            ("USER_METADATA_URL", &self.user_metadata_url),
-            ("PASSWORD_URL", &self.password_url),
-            ("EMAIL_VERIFICATION_URL", &self.email_verification_url),
-            ("FRIEND_DISCOVERY_URL", &self.friend_discovery_url),
-        ];
-        for (variable, url) in urls {
-            let uri: http::Uri = url.parse().map_err(|e| SettingsError::invalid(variable, e))?;
-            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(SettingsError::invalid(variable, "must be an http:// or https:// URL with a host"));
-            }
-        }
-        if self.grpc_deadline_ms == 0 {
-            return Err(SettingsError::invalid("GRPC_DEADLINE_MS", "must be positive"));
-        }
-        Ok(())
-    }
+/// `TRUSTED_PROXIES`: comma-separated addresses or CIDRs.
+fn trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| SettingsError::invalid("TRUSTED_PROXIES", format!("{item} is not an IP address or CIDR")))
+        })
+        .collect()
 }
 
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
-        let raw: RawSettings = platform::settings::load()?;
+        let server = ServerSettings::load(PORTS)?;
         let upstreams: Upstreams = platform::settings::load()?;
-        upstreams.check()?;
-        let checked = platform::settings::load::<RawLimits>()?.check()?;
+        let limits: Limits = platform::settings::load()?;
+        limits.check()?;
+        let signup = limits.signup();
         Ok(Self {
-            port: raw.port,
-            metrics_port: raw.metrics_port,
+            server,
             upstreams,
-            limits: checked.limits,
-            max_body_bytes: checked.max_body_bytes,
-            contact_hash_key: checked.contact_hash_key,
-            fingerprint_key: checked.fingerprint_key,
-            rate_limits: platform::settings::load::<RawRateLimits>()?.check()?,
+            limits: signup,
+            max_body_bytes: limits.max_body_bytes.get(),
+            contact_hash_key: secret_key("CONTACT_HASH_KEY", limits.contact_hash_key)?,
+            fingerprint_key: secret_key("IDEMPOTENCY_FINGERPRINT_KEY", limits.idempotency_fingerprint_key)?,
+            rate_limits: platform::settings::load::<RateLimits>()?.check()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
-    }
-
-    /// The `METRICS_PORT` alone, for the `healthcheck` subcommand.
-    pub fn load_metrics_port() -> Result<u16, SettingsError> {
-        Ok(platform::settings::load::<RawSettings>()?.metrics_port)
     }
 }
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("port", &self.port)
-            .field("metrics_port", &self.metrics_port)
+            .field("server", &self.server)
             .field("upstreams", &self.upstreams)
             .field("limits", &self.limits)
             .field("max_body_bytes", &self.max_body_bytes)

@@ -95,7 +95,7 @@ pub(crate) async fn create(
         Err(_) => "failed",
     };
     metrics::counter!("signups_total", "outcome" => outcome).increment(1);
-    result.inspect_err(ApiError::log)
+    result
 }
 
 async fn accept(

@@ -1,8 +1,8 @@
 //! Builds signup-api (channels, listeners) and runs it until shutdown.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use platform::health::Readiness;
+use platform::{health::Readiness, shutdown::CancellationToken};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -68,8 +68,8 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         platform::metrics::handle();
         let state = AppState::new(&settings)?;
-        let listener = platform::server::bind(settings.port, "PORT").await?;
-        let ops = platform::server::bind(settings.metrics_port, "METRICS_PORT").await?;
+        let listener = platform::server::bind(settings.server.port, "PORT").await?;
+        let ops = platform::server::bind(settings.server.metrics_port, "METRICS_PORT").await?;
         Ok(Self { listener, ops, state, settings })
     }
 
@@ -83,10 +83,9 @@ impl App {
         self.ops.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves: then reports not ready, stops accepting, and lets in-flight requests
-    /// finish within the grace period.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let cancel = platform::shutdown::token_from(shutdown);
+    /// Serves until `cancel` fires: then reports not ready, stops accepting, and lets in-flight requests finish
+    /// until the grace period after that moment.
+    pub async fn run_until(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let grace = self.settings.shutdown.grace_period();
         let readiness = self.state.readiness.clone();
         let monitor = tokio::spawn(readiness.clone().monitor(cancel.clone()));
@@ -94,20 +93,23 @@ impl App {
         let (http, ops) = (self.local_addr(), self.ops_addr());
         let api = crate::routes::router(self.state);
         let ops_router = crate::routes::operational_router(readiness.clone());
-        tracing::info!(%http, %ops, "serving");
-        let server = tokio::spawn(platform::http::serve(self.listener, api, cancel.clone(), grace));
-        let ops_server = tokio::spawn(platform::http::serve(self.ops, ops_router, cancel.clone(), grace));
+        let server = tokio::spawn(platform::http::serve(self.listener, api, cancel.clone()));
+        let ops_server = tokio::spawn(platform::http::serve(self.ops, ops_router, cancel.clone()));
+        tracing::info!(%http, %ops, "{}", platform::server::SERVING);
 
         cancel.cancelled().await;
+        let deadline = tokio::time::Instant::now() + grace;
         readiness.start_draining();
         tracing::info!(grace_secs = grace.as_secs(), "draining");
-        let _ = tokio::join!(monitor, server, ops_server, forget);
+        platform::shutdown::drain("HTTP server", server, deadline).await;
+        platform::shutdown::drain("operational HTTP server", ops_server, deadline).await;
+        let _ = tokio::join!(monitor, forget);
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-async fn forget_idle_clients(limits: RateLimits, cancel: platform::shutdown::CancellationToken) {
+async fn forget_idle_clients(limits: RateLimits, cancel: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(FORGET_IDLE_CLIENTS_EVERY) => limits.forget_idle(),

@@ -32,10 +32,10 @@ impl Upstreams {
     /// Builds the clients; no I/O happens until the first call.
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
         let deadline = settings.deadline();
-        let user_metadata_channel = platform::grpc::channel(&settings.user_metadata_url, deadline)?;
-        let password_channel = platform::grpc::channel(&settings.password_url, deadline)?;
-        let verification_channel = platform::grpc::channel(&settings.email_verification_url, deadline)?;
-        let friends_channel = platform::grpc::channel(&settings.friend_discovery_url, deadline)?;
+        let user_metadata_channel = platform::grpc::channel(settings.user_metadata_url.as_str(), deadline)?;
+        let password_channel = platform::grpc::channel(settings.password_url.as_str(), deadline)?;
+        let verification_channel = platform::grpc::channel(settings.email_verification_url.as_str(), deadline)?;
+        let friends_channel = platform::grpc::channel(settings.friend_discovery_url.as_str(), deadline)?;
         Ok(Self {
             friends: FriendDiscoveryServiceClient::new(friends_channel),
             verifications: EmailVerificationServiceClient::new(verification_channel),

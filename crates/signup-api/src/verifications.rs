@@ -145,19 +145,24 @@ pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, r
         Err(_) => "failed",
     };
     metrics::counter!("email_confirmations_total", "outcome" => outcome).increment(1);
-    if let Err(error) = &result {
-        error.log();
-    }
     match (result, browser) {
         (Ok(()), true) => pages::verified(),
         (Ok(()), false) => (StatusCode::OK, Json(Verified { status: "verified" })).into_response(),
-        (Err(ApiError::InvalidToken), true) => pages::invalid_link(),
-        (Err(ApiError::LinkPasswordMismatch), true) => match token {
-            Some(token) => pages::confirm(&token, Some(pages::MISMATCH)),
-            None => pages::invalid_link(),
-        },
-        (Err(ApiError::Unavailable { .. }), true) => pages::unavailable(),
-        (Err(error), _) => error.into_response(),
+        (Err(error), true) => {
+            let page = page_for(&error, token.as_deref());
+            error.logged_with(page)
+        }
+        (Err(error), false) => error.into_response(),
+    }
+}
+
+/// The page a browser sees instead of a problem document, if the error has one.
+fn page_for(error: &ApiError, token: Option<&str>) -> Option<Response> {
+    match (error, token) {
+        (ApiError::InvalidToken, _) | (ApiError::LinkPasswordMismatch, None) => Some(pages::invalid_link()),
+        (ApiError::LinkPasswordMismatch, Some(token)) => Some(pages::confirm(token, Some(pages::MISMATCH))),
+        (ApiError::Unavailable { .. }, _) => Some(pages::unavailable()),
+        _ => None,
     }
 }
 
@@ -183,17 +188,13 @@ pub(crate) async fn resend(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ResendAccepted>), ApiError> {
-    let result = async {
-        let email = parse_email(&body).map_err(ApiError::Invalid)?;
-        let mut verifications = state.upstreams.verifications.clone();
-        verifications
-            .resend_verification(ResendVerificationRequest { email: email.as_str().to_owned() })
-            .await
-            .map_err(|status| ApiError::from_status("email-verification", &status))?;
-        Ok((StatusCode::ACCEPTED, Json(ResendAccepted { status: "accepted" })))
-    }
-    .await;
-    result.inspect_err(ApiError::log)
+    let email = parse_email(&body).map_err(ApiError::Invalid)?;
+    let mut verifications = state.upstreams.verifications.clone();
+    verifications
+        .resend_verification(ResendVerificationRequest { email: email.as_str().to_owned() })
+        .await
+        .map_err(|status| ApiError::from_status("email-verification", &status))?;
+    Ok((StatusCode::ACCEPTED, Json(ResendAccepted { status: "accepted" })))
 }
 
 /// The confirm: the token names its signup (and costs one of its tries), the password must be that signup's, and

@@ -2,6 +2,7 @@
 //! errors become gRPC statuses.
 
 use chrono::Utc;
+use platform::grpc::uuid_argument as uuid;
 use proto::user_metadata::v1::{
     GetSignupStatsRequest, GetSignupStatsResponse, GetUserByEmailRequest, GetUserRequest, GetUserResponse,
     MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest, RegisterSignupResponse,
@@ -10,7 +11,6 @@ use proto::user_metadata::v1::{
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     events::{self, Attempt},
@@ -159,10 +159,6 @@ fn wire(user: &User) -> WireUser {
         verified_at: user.verified_at.map(events::timestamp),
         signup_id: user.signup_id.to_string(),
     }
-}
-
-fn uuid(field: &str, value: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
 }
 
 fn non_empty(field: &str, value: String) -> Result<String, Status> {

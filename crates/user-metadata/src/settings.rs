@@ -1,125 +1,96 @@
 //! The user-metadata service's configuration, from environment variables only.
 
+use std::{
+    num::{NonZeroU64, NonZeroUsize},
+    time::Duration,
+};
+
 use platform::{
     outbox::RelaySettings,
-    settings::{AmqpSettings, DatabaseSettings, ServerSettings, SettingsError, ShutdownSettings, TelemetrySettings},
+    service::Service as _,
+    settings::{Common, SettingsError},
 };
 use serde::Deserialize;
 
-use crate::store::AttemptLimit;
+use crate::{UserMetadata, store::AttemptLimit};
 
 /// Everything the user-metadata service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `PORT` (gRPC, default 50051) and `METRICS_PORT` (default 9051).
-    pub server: ServerSettings,
-    /// `DATABASE_URL` (default database `user_metadata`) and pool settings.
-    pub database: DatabaseSettings,
-    /// `AMQP_URL` and `EVENTS_EXCHANGE`.
-    pub amqp: AmqpSettings,
-    /// `OUTBOX_BATCH_SIZE` (100) and `OUTBOX_POLL_INTERVAL_MS` (1000): how the relay publishes.
-    pub relay: RelaySettings,
+    /// Ports, database, broker, shutdown, telemetry.
+    pub common: Common,
+    own: Own,
+}
+
+/// user-metadata's own variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+struct Own {
+    /// `OUTBOX_BATCH_SIZE` (100): events published per transaction.
+    outbox_batch_size: NonZeroUsize,
+    /// `OUTBOX_POLL_INTERVAL_MS` (1000): how often due events are looked for when no notification arrives.
+    outbox_poll_interval_ms: NonZeroU64,
     /// `IDEMPOTENCY_KEY_TTL_HOURS` (24): how long an `Idempotency-Key` is remembered.
-    pub idempotency_key_ttl: std::time::Duration,
+    idempotency_key_ttl_hours: NonZeroU64,
     /// `SIGNUP_ATTEMPTS_PER_ACCOUNT` (10) within `SIGNUP_ATTEMPT_WINDOW_HOURS` (24): how many signup attempts a
     /// pending account takes; beyond, new attempts are dropped (never earlier ones).
-    pub attempts: AttemptLimit,
-    /// `SHUTDOWN_GRACE_PERIOD_SECS`.
-    pub shutdown: ShutdownSettings,
-    /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
-    pub telemetry: TelemetrySettings,
+    signup_attempts_per_account: NonZeroUsize,
+    signup_attempt_window_hours: NonZeroU64,
+}
+
+impl Default for Own {
+    fn default() -> Self {
+        let u = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        let u64 = |n: u64| NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN);
+        Self {
+            outbox_batch_size: u(100),
+            outbox_poll_interval_ms: u64(1000),
+            idempotency_key_ttl_hours: u64(24),
+            signup_attempts_per_account: u(10),
+            signup_attempt_window_hours: u64(24),
+        }
+    }
+}
+
+impl AsRef<Common> for Settings {
+    fn as_ref(&self) -> &Common {
+        &self.common
+    }
 }
 
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
-        let amqp = AmqpSettings::load()?;
-        Ok(Self {
-            server: ServerSettings::load(50051, 9051)?,
-            database: DatabaseSettings::load("user_metadata")?,
-            relay: relay(&amqp)?,
-            idempotency_key_ttl: key_ttl()?,
-            attempts: attempt_limit()?,
-            amqp,
-            shutdown: ShutdownSettings::load()?,
-            telemetry: TelemetrySettings::load()?,
-        })
+        let own: Own = platform::settings::load()?;
+        if own.outbox_batch_size.get() > 10_000 {
+            return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be at most 10000"));
+        }
+        if own.signup_attempts_per_account.get() > 1000 {
+            return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be at most 1000"));
+        }
+        Ok(Self { common: Common::load(UserMetadata::NAME, UserMetadata::PORTS, false)?, own })
     }
-}
 
-#[derive(Deserialize)]
-struct RawRelay {
-    #[serde(default = "default_batch_size")]
-    outbox_batch_size: i64,
-    #[serde(default = "default_poll_interval_ms")]
-    outbox_poll_interval_ms: u64,
-}
-
-fn default_batch_size() -> i64 {
-    100
-}
-
-fn default_poll_interval_ms() -> u64 {
-    1000
-}
-
-fn relay(amqp: &AmqpSettings) -> Result<RelaySettings, SettingsError> {
-    let raw: RawRelay = platform::settings::load()?;
-    if !(1..=10_000).contains(&raw.outbox_batch_size) {
-        return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be between 1 and 10000"));
+    /// How the relay publishes to `exchange`.
+    pub fn relay(&self, exchange: &str) -> RelaySettings {
+        RelaySettings {
+            exchange: exchange.to_owned(),
+            source: format!("/{}", UserMetadata::NAME),
+            batch_size: i64::try_from(self.own.outbox_batch_size.get()).unwrap_or(i64::MAX),
+            poll_interval: Duration::from_millis(self.own.outbox_poll_interval_ms.get()),
+        }
     }
-    if raw.outbox_poll_interval_ms == 0 {
-        return Err(SettingsError::invalid("OUTBOX_POLL_INTERVAL_MS", "must be positive"));
+
+    /// How long an `Idempotency-Key` is remembered.
+    pub fn idempotency_key_ttl(&self) -> Duration {
+        Duration::from_secs(self.own.idempotency_key_ttl_hours.get() * 3600)
     }
-    Ok(RelaySettings {
-        exchange: amqp.events_exchange.clone(),
-        source: "/user-metadata".to_owned(),
-        batch_size: raw.outbox_batch_size,
-        poll_interval: std::time::Duration::from_millis(raw.outbox_poll_interval_ms),
-    })
-}
 
-#[derive(Deserialize)]
-struct RawKeys {
-    #[serde(default = "default_key_ttl_hours")]
-    idempotency_key_ttl_hours: u64,
-}
-
-fn default_key_ttl_hours() -> u64 {
-    24
-}
-
-fn key_ttl() -> Result<std::time::Duration, SettingsError> {
-    let raw: RawKeys = platform::settings::load()?;
-    if raw.idempotency_key_ttl_hours == 0 {
-        return Err(SettingsError::invalid("IDEMPOTENCY_KEY_TTL_HOURS", "must be at least 1"));
+    /// How many signup attempts a pending account takes.
+    pub fn attempts(&self) -> AttemptLimit {
+        AttemptLimit {
+            limit: i64::try_from(self.own.signup_attempts_per_account.get()).unwrap_or(i64::MAX),
+            window: Duration::from_secs(self.own.signup_attempt_window_hours.get() * 3600),
+        }
     }
-    Ok(std::time::Duration::from_secs(raw.idempotency_key_ttl_hours * 3600))
-}
-
-#[derive(Deserialize)]
-#[serde(default)]
-struct RawAttempts {
-    signup_attempts_per_account: i64,
-    signup_attempt_window_hours: u64,
-}
-
-impl Default for RawAttempts {
-    fn default() -> Self {
-        Self { signup_attempts_per_account: 10, signup_attempt_window_hours: 24 }
-    }
-}
-
-fn attempt_limit() -> Result<AttemptLimit, SettingsError> {
-    let raw: RawAttempts = platform::settings::load()?;
-    if !(1..=1000).contains(&raw.signup_attempts_per_account) {
-        return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be between 1 and 1000"));
-    }
-    if raw.signup_attempt_window_hours == 0 {
-        return Err(SettingsError::invalid("SIGNUP_ATTEMPT_WINDOW_HOURS", "must be at least 1"));
-    }
-    Ok(AttemptLimit {
-        limit: raw.signup_attempts_per_account,
-        window: std::time::Duration::from_secs(raw.signup_attempt_window_hours * 3600),
-    })
 }

@@ -384,6 +384,55 @@ pub(crate) async fn by_id<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> 
 pub(crate) async fn by_email<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Result<User, StoreError> {
     sqlx::query_as(USER_BY_EMAIL).bind(email).fetch_optional(executor).await?.ok_or(StoreError::NotFound)
 }
+/// Accounts never verified by `age` after their last signup attempt: what `archive --dry-run` would remove.
+pub(crate) async fn unverified_count(pool: &PgPool, age: Duration) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE status <> 'verified' AND updated_at < now() - make_interval(secs => $1)",
+    )
+    .bind(age.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
+/// An account to archive: its id, its row as JSON (what goes to cold storage), and its signup attempts.
+#[derive(Debug)]
+pub(crate) struct Archived {
+    pub(crate) id: Uuid,
+    pub(crate) record: serde_json::Value,
+    signup_ids: Vec<Uuid>,
+}
+
+/// Up to `limit` accounts never verified by `age` after their last attempt, locked until `tx` ends (replicas of
+/// the job skip each other's).
+pub(crate) async fn lock_unverified(
+    tx: &mut Transaction<'_, Postgres>,
+    age: Duration,
+    limit: usize,
+) -> sqlx::Result<Vec<Archived>> {
+    let rows: Vec<(Uuid, serde_json::Value, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT id, to_jsonb(u), ARRAY(SELECT signup_id FROM signup_attempts a WHERE a.user_id = u.id) FROM users u \
+         WHERE status <> 'verified' AND updated_at < now() - make_interval(secs => $1) \
+         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(age.as_secs_f64())
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id, record, signup_ids)| Archived { id, record, signup_ids }).collect())
+}
+
+/// Deletes archived accounts (their attempts and keys with them) and announces `UserDeleted` for each, naming its
+/// attempts, in `tx`.
+pub(crate) async fn delete_archived(tx: &mut Transaction<'_, Postgres>, accounts: &[Archived]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM users WHERE id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
+    for account in accounts {
+        platform::outbox::enqueue(tx, &crate::events::deleted(account.id, &account.signup_ids)).await?;
+    }
+    Ok(())
+}
+
 /// The daily report's user figures over `[from, to)`.
 pub(crate) async fn signup_stats(
     pool: &PgPool,

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::{mail::Kind, settings::MailBudget};
 
+pub(crate) mod admin;
+
 /// The channel that wakes the sender when mail is queued.
 pub(crate) const MAIL_CHANNEL: &str = "mail_queue";
 

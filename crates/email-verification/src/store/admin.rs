@@ -1,0 +1,136 @@
+//! The queries of the admin processes: verifications to compare with user-metadata, records to archive, expired
+//! counters, and the mail figures of a day.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use platform::archive::ColdStorage;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// An account verified here: when, and through which signup attempt.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Verification {
+    pub(crate) user_id: Uuid,
+    pub(crate) verified_at: DateTime<Utc>,
+    pub(crate) signup_id: Uuid,
+}
+
+/// Accounts verified here within `lookback`, oldest first.
+pub(crate) async fn recent_verifications(pool: &PgPool, lookback: Duration) -> sqlx::Result<Vec<Verification>> {
+    sqlx::query_as(
+        "SELECT user_id, verified_at, coalesce(verified_signup_id, signup_id) AS signup_id FROM accounts \
+         WHERE verified_at IS NOT NULL AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
+    )
+    .bind(lookback.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// One kind of record to archive: how to select a locked batch of (key, record) and delete it by key.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) table: &'static str,
+    select: &'static str,
+    delete: &'static str,
+    age: Duration,
+}
+
+/// Used or expired tokens older than `age`.
+pub(crate) fn tokens(age: Duration) -> Batch {
+    Batch {
+        table: "tokens",
+        select: "SELECT token_hash, to_jsonb(t) FROM tokens t \
+                 WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
+                 ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
+        delete: "DELETE FROM tokens WHERE token_hash = ANY($1)",
+        age,
+    }
+}
+
+/// Mail no longer pending, older than `age`, with no token left (tokens reference their mail).
+pub(crate) fn mails(age: Duration) -> Batch {
+    Batch {
+        table: "mails",
+        select: "SELECT id, to_jsonb(m) FROM mails m \
+                 WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
+                   AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id) \
+                 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        delete: "DELETE FROM mails WHERE id = ANY($1)",
+        age,
+    }
+}
+
+impl Batch {
+    /// How many records the archive would take now.
+    pub(crate) async fn count(&self, pool: &PgPool) -> sqlx::Result<i64> {
+        let query = format!("SELECT count(*) FROM ({}) b", self.select.replace("FOR UPDATE SKIP LOCKED", ""));
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(self.age.as_secs_f64()).bind(i64::MAX).fetch_one(pool).await
+    }
+
+    /// Archives batch after batch until none is left, each deleted in the transaction that follows the read-back
+    /// of its object; returns how many records went.
+    pub(crate) async fn run<K>(&self, pool: &PgPool, storage: &ColdStorage, size: i64) -> anyhow::Result<usize>
+    where
+        K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + sqlx::postgres::PgHasArrayType,
+        K: sqlx::Encode<'static, sqlx::Postgres> + Send + Sync + Unpin + KeyName + 'static,
+    {
+        let mut total = 0;
+        loop {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<(K, serde_json::Value)> =
+                sqlx::query_as(self.select).bind(self.age.as_secs_f64()).bind(size).fetch_all(&mut *tx).await?;
+            let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else { break };
+            let key = format!("email-verification/{}/{}-{}.jsonl.gz", self.table, first.key_name(), last.key_name());
+            let records: Vec<serde_json::Value> = rows.iter().map(|(_, r)| r.clone()).collect();
+            let object = storage.put_verified(&key, &records).await?;
+            let count = rows.len();
+            let keys: Vec<K> = rows.into_iter().map(|(k, _)| k).collect();
+            sqlx::query(self.delete).bind(keys).execute(&mut *tx).await?;
+            tx.commit().await?;
+            total += count;
+            tracing::info!(table = self.table, records = count, %object, "archived and removed");
+        }
+        Ok(total)
+    }
+}
+
+/// A record key as it appears in an archive object's name.
+pub(crate) trait KeyName {
+    fn key_name(&self) -> String;
+}
+
+impl KeyName for Uuid {
+    fn key_name(&self) -> String {
+        self.simple().to_string()
+    }
+}
+
+impl KeyName for Vec<u8> {
+    fn key_name(&self) -> String {
+        self.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Drops notice-interval counters whose window ended more than `window` ago (counters, not records: nothing to
+/// archive); returns how many.
+pub(crate) async fn expire_counters(pool: &PgPool, window: Duration) -> sqlx::Result<u64> {
+    let deleted = sqlx::query("DELETE FROM send_limits WHERE window_started_at < now() - make_interval(secs => $1)")
+        .bind(window.as_secs_f64())
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Mail delivered in `[from, to)`, and mail queued then that was given up on.
+pub(crate) async fn mail_figures(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<(u64, u64)> {
+    let (sent, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'sent' AND sent_at >= $1 AND sent_at < $2), \
+                count(*) FILTER (WHERE status = 'failed' AND created_at >= $1 AND created_at < $2) FROM mails",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    Ok((u64::try_from(sent).unwrap_or(0), u64::try_from(failed).unwrap_or(0)))
+}

@@ -1,0 +1,340 @@
+//! The consumer loop. Deliveries already prefetched are applied together: one transaction records every event of
+//! the batch as processed and applies its effect, and one multiple-ack settles the batch after the commit. Nothing
+//! is acked before its effect is committed, and a redelivered event finds its record and changes nothing. When a
+//! batch fails, its events are applied one at a time, so one event's failure is that event's alone: a poison event
+//! is dead-lettered, a transient failure is retried in place with backoff, holding the message.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures_util::{FutureExt as _, StreamExt as _};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
+    types::FieldTable,
+};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
+
+use super::{Envelope, Subscription, record_once, transient};
+use crate::{amqp::Broker, backoff::Backoff};
+
+/// What a handler says about an event it could not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying (a database outage): the consumer retries it with backoff, holding the message.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Can never succeed (an undecodable body, a value the schema refuses): dead-lettered at once.
+    #[error("poison: {0:#}")]
+    Poison(anyhow::Error),
+}
+
+/// Applies events of the types it acts on to one database. The loop records each event as processed in the same
+/// transaction as its effect, commits, and only then acks: a handler only says what an event does.
+pub trait Handler: Send + Sync + 'static {
+    /// An event of a type this subscriber acts on, decoded.
+    type Event: Clone + Send + Sync;
+
+    /// Whether this subscriber acts on events of type `kind`. Every type reaches every queue (the exchange is a
+    /// fanout); the others are acknowledged untouched: no decoding, no transaction, nothing recorded.
+    fn acts_on(&self, kind: &str) -> bool;
+
+    /// Decodes an event this subscriber acts on; an error means it can never be applied.
+    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Self::Event>;
+
+    /// The database the effects (and the records of processed events) go to.
+    fn pool(&self) -> &PgPool;
+
+    /// Applies one event in `tx`, the transaction that also records it.
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+        event: Self::Event,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// How long the consumer waits after its broker channel failed before starting again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Retries of one event in hand before it goes back to the queue, where the delivery limit takes over (about
+/// seven minutes of pauses).
+const MAX_IN_PLACE_RETRIES: u32 = 20;
+
+/// The pause before retrying an event after a transient failure: 0.2 s doubling to 30 s, jittered so replicas
+/// retrying the same outage spread out.
+const IN_PLACE_RETRY: Backoff = Backoff::jittered(Duration::from_millis(200), Duration::from_secs(30));
+
+/// Whether a consumer is attached to its queue right now: reported (informationally) on `/readyz`, so a
+/// consumer stuck outside its queue (say, redeclaring it with other arguments fails) is visible.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerStatus(Arc<std::sync::atomic::AtomicBool>);
+
+impl ConsumerStatus {
+    fn set(&self, consuming: bool) {
+        self.0.store(consuming, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A readiness check that passes while consuming.
+    pub fn readiness_check(&self) -> impl Fn() -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+        let status = self.clone();
+        move || {
+            let consuming = status.0.load(std::sync::atomic::Ordering::Relaxed);
+            std::future::ready(if consuming { Ok(()) } else { Err("not consuming".to_owned()) })
+        }
+    }
+}
+
+/// Consumes `subscription` with `handler` until `cancel` fires, reconnecting whenever the broker goes away. One
+/// batch is handled at a time per consumer; scale by running more replicas.
+pub async fn consume<H: Handler>(
+    broker: Broker,
+    subscription: Subscription,
+    handler: Arc<H>,
+    status: ConsumerStatus,
+    cancel: CancellationToken,
+) {
+    loop {
+        let connection = tokio::select! {
+            connection = broker.connection() => match connection { Some(c) => c, None => return },
+            () = cancel.cancelled() => return,
+        };
+        let consumed = consume_on(&connection, &subscription, handler.as_ref(), &status, &cancel).await;
+        status.set(false);
+        match consumed {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), queue = %subscription.queue, "consumer stopped; restarting")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY_PAUSE) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Returns `Ok` when cancelled, `Err` when the channel failed.
+async fn consume_on<H: Handler>(
+    connection: &lapin::Connection,
+    subscription: &Subscription,
+    handler: &H,
+    status: &ConsumerStatus,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    subscription.declare(&channel).await.context("declaring the subscription")?;
+    channel.basic_qos(subscription.prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("{}-{}", subscription.queue, Uuid::now_v7().simple());
+    let options = BasicConsumeOptions::default();
+    let queue = subscription.queue.as_str().into();
+    let mut deliveries = channel.basic_consume(queue, tag.as_str().into(), options, FieldTable::default()).await?;
+    tracing::info!(queue = %subscription.queue, "consuming");
+    status.set(true);
+    loop {
+        let first = tokio::select! {
+            delivery = deliveries.next() => delivery,
+            () = cancel.cancelled() => {
+                // Unacked prefetched messages return to the queue when the channel closes.
+                let _ = channel.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+        };
+        let mut batch = vec![first.context("the consumer was cancelled by the broker")??];
+        // Whatever the broker has already sent joins the batch, without waiting for more.
+        while batch.len() < usize::from(subscription.prefetch) {
+            match deliveries.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery?),
+                _ => break,
+            }
+        }
+        process_batch(batch, handler, cancel).await?;
+    }
+}
+
+/// One delivery that will be applied: its envelope and decoded event.
+struct Work<E> {
+    delivery: Delivery,
+    envelope: Envelope,
+    event: E,
+}
+
+/// A delivery, sorted.
+enum Sorted<E> {
+    /// Already settled (dead-lettered).
+    Settled,
+    /// Of a type this subscriber does not act on: acked with the batch.
+    Ignored(Delivery),
+    /// To apply.
+    Work(Work<E>),
+}
+
+/// Sorts a batch out (malformed and poison messages are dead-lettered, other types acked untouched), applies the
+/// rest in one transaction and settles the batch with one ack; falls back to one event at a time if that fails.
+async fn process_batch<H: Handler>(
+    batch: Vec<Delivery>,
+    handler: &H,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (mut ignored, mut work) = (Vec::new(), Vec::new());
+    for delivery in batch {
+        match sort(delivery, handler).await? {
+            Sorted::Settled => {}
+            Sorted::Ignored(delivery) => ignored.push(delivery),
+            Sorted::Work(item) => work.push(item),
+        }
+    }
+    if !work.is_empty()
+        && let Err(error) = apply_together(&work, handler).await
+    {
+        tracing::warn!(error = format!("{error:#}"), events = work.len(), "batch not applied; one event at a time");
+        for delivery in ignored {
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        for item in work {
+            process_one(item, handler, cancel).await?;
+        }
+        return Ok(());
+    }
+    // One ack settles the batch: the events just committed and the ones ignored.
+    let last = work.iter().map(|w| &w.delivery).chain(&ignored).max_by_key(|d| d.delivery_tag);
+    if let Some(last) = last {
+        last.ack(BasicAckOptions { multiple: true }).await?;
+    }
+    Ok(())
+}
+
+/// Applies every event of `work` in one transaction, each recorded as processed in it; returns how many were new.
+async fn apply_together<H: Handler>(work: &[Work<H::Event>], handler: &H) -> anyhow::Result<u64> {
+    let mut tx = handler.pool().begin().await?;
+    let mut applied = 0;
+    for item in work {
+        let span = event_span(&item.envelope, item.delivery.redelivered);
+        applied += u64::from(apply_recorded(handler, &mut tx, item).instrument(span).await?);
+    }
+    tx.commit().await?;
+    metrics::counter!("events_consumed_total", "outcome" => "applied").increment(applied);
+    metrics::histogram!("events_batch_size").record(work.len() as f64);
+    Ok(applied)
+}
+
+/// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
+async fn apply_recorded<H: Handler>(
+    handler: &H,
+    tx: &mut PgConnection,
+    item: &Work<H::Event>,
+) -> Result<bool, HandleError> {
+    if !record_once(tx, &item.envelope).await.map_err(transient)? {
+        tracing::info!("event already applied; acknowledging the redelivery");
+        return Ok(false);
+    }
+    handler.apply(tx, &item.envelope, item.event.clone()).await?;
+    tracing::info!("event applied");
+    Ok(true)
+}
+
+/// One event on its own, in its own transaction: acked after the commit, dead-lettered if it can never be applied,
+/// retried in place with backoff on a transient failure (holding the message: a requeue would count toward the
+/// delivery limit, and an outage of our own database must not dead-letter good events).
+async fn process_one<H: Handler>(item: Work<H::Event>, handler: &H, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let span = event_span(&item.envelope, item.delivery.redelivered);
+    async {
+        for attempt in 1.. {
+            let error = match apply_alone(handler, &item).await {
+                Ok(()) => {
+                    item.delivery.ack(BasicAckOptions::default()).await?;
+                    return Ok(());
+                }
+                Err(HandleError::Poison(error)) => {
+                    tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
+                    metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                    item.delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                    return Ok(());
+                }
+                Err(HandleError::Transient(error)) => error,
+            };
+            if attempt > MAX_IN_PLACE_RETRIES {
+                tracing::error!(error = format!("{error:#}"), "event still failing; returning it to the queue");
+                item.delivery.nack(REQUEUE).await?;
+                return Ok(());
+            }
+            let pause = IN_PLACE_RETRY.delay(attempt);
+            let retry_in_ms = pause.as_millis() as u64;
+            tracing::warn!(error = format!("{error:#}"), attempt, retry_in_ms, "event not applied yet");
+            metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => {
+                    item.delivery.nack(REQUEUE).await?;
+                    return Ok(());
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Back to the queue, for this or another consumer.
+const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: true };
+
+async fn apply_alone<H: Handler>(handler: &H, item: &Work<H::Event>) -> Result<(), HandleError> {
+    let mut tx = handler.pool().begin().await.map_err(transient)?;
+    if apply_recorded(handler, &mut tx, item).await? {
+        metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
+    }
+    tx.commit().await.map_err(transient)
+}
+
+/// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores, and
+/// decodes the rest.
+async fn sort<H: Handler>(delivery: Delivery, handler: &H) -> anyhow::Result<Sorted<H::Event>> {
+    let envelope = match Envelope::from_delivery(&delivery) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
+            metrics::counter!("events_consumed_total", "outcome" => "malformed").increment(1);
+            delivery.reject(BasicRejectOptions { requeue: false }).await?;
+            return Ok(Sorted::Settled);
+        }
+    };
+    if !handler.acts_on(&envelope.kind) {
+        tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
+        metrics::counter!("events_consumed_total", "outcome" => "ignored").increment(1);
+        return Ok(Sorted::Ignored(delivery));
+    }
+    match handler.decode(&envelope) {
+        Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
+        Err(error) => {
+            let span = event_span(&envelope, delivery.redelivered);
+            tracing::error!(parent: &span, error = format!("{error:#}"), "event does not decode; dead-lettering it");
+            metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+            delivery.reject(BasicRejectOptions { requeue: false }).await?;
+            Ok(Sorted::Settled)
+        }
+    }
+}
+
+/// The span of one event's processing, continuing the trace of the request that produced it.
+fn event_span(envelope: &Envelope, redelivered: bool) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.consume",
+        otel.kind = "consumer",
+        event.id = %envelope.id,
+        event.kind = %envelope.kind,
+        redelivered,
+    );
+    if let Some(traceparent) = &envelope.traceparent {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(value) = traceparent.parse() {
+            headers.insert("traceparent", value);
+        }
+        let _ = span.set_parent(crate::propagation::extract(&headers));
+    }
+    span
+}

@@ -1,0 +1,78 @@
+//! One event as it travels: the CloudEvents AMQP binding in binary mode (attributes as `cloudEvents_*` headers,
+//! the protobuf body as the message body, the content type in the AMQP `content-type`).
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use lapin::{
+    BasicProperties,
+    message::Delivery,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use uuid::Uuid;
+
+/// The content type of every event body.
+pub const CONTENT_TYPE: &str = "application/protobuf";
+
+/// One event as it travels: its CloudEvents attributes and its protobuf body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `id`: unique per event; consumers deduplicate on it.
+    pub id: Uuid,
+    /// `type`: the protobuf message's full name, e.g. `signup.events.v1.UserSignedUp`.
+    pub kind: String,
+    /// `source`: the producing service, e.g. `/user-metadata`.
+    pub source: String,
+    /// `time`: when it happened.
+    pub time: DateTime<Utc>,
+    /// The protobuf body.
+    pub data: Vec<u8>,
+    /// The W3C `traceparent` of the work that produced it, so the trace continues in every consumer.
+    pub traceparent: Option<String>,
+}
+
+impl Envelope {
+    /// The AMQP properties of the CloudEvents binary mode: persistent, typed, with `cloudEvents_*` headers.
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        let mut put = |key: &str, value: &str| {
+            headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value)));
+        };
+        put("cloudEvents_specversion", "1.0");
+        put("cloudEvents_id", &self.id.to_string());
+        put("cloudEvents_type", &self.kind);
+        put("cloudEvents_source", &self.source);
+        put("cloudEvents_time", &self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        if let Some(traceparent) = &self.traceparent {
+            put("traceparent", traceparent);
+        }
+        BasicProperties::default()
+            .with_content_type(ShortString::from(CONTENT_TYPE))
+            .with_delivery_mode(2)
+            .with_message_id(ShortString::from(self.id.to_string()))
+            .with_type(ShortString::from(self.kind.as_str()))
+            .with_timestamp(u64::try_from(self.time.timestamp()).unwrap_or_default())
+            .with_headers(headers)
+    }
+
+    /// Reads an envelope back from a delivery; an error means the message can never be processed.
+    pub fn from_delivery(delivery: &Delivery) -> anyhow::Result<Self> {
+        let headers = delivery.properties.headers().as_ref().context("no headers")?;
+        let header = |key: &str| -> anyhow::Result<String> {
+            match headers.inner().get(&ShortString::from(key)) {
+                Some(AMQPValue::LongString(value)) => Ok(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+                Some(AMQPValue::ShortString(value)) => Ok(value.as_str().to_owned()),
+                _ => anyhow::bail!("header {key} missing or not a string"),
+            }
+        };
+        Ok(Self {
+            id: header("cloudEvents_id")?.parse().context("cloudEvents_id is not a UUID")?,
+            kind: header("cloudEvents_type")?,
+            source: header("cloudEvents_source")?,
+            time: DateTime::parse_from_rfc3339(&header("cloudEvents_time")?)
+                .context("cloudEvents_time is not RFC 3339")?
+                .with_timezone(&Utc),
+            data: delivery.data.clone(),
+            traceparent: header("traceparent").ok(),
+        })
+    }
+}

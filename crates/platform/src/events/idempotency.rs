@@ -1,0 +1,33 @@
+//! Idempotent consumption: an event's id is recorded in the transaction of its effect, so a redelivery finds it and
+//! changes nothing; and which database errors are worth a retry.
+
+use super::{Envelope, HandleError};
+
+/// Records `envelope` as processed in `conn`'s transaction. Returns false when it was processed before: the caller
+/// must then apply nothing. The effect and this record commit together.
+pub async fn record_once(conn: &mut sqlx::PgConnection, envelope: &Envelope) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(envelope.id)
+    .bind(&envelope.kind)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// A database error while handling an event: data exceptions and integrity violations (SQLSTATE classes 22
+/// and 23) will fail the same way every time and make the message poison; anything else (a lost connection, a
+/// timeout, a serialisation failure) is worth a retry.
+pub fn transient(error: sqlx::Error) -> HandleError {
+    let deterministic = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+    if deterministic { HandleError::Poison(error.into()) } else { HandleError::Transient(error.into()) }
+}
+
+/// A UUID field of an event; anything else makes the event poison.
+pub fn uuid_field(field: &str, value: &str) -> Result<uuid::Uuid, HandleError> {
+    value.parse().map_err(|_| HandleError::Poison(anyhow::anyhow!("{field} is not a UUID")))
+}

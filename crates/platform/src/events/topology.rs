@@ -1,0 +1,148 @@
+//! The topology of the event broadcast: the durable fanout exchange, and each subscriber's durable quorum queue
+//! with a delivery limit, bound to it, whose dead letters go to `<queue>.dlq` through `<queue>.dlx`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lapin::{
+    Channel, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use serde::Deserialize;
+
+use crate::settings::{AmqpSettings, SettingsError};
+
+/// Declares the durable fanout exchange events are broadcast on. Idempotent.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, options, FieldTable::default()).await
+}
+
+/// A subscriber's queue: durable and quorum, bound to the events exchange, dead-lettering a message to
+/// `<queue>.dlq` once it has been delivered `delivery_limit` times without an ack.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The events exchange.
+    pub exchange: String,
+    /// The subscriber's own queue, e.g. `email-verification.signup-events`.
+    pub queue: String,
+    /// Deliveries before a message is dead-lettered.
+    pub delivery_limit: u32,
+    /// Unacked messages in flight to one consumer.
+    pub prefetch: u16,
+}
+
+impl Subscription {
+    /// The exchange dead letters go through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// The queue dead letters end up in.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.queue)
+    }
+
+    /// Declares the exchanges, the dead-letter queue, the queue and its binding. Idempotent.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        declare_exchange(channel, &self.exchange).await?;
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let dlx = self.dead_letter_exchange();
+        let dlx_options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, dlx_options, FieldTable::default()).await?;
+        let dlq = self.dead_letter_queue();
+        // Listing dead letters returns them to the queue, and a quorum queue counts that as a delivery; newer
+        // brokers default to a delivery limit of 20, past which the message would be dropped. A dead letter must
+        // stay until someone replays or purges it.
+        let mut dlq_arguments = FieldTable::default();
+        dlq_arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
+        channel.queue_declare(dlq.as_str().into(), durable, quorum(dlq_arguments)).await?;
+        channel
+            .queue_bind(
+                dlq.as_str().into(),
+                dlx.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+        );
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+        channel.queue_declare(self.queue.as_str().into(), durable, quorum(arguments)).await?;
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+}
+
+/// Connects to the broker once and declares `subscription`: what a subscriber's `migrate` (and a serve with
+/// `MIGRATE_ON_START`) does, so that its queue exists before anything is published.
+pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscription) -> anyhow::Result<()> {
+    let uri = settings.uri()?;
+    let connect = lapin::Connection::connect_uri(uri, lapin::ConnectionProperties::default());
+    let connection = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .with_context(|| format!("connecting to the broker at AMQP_URL ({}) timed out", settings.redacted()))?
+        .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", settings.redacted()))?;
+    let channel = connection.create_channel().await?;
+    subscription.declare(&channel).await.with_context(|| {
+        format!(
+            "declaring queue {} (if it exists with other arguments, change EVENTS_DELIVERY_LIMIT through a broker \
+             policy or delete the queue)",
+            subscription.queue
+        )
+    })?;
+    tracing::info!(queue = %subscription.queue, exchange = %subscription.exchange, "subscription declared");
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+fn quorum(mut arguments: FieldTable) -> FieldTable {
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments
+}
+
+/// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
+/// (10 deliveries before dead-lettering) and `EVENTS_PREFETCH` (16 unacked messages in flight).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+struct RawSubscription {
+    events_queue: Option<String>,
+    events_delivery_limit: std::num::NonZeroU32,
+    events_prefetch: std::num::NonZeroU16,
+}
+
+impl Default for RawSubscription {
+    fn default() -> Self {
+        Self {
+            events_queue: None,
+            events_delivery_limit: std::num::NonZeroU32::MIN.saturating_add(9),
+            events_prefetch: std::num::NonZeroU16::MIN.saturating_add(15),
+        }
+    }
+}
+
+impl Subscription {
+    /// The subscription of `service` on `amqp`'s exchange: its queue is `<service>.signup-events` unless
+    /// `EVENTS_QUEUE` says otherwise.
+    pub fn load(amqp: &AmqpSettings, service: &str) -> Result<Self, SettingsError> {
+        let raw: RawSubscription = crate::settings::load()?;
+        Ok(Self {
+            exchange: amqp.events_exchange.clone(),
+            queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
+            delivery_limit: raw.events_delivery_limit.get(),
+            prefetch: raw.events_prefetch.get(),
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! The skeleton every gRPC service shares, so that a service crate shows only what makes it itself.
+//!
+//! A service declares its name, its default ports, its settings, how it migrates and serves, and its admin
+//! subcommands ([`Service`]). This module provides the rest: the command line (`serve`, `migrate`, `healthcheck`
+//! and the service's own subcommands), telemetry started before a command and flushed after it, and [`Host`]:
+//! the backing services attached, the two listeners bound, health, reflection and the service's API served, the
+//! background workers run, and everything drained on one clock at shutdown.
+
+use std::{future::Future, net::SocketAddr, process::ExitCode};
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    amqp::Broker,
+    backing::Backing,
+    events::{ConsumerStatus, Handler},
+    server::GrpcServer,
+    settings::{Common, Ports, ServerSettings, SettingsError},
+};
+
+/// What makes a gRPC service itself. Everything else is [`main`] and [`Host`].
+pub trait Service {
+    /// The binary's, the service's and the default database's name (with `-` as `_` for the database).
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// The default ports.
+    const PORTS: Ports;
+    /// Everything the service reads from the environment; the shared part is a [`Common`].
+    type Settings: AsRef<Common> + Send + 'static;
+    /// The service's admin subcommands (`repair`, `archive`, ...).
+    type Admin: Subcommand + Send + 'static;
+
+    /// Reads and checks the settings; the error names the first bad variable.
+    fn load() -> Result<Self::Settings, SettingsError>;
+    /// The embedded schema migrations of the service's database.
+    fn migrator() -> Migrator;
+    /// Serves until `shutdown` is cancelled, then drains within the grace period.
+    fn serve(settings: Self::Settings, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Runs one admin subcommand to completion.
+    fn admin(settings: Self::Settings, command: Self::Admin) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(Parser)]
+#[command(version)]
+struct Cli<A: Subcommand> {
+    #[command(subcommand)]
+    command: Option<Command<A>>,
+}
+
+#[derive(Subcommand)]
+enum Command<A: Subcommand> {
+    /// Serve gRPC on PORT (the default command).
+    Serve,
+    /// Create the database if it is missing, apply pending migrations, declare the event queue, and exit.
+    Migrate,
+    /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
+    Healthcheck {
+        /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
+        #[arg(long)]
+        live: bool,
+    },
+    #[command(flatten)]
+    Admin(A),
+}
+
+/// The whole `main` of a service binary: parses the command line, runs the command, and turns its outcome into the
+/// exit code (printing a failure with its cause chain).
+pub async fn main<S: Service>() -> ExitCode {
+    let matches = Cli::<S::Admin>::command().name(S::NAME).about(S::ABOUT).get_matches();
+    let command = match Cli::<S::Admin>::from_arg_matches(&matches) {
+        Ok(cli) => cli.command.unwrap_or(Command::Serve),
+        Err(error) => error.exit(),
+    };
+    crate::cli::exit(run::<S>(command).await)
+}
+
+async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
+    if let Command::Healthcheck { live } = command {
+        let ports = ServerSettings::load(S::PORTS)?;
+        return match live {
+            true => crate::healthcheck::http(ports.metrics_port, "/livez").await,
+            false => crate::healthcheck::grpc(ports.port).await,
+        };
+    }
+    let settings = S::load()?;
+    let telemetry = crate::telemetry::init(S::NAME, &settings.as_ref().telemetry)?;
+    let result = match command {
+        Command::Serve => S::serve(settings, crate::shutdown::token_from(crate::shutdown::signal())).await,
+        Command::Migrate => migrate(settings.as_ref(), S::migrator()).await,
+        Command::Admin(admin) => S::admin(settings, admin).await,
+        Command::Healthcheck { .. } => Ok(()),
+    };
+    telemetry.shutdown();
+    result
+}
+
+/// The `migrate` subcommand: creates the database if missing and applies pending migrations, then declares the
+/// service's queue on the broker if it subscribes, so no event published from now on can miss it.
+pub async fn migrate(common: &Common, migrator: Migrator) -> anyhow::Result<()> {
+    crate::db::migrate_command(&common.database, migrator).await?;
+    match &common.subscription {
+        Some(subscription) => crate::events::declare_subscription(&common.amqp, subscription).await,
+        None => Ok(()),
+    }
+}
+
+/// A background task of a service (an event consumer, the outbox relay, the mail sender, a janitor): it must end
+/// when the shutdown token it was given is cancelled, and is given until the end of the grace period to do so.
+#[derive(Debug)]
+pub struct Worker {
+    name: &'static str,
+    task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Runs `work` in the background under `name`.
+    pub fn spawn(name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self { name, task: tokio::spawn(work) }
+    }
+}
+
+/// A gRPC service's process: its backing services, its listeners and what it reports about itself.
+#[derive(Debug)]
+pub struct Host {
+    server: GrpcServer,
+    backing: Backing,
+    consumer: ConsumerStatus,
+    common: Common,
+}
+
+impl Host {
+    /// Does the I/O setup every service needs: declares the service's queue first when it migrates on start,
+    /// connects to the database (checking or applying its migrations), starts connecting to the broker, and binds
+    /// `PORT` and `METRICS_PORT` (port 0 allowed).
+    pub async fn build(name: &'static str, common: &Common, migrator: Migrator) -> anyhow::Result<Self> {
+        if let (true, Some(subscription)) = (common.database.migrate_on_start, &common.subscription) {
+            crate::events::declare_subscription(&common.amqp, subscription).await?;
+        }
+        let backing = Backing::attach(&common.database, migrator, Some((&common.amqp, name))).await?;
+        let consumer = ConsumerStatus::default();
+        let readiness = match common.subscription {
+            Some(_) => backing.readiness().inform("consumer", consumer.readiness_check()),
+            None => backing.readiness(),
+        };
+        let server = GrpcServer::bind(&common.server, readiness.build()).await?;
+        Ok(Self { server, backing, consumer, common: common.clone() })
+    }
+
+    /// The service's own database.
+    pub fn pool(&self) -> &PgPool {
+        &self.backing.pool
+    }
+
+    /// Where gRPC is served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Where `/livez`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.server.ops_addr()
+    }
+
+    /// The event consumer of the service's subscription, applying events with `handler` until `cancel` fires.
+    /// `None` for a service that subscribes to nothing.
+    pub fn consumer<H: Handler>(&self, handler: H, cancel: &CancellationToken) -> Option<Worker> {
+        let subscription = self.common.subscription.clone()?;
+        let (status, cancel) = (self.consumer.clone(), cancel.clone());
+        self.broker_worker("event consumer", move |broker, _| {
+            crate::events::consume(broker, subscription, std::sync::Arc::new(handler), status, cancel)
+        })
+    }
+
+    /// A worker that needs the broker (and the pool), started once the broker handle exists.
+    pub fn broker_worker<F, Fut>(&self, name: &'static str, work: F) -> Option<Worker>
+    where
+        F: FnOnce(Broker, PgPool) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let broker = self.backing.broker.clone()?;
+        Some(Worker::spawn(name, work(broker, self.backing.pool.clone())))
+    }
+
+    /// Serves health, reflection and `service` until `cancel` fires, with `workers` running beside it. Then, on
+    /// one clock that starts when draining begins: the servers stop accepting and finish their calls, the workers
+    /// finish what they hold, and the broker and the pool close, all within `SHUTDOWN_GRACE_PERIOD_SECS`.
+    pub async fn run<S>(self, service: S, workers: Vec<Worker>, cancel: CancellationToken) -> anyhow::Result<()>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let grace = self.common.shutdown.grace_period();
+        let routes = crate::grpc::routes(self.server.readiness(), service)?;
+        let deadline = self.server.run(routes, cancel, grace).await + grace;
+        for worker in workers {
+            crate::shutdown::drain(worker.name, worker.task, deadline).await;
+        }
+        self.backing.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
