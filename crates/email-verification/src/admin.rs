@@ -14,7 +14,12 @@ use std::{num::NonZeroI64, time::Duration};
 
 use chrono::NaiveDate;
 use lettre::message::{Mailbox, header::ContentType};
-use platform::{archive::ColdStorage, deadletters::RepairArgs, grpc::TracedChannel, settings::SettingsError};
+use platform::{
+    archive::ColdStorage,
+    deadletters::RepairArgs,
+    grpc::TracedChannel,
+    settings::{Common, SettingsError},
+};
 use proto::user_metadata::v1::{
     GetSignupStatsRequest, GetSignupStatsResponse, GetUserRequest, MarkEmailVerifiedRequest, UserStatus,
     user_metadata_service_client::UserMetadataServiceClient,
@@ -22,7 +27,6 @@ use proto::user_metadata::v1::{
 use serde::Deserialize;
 use sqlx::PgPool;
 use tonic::Code;
-use uuid::Uuid;
 
 use crate::{
     Settings,
@@ -98,27 +102,22 @@ impl AdminSettings {
     }
 }
 
-fn users(settings: &Settings) -> anyhow::Result<UserMetadataServiceClient<TracedChannel>> {
-    let upstream = &settings.user_metadata;
-    Ok(UserMetadataServiceClient::new(platform::grpc::channel(upstream.url.as_str(), upstream.deadline())?))
-}
-
 /// Marks verified in user-metadata what was verified here, and lists (and maybe replays) dead letters.
 pub(crate) async fn repair(
     pool: &PgPool,
-    settings: &Settings,
+    (common, settings): (&Common, &Settings),
     admin: &AdminSettings,
     args: &RepairArgs,
 ) -> anyhow::Result<()> {
     let lookback = AdminSettings::days(admin.repair_lookback_days);
-    let mut users = users(settings)?;
+    let mut users = settings.user_metadata.client()?;
     let mut fixed = 0usize;
     for verification in store::recent_verifications(pool, lookback).await? {
         fixed += usize::from(fix_verification(&mut users, &verification, args.dry_run).await?);
     }
-    let subscription = settings.common.subscription.as_ref().ok_or_else(|| anyhow::anyhow!("no subscription"))?;
-    let amqp = &settings.common.amqp;
-    let (letters, replayed) = platform::deadletters::repair(amqp, subscription, args, proto::Event::render).await?;
+    let subscription = common.subscription.as_ref().ok_or_else(|| anyhow::anyhow!("no subscription"))?;
+    let (letters, replayed) =
+        platform::deadletters::repair(&common.amqp, subscription, args, proto::Event::render).await?;
     tracing::info!(
         verifications_fixed = fixed,
         dead_letters = letters,
@@ -179,8 +178,8 @@ pub(crate) async fn archive(
         return Ok(());
     }
     let size = admin.archive_batch_size.get();
-    let archived_tokens = tokens.run::<Vec<u8>>(pool, &storage, size).await?;
-    let archived_mails = mails.run::<Uuid>(pool, &storage, size).await?;
+    let archived_tokens = tokens.run(pool, &storage, size).await?;
+    let archived_mails = mails.run(pool, &storage, size).await?;
     let counters = store::expire_counters(pool, settings.policy.notice_interval).await?;
     let location = storage.location();
     tracing::info!(
@@ -242,7 +241,7 @@ impl DailyReport {
 /// own database, dead letters from the broker.
 pub(crate) async fn gather(
     pool: &PgPool,
-    settings: &Settings,
+    (common, settings): (&Common, &Settings),
     admin: &AdminSettings,
     day: NaiveDate,
 ) -> anyhow::Result<DailyReport> {
@@ -250,11 +249,11 @@ pub(crate) async fn gather(
     let to = from + chrono::Duration::days(1);
     let stamp = platform::time::to_proto;
     let request = GetSignupStatsRequest { from: Some(stamp(from)), to: Some(stamp(to)) };
-    let stats = users(settings)?.get_signup_stats(request).await?.into_inner();
+    let stats = settings.user_metadata.client()?.get_signup_stats(request).await?.into_inner();
     let (emails_sent, emails_failed) = store::mail_figures(pool, from, to).await?;
     let mut dead_letters = 0u64;
     for queue in admin.dead_letter_queues() {
-        dead_letters += u64::from(platform::deadletters::depth(&settings.common.amqp, queue).await?.unwrap_or(0));
+        dead_letters += u64::from(platform::deadletters::depth(&common.amqp, queue).await?.unwrap_or(0));
     }
     Ok(DailyReport::from_stats(day, &stats, (emails_sent, emails_failed), dead_letters))
 }

@@ -3,8 +3,11 @@
 //! commits. Sending happens later, in the sender, so a slow or failing SMTP server never holds up the queue.
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
-use proto::Event;
-use sqlx::{PgConnection, PgPool};
+use proto::{
+    Event,
+    events::v1::{SignupAttemptedForExistingAccount, UserSignedUp},
+};
+use sqlx::PgConnection;
 
 use crate::{
     mail::Kind,
@@ -13,17 +16,10 @@ use crate::{
 };
 
 /// Applies signup events to the email-verification database.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct EventHandler {
-    pool: PgPool,
-    policy: Policy,
-}
-
-impl EventHandler {
-    /// A handler over `pool`, limiting mail by `policy`.
-    pub(crate) fn new(pool: PgPool, policy: Policy) -> Self {
-        Self { pool, policy }
-    }
+    /// What limits mail.
+    pub(crate) policy: Policy,
 }
 
 impl Handler for EventHandler {
@@ -43,38 +39,10 @@ impl Handler for EventHandler {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
     }
 
-    fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
-            Event::UserSignedUp(event) => {
-                let attempt = SignedUp {
-                    user_id: uuid("user_id", &event.user_id)?,
-                    signup_id: uuid("signup_id", &event.signup_id)?,
-                    email: &event.email,
-                    locale: &event.locale,
-                };
-                let queued =
-                    store::signed_up(tx, envelope.id, &attempt, self.policy.budget).await.map_err(transient)?;
-                count(Kind::Verification, queued);
-                tracing::info!(user_id = %attempt.user_id, signup_id = %attempt.signup_id, queued = queued.label(), "signup attempt");
-            }
-            Event::SignupAttemptedForExistingAccount(event) => {
-                let mail = NewMail {
-                    id: envelope.id,
-                    kind: Kind::ExistingAccountNotice,
-                    user_id: uuid("user_id", &event.user_id)?,
-                    recipient: &event.email,
-                    locale: &event.locale,
-                    signup_id: None,
-                };
-                let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
-                let queued = store::existing_account(tx, &mail, interval, budget).await.map_err(transient)?;
-                count(Kind::ExistingAccountNotice, queued);
-                tracing::info!(user_id = %mail.user_id, queued = queued.label(), "existing-account notice");
-            }
+            Event::UserSignedUp(event) => self.signed_up(tx, envelope, &event).await?,
+            Event::SignupAttemptedForExistingAccount(event) => self.existing_account(tx, envelope, &event).await?,
             Event::EmailVerified(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
                 let signup_id = event.signup_id.parse().ok();
@@ -89,6 +57,49 @@ impl Handler for EventHandler {
             // Never delivered here: `acts_on` leaves them out.
             Event::DiscoverabilityChanged(_) | Event::Unknown(_) => {}
         }
+        Ok(())
+    }
+}
+
+impl EventHandler {
+    /// Queues the verification mail of a signup attempt, within the address's budget.
+    async fn signed_up(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+        event: &UserSignedUp,
+    ) -> Result<(), HandleError> {
+        let attempt = SignedUp {
+            user_id: uuid("user_id", &event.user_id)?,
+            signup_id: uuid("signup_id", &event.signup_id)?,
+            email: &event.email,
+            locale: &event.locale,
+        };
+        let queued = store::signed_up(tx, envelope.id, &attempt, self.policy.budget).await.map_err(transient)?;
+        count(Kind::Verification, queued);
+        tracing::info!(user_id = %attempt.user_id, signup_id = %attempt.signup_id, queued = queued.label(), "signup attempt");
+        Ok(())
+    }
+
+    /// Queues the "you already have an account" notice, at most one per interval and within the budget.
+    async fn existing_account(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &Envelope,
+        event: &SignupAttemptedForExistingAccount,
+    ) -> Result<(), HandleError> {
+        let mail = NewMail {
+            id: envelope.id,
+            kind: Kind::ExistingAccountNotice,
+            user_id: uuid("user_id", &event.user_id)?,
+            recipient: &event.email,
+            locale: &event.locale,
+            signup_id: None,
+        };
+        let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
+        let queued = store::existing_account(tx, &mail, interval, budget).await.map_err(transient)?;
+        count(Kind::ExistingAccountNotice, queued);
+        tracing::info!(user_id = %mail.user_id, queued = queued.label(), "existing-account notice");
         Ok(())
     }
 }

@@ -10,18 +10,28 @@ mod mail;
 mod sender;
 mod service;
 mod settings;
-mod startup;
 mod store;
+
+use std::sync::Arc;
 
 use platform::{
     deadletters::RepairArgs,
-    settings::{Ports, SettingsError},
+    service::{Host, Worker},
+    settings::{Common, Ports, SettingsError},
     shutdown::CancellationToken,
+};
+use proto::email_verification::v1::email_verification_service_server::EmailVerificationServiceServer;
+use sqlx::migrate::Migrator;
+
+use crate::{
+    consumer::EventHandler,
+    mail::{Templates, Transport},
+    sender::Sender,
+    service::Verifications,
 };
 
 pub use admin::{AdminSettings, DailyReport};
 pub use settings::Settings;
-pub use startup::App;
 
 /// The email-verification service, as the platform's service skeleton runs it.
 #[derive(Debug)]
@@ -53,6 +63,8 @@ impl platform::service::Service for EmailVerification {
     const NAME: &'static str = "email-verification";
     const ABOUT: &'static str = "verification tokens and email, confirm and resend, over gRPC";
     const PORTS: Ports = Ports { grpc: 50053, ops: 9053 };
+    const SUBSCRIBES: bool = true;
+    const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
 
@@ -60,21 +72,33 @@ impl platform::service::Service for EmailVerification {
         Settings::load()
     }
 
-    fn migrator() -> sqlx::migrate::Migrator {
-        sqlx::migrate!()
+    /// Where mail goes is checked before anything else, so a deployment that forgot `SMTP_URL` stops at once
+    /// (and `migrate`, `repair` or `report --stdout`, which send nothing, do not need it).
+    fn check_serve(settings: &Settings) -> Result<(), SettingsError> {
+        settings.mail.smtp().map(drop)
     }
 
-    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-        App::build(settings).await?.run_until(shutdown).await
+    /// Serves, consumes events and sends mail until `shutdown`; then drains all three within the grace period
+    /// (the batch in hand is finished and acked, attempts in flight are recorded).
+    async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (templates, transport) = (Templates::load()?, Transport::from_settings(&settings.mail)?);
+        let pool = host.pool().clone();
+        let (users, policy, mail) = (settings.user_metadata.client()?, settings.policy, settings.mail);
+        let service = EmailVerificationServiceServer::new(Verifications { pool: pool.clone(), users, policy });
+        let sender = Sender { pool, transport, templates, settings: mail, policy };
+        let sender = Worker::spawn("mail sender", Arc::new(sender).run(shutdown.clone()));
+        let consumer = host.consumer(EventHandler { policy }, &shutdown);
+        host.run(service, [Some(sender), consumer].into_iter().flatten().collect(), shutdown).await
     }
 
-    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+    async fn admin(common: Common, settings: Settings, command: Admin) -> anyhow::Result<()> {
         let admin = AdminSettings::load()?;
-        let pool = platform::db::admin_pool(&settings.common.database, Self::migrator()).await?;
+        let pool = platform::db::admin_pool(&common.database, Self::MIGRATOR).await?;
+        let both = (&common, &settings);
         let result = match command {
-            Admin::Repair(args) => admin::repair(&pool, &settings, &admin, &args).await,
+            Admin::Repair(args) => admin::repair(&pool, both, &admin, &args).await,
             Admin::Archive { dry_run } => admin::archive(&pool, &settings, &admin, dry_run).await,
-            Admin::Report { day, stdout } => report(&pool, &settings, &admin, day, stdout).await,
+            Admin::Report { day, stdout } => report(&pool, both, &admin, day, stdout).await,
         };
         pool.close().await;
         result
@@ -85,13 +109,13 @@ impl platform::service::Service for EmailVerification {
 #[allow(clippy::print_stdout, reason = "report --stdout prints the report: that is its output")]
 async fn report(
     pool: &sqlx::PgPool,
-    settings: &Settings,
+    (common, settings): (&Common, &Settings),
     admin: &AdminSettings,
     day: Option<chrono::NaiveDate>,
     stdout: bool,
 ) -> anyhow::Result<()> {
     let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-    let report = admin::gather(pool, settings, admin, day).await?;
+    let report = admin::gather(pool, (common, settings), admin, day).await?;
     match stdout {
         true => print!("{}", report.render()),
         false => admin::send_report(settings, admin, &report).await?,

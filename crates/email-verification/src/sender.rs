@@ -5,7 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use platform::backoff::Backoff;
 use sqlx::{PgPool, postgres::PgListener};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -13,6 +15,9 @@ use crate::{
     settings::{MailSettings, Policy},
     store::{self, Claimed, Outcome},
 };
+
+/// Restarting after the database failed: 1 s doubling to 30 s, jittered.
+const RESTART: Backoff = Backoff::jittered(Duration::from_secs(1), Duration::from_secs(30));
 
 /// How often the queue's size is exported.
 const LAG_INTERVAL: Duration = Duration::from_secs(10);
@@ -22,70 +27,42 @@ const HELD_BACK_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Everything a delivery needs.
 #[derive(Debug)]
 pub(crate) struct Sender {
-    pool: PgPool,
-    transport: Transport,
-    templates: Templates,
-    settings: MailSettings,
-    policy: Policy,
+    pub(crate) pool: PgPool,
+    pub(crate) transport: Transport,
+    pub(crate) templates: Templates,
+    pub(crate) settings: MailSettings,
+    pub(crate) policy: Policy,
 }
 
 impl Sender {
-    /// A sender over `pool` through `transport`.
-    pub(crate) fn new(
-        pool: PgPool,
-        transport: Transport,
-        templates: Templates,
-        settings: MailSettings,
-        policy: Policy,
-    ) -> Self {
-        Self { pool, transport, templates, settings, policy }
-    }
-
     /// Sends due mail until `cancel` fires; the attempts in flight then finish (within the drain deadline).
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            match self.run_once(&cancel).await {
-                Ok(()) => return,
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "mail sender interrupted; restarting"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = cancel.cancelled() => return,
-            }
-        }
+        RESTART.restart("mail sender", &cancel, || self.run_once(&cancel)).await;
     }
 
     /// Returns `Ok` when cancelled (after the attempts in flight finished), `Err` when the database failed.
+    async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let mut in_flight = JoinSet::new();
+        let result = self.claim_and_send(&mut in_flight, cancel).await;
+        // The attempts in hand finish and record their outcome (each is bounded by SMTP_TIMEOUT_SECS); the drain
+        // deadline of shutdown bounds the whole.
+        while in_flight.join_next().await.is_some() {}
+        result
+    }
+
     /// Claims only as many mails as there are free delivery slots, and claims again as soon as one frees up, so
     /// a slow recipient occupies one slot and no one else waits for it.
-    async fn run_once(self: &Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
+    async fn claim_and_send(
+        self: &Arc<Self>,
+        in_flight: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut listener = PgListener::connect_with(&self.pool).await.context("listening for queued mail")?;
         listener.listen(store::MAIL_CHANNEL).await?;
         let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
-        let mut held_back_logged: Option<tokio::time::Instant> = None;
-        let mut in_flight = tokio::task::JoinSet::new();
-        let result = loop {
-            if cancel.is_cancelled() {
-                break Ok(());
-            }
-            let free = self.settings.concurrency.saturating_sub(in_flight.len());
-            let mut claimed_all = false;
-            if free > 0 {
-                let limit = i64::try_from(free).unwrap_or(i64::MAX);
-                let per_minute = self.settings.global_per_minute;
-                let claimed = match store::claim_due(&self.pool, limit, self.lease(), per_minute).await {
-                    Ok(claimed) => claimed,
-                    Err(error) => break Err(error.into()),
-                };
-                claimed_all = claimed.len() == free;
-                if !claimed_all {
-                    self.note_global_budget(&mut held_back_logged).await;
-                }
-                for mail in claimed {
-                    let sender = self.clone();
-                    in_flight.spawn(async move { sender.deliver(mail).await });
-                }
-            }
+        let mut held_back_logged = None;
+        while !cancel.is_cancelled() {
+            let saturated = self.fill(in_flight, &mut held_back_logged).await?;
             if lag_recorded.elapsed() >= LAG_INTERVAL {
                 if let Ok((pending, oldest)) = store::queue_lag(&self.pool).await {
                     metrics::gauge!("mail_queue_pending").set(pending as f64);
@@ -93,29 +70,57 @@ impl Sender {
                 }
                 lag_recorded = tokio::time::Instant::now();
             }
-            // Every slot taken: wait for one to free. Otherwise wait for new mail or the next due retry.
-            if claimed_all || in_flight.len() >= self.settings.concurrency {
-                tokio::select! {
-                    _ = in_flight.join_next() => {}
-                    () = cancel.cancelled() => break Ok(()),
-                }
-                continue;
-            }
+            self.wait(saturated, &mut listener, in_flight, cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims as many due mails as there are free slots and starts delivering them; true when every slot is taken.
+    async fn fill(
+        self: &Arc<Self>,
+        in_flight: &mut JoinSet<()>,
+        held_back_logged: &mut Option<tokio::time::Instant>,
+    ) -> anyhow::Result<bool> {
+        let free = self.settings.concurrency.saturating_sub(in_flight.len());
+        if free == 0 {
+            return Ok(true);
+        }
+        let limit = i64::try_from(free).unwrap_or(i64::MAX);
+        let claimed = store::claim_due(&self.pool, limit, self.lease(), self.settings.global_per_minute).await?;
+        let saturated = claimed.len() == free;
+        if !saturated {
+            self.note_global_budget(held_back_logged).await;
+        }
+        for mail in claimed {
+            let sender = self.clone();
+            in_flight.spawn(async move { sender.deliver(mail).await });
+        }
+        Ok(saturated)
+    }
+
+    /// Waits for a reason to claim again: with every slot taken, a slot freeing up; otherwise new mail, a slot
+    /// freeing up or the next poll (for due retries). Returns at once when cancelled.
+    async fn wait(
+        &self,
+        saturated: bool,
+        listener: &mut PgListener,
+        in_flight: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if saturated {
             tokio::select! {
-                notification = listener.recv() => {
-                    if let Err(error) = notification {
-                        break Err(anyhow::Error::from(error).context("mail notifications"));
-                    }
-                }
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
-                () = cancel.cancelled() => break Ok(()),
+                _ = in_flight.join_next() => {}
+                () = cancel.cancelled() => {}
             }
-        };
-        // The attempts in hand finish and record their outcome (each is bounded by SMTP_TIMEOUT_SECS); the drain
-        // deadline of shutdown bounds the whole.
-        while in_flight.join_next().await.is_some() {}
-        result
+            return Ok(());
+        }
+        tokio::select! {
+            notification = listener.recv() => { notification.context("mail notifications")?; }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep(self.settings.poll_interval) => {}
+            () = cancel.cancelled() => {}
+        }
+        Ok(())
     }
 
     /// When the global budget is what keeps due mail waiting: counts it, and says so in the log once a minute.
@@ -154,20 +159,7 @@ impl Sender {
                 return;
             }
         };
-        let kind = mail.kind.clone();
-        let label = match &outcome {
-            Outcome::Sent => "sent",
-            Outcome::Failed(_) => "failed",
-            Outcome::Retry(..) => "retry",
-        };
-        metrics::counter!("mail_attempts_total", "kind" => kind, "outcome" => label).increment(1);
-        match &outcome {
-            Outcome::Sent => tracing::info!("mail sent"),
-            Outcome::Failed(error) => tracing::warn!(%error, "mail failed permanently; not retrying"),
-            Outcome::Retry(pause, error) => {
-                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "mail failed temporarily; will retry")
-            }
-        }
+        outcome.report(&mail.kind);
         // A lost outcome means the mail is attempted again after its lease (sent twice, if it was sent): try hard.
         for attempt in 1..=5u32 {
             match store::record(&self.pool, mail.id, &outcome).await {
@@ -188,25 +180,24 @@ impl Sender {
         let Some(kind) = Kind::parse(&mail.kind) else {
             return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
         };
-        let mut link = None;
-        let context = match kind {
-            Kind::Verification => {
-                let Some(token) = store::issue_token(&self.pool, mail, self.policy.token_ttl).await? else {
-                    return Ok(None);
-                };
-                let url = format!(
+        let link = match kind {
+            Kind::Verification => match store::issue_token(&self.pool, mail, self.policy.token_ttl).await? {
+                Some(token) => Some(format!(
                     "{}/v1/email-verifications/confirm?token={}",
                     self.settings.public_base_url,
                     token.expose()
-                );
-                link = Some(url.clone());
-                minijinja::context! {
-                    // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
-                    link => minijinja::Value::from_safe_string(url),
-                    expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
-                }
-            }
-            Kind::ExistingAccountNotice => minijinja::context! {},
+                )),
+                None => return Ok(None),
+            },
+            Kind::ExistingAccountNotice => None,
+        };
+        let context = match &link {
+            // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
+            Some(link) => minijinja::context! {
+                link => minijinja::Value::from_safe_string(link.clone()),
+                expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
+            },
+            None => minijinja::context! {},
         };
         let rendered = self.templates.render(kind, &mail.locale, context)?;
         let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, rendered) {
@@ -217,14 +208,17 @@ impl Sender {
         let sent = tokio::time::timeout(self.settings.smtp_timeout, self.transport.send(message))
             .await
             .unwrap_or_else(|_| Err(SendError::Temporary("the SMTP server did not answer in time".to_owned())));
-        let outcome = match sent {
-            Ok(file) => {
-                if let (true, Some(file)) = (self.transport.is_files(), file) {
-                    // Development only (no SMTP_URL): the mail went to a file, so show where, and the link.
-                    tracing::info!(file = %file.display(), link = link.as_deref().unwrap_or(""), "mail written to a file");
-                }
-                Outcome::Sent
-            }
+        if let (true, Ok(Some(file))) = (self.transport.is_files(), &sent) {
+            // Development only (MAIL_TRANSPORT=file): the mail went to a file, so show where, and the link.
+            tracing::info!(file = %file.display(), link = link.as_deref().unwrap_or(""), "mail written to a file");
+        }
+        Ok(Some(self.outcome(mail, sent.map(|_| ()))))
+    }
+
+    /// What a delivery attempt's result means for the mail: sent, failed for good, or to retry after a pause.
+    fn outcome(&self, mail: &Claimed, sent: Result<(), SendError>) -> Outcome {
+        match sent {
+            Ok(()) => Outcome::Sent,
             Err(SendError::Permanent(error)) => Outcome::Failed(error),
             Err(SendError::Temporary(error)) if mail.attempts >= self.settings.max_attempts => {
                 Outcome::Failed(format!("gave up after {} attempts: {error}", mail.attempts))
@@ -232,7 +226,25 @@ impl Sender {
             Err(SendError::Temporary(error)) => {
                 Outcome::Retry(self.settings.retry.delay(u32::try_from(mail.attempts).unwrap_or(1)), error)
             }
+        }
+    }
+}
+
+impl Outcome {
+    /// Counts the outcome and logs it.
+    fn report(&self, kind: &str) {
+        let label = match self {
+            Outcome::Sent => "sent",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retry(..) => "retry",
         };
-        Ok(Some(outcome))
+        metrics::counter!("mail_attempts_total", "kind" => kind.to_owned(), "outcome" => label).increment(1);
+        match self {
+            Outcome::Sent => tracing::info!("mail sent"),
+            Outcome::Failed(error) => tracing::warn!(%error, "mail failed permanently; not retrying"),
+            Outcome::Retry(pause, error) => {
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "mail failed temporarily; will retry")
+            }
+        }
     }
 }

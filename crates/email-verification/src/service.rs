@@ -25,16 +25,10 @@ const INVALID_TOKEN: &str = "the token is invalid, used or expired";
 /// The RPC handlers, over the service's own database and user-metadata.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifications {
-    pool: PgPool,
-    users: UserMetadataServiceClient<TracedChannel>,
-    policy: Policy,
-}
-
-impl Verifications {
-    /// Handlers over `pool`, marking confirmed accounts verified through `users`.
-    pub(crate) fn new(pool: PgPool, users: UserMetadataServiceClient<TracedChannel>, policy: Policy) -> Self {
-        Self { pool, users, policy }
-    }
+    pub(crate) pool: PgPool,
+    /// Where confirmed accounts are marked verified.
+    pub(crate) users: UserMetadataServiceClient<TracedChannel>,
+    pub(crate) policy: Policy,
 }
 
 #[tonic::async_trait]

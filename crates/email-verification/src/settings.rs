@@ -11,31 +11,22 @@ use std::{
 use lettre::{AsyncSmtpTransport, Tokio1Executor, message::Mailbox};
 use platform::{
     backoff::Backoff,
-    service::Service as _,
-    settings::{Common, GrpcUrl, SettingsError},
+    grpc::TracedChannel,
+    settings::{GrpcUrl, SettingsError},
 };
+use proto::user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
-
-use crate::EmailVerification;
 
 /// Everything the email-verification service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Ports, database, broker, subscription, shutdown, telemetry.
-    pub common: Common,
     /// `USER_METADATA_URL` and `GRPC_DEADLINE_MS`: where a confirmed account is marked verified.
     pub user_metadata: Upstream,
     /// How mail is sent.
     pub mail: MailSettings,
     /// Token lifetime, confirm tries and the mail budgets.
     pub policy: Policy,
-}
-
-impl AsRef<Common> for Settings {
-    fn as_ref(&self) -> &Common {
-        &self.common
-    }
 }
 
 /// The user-metadata service.
@@ -47,9 +38,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `GRPC_DEADLINE_MS`, 5000 by default.
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms.get())
+    /// A client of user-metadata, with `GRPC_DEADLINE_MS` (5000 by default) on every call; connects lazily.
+    pub fn client(&self) -> anyhow::Result<UserMetadataServiceClient<TracedChannel>> {
+        let channel = platform::grpc::channel(self.url.as_str(), Duration::from_millis(self.deadline_ms.get()))?;
+        Ok(UserMetadataServiceClient::new(channel))
     }
 }
 
@@ -207,14 +199,9 @@ impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
         let own: Own = platform::settings::load()?;
-        let policy = own.policy()?;
-        let user_metadata = Upstream { url: own.user_metadata_url.clone(), deadline_ms: own.grpc_deadline_ms };
-        Ok(Self {
-            common: Common::load(EmailVerification::NAME, EmailVerification::PORTS, true)?,
-            user_metadata,
-            mail: own.mail()?,
-            policy,
-        })
+        let (policy, user_metadata) =
+            (own.policy()?, Upstream { url: own.user_metadata_url.clone(), deadline_ms: own.grpc_deadline_ms });
+        Ok(Self { user_metadata, mail: own.mail()?, policy })
     }
 }
 

@@ -5,22 +5,13 @@
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::store::{self, SignedUp};
 
 /// Applies signup events to the friend-discovery database.
-#[derive(Debug, Clone)]
-pub(crate) struct EventHandler {
-    pool: PgPool,
-}
-
-impl EventHandler {
-    /// A handler over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-}
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventHandler;
 
 impl Handler for EventHandler {
     type Event = Event;
@@ -32,10 +23,6 @@ impl Handler for EventHandler {
 
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
-    }
-
-    fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {

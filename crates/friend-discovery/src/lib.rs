@@ -6,17 +6,20 @@
 mod consumer;
 mod service;
 mod settings;
-mod startup;
 mod store;
 
-use platform::shutdown::CancellationToken;
 use platform::{
     deadletters::RepairArgs,
-    settings::{Ports, SettingsError},
+    service::Host,
+    settings::{Common, Ports, SettingsError},
+    shutdown::CancellationToken,
 };
+use proto::friend_discovery::v1::friend_discovery_service_server::FriendDiscoveryServiceServer;
+use sqlx::migrate::Migrator;
+
+use crate::{consumer::EventHandler, service::Suggestions};
 
 pub use settings::Settings;
-pub use startup::App;
 
 /// The friend-discovery service, as the platform's service skeleton runs it.
 #[derive(Debug)]
@@ -34,23 +37,25 @@ impl platform::service::Service for FriendDiscovery {
     const NAME: &'static str = "friend-discovery";
     const ABOUT: &'static str = "\"people you may know\" from hashed contacts, over gRPC";
     const PORTS: Ports = Ports { grpc: 50054, ops: 9054 };
+    const SUBSCRIBES: bool = true;
+    const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
 
     fn load() -> Result<Settings, SettingsError> {
-        Settings::load()
+        platform::settings::load()
     }
 
-    fn migrator() -> sqlx::migrate::Migrator {
-        sqlx::migrate!()
+    async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = host.pool().clone();
+        let per_day = i32::try_from(settings.suggestions_per_day.get()).unwrap_or(i32::MAX);
+        let service = FriendDiscoveryServiceServer::new(Suggestions { pool: pool.clone(), per_day });
+        let consumer = host.consumer(EventHandler, &shutdown);
+        host.run(service, consumer.into_iter().collect(), shutdown).await
     }
 
-    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-        App::build(settings).await?.run_until(shutdown).await
-    }
-
-    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+    async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let Admin::Repair(args) = command;
-        platform::deadletters::repair_subscriber(&settings.common, &args, proto::Event::render).await
+        platform::deadletters::repair_subscriber(&common, &args, proto::Event::render).await
     }
 }

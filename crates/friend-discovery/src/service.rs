@@ -20,15 +20,9 @@ const MAX_LIMIT: u32 = 100;
 /// The RPC handlers, over the service's own database.
 #[derive(Debug, Clone)]
 pub(crate) struct Suggestions {
-    pool: PgPool,
-    per_day: i32,
-}
-
-impl Suggestions {
-    /// Handlers over `pool`, serving each asker at most `per_day` suggestions a day.
-    pub(crate) fn new(pool: PgPool, per_day: i32) -> Self {
-        Self { pool, per_day }
-    }
+    pub(crate) pool: PgPool,
+    /// Suggestions each asker is served a day, at most.
+    pub(crate) per_day: i32,
 }
 
 #[tonic::async_trait]
@@ -38,18 +32,8 @@ impl FriendDiscoveryService for Suggestions {
         &self,
         request: Request<GetSuggestionsRequest>,
     ) -> Result<Response<GetSuggestionsResponse>, Status> {
-        let request = request.into_inner();
-        let user_id: Uuid = request.user_id.parse().map_err(|_| Status::invalid_argument("user_id must be a UUID"))?;
+        let (user_id, limit, after) = parse(&request.into_inner())?;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        let limit = match request.limit {
-            0 => DEFAULT_LIMIT,
-            n if n <= MAX_LIMIT => n,
-            _ => return Err(Status::invalid_argument(format!("limit must be between 1 and {MAX_LIMIT}"))),
-        };
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(decode(token).ok_or_else(|| Status::invalid_argument("page_token is not valid"))?),
-        };
         let mut tx = self.pool.begin().await.map_err(database_status)?;
         let left = store::budget_left(&mut tx, user_id, self.per_day).await.map_err(database_status)?;
         if left == 0 {
@@ -69,20 +53,34 @@ impl FriendDiscoveryService for Suggestions {
             (true, Some(last)) => encode(last.cursor()),
             _ => String::new(),
         };
-        let suggestions = rows
-            .into_iter()
-            .map(|row| Suggestion {
-                user_id: row.user_id.to_string(),
-                display_name: row.display_name,
-                reason: match (row.in_yours, row.has_you) {
-                    (true, true) => SuggestionReason::Mutual,
-                    (true, false) => SuggestionReason::InYourContacts,
-                    _ => SuggestionReason::HasYouInContacts,
-                }
-                .into(),
-            })
-            .collect();
+        let suggestions = rows.into_iter().map(Suggestion::from).collect();
         Ok(Response::new(GetSuggestionsResponse { suggestions, next_page_token }))
+    }
+}
+
+/// The asker, the page size and where the page starts.
+fn parse(request: &GetSuggestionsRequest) -> Result<(Uuid, u32, Option<Cursor>), Status> {
+    let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+    let limit = match request.limit {
+        0 => DEFAULT_LIMIT,
+        n if n <= MAX_LIMIT => n,
+        _ => return Err(Status::invalid_argument(format!("limit must be between 1 and {MAX_LIMIT}"))),
+    };
+    let after = match request.page_token.as_str() {
+        "" => None,
+        token => Some(decode(token).ok_or_else(|| Status::invalid_argument("page_token is not valid"))?),
+    };
+    Ok((user_id, limit, after))
+}
+
+impl From<store::Suggestion> for Suggestion {
+    fn from(row: store::Suggestion) -> Self {
+        let reason = match (row.in_yours, row.has_you) {
+            (true, true) => SuggestionReason::Mutual,
+            (true, false) => SuggestionReason::InYourContacts,
+            _ => SuggestionReason::HasYouInContacts,
+        };
+        Self { user_id: row.user_id.to_string(), display_name: row.display_name, reason: reason.into() }
     }
 }
 

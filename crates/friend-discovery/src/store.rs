@@ -31,8 +31,7 @@ pub(crate) enum Applied {
 /// Applies a signup attempt: it waits as pending until its account is verified, or, if the verification through
 /// this very attempt arrived first, it fills in the member.
 pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<Applied> {
-    lock_user(conn, attempt.user_id).await?;
-    if is_deleted(conn, attempt.user_id).await? {
+    if !lock_user(conn, attempt.user_id).await? {
         return Ok(Applied::Ignored);
     }
     let verified_through: Option<Option<Uuid>> =
@@ -73,8 +72,7 @@ pub(crate) async fn verified(
     signup_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    lock_user(conn, user_id).await?;
-    if is_deleted(conn, user_id).await? {
+    if !lock_user(conn, user_id).await? {
         return Ok(());
     }
     sqlx::query(
@@ -163,8 +161,7 @@ pub(crate) async fn discoverability(
     discoverable: bool,
     decided: Uuid,
 ) -> sqlx::Result<()> {
-    lock_user(conn, user_id).await?;
-    if is_deleted(conn, user_id).await? {
+    if !lock_user(conn, user_id).await? {
         return Ok(());
     }
     sqlx::query(
@@ -183,7 +180,7 @@ pub(crate) async fn discoverability(
 
 /// Removes a member, their edges and their pending attempts for good: later events about them change nothing.
 pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    lock_user(conn, user_id).await?;
+    let _ = lock_user(conn, user_id).await?;
     sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut *conn)
@@ -194,17 +191,14 @@ pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Res
 }
 
 /// Serialises the events of one user across consumers and replicas until the transaction ends, so a deletion
-/// and a signup applied at the same moment cannot both miss each other.
-async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+/// and a signup applied at the same moment cannot both miss each other; then says whether the user is still
+/// there (not deleted). Two statements: the check must see what committed while the lock was awaited.
+async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
         .bind(user_id)
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
-async fn is_deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
         .bind(user_id)
         .fetch_one(conn)
         .await

@@ -5,22 +5,13 @@
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::store::{self, Promotion};
 
 /// Applies events to the password database.
-#[derive(Debug, Clone)]
-pub(crate) struct EventHandler {
-    pool: PgPool,
-}
-
-impl EventHandler {
-    /// A handler over `pool`.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-}
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventHandler;
 
 impl Handler for EventHandler {
     type Event = Event;
@@ -31,10 +22,6 @@ impl Handler for EventHandler {
 
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
-    }
-
-    fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &Envelope, event: Event) -> Result<(), HandleError> {

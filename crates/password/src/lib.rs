@@ -8,17 +8,25 @@ mod consumer;
 mod hasher;
 mod service;
 mod settings;
-mod startup;
 mod store;
 
-use platform::shutdown::CancellationToken;
+use std::time::Duration;
+
 use platform::{
     deadletters::RepairArgs,
-    settings::{Ports, SettingsError},
+    service::{Host, Worker},
+    settings::{Common, Ports, SettingsError},
+    shutdown::CancellationToken,
 };
+use proto::password::v1::password_service_server::PasswordServiceServer;
+use sqlx::migrate::Migrator;
+
+use crate::{consumer::EventHandler, hasher::Hasher, service::Passwords};
+
+/// How often expired sessions, stale attempt credentials and old failure counts are removed.
+const JANITOR_INTERVAL: Duration = Duration::from_secs(300);
 
 pub use settings::{HashingSettings, SessionSettings, Settings, Throttle};
-pub use startup::App;
 
 /// The password service, as the platform's service skeleton runs it.
 #[derive(Debug)]
@@ -35,6 +43,8 @@ impl platform::service::Service for Password {
     const NAME: &'static str = "password";
     const ABOUT: &'static str = "argon2id credential storage and verification, and sessions, over gRPC";
     const PORTS: Ports = Ports { grpc: 50052, ops: 9052 };
+    const SUBSCRIBES: bool = true;
+    const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
 
@@ -42,16 +52,22 @@ impl platform::service::Service for Password {
         Settings::load()
     }
 
-    fn migrator() -> sqlx::migrate::Migrator {
-        sqlx::migrate!()
+    async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let hashing = &settings.hashing;
+        let hasher = Hasher::new(hashing.params()?, hashing.threads(), hashing.queue_limit());
+        hasher.warm_up();
+        let pool = host.pool().clone();
+        let (sessions, throttle) = (settings.sessions, settings.throttle);
+        let service = PasswordServiceServer::new(Passwords { pool: pool.clone(), hasher, sessions, throttle });
+        let janitor = Worker::every("janitor", JANITOR_INTERVAL, shutdown.clone(), move || {
+            store::purge(pool.clone(), sessions.attempt_ttl(), throttle.memory())
+        });
+        let workers = [host.consumer(EventHandler, &shutdown), Some(janitor)];
+        host.run(service, workers.into_iter().flatten().collect(), shutdown).await
     }
 
-    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-        App::build(settings).await?.run_until(shutdown).await
-    }
-
-    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+    async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let Admin::Repair(args) = command;
-        platform::deadletters::repair_subscriber(&settings.common, &args, proto::Event::render).await
+        platform::deadletters::repair_subscriber(&common, &args, proto::Event::render).await
     }
 }

@@ -28,18 +28,13 @@ const MAX_PASSWORD_BYTES: usize = 4096;
 /// The RPC handlers, over the service's own database and hashing pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Passwords {
-    pool: PgPool,
-    hasher: Hasher,
-    sessions: SessionSettings,
-    throttle: Throttle,
+    pub(crate) pool: PgPool,
+    pub(crate) hasher: Hasher,
+    pub(crate) sessions: SessionSettings,
+    pub(crate) throttle: Throttle,
 }
 
 impl Passwords {
-    /// Handlers over `pool`, hashing with `hasher`.
-    pub(crate) fn new(pool: PgPool, hasher: Hasher, sessions: SessionSettings, throttle: Throttle) -> Self {
-        Self { pool, hasher, sessions, throttle }
-    }
-
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes { idle: self.sessions.idle(), absolute: self.sessions.absolute() }
     }
@@ -154,15 +149,11 @@ impl Passwords {
         signup_id: Option<Uuid>,
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
-        if let Err(wait) =
-            store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?
-        {
+        let reserved = store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?;
+        if let Err(wait) = reserved {
             let retry_after_seconds = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
-            return Ok(CreateSessionResponse {
-                outcome: SessionOutcome::Throttled.into(),
-                retry_after_seconds,
-                ..CreateSessionResponse::default()
-            });
+            let outcome = SessionOutcome::Throttled.into();
+            return Ok(CreateSessionResponse { outcome, retry_after_seconds, ..CreateSessionResponse::default() });
         }
         let stored: Option<String> = match (user_id, signup_id) {
             (None, _) => None,
@@ -171,15 +162,13 @@ impl Passwords {
             }
             (Some(user), None) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
         };
-        let verified = match self.hasher.verify(password, stored.clone()).await {
-            Ok(verified) => verified,
-            Err(error) => {
-                if let Err(error) = store::release_attempt(&self.pool, email_hash).await {
-                    tracing::warn!(%error, "could not give back an attempt that was never checked");
-                }
-                return Err(hash_status(error));
-            }
-        };
+        let verified = self.hasher.verify(password, stored.clone()).await;
+        if verified.is_err()
+            && let Err(error) = store::release_attempt(&self.pool, email_hash).await
+        {
+            tracing::warn!(%error, "could not give back an attempt that was never checked");
+        }
+        let verified = verified.map_err(hash_status)?;
         let Some(user_id) = user_id.filter(|_| verified.valid) else {
             return Ok(CreateSessionResponse {
                 outcome: SessionOutcome::InvalidCredentials.into(),
@@ -187,14 +176,19 @@ impl Passwords {
             });
         };
         if let (None, Some(old), Some(new)) = (signup_id, stored, verified.rehashed) {
-            // Best effort: the sign-in already succeeded; the next one retries the upgrade.
-            match store::replace(&self.pool, user_id, &old, &new).await {
-                Ok(()) => tracing::info!("credential rehashed under the current parameters"),
-                Err(error) => tracing::warn!(%error, "could not store the rehashed credential"),
-            }
+            self.upgrade(user_id, &old, &new).await;
         }
         store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
         self.open(user_id, signup_id).await
+    }
+
+    /// Stores the credential rehashed under the current parameters. Best effort: the sign-in already succeeded;
+    /// the next one retries the upgrade.
+    async fn upgrade(&self, user_id: Uuid, old: &str, new: &str) {
+        match store::replace(&self.pool, user_id, old, new).await {
+            Ok(()) => tracing::info!("credential rehashed under the current parameters"),
+            Err(error) => tracing::warn!(%error, "could not store the rehashed credential"),
+        }
     }
 
     async fn open(&self, user_id: Uuid, signup_id: Option<Uuid>) -> Result<CreateSessionResponse, Status> {

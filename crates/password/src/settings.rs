@@ -7,31 +7,18 @@ use std::{
 };
 
 use argon2::Params;
-use platform::{
-    service::Service as _,
-    settings::{Common, SettingsError},
-};
+use platform::settings::SettingsError;
 use serde::Deserialize;
-
-use crate::Password;
 
 /// Everything the password service reads at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Ports, database, broker, subscription, shutdown, telemetry.
-    pub common: Common,
     /// argon2id parameters and the bounds of the hashing pool.
     pub hashing: HashingSettings,
     /// How long sessions and unpromoted attempt credentials live.
     pub sessions: SessionSettings,
     /// When consecutive failed sign-ins slow down and then lock out an email.
     pub throttle: Throttle,
-}
-
-impl AsRef<Common> for Settings {
-    fn as_ref(&self) -> &Common {
-        &self.common
-    }
 }
 
 impl Settings {
@@ -59,7 +46,7 @@ impl Settings {
                 "must not exceed LOGIN_LOCKOUT_AFTER_FAILURES",
             ));
         }
-        Ok(Self { common: Common::load(Password::NAME, Password::PORTS, true)?, hashing, sessions, throttle })
+        Ok(Self { hashing, sessions, throttle })
     }
 }
 

@@ -256,24 +256,31 @@ pub(crate) async fn release_attempt(pool: &PgPool, email_hash: &[u8]) -> sqlx::R
 
 /// What the janitor removed.
 #[derive(Debug, Default)]
-pub(crate) struct Purged {
-    pub(crate) sessions: u64,
-    pub(crate) attempts: u64,
-    pub(crate) failures: u64,
+struct Purged {
+    sessions: u64,
+    attempts: u64,
+    failures: u64,
 }
 
 /// Removes expired sessions, attempt credentials older than `attempt_ttl`, and failure counts no longer
-/// throttling anything (untouched for `failures_ttl`).
-pub(crate) async fn purge(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Duration) -> sqlx::Result<Purged> {
-    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= now() OR idle_expires_at <= now()")
-        .execute(pool)
-        .await?
-        .rows_affected();
+/// throttling anything (untouched for `failures_ttl`), and logs what it did. Expiry is also checked wherever a row
+/// is read, so this only keeps the tables small.
+pub(crate) async fn purge(pool: PgPool, attempt_ttl: Duration, failures_ttl: Duration) {
+    match delete_expired(&pool, attempt_ttl, failures_ttl).await {
+        Ok(Purged { sessions, attempts, failures }) => {
+            tracing::debug!(sessions, attempts, failures, "expired rows removed");
+        }
+        Err(error) => tracing::warn!(%error, "could not remove expired rows; will try again"),
+    }
+}
+
+async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Duration) -> sqlx::Result<Purged> {
     let older_than = |sql: &'static str, age: Duration| async move {
-        sqlx::query(sql).bind(age.as_secs_f64()).execute(pool).await.map(|r| r.rows_affected())
+        sqlx::query(sql).bind(age.as_secs_f64()).execute(pool).await.map(|done| done.rows_affected())
     };
+    let expired_sessions = "DELETE FROM sessions WHERE expires_at <= now() OR idle_expires_at <= now()";
     Ok(Purged {
-        sessions,
+        sessions: sqlx::query(expired_sessions).execute(pool).await?.rows_affected(),
         attempts: older_than(
             "DELETE FROM attempt_credentials WHERE created_at < now() - make_interval(secs => $1)",
             attempt_ttl,

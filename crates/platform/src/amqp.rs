@@ -4,15 +4,20 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use lapin::{Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::AmqpSettings;
+use crate::{
+    backoff::{Backoff, pause},
+    settings::AmqpSettings,
+};
 
-const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Reconnecting: 0.2 s doubling to 10 s, with full jitter so the replicas a broker restart disconnected do not
+/// all come back at the same moment.
+const RECONNECT: Backoff = Backoff::jittered(Duration::from_millis(200), Duration::from_secs(10));
 /// How often a live connection is looked at, in case it died without telling us.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -55,11 +60,25 @@ impl Broker {
         result.ok().and_then(|c| c.clone())
     }
 
+    /// Waits for an open connection; `None` once the broker handle has shut down or `cancel` fired.
+    pub async fn connection_until(&self, cancel: &CancellationToken) -> Option<Arc<Connection>> {
+        cancel.run_until_cancelled(self.connection()).await.flatten()
+    }
+
     /// A readiness check for this connection.
     pub fn readiness_check(&self) -> impl Fn() -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
         let broker = self.clone();
         move || std::future::ready(if broker.is_connected() { Ok(()) } else { Err("not connected".to_owned()) })
     }
+}
+
+/// One connection for a one-off task (`migrate`, `repair`), bounded in time, with an error that says where.
+pub async fn connect_once(settings: &AmqpSettings) -> anyhow::Result<Connection> {
+    let connect = Connection::connect_uri(settings.uri()?, ConnectionProperties::default());
+    tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .with_context(|| format!("connecting to the broker at AMQP_URL ({}) timed out", settings.redacted()))?
+        .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", settings.redacted()))
 }
 
 async fn supervise(
@@ -69,18 +88,16 @@ async fn supervise(
     current: watch::Sender<Option<Arc<Connection>>>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut attempt = 0u32;
     loop {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::select! {
-            attempt = Connection::connect_uri(uri.clone(), properties) => attempt,
-            () = cancel.cancelled() => return,
-        };
-        match attempt {
+        let connect = Connection::connect_uri(uri.clone(), properties);
+        let Some(connected) = cancel.run_until_cancelled(connect).await else { return };
+        match connected {
             Ok(connection) => {
                 let connection = Arc::new(connection);
                 tracing::info!(broker = %where_, "connected to the broker");
-                backoff = MIN_BACKOFF;
+                attempt = 0;
                 current.send_replace(Some(connection.clone()));
                 let lost = watch_connection(&connection, &cancel).await;
                 current.send_replace(None);
@@ -89,15 +106,12 @@ async fn supervise(
                     return;
                 }
             }
-            Err(error) => {
-                tracing::warn!(broker = %where_, %error, retry_in_ms = backoff.as_millis() as u64, "cannot connect to the broker")
-            }
+            Err(error) => tracing::warn!(broker = %where_, %error, "cannot connect to the broker"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
+        attempt += 1;
+        if !pause(RECONNECT.delay(attempt), &cancel).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

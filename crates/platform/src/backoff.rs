@@ -2,7 +2,12 @@
 //! event handler's transient failure, a mail's next delivery attempt): capped exponential backoff, with full jitter
 //! where many clients retry at once and would otherwise come back in step.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+/// A run that lasted this long was healthy: its next failure starts the backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// Capped exponential backoff: attempt 1 waits `base`, each further attempt twice the one before, never more than
 /// `max`. With jitter the wait is uniform in `[0, that]` ("full jitter"), which spreads retries out best.
@@ -38,6 +43,32 @@ impl Backoff {
         let cap = self.cap(attempt);
         if self.jitter { cap.mul_f64(rand::random::<f64>()) } else { cap }
     }
+
+    /// Runs `run` until it returns `Ok` (it was cancelled) or `cancel` fires, starting it again after this
+    /// backoff each time it fails (a broker channel or a database connection lost), and logging why as `what`.
+    pub async fn restart<F, Fut>(&self, what: &str, cancel: &CancellationToken, mut run: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let started = tokio::time::Instant::now();
+            let Err(error) = run().await else { return };
+            attempt = if started.elapsed() > HEALTHY_RUN { 1 } else { attempt + 1 };
+            let retry_in = self.delay(attempt);
+            let (error, retry_in_ms) = (format!("{error:#}"), retry_in.as_millis() as u64);
+            tracing::warn!(error, retry_in_ms, "{what} interrupted; restarting");
+            if !pause(retry_in, cancel).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits `duration`; false when `cancel` fired first.
+pub async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
+    cancel.run_until_cancelled(tokio::time::sleep(duration)).await.is_some()
 }
 
 #[cfg(test)]

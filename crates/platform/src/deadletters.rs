@@ -10,7 +10,10 @@ use lapin::{
 };
 use uuid::Uuid;
 
-use crate::{events::Subscription, settings::AmqpSettings};
+use crate::{
+    events::{Subscription, text},
+    settings::AmqpSettings,
+};
 
 /// One dead-lettered message, as much as can be read of it.
 #[derive(Debug, Clone)]
@@ -24,32 +27,8 @@ pub struct DeadLetter {
     /// Why the broker dead-lettered it (`rejected`: the consumer found it poison; `delivery_limit`: it failed too
     /// often).
     pub reason: String,
-    /// Body size in bytes.
-    pub size: usize,
     /// The body, for inspection.
     pub body: Vec<u8>,
-}
-
-/// What `repair` does with dead letters beyond listing them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replay {
-    /// List only.
-    None,
-    /// Replay every dead letter.
-    All,
-    /// Replay the one with this event id.
-    One(Uuid),
-}
-
-impl Replay {
-    /// From the `--replay-dead-letters` and `--replay <event id>` flags.
-    pub fn from_flags(all: bool, one: Option<Uuid>) -> Self {
-        match (all, one) {
-            (true, _) => Self::All,
-            (false, Some(id)) => Self::One(id),
-            (false, None) => Self::None,
-        }
-    }
 }
 
 /// The dead-letter part of every subscriber's `repair`: logs each dead letter (id, type, time, why, size), then
@@ -60,41 +39,35 @@ pub async fn repair(
     args: &RepairArgs,
     render: impl Fn(&str, &[u8]) -> String,
 ) -> anyhow::Result<(usize, usize)> {
-    let (replay, dry_run) = (args.replay(), args.dry_run);
     let letters = list(amqp, subscription).await?;
     for letter in &letters {
         tracing::info!(
-            id = ?letter.id, kind = %letter.kind, time = %letter.time, reason = %letter.reason, bytes = letter.size,
+            id = ?letter.id, kind = %letter.kind, time = %letter.time, reason = %letter.reason, bytes = letter.body.len(),
             queue = %subscription.dead_letter_queue(), "dead letter"
         );
         if args.inspect.is_some() && letter.id == args.inspect {
             tracing::info!(id = ?letter.id, kind = %letter.kind, content = %render(&letter.kind, &letter.body), "dead letter content");
         }
     }
-    let replayed = match (replay, dry_run) {
-        (Replay::None, _) => 0,
-        (_, true) => {
+    let replayed = match (args.replay_dead_letters, args.replay, args.dry_run) {
+        (false, None, _) => 0,
+        (_, _, true) => {
             tracing::info!(count = letters.len(), "would replay dead letters (dry run)");
             0
         }
-        (Replay::All, false) => self::replay(amqp, subscription, None).await?.len(),
-        (Replay::One(id), false) => self::replay(amqp, subscription, Some(id)).await?.len(),
+        (all, only, false) => self::replay(amqp, subscription, only.filter(|_| !all)).await?.len(),
     };
-    tracing::info!(dead_letters = letters.len(), replayed, dry_run, queue = %subscription.dead_letter_queue(), "dead letters done");
+    tracing::info!(dead_letters = letters.len(), replayed, dry_run = args.dry_run, queue = %subscription.dead_letter_queue(), "dead letters done");
     Ok((letters.len(), replayed))
 }
 
 /// Reads every message in the subscription's dead-letter queue, then returns them all to it.
 pub async fn list(amqp: &AmqpSettings, subscription: &Subscription) -> anyhow::Result<Vec<DeadLetter>> {
-    let connection = connect(amqp).await?;
+    let connection = crate::amqp::connect_once(amqp).await?;
     let channel = connection.create_channel().await?;
     let queue = subscription.dead_letter_queue();
     let mut letters = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-        .await
-        .context("reading dead letters")?
-    {
+    while let Some(message) = next(&channel, &queue).await? {
         letters.push(describe(&message.delivery.properties, &message.delivery.data));
     }
     // Closing the channel returns every unacknowledged message to the queue, in order.
@@ -111,7 +84,7 @@ pub async fn replay(
     subscription: &Subscription,
     only: Option<Uuid>,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let connection = connect(amqp).await?;
+    let connection = crate::amqp::connect_once(amqp).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let queue = subscription.dead_letter_queue();
@@ -121,26 +94,12 @@ pub async fn replay(
     let present = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?.message_count();
     let mut replayed = Vec::new();
     for _ in 0..present {
-        let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .context("reading dead letters")?
-        else {
-            break;
-        };
-        let delivery = message.delivery;
-        let letter = describe(&delivery.properties, &delivery.data);
+        let Some(message) = next(&channel, &queue).await? else { break };
+        let letter = describe(&message.delivery.properties, &message.delivery.data);
         if only.is_some() && letter.id != only {
             continue;
         }
-        let properties = without_death_headers(delivery.properties.clone());
-        let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let confirm = channel
-            .basic_publish("".into(), subscription.queue.as_str().into(), options, &delivery.data, properties)
-            .await?
-            .await?;
-        anyhow::ensure!(confirm.is_ack() && confirm.take_message().is_none(), "the broker did not take the replay");
-        channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
+        requeue(&channel, &subscription.queue, &message.delivery).await?;
         tracing::info!(id = ?letter.id, kind = %letter.kind, queue = %subscription.queue, "dead letter replayed");
         replayed.push(letter);
         if only.is_some() {
@@ -155,9 +114,20 @@ pub async fn replay(
     Ok(replayed)
 }
 
+/// Publishes a dead letter into `queue` as it was first delivered, with a publisher confirm, and only then
+/// removes it from the dead-letter queue.
+async fn requeue(channel: &lapin::Channel, queue: &str, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
+    let properties = without_death_headers(delivery.properties.clone());
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirm = channel.basic_publish("".into(), queue.into(), options, &delivery.data, properties).await?.await?;
+    anyhow::ensure!(confirm.is_ack() && confirm.take_message().is_none(), "the broker did not take the replay");
+    channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
+    Ok(())
+}
+
 /// Messages in `queue` now, or `None` if it does not exist.
 pub async fn depth(amqp: &AmqpSettings, queue: &str) -> anyhow::Result<Option<u32>> {
-    let connection = connect(amqp).await?;
+    let connection = crate::amqp::connect_once(amqp).await?;
     let channel = connection.create_channel().await?;
     let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
     let depth =
@@ -166,42 +136,27 @@ pub async fn depth(amqp: &AmqpSettings, queue: &str) -> anyhow::Result<Option<u3
     Ok(depth)
 }
 
-async fn connect(amqp: &AmqpSettings) -> anyhow::Result<lapin::Connection> {
-    let uri = amqp.uri()?;
-    lapin::Connection::connect_uri(uri, lapin::ConnectionProperties::default())
-        .await
-        .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", amqp.redacted()))
+/// The next message of `queue`, unacknowledged.
+async fn next(channel: &lapin::Channel, queue: &str) -> anyhow::Result<Option<lapin::message::BasicGetMessage>> {
+    channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.context("reading dead letters")
 }
 
 fn describe(properties: &BasicProperties, body: &[u8]) -> DeadLetter {
     let headers = properties.headers().clone().unwrap_or_default();
-    let text = |key: &str| match headers.inner().get(key) {
-        Some(AMQPValue::LongString(value)) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(value)) => value.as_str().to_owned(),
-        _ => String::new(),
-    };
+    let header = |key: &str| text(headers.inner().get(key)).unwrap_or_default();
+    // The broker's account of the latest death: a table in the `x-death` array.
     let reason = match headers.inner().get("x-death") {
-        Some(AMQPValue::FieldArray(deaths)) => deaths
-            .as_slice()
-            .first()
-            .and_then(|death| match death {
-                AMQPValue::FieldTable(table) => match table.inner().get("reason") {
-                    Some(AMQPValue::LongString(reason)) => {
-                        Some(String::from_utf8_lossy(reason.as_bytes()).into_owned())
-                    }
-                    _ => None,
-                },
-                _ => None,
-            })
-            .unwrap_or_default(),
-        _ => String::new(),
+        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(AMQPValue::FieldTable(death)) => text(death.inner().get("reason")),
+            _ => None,
+        },
+        _ => None,
     };
     DeadLetter {
-        id: text("cloudEvents_id").parse().ok(),
-        kind: text("cloudEvents_type"),
-        time: text("cloudEvents_time"),
-        reason,
-        size: body.len(),
+        id: header("cloudEvents_id").parse().ok(),
+        kind: header("cloudEvents_type"),
+        time: header("cloudEvents_time"),
+        reason: reason.unwrap_or_default(),
         body: body.to_vec(),
     }
 }
@@ -245,11 +200,4 @@ pub struct RepairArgs {
     /// Also log the decoded content of the dead letter with this event id.
     #[arg(long, value_name = "EVENT_ID")]
     pub inspect: Option<uuid::Uuid>,
-}
-
-impl RepairArgs {
-    /// What to do with dead letters beyond listing them.
-    pub fn replay(&self) -> Replay {
-        Replay::from_flags(self.replay_dead_letters, self.replay)
-    }
 }

@@ -107,24 +107,6 @@ pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationTo
     }
 }
 
-/// Every gRPC server's routes: `grpc.health.v1` following `readiness` (overall and for `S`), reflection over every
-/// contract, and the service itself.
-pub fn routes<S>(readiness: &Readiness, service: S) -> anyhow::Result<Routes>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    Ok(Routes::new(health_service::<S>(readiness)).add_service(reflection_service()?).add_service(service))
-}
-
 /// Wraps every call in a server span whose parent is the caller's `traceparent`, and records its metrics.
 #[derive(Debug, Clone)]
 struct Observed<S>(S);

@@ -135,10 +135,8 @@ impl Readiness {
                 let report = self.report.borrow();
                 report.ready && !report.degraded
             };
-            let pause = if settled { READY_INTERVAL } else { NOT_READY_INTERVAL };
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = cancel.cancelled() => return,
+            if !crate::backoff::pause(if settled { READY_INTERVAL } else { NOT_READY_INTERVAL }, &cancel).await {
+                return;
             }
         }
     }

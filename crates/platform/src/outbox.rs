@@ -12,14 +12,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use lapin::{
-    Confirmation,
+    Confirmation, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{amqp::Broker, events::Envelope};
+use crate::{amqp::Broker, backoff::Backoff, events::Envelope};
 
 /// How long the broker may take to confirm a batch. Past it the transaction rolls back and the rows are
 /// published again later (consumers are idempotent), rather than holding row locks on a silent broker.
@@ -31,6 +31,9 @@ const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, im
 
 /// How often the lag gauges are refreshed: often enough for alerts, rarely enough to cost nothing.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Restarting the relay, and retrying an event the broker did not take: 0.1 s doubling to 30 s, with full jitter.
+const RETRY: Backoff = Backoff::jittered(Duration::from_millis(100), Duration::from_secs(30));
 
 /// The channel `enqueue` notifies so the relay wakes as soon as the transaction commits.
 const CHANNEL: &str = "outbox";
@@ -109,26 +112,12 @@ pub struct RelaySettings {
 
 /// Publishes the outbox until `cancel` fires. Reconnects to the broker and the database as needed.
 pub async fn relay(pool: PgPool, broker: Broker, settings: RelaySettings, cancel: CancellationToken) {
-    let mut attempt = 0u32;
-    loop {
-        let connection = tokio::select! {
-            connection = broker.connection() => match connection { Some(c) => c, None => return },
-            () = cancel.cancelled() => return,
-        };
-        let started = tokio::time::Instant::now();
-        match relay_on(&pool, &connection, &settings, &cancel).await {
-            Ok(()) => return,
-            Err(error) => {
-                // A relay that ran well for a while starts its backoff afresh.
-                attempt = if started.elapsed() > Duration::from_secs(30) { 1 } else { attempt + 1 };
-                tracing::warn!(error = format!("{error:#}"), "outbox relay interrupted; restarting");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff(attempt)) => {}
-            () = cancel.cancelled() => return,
-        }
-    }
+    RETRY
+        .restart("outbox relay", &cancel, || async {
+            let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
+            relay_on(&pool, &connection, &settings, &cancel).await
+        })
+        .await;
 }
 
 /// Returns `Ok` when cancelled, `Err` when the broker or database failed.
@@ -189,71 +178,84 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
     .await?;
     let mut confirms = Vec::with_capacity(rows.len());
     for row in &rows {
-        let envelope = Envelope {
-            id: row.id,
-            kind: row.event_type.clone(),
-            source: settings.source.clone(),
-            time: row.created_at,
-            data: row.payload.clone(),
-            traceparent: row.traceparent.clone(),
-        };
-        let confirm = channel
-            .basic_publish(
-                settings.exchange.as_str().into(),
-                "".into(),
-                MANDATORY,
-                &envelope.data,
-                envelope.properties(),
-            )
-            .await;
-        confirms.push(confirm);
+        let (exchange, properties) = (settings.exchange.as_str().into(), row.envelope(&settings.source).properties());
+        confirms.push(channel.basic_publish(exchange, "".into(), MANDATORY, &row.payload, properties).await);
     }
-    let (mut published, mut failed) = (Vec::new(), Vec::new());
-    let mut broken = None;
-    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-        for (row, confirm) in rows.iter().zip(confirms) {
-            match confirm {
-                Ok(confirm) => match confirm.await {
-                    Ok(Confirmation::Ack(None)) => published.push(row.id),
-                    Ok(Confirmation::Ack(Some(_))) => {
-                        failed.push((row.id, row.attempts, "unroutable: no queue is bound to the exchange".to_owned()));
-                    }
-                    Ok(other) => failed.push((row.id, row.attempts, format!("broker answered {other:?}"))),
-                    Err(error) => {
-                        failed.push((row.id, row.attempts, error.to_string()));
-                        broken = Some(error);
-                    }
-                },
-                Err(error) => {
-                    failed.push((row.id, row.attempts, error.to_string()));
-                    broken = Some(error);
-                }
-            }
-        }
-    })
-    .await;
-    if confirmed.is_err() {
-        anyhow::bail!("the broker did not confirm {} events within {CONFIRM_TIMEOUT:?}", rows.len());
-    }
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(&published).execute(&mut *tx).await?;
-    for (id, attempts, reason) in &failed {
-        tracing::warn!(event.id = %id, %reason, "event not confirmed; will retry");
-        let retry_in = backoff(u32::try_from(*attempts).unwrap_or(0) + 1);
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond' \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
-    }
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Confirmed::wait(&rows, confirms))
+        .await
+        .map_err(|_| anyhow::anyhow!("the broker did not confirm {} events within {CONFIRM_TIMEOUT:?}", rows.len()))?;
+    confirmed.record(&mut tx).await?;
     tx.commit().await?;
-    metrics::counter!("outbox_published_total").increment(published.len() as u64);
-    if let Some(error) = broken {
-        return Err(error).context("publishing to the broker");
+    metrics::counter!("outbox_published_total").increment(confirmed.published.len() as u64);
+    match confirmed.broken {
+        Some(error) => Err(error).context("publishing to the broker"),
+        None => Ok(rows.len()),
     }
-    Ok(rows.len())
+}
+
+impl Row {
+    /// The row's envelope, for its properties: the body is published from the row as it is, not copied.
+    fn envelope(&self, source: &str) -> Envelope {
+        Envelope {
+            id: self.id,
+            kind: self.event_type.clone(),
+            source: source.to_owned(),
+            time: self.created_at,
+            data: Vec::new(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+}
+
+/// What the broker said about a batch: the events it took, those it did not (with why), and the channel error
+/// that ended the batch, if one did.
+#[derive(Default)]
+struct Confirmed {
+    published: Vec<Uuid>,
+    failed: Vec<(Uuid, i32, String)>,
+    broken: Option<lapin::Error>,
+}
+
+impl Confirmed {
+    async fn wait(rows: &[Row], confirms: Vec<lapin::Result<PublisherConfirm>>) -> Self {
+        let mut confirmed = Self::default();
+        for (row, confirm) in rows.iter().zip(confirms) {
+            let confirmation = match confirm {
+                Ok(confirm) => confirm.await,
+                Err(error) => Err(error),
+            };
+            let reason = match confirmation {
+                Ok(Confirmation::Ack(None)) => {
+                    confirmed.published.push(row.id);
+                    continue;
+                }
+                Ok(Confirmation::Ack(Some(_))) => "unroutable: no queue is bound to the exchange".to_owned(),
+                Ok(other) => format!("broker answered {other:?}"),
+                Err(error) => confirmed.broken.insert(error).to_string(),
+            };
+            confirmed.failed.push((row.id, row.attempts, reason));
+        }
+        confirmed
+    }
+
+    /// Marks the published events, and backs off the others.
+    async fn record(&self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<()> {
+        let published = "UPDATE outbox SET published_at = now() WHERE id = ANY($1)";
+        sqlx::query(published).bind(&self.published).execute(&mut **tx).await?;
+        for (id, attempts, reason) in &self.failed {
+            tracing::warn!(event.id = %id, %reason, "event not confirmed; will retry");
+            let retry_in = RETRY.delay(u32::try_from(*attempts).unwrap_or(0) + 1);
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond' \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Exports how far behind the relay is: unpublished rows and the age of the oldest.
@@ -267,10 +269,4 @@ async fn record_lag(pool: &PgPool) {
         metrics::gauge!("outbox_pending_events").set(pending as f64);
         metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest.unwrap_or(0.0));
     }
-}
-
-/// Capped exponential backoff with full jitter: 0.1 s, 0.2 s, ... up to 30 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(9)).min(Duration::from_secs(30));
-    cap.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }

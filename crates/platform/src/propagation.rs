@@ -12,12 +12,6 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
-/// Writes the current span's trace context into `headers`.
-pub fn inject_current(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut HeaderInjector(headers)));
-}
-
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -27,16 +21,6 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
-            self.0.insert(name, value);
-        }
     }
 }
 
@@ -60,7 +44,7 @@ impl Injector for MetadataInjector<'_> {
 
 /// The current span's context as a W3C `traceparent` value, if it is part of a trace.
 pub fn current_traceparent() -> Option<String> {
-    let mut headers = http::HeaderMap::new();
-    inject_current(&mut headers);
-    headers.get("traceparent").and_then(|value| value.to_str().ok()).map(str::to_owned)
+    let (context, mut carrier) = (tracing::Span::current().context(), std::collections::HashMap::new());
+    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
 }

@@ -6,12 +6,13 @@
 //! the backing services attached, the two listeners bound, health, reflection and the service's API served, the
 //! background workers run, and everything drained on one clock at shutdown.
 
-use std::{future::Future, net::SocketAddr, process::ExitCode};
+use std::{future::Future, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 use crate::{
     amqp::Broker,
@@ -29,19 +30,34 @@ pub trait Service {
     const ABOUT: &'static str;
     /// The default ports.
     const PORTS: Ports;
-    /// Everything the service reads from the environment; the shared part is a [`Common`].
-    type Settings: AsRef<Common> + Send + 'static;
+    /// Whether the service consumes the events (and has a queue of its own).
+    const SUBSCRIBES: bool;
+    /// The embedded schema migrations of the service's database.
+    const MIGRATOR: Migrator;
+    /// What the service reads from the environment beyond the [`Common`] part every service reads.
+    type Settings: Send + 'static;
     /// The service's admin subcommands (`repair`, `archive`, ...).
     type Admin: Subcommand + Send + 'static;
 
-    /// Reads and checks the settings; the error names the first bad variable.
+    /// Reads and checks the service's own settings; the error names the first bad variable.
     fn load() -> Result<Self::Settings, SettingsError>;
-    /// The embedded schema migrations of the service's database.
-    fn migrator() -> Migrator;
-    /// Serves until `shutdown` is cancelled, then drains within the grace period.
-    fn serve(settings: Self::Settings, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Checks what only serving needs, before anything is connected or bound.
+    fn check_serve(_settings: &Self::Settings) -> Result<(), SettingsError> {
+        Ok(())
+    }
+    /// Serves the service's API and runs its workers on `host` (built: database checked, broker connecting,
+    /// listeners bound) until `shutdown` is cancelled, then drains within the grace period: [`Host::run`].
+    fn serve(
+        host: Host,
+        settings: Self::Settings,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Runs one admin subcommand to completion.
-    fn admin(settings: Self::Settings, command: Self::Admin) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn admin(
+        common: Common,
+        settings: Self::Settings,
+        command: Self::Admin,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 #[derive(Parser)]
@@ -86,16 +102,22 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
             false => crate::healthcheck::grpc(ports.port).await,
         };
     }
-    let settings = S::load()?;
-    let telemetry = crate::telemetry::init(S::NAME, &settings.as_ref().telemetry)?;
+    let (common, settings) = (Common::load(S::NAME, S::PORTS, S::SUBSCRIBES)?, S::load()?);
+    let telemetry = crate::telemetry::init(S::NAME, &common.telemetry)?;
     let result = match command {
-        Command::Serve => S::serve(settings, crate::shutdown::token_from(crate::shutdown::signal())).await,
-        Command::Migrate => migrate(settings.as_ref(), S::migrator()).await,
-        Command::Admin(admin) => S::admin(settings, admin).await,
+        Command::Serve => serve::<S>(common, settings).await,
+        Command::Migrate => migrate(&common, S::MIGRATOR).await,
+        Command::Admin(admin) => S::admin(common, settings, admin).await,
         Command::Healthcheck { .. } => Ok(()),
     };
     telemetry.shutdown();
     result
+}
+
+async fn serve<S: Service>(common: Common, settings: S::Settings) -> anyhow::Result<()> {
+    S::check_serve(&settings)?;
+    let host = Host::build(S::NAME, common, S::MIGRATOR).await?;
+    S::serve(host, settings, crate::shutdown::token_from(crate::shutdown::signal())).await
 }
 
 /// The `migrate` subcommand: creates the database if missing and applies pending migrations, then declares the
@@ -121,6 +143,28 @@ impl Worker {
     pub fn spawn(name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> Self {
         Self { name, task: tokio::spawn(work) }
     }
+
+    /// Waits for the worker to end until `deadline`, then aborts it.
+    pub async fn drain(self, deadline: tokio::time::Instant) {
+        crate::shutdown::drain(self.name, self.task, deadline).await;
+    }
+
+    /// Runs `chore` now and then `every` interval until `cancel` fires (a janitor: what it removes is also checked
+    /// wherever it is read, so a failure only waits for the next round).
+    pub fn every<F, Fut>(name: &'static str, every: Duration, cancel: CancellationToken, mut chore: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        Self::spawn(name, async move {
+            loop {
+                chore().await;
+                if !crate::backoff::pause(every, &cancel).await {
+                    return;
+                }
+            }
+        })
+    }
 }
 
 /// A gRPC service's process: its backing services, its listeners and what it reports about itself.
@@ -136,7 +180,7 @@ impl Host {
     /// Does the I/O setup every service needs: declares the service's queue first when it migrates on start,
     /// connects to the database (checking or applying its migrations), starts connecting to the broker, and binds
     /// `PORT` and `METRICS_PORT` (port 0 allowed).
-    pub async fn build(name: &'static str, common: &Common, migrator: Migrator) -> anyhow::Result<Self> {
+    pub async fn build(name: &'static str, common: Common, migrator: Migrator) -> anyhow::Result<Self> {
         if let (true, Some(subscription)) = (common.database.migrate_on_start, &common.subscription) {
             crate::events::declare_subscription(&common.amqp, subscription).await?;
         }
@@ -147,7 +191,12 @@ impl Host {
             None => backing.readiness(),
         };
         let server = GrpcServer::bind(&common.server, readiness.build()).await?;
-        Ok(Self { server, backing, consumer, common: common.clone() })
+        Ok(Self { server, backing, consumer, common })
+    }
+
+    /// What every service reads: ports, database, broker, subscription, shutdown, telemetry.
+    pub fn common(&self) -> &Common {
+        &self.common
     }
 
     /// The service's own database.
@@ -155,23 +204,13 @@ impl Host {
         &self.backing.pool
     }
 
-    /// Where gRPC is served.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Where `/livez`, `/readyz` and `/metrics` are served.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.server.ops_addr()
-    }
-
     /// The event consumer of the service's subscription, applying events with `handler` until `cancel` fires.
     /// `None` for a service that subscribes to nothing.
     pub fn consumer<H: Handler>(&self, handler: H, cancel: &CancellationToken) -> Option<Worker> {
         let subscription = self.common.subscription.clone()?;
         let (status, cancel) = (self.consumer.clone(), cancel.clone());
-        self.broker_worker("event consumer", move |broker, _| {
-            crate::events::consume(broker, subscription, std::sync::Arc::new(handler), status, cancel)
+        self.broker_worker("event consumer", move |broker, pool| {
+            crate::events::consume(broker, subscription, std::sync::Arc::new(handler), pool, status, cancel)
         })
     }
 
@@ -202,10 +241,12 @@ impl Host {
         S::Future: Send + 'static,
     {
         let grace = self.common.shutdown.grace_period();
-        let routes = crate::grpc::routes(self.server.readiness(), service)?;
+        // `grpc.health.v1` following readiness (overall and for `S`), reflection over every contract, the service.
+        let health = crate::grpc::health_service::<S>(self.server.readiness());
+        let routes = Routes::new(health).add_service(crate::grpc::reflection_service()?).add_service(service);
         let deadline = self.server.run(routes, cancel, grace).await + grace;
         for worker in workers {
-            crate::shutdown::drain(worker.name, worker.task, deadline).await;
+            worker.drain(deadline).await;
         }
         self.backing.close().await;
         tracing::info!("stopped");

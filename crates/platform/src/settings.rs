@@ -200,10 +200,7 @@ impl Common {
     /// `-`), and, when it `subscribes`, its queue (`<name>.signup-events` by default).
     pub fn load(name: &str, ports: Ports, subscribes: bool) -> Result<Self, SettingsError> {
         let amqp = AmqpSettings::load()?;
-        let subscription = match subscribes {
-            true => Some(crate::events::Subscription::load(&amqp, name)?),
-            false => None,
-        };
+        let subscription = subscribes.then(|| crate::events::Subscription::load(&amqp, name)).transpose()?;
         Ok(Self {
             server: ServerSettings::load(ports)?,
             database: DatabaseSettings::load(&name.replace('-', "_"))?,
@@ -212,12 +209,6 @@ impl Common {
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
-    }
-}
-
-impl AsRef<Common> for Common {
-    fn as_ref(&self) -> &Common {
-        self
     }
 }
 

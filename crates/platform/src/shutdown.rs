@@ -39,10 +39,8 @@ pub fn token_from(shutdown: impl Future<Output = ()> + Send + 'static) -> Cancel
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            () = shutdown => trigger.cancel(),
-            () = trigger.cancelled() => {}
-        }
+        trigger.run_until_cancelled(shutdown).await;
+        trigger.cancel();
     });
     token
 }

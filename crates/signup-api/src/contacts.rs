@@ -9,16 +9,10 @@ use sha2::Sha256;
 
 use crate::domain::email::Email;
 
-/// HMAC-SHA256 under one secret key.
-#[derive(Clone)]
+/// HMAC-SHA256 under one secret key (which `Debug` shows redacted).
+#[derive(Debug, Clone)]
 pub struct KeyedHasher {
     key: SecretString,
-}
-
-impl std::fmt::Debug for KeyedHasher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyedHasher(..)")
-    }
 }
 
 impl KeyedHasher {

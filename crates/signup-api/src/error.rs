@@ -4,7 +4,7 @@
 //! at most once a minute per cause, with a metric, so a spike leaves the log readable.
 
 use axum::{
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use tonic::Code;
@@ -93,74 +93,7 @@ impl ApiError {
             other => Logged { level: Level::Info, cause: "rejected", message: other.to_string() },
         }
     }
-}
 
-/// Whether an INTERNAL status from a client is the connection failing rather than the server answering.
-fn is_transport_failure(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    ["transport", "h2 protocol", "connection reset", "broken pipe", "connection closed", "stream no longer needed"]
-        .iter()
-        .any(|sign| message.contains(sign))
-}
-
-/// What the log says about an error response.
-#[derive(Debug, Clone)]
-pub(crate) struct Logged {
-    level: Level,
-    cause: &'static str,
-    message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Info,
-    /// Expected overload: a WARN at most once a minute per message.
-    Overload,
-    Error,
-}
-
-/// Writes the log line an error response carries, once, inside the request's span.
-pub(crate) async fn log_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
-    if let Some(logged) = response.extensions().get::<Logged>() {
-        let (cause, message) = (logged.cause, logged.message.as_str());
-        match logged.level {
-            Level::Error => tracing::error!(cause, error = message, "request failed"),
-            Level::Info => tracing::info!(cause, error = message, "request rejected"),
-            Level::Overload => {
-                metrics::counter!("requests_shed_total", "reason" => message.to_owned()).increment(1);
-                if once_a_minute(message) {
-                    tracing::warn!(cause, reason = message, "requests refused: a dependency is unavailable or busy");
-                }
-            }
-        }
-    }
-    response
-}
-
-/// True at most once a minute for each `key`.
-fn once_a_minute(key: &str) -> bool {
-    use std::{collections::HashMap, sync::Mutex, time::Instant};
-    static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
-    let Ok(mut last) = LAST.lock() else { return true };
-    let last = last.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    match last.get(key) {
-        Some(at) if now.duration_since(*at) < std::time::Duration::from_secs(60) => false,
-        _ => {
-            last.insert(key.to_owned(), now);
-            true
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.logged_with(None)
-    }
-}
-
-impl ApiError {
     /// `response` (the problem document when `None`), carrying what the log should say about this error.
     pub(crate) fn logged_with(self, response: Option<Response>) -> Response {
         let logged = self.logged();
@@ -168,30 +101,19 @@ impl ApiError {
         response.extensions_mut().insert(logged);
         response
     }
-}
 
-impl ApiError {
     /// The problem response, without what the log says.
     fn problem(self) -> Response {
         let (status, slug, title) = self.kind();
-        let problem = match &self {
-            Self::Internal(_) => Problem::internal(),
-            _ => Problem::new(status, slug, title).with_detail(self.detail()),
-        };
-        let problem = match self {
-            Self::Invalid(errors) => problem.with_errors(errors),
+        let problem = Problem::new(status, slug, title).with_detail(self.detail());
+        match self {
+            Self::Invalid(errors) => problem.with_errors(errors).into_response(),
             Self::SignInThrottled { retry_after_secs }
             | Self::SuggestionBudgetUsed { retry_after_secs }
-            | Self::Unavailable { retry_after_secs, .. } => problem.with_retry_after(retry_after_secs),
-            Self::Unauthorized => {
-                let mut response = problem.into_response();
-                let challenge = axum::http::HeaderValue::from_static(r#"Bearer realm="signup""#);
-                response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
-                return response;
-            }
-            _ => problem,
-        };
-        problem.into_response()
+            | Self::Unavailable { retry_after_secs, .. } => problem.with_retry_after(retry_after_secs).into_response(),
+            Self::Unauthorized => ([(header::WWW_AUTHENTICATE, r#"Bearer realm="signup""#)], problem).into_response(),
+            _ => problem.into_response(),
+        }
     }
 
     /// The status, the problem type's slug (`/problems/{slug}`) and its title.
@@ -256,6 +178,71 @@ impl ApiError {
             }
             Self::Unavailable { .. } => "a dependency is unavailable or busy; retry later".to_owned(),
             Self::Internal(_) => "an unexpected error occurred; it has been logged".to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.logged_with(None)
+    }
+}
+
+/// Whether an INTERNAL status from a client is the connection failing rather than the server answering.
+fn is_transport_failure(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["transport", "h2 protocol", "connection reset", "broken pipe", "connection closed", "stream no longer needed"]
+        .iter()
+        .any(|sign| message.contains(sign))
+}
+
+/// What the log says about an error response.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    level: Level,
+    cause: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    /// Expected overload: a WARN at most once a minute per message.
+    Overload,
+    Error,
+}
+
+/// Writes the log line an error response carries, once, inside the request's span.
+pub(crate) async fn log_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(logged) = response.extensions().get::<Logged>() {
+        let (cause, message) = (logged.cause, logged.message.as_str());
+        match logged.level {
+            Level::Error => tracing::error!(cause, error = message, "request failed"),
+            Level::Info => tracing::info!(cause, error = message, "request rejected"),
+            Level::Overload => {
+                metrics::counter!("requests_shed_total", "reason" => message.to_owned()).increment(1);
+                if once_a_minute(message) {
+                    tracing::warn!(cause, reason = message, "requests refused: a dependency is unavailable or busy");
+                }
+            }
+        }
+    }
+    response
+}
+
+/// True at most once a minute for each `key`.
+fn once_a_minute(key: &str) -> bool {
+    use std::{collections::HashMap, sync::Mutex, time::Instant};
+    static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return true };
+    let last = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    match last.get(key) {
+        Some(at) if now.duration_since(*at) < std::time::Duration::from_secs(60) => false,
+        _ => {
+            last.insert(key.to_owned(), now);
+            true
         }
     }
 }

@@ -23,6 +23,6 @@ mod startup;
 mod upstream;
 mod verifications;
 
-pub use routes::{operational_router, router};
+pub use routes::router;
 pub use settings::{PORTS, Settings, Upstreams as UpstreamSettings};
-pub use startup::{App, AppState};
+pub use startup::{AppState, serve};

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signup_api::{App, Settings};
+use signup_api::Settings;
 
 #[derive(Parser)]
 #[command(version, about = "The HTTP ingress of the signup system")]
@@ -37,7 +37,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;
     let shutdown = platform::shutdown::token_from(platform::shutdown::signal());
-    let result = async { App::build(settings).await?.run_until(shutdown).await }.await;
+    let result = signup_api::serve(settings, shutdown).await;
     telemetry.shutdown();
     result
 }

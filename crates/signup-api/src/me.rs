@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use proto::user_metadata::v1::{UpdateProfileRequest, User, UserStatus};
@@ -12,7 +12,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tonic::Code;
 
-use crate::{domain::signup::FieldError, error::ApiError, extract::JsonObject, startup::AppState};
+use crate::{
+    domain::signup::{FieldError, optional_bool, unknown_fields},
+    error::ApiError,
+    extract::JsonObject,
+    startup::AppState,
+};
 
 /// The caller's profile.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -112,25 +117,12 @@ pub(crate) async fn patch(
 
 /// An answer about one person: never stored by a cache on the way.
 pub(crate) fn private(body: impl IntoResponse) -> Response {
-    let mut response = body.into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    ([(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 fn parse_change(body: &Map<String, Value>) -> Result<Option<bool>, Vec<FieldError>> {
-    let mut errors: Vec<FieldError> = body
-        .keys()
-        .filter(|key| key.as_str() != "discoverable")
-        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field you can change"))
-        .collect();
-    let discoverable = match body.get("discoverable") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(value)) => Some(*value),
-        Some(_) => {
-            errors.push(FieldError::new("discoverable", "invalid_type", "must be true or false"));
-            None
-        }
-    };
+    let mut errors = unknown_fields(body, &["discoverable"], "is not a field you can change");
+    let discoverable = optional_bool(body, "discoverable", &mut errors);
     if errors.is_empty() { Ok(discoverable) } else { Err(errors) }
 }
 

@@ -2,16 +2,6 @@
 
 use utoipa::OpenApi;
 
-use crate::{
-    domain::signup::FieldError,
-    friends::{FriendSuggestion, SuggestionsPage},
-    me::{Profile, ProfileChange},
-    problem::Problem,
-    sessions::{SessionCreated, SignInRequest},
-    signups::{SignupAccepted, SignupRequest},
-    verifications::{ConfirmRequest, ResendAccepted, ResendRequest, Verified},
-};
-
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
@@ -27,22 +17,6 @@ use crate::{
         crate::me::patch,
         crate::friends::suggestions,
     ),
-    components(schemas(
-        SignupRequest,
-        SignupAccepted,
-        Problem,
-        FieldError,
-        ConfirmRequest,
-        Verified,
-        ResendRequest,
-        ResendAccepted,
-        Profile,
-        ProfileChange,
-        SignInRequest,
-        SessionCreated,
-        SuggestionsPage,
-        FriendSuggestion,
-    )),
     modifiers(&BearerAuth),
     tags(
         (name = "signups", description = "Creating accounts"),

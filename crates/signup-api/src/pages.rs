@@ -2,7 +2,7 @@
 //! run no script, and tell the browser not to cache them or leak the link through the Referer header.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 
@@ -67,21 +67,18 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          1.2rem;border:0;border-radius:6px;background:#1f6feb;color:#fff;cursor:pointer}}</style></head>\
          <body>{body}</body></html>"
     );
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    let set = |headers: &mut axum::http::HeaderMap, name, value| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(headers, header::CACHE_CONTROL, "no-store");
-    set(headers, header::REFERRER_POLICY, "no-referrer");
-    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
-    response
+    let headers = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+    ];
+    (status, headers, Html(html)).into_response()
 }
+
+/// Nothing but the page's own inline style, and its form posting back here.
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Escapes text for an HTML attribute or element.
 fn escape(text: &str) -> String {

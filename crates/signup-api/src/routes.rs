@@ -8,7 +8,6 @@ use axum::{
     middleware,
     routing::{MethodRouter, delete, get, post},
 };
-use platform::health::Readiness;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
@@ -46,11 +45,6 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(Problem::internal())
         },
     ))
-}
-
-/// `/livez`, `/readyz` and `/metrics`, for `METRICS_PORT`.
-pub fn operational_router(readiness: Readiness) -> Router {
-    platform::http::operational_router(readiness)
 }
 
 async fn not_found() -> Problem {

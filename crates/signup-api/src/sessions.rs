@@ -6,12 +6,12 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
 };
 use proto::{
     password::v1::{CreateSessionRequest, RevokeSessionRequest, SessionOutcome},
-    user_metadata::v1::{GetUserByEmailRequest, User, UserStatus},
+    user_metadata::v1::{GetUserByEmailRequest, UserStatus},
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -21,7 +21,7 @@ use crate::{
     domain::{
         email::Email,
         password::Password,
-        signup::{FieldError, email_code, required_string},
+        signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
     extract::JsonObject,
@@ -84,10 +84,7 @@ pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): Json
         Err(_) => "failed",
     };
     metrics::counter!("sign_ins_total", "outcome" => outcome).increment(1);
-    let created = result?;
-    let mut response = (StatusCode::CREATED, Json(created)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    result.map(|created| crate::me::private((StatusCode::CREATED, Json(created))))
 }
 
 /// Ends the session the request is made with.
@@ -116,30 +113,15 @@ async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionC
     if password.expose().chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::InvalidCredentials);
     }
-    let user = find(state, &email).await?;
-    let (user_id, signup_id) = match &user {
-        Some(user) if user.status() == UserStatus::Verified => (user.user_id.clone(), String::new()),
-        // Not verified yet: the password of its newest signup attempt signs in, until one attempt is verified.
-        Some(user) if user.status() == UserStatus::PendingVerification => {
-            (user.user_id.clone(), user.signup_id.clone())
-        }
-        // No account (or a signup an earlier release left half-made): the check runs against a decoy.
-        _ => (String::new(), String::new()),
-    };
+    let (user_id, signup_id) = account(state, &email).await?;
     let request = CreateSessionRequest {
         user_id: user_id.clone(),
         signup_id,
         email_hash: state.hasher.hash(&email),
         password: password.expose().to_owned(),
     };
-    let response = state
-        .upstreams
-        .passwords
-        .clone()
-        .create_session(request)
-        .await
-        .map_err(|status| ApiError::from_status("password", &status))?
-        .into_inner();
+    let response = state.upstreams.passwords.clone().create_session(request).await;
+    let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
     match response.outcome() {
         SessionOutcome::Created => {
             tracing::Span::current().record("user_id", user_id.as_str());
@@ -159,27 +141,27 @@ async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionC
     }
 }
 
-async fn find(state: &AppState, email: &Email) -> Result<Option<User>, ApiError> {
+/// The account and signup attempt whose password signs in with `email`: empty ids when there is none.
+async fn account(state: &AppState, email: &Email) -> Result<(String, String), ApiError> {
     let request = GetUserByEmailRequest { email: email.as_str().to_owned() };
-    match state.upstreams.users.clone().get_user_by_email(request).await {
-        Ok(response) => Ok(response.into_inner().user),
-        Err(status) if status.code() == Code::NotFound => Ok(None),
-        Err(status) => Err(ApiError::from_status("user-metadata", &status)),
-    }
+    let user = match state.upstreams.users.clone().get_user_by_email(request).await {
+        Ok(response) => response.into_inner().user,
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => return Err(ApiError::from_status("user-metadata", &status)),
+    };
+    Ok(match user {
+        Some(user) if user.status() == UserStatus::Verified => (user.user_id, String::new()),
+        // Not verified yet: the password of its newest signup attempt signs in, until one attempt is verified.
+        Some(user) if user.status() == UserStatus::PendingVerification => (user.user_id, user.signup_id),
+        // No account (or a signup an earlier release left half-made): the check runs against a decoy.
+        _ => (String::new(), String::new()),
+    })
 }
 
 /// The email and the password of a sign-in, or every field's problem.
 fn parse(body: &Map<String, Value>) -> Result<(Email, Password), Vec<FieldError>> {
-    let mut errors: Vec<FieldError> = body
-        .keys()
-        .filter(|key| !["email", "password"].contains(&key.as_str()))
-        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"))
-        .collect();
-    let email = required_string(body, "email", &mut errors).and_then(|raw| {
-        Email::parse(raw)
-            .map_err(|error| errors.push(FieldError::new("email", email_code(error), error.to_string())))
-            .ok()
-    });
+    let mut errors = unknown_fields(body, &["email", "password"], "is not a field of this request");
+    let email = required_email(body, "email", &mut errors);
     let password = required_string(body, "password", &mut errors).map(Password::presented);
     match (email, password) {
         (Some(email), Some(password)) if errors.is_empty() => Ok((email, password)),

@@ -19,7 +19,7 @@ use crate::{
 pub const PORTS: Ports = Ports { grpc: 8080, ops: 9050 };
 
 /// Everything signup-api reads at start.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// `PORT` (the API) and `METRICS_PORT` (`/livez`, `/readyz`, `/metrics`, off the public port).
     pub server: ServerSettings,
@@ -223,19 +223,5 @@ impl Settings {
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
-    }
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("server", &self.server)
-            .field("upstreams", &self.upstreams)
-            .field("limits", &self.limits)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("contact_hash_key", &"[redacted]")
-            .field("fingerprint_key", &"[redacted]")
-            .field("rate_limits", &self.rate_limits)
-            .finish()
     }
 }

@@ -1,9 +1,8 @@
-//! Builds signup-api (channels, listeners) and runs it until shutdown.
+//! Builds signup-api (channels, listeners) and serves it until shutdown.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use platform::{health::Readiness, shutdown::CancellationToken};
-use tokio::net::TcpListener;
+use platform::{health::Readiness, service::Worker, shutdown::CancellationToken};
 
 use crate::{
     Settings, contacts::KeyedHasher, domain::signup::SignupLimits, ratelimit::RateLimits, upstream::Upstreams,
@@ -54,66 +53,35 @@ impl AppState {
     }
 }
 
-/// A built, not yet serving, signup-api. Tests start it exactly as the binary does.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    ops: TcpListener,
-    state: AppState,
-    settings: Settings,
-}
+/// Builds the upstream channels, binds `PORT` and `METRICS_PORT` (port 0 allowed) and serves until `cancel`
+/// fires: then reports not ready, stops accepting, and lets in-flight requests finish until the grace period after
+/// that moment.
+pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+    platform::metrics::handle();
+    let state = AppState::new(&settings)?;
+    let listener = platform::server::bind(settings.server.port, "PORT").await?;
+    let ops = platform::server::bind(settings.server.metrics_port, "METRICS_PORT").await?;
+    let readiness = state.readiness.clone();
+    let monitor = tokio::spawn(readiness.clone().monitor(cancel.clone()));
+    let limits = state.rate_limits.clone();
+    let forget = Worker::every("idle client janitor", FORGET_IDLE_CLIENTS_EVERY, cancel.clone(), move || {
+        limits.forget_idle();
+        std::future::ready(())
+    });
+    tracing::info!(http = %listener.local_addr()?, ops = %ops.local_addr()?, "{}", platform::server::SERVING);
+    let api = tokio::spawn(platform::http::serve(listener, crate::routes::router(state), cancel.clone()));
+    let ops_router = platform::http::operational_router(readiness.clone());
+    let ops = tokio::spawn(platform::http::serve(ops, ops_router, cancel.clone()));
 
-impl App {
-    /// Does all I/O setup: builds the upstream channels and binds `PORT` and `METRICS_PORT` (port 0 allowed).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        platform::metrics::handle();
-        let state = AppState::new(&settings)?;
-        let listener = platform::server::bind(settings.server.port, "PORT").await?;
-        let ops = platform::server::bind(settings.server.metrics_port, "METRICS_PORT").await?;
-        Ok(Self { listener, ops, state, settings })
-    }
-
-    /// Where the API is served.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-    }
-
-    /// Where `/livez`, `/readyz` and `/metrics` are served.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-    }
-
-    /// Serves until `cancel` fires: then reports not ready, stops accepting, and lets in-flight requests finish
-    /// until the grace period after that moment.
-    pub async fn run_until(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let grace = self.settings.shutdown.grace_period();
-        let readiness = self.state.readiness.clone();
-        let monitor = tokio::spawn(readiness.clone().monitor(cancel.clone()));
-        let forget = tokio::spawn(forget_idle_clients(self.state.rate_limits.clone(), cancel.clone()));
-        let (http, ops) = (self.local_addr(), self.ops_addr());
-        let api = crate::routes::router(self.state);
-        let ops_router = crate::routes::operational_router(readiness.clone());
-        let server = tokio::spawn(platform::http::serve(self.listener, api, cancel.clone()));
-        let ops_server = tokio::spawn(platform::http::serve(self.ops, ops_router, cancel.clone()));
-        tracing::info!(%http, %ops, "{}", platform::server::SERVING);
-
-        cancel.cancelled().await;
-        let deadline = tokio::time::Instant::now() + grace;
-        readiness.start_draining();
-        tracing::info!(grace_secs = grace.as_secs(), "draining");
-        platform::shutdown::drain("HTTP server", server, deadline).await;
-        platform::shutdown::drain("operational HTTP server", ops_server, deadline).await;
-        let _ = tokio::join!(monitor, forget);
-        tracing::info!("stopped");
-        Ok(())
-    }
-}
-
-async fn forget_idle_clients(limits: RateLimits, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(FORGET_IDLE_CLIENTS_EVERY) => limits.forget_idle(),
-            () = cancel.cancelled() => return,
-        }
-    }
+    cancel.cancelled().await;
+    let grace = settings.shutdown.grace_period();
+    let deadline = tokio::time::Instant::now() + grace;
+    readiness.start_draining();
+    tracing::info!(grace_secs = grace.as_secs(), "draining");
+    platform::shutdown::drain("HTTP server", api, deadline).await;
+    platform::shutdown::drain("operational HTTP server", ops, deadline).await;
+    forget.drain(deadline).await;
+    let _ = monitor.await;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -26,7 +26,7 @@ use crate::{
     domain::{
         email::Email,
         password::Password,
-        signup::{FieldError, email_code, required_string},
+        signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
     extract::JsonObject,
@@ -273,17 +273,12 @@ async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let Form(form) = Form::<ConfirmRequest>::from_request(request, &()).await.map_err(|_| {
-            ApiError::Invalid(vec![FieldError::new(
-                "token",
-                "required",
-                "the form must have token and password fields",
-            )])
-        })?;
-        return Ok(form);
+        let missing = FieldError::new("token", "required", "the form must have token and password fields");
+        let form = Form::<ConfirmRequest>::from_request(request, &()).await;
+        return form.map(|Form(form)| form).map_err(|_| ApiError::Invalid(vec![missing]));
     }
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;
-    let mut errors = unknown_fields(&body, &["token", "password"]);
+    let mut errors = unknown_fields(&body, &["token", "password"], "is not a field of this request");
     let token = required_string(&body, "token", &mut errors).map(str::to_owned);
     let password = required_string(&body, "password", &mut errors).map(str::to_owned);
     match (token, password) {
@@ -293,25 +288,12 @@ async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
 }
 
 fn parse_email(body: &Map<String, Value>) -> Result<Email, Vec<FieldError>> {
-    let mut errors = unknown_fields(body, &["email"]);
-    let email = required_string(body, "email", &mut errors).and_then(|raw| match Email::parse(raw) {
-        Ok(email) => Some(email),
-        Err(error) => {
-            errors.push(FieldError::new("email", email_code(error), error.to_string()));
-            None
-        }
-    });
+    let mut errors = unknown_fields(body, &["email"], "is not a field of this request");
+    let email = required_email(body, "email", &mut errors);
     match email {
         Some(email) if errors.is_empty() => Ok(email),
         _ => Err(errors),
     }
-}
-
-fn unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Vec<FieldError> {
-    body.keys()
-        .filter(|key| !known.contains(&key.as_str()))
-        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"))
-        .collect()
 }
 
 /// Whether the client is a browser that wants a page rather than JSON.

@@ -8,15 +8,25 @@ mod admin;
 mod events;
 mod service;
 mod settings;
-mod startup;
 mod store;
 
-use platform::settings::{Ports, SettingsError};
-use platform::shutdown::CancellationToken;
+use std::time::Duration;
+
+use platform::{
+    service::{Host, Worker},
+    settings::{Common, Ports, SettingsError},
+    shutdown::CancellationToken,
+};
+use proto::user_metadata::v1::user_metadata_service_server::UserMetadataServiceServer;
+use sqlx::migrate::Migrator;
+
+use crate::service::Users;
+
+/// How often expired idempotency keys are deleted.
+const EXPIRE_KEYS_EVERY: Duration = Duration::from_secs(600);
 
 pub use admin::AdminSettings;
 pub use settings::Settings;
-pub use startup::App;
 pub use store::AttemptLimit;
 
 /// The user-metadata service, as the platform's service skeleton runs it.
@@ -44,6 +54,8 @@ impl platform::service::Service for UserMetadata {
     const NAME: &'static str = "user-metadata";
     const ABOUT: &'static str = "user records and the outbox of signup events, over gRPC";
     const PORTS: Ports = Ports { grpc: 50051, ops: 9051 };
+    const SUBSCRIBES: bool = false;
+    const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
 
@@ -51,17 +63,24 @@ impl platform::service::Service for UserMetadata {
         Settings::load()
     }
 
-    fn migrator() -> sqlx::migrate::Migrator {
-        sqlx::migrate!()
+    async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = host.pool().clone();
+        let key_ttl = settings.idempotency_key_ttl();
+        let service =
+            UserMetadataServiceServer::new(Users { pool: pool.clone(), key_ttl, attempts: settings.attempts() });
+        let (relay_settings, relay_cancel) = (settings.relay(&host.common().amqp.events_exchange), shutdown.clone());
+        let relay = host.broker_worker("outbox relay", move |broker, pool| {
+            platform::outbox::relay(pool, broker, relay_settings, relay_cancel)
+        });
+        let janitor = Worker::every("idempotency key janitor", EXPIRE_KEYS_EVERY, shutdown.clone(), move || {
+            store::expire_keys(pool.clone(), key_ttl)
+        });
+        host.run(service, [relay, Some(janitor)].into_iter().flatten().collect(), shutdown).await
     }
 
-    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-        App::build(settings).await?.run_until(shutdown).await
-    }
-
-    async fn admin(settings: Settings, command: Admin) -> anyhow::Result<()> {
+    async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let admin = AdminSettings::load()?;
-        let pool = platform::db::admin_pool(&settings.common.database, Self::migrator()).await?;
+        let pool = platform::db::admin_pool(&common.database, Self::MIGRATOR).await?;
         let result = match command {
             Admin::Repair { dry_run } => admin::repair(&pool, &admin, dry_run).await,
             Admin::Archive { dry_run } => admin::archive(&pool, &admin, dry_run).await,

@@ -24,16 +24,11 @@ const MAX_TEXT: usize = 1024;
 /// The RPC handlers, over the service's own database.
 #[derive(Debug, Clone)]
 pub(crate) struct Users {
-    pool: PgPool,
-    key_ttl: std::time::Duration,
-    attempts: AttemptLimit,
-}
-
-impl Users {
-    /// Handlers over `pool`; idempotency keys live for `key_ttl`; pending accounts take at most `attempts`.
-    pub(crate) fn new(pool: PgPool, key_ttl: std::time::Duration, attempts: AttemptLimit) -> Self {
-        Self { pool, key_ttl, attempts }
-    }
+    pub(crate) pool: PgPool,
+    /// How long an idempotency key is remembered.
+    pub(crate) key_ttl: std::time::Duration,
+    /// How many signup attempts a pending account takes.
+    pub(crate) attempts: AttemptLimit,
 }
 
 #[tonic::async_trait]
@@ -154,9 +149,9 @@ fn wire(user: &User) -> WireUser {
         .into(),
         locale: user.locale.clone(),
         discoverable: user.discoverable,
-        created_at: Some(events::timestamp(user.created_at)),
-        updated_at: Some(events::timestamp(user.updated_at)),
-        verified_at: user.verified_at.map(events::timestamp),
+        created_at: Some(platform::time::to_proto(user.created_at)),
+        updated_at: Some(platform::time::to_proto(user.updated_at)),
+        verified_at: user.verified_at.map(platform::time::to_proto),
         signup_id: user.signup_id.to_string(),
     }
 }

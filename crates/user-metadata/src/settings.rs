@@ -1,31 +1,20 @@
-//! The user-metadata service's configuration, from environment variables only.
+//! The user-metadata service's own configuration, from environment variables only (the shared part is
+//! `platform::settings::Common`).
 
 use std::{
     num::{NonZeroU64, NonZeroUsize},
     time::Duration,
 };
 
-use platform::{
-    outbox::RelaySettings,
-    service::Service as _,
-    settings::{Common, SettingsError},
-};
+use platform::{outbox::RelaySettings, service::Service as _, settings::SettingsError};
 use serde::Deserialize;
 
 use crate::{UserMetadata, store::AttemptLimit};
 
-/// Everything the user-metadata service reads at start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Ports, database, broker, shutdown, telemetry.
-    pub common: Common,
-    own: Own,
-}
-
-/// user-metadata's own variables.
+/// What the user-metadata service reads at start beyond what every service reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
-struct Own {
+pub struct Settings {
     /// `OUTBOX_BATCH_SIZE` (100): events published per transaction.
     outbox_batch_size: NonZeroUsize,
     /// `OUTBOX_POLL_INTERVAL_MS` (1000): how often due events are looked for when no notification arrives.
@@ -38,7 +27,7 @@ struct Own {
     signup_attempt_window_hours: NonZeroU64,
 }
 
-impl Default for Own {
+impl Default for Settings {
     fn default() -> Self {
         let u = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         let u64 = |n: u64| NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN);
@@ -52,23 +41,17 @@ impl Default for Own {
     }
 }
 
-impl AsRef<Common> for Settings {
-    fn as_ref(&self) -> &Common {
-        &self.common
-    }
-}
-
 impl Settings {
     /// Reads and checks every variable; the first bad one is named in the error.
     pub fn load() -> Result<Self, SettingsError> {
-        let own: Own = platform::settings::load()?;
+        let own: Self = platform::settings::load()?;
         if own.outbox_batch_size.get() > 10_000 {
             return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be at most 10000"));
         }
         if own.signup_attempts_per_account.get() > 1000 {
             return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be at most 1000"));
         }
-        Ok(Self { common: Common::load(UserMetadata::NAME, UserMetadata::PORTS, false)?, own })
+        Ok(own)
     }
 
     /// How the relay publishes to `exchange`.
@@ -76,21 +59,21 @@ impl Settings {
         RelaySettings {
             exchange: exchange.to_owned(),
             source: format!("/{}", UserMetadata::NAME),
-            batch_size: i64::try_from(self.own.outbox_batch_size.get()).unwrap_or(i64::MAX),
-            poll_interval: Duration::from_millis(self.own.outbox_poll_interval_ms.get()),
+            batch_size: i64::try_from(self.outbox_batch_size.get()).unwrap_or(i64::MAX),
+            poll_interval: Duration::from_millis(self.outbox_poll_interval_ms.get()),
         }
     }
 
     /// How long an `Idempotency-Key` is remembered.
     pub fn idempotency_key_ttl(&self) -> Duration {
-        Duration::from_secs(self.own.idempotency_key_ttl_hours.get() * 3600)
+        Duration::from_secs(self.idempotency_key_ttl_hours.get() * 3600)
     }
 
     /// How many signup attempts a pending account takes.
     pub fn attempts(&self) -> AttemptLimit {
         AttemptLimit {
-            limit: i64::try_from(self.own.signup_attempts_per_account.get()).unwrap_or(i64::MAX),
-            window: Duration::from_secs(self.own.signup_attempt_window_hours.get() * 3600),
+            limit: i64::try_from(self.signup_attempts_per_account.get()).unwrap_or(i64::MAX),
+            window: Duration::from_secs(self.signup_attempt_window_hours.get() * 3600),
         }
     }
 }

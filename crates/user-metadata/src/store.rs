@@ -228,19 +228,25 @@ async fn add_attempt(
             .fetch_one(&mut **tx)
             .await?
     };
+    record_attempt(tx, user.id, signup).await?;
+    platform::outbox::enqueue(tx, &announce(&user, profile, false)).await?;
+    Ok(Registered::Announced { user, existing: false })
+}
+
+/// Keeps the attempt's profile, for the verification that names it.
+async fn record_attempt(conn: &mut PgConnection, user_id: Uuid, signup: &NewSignup) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable) \
          VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(signup.signup_id)
-    .bind(user.id)
-    .bind(&profile.display_name)
-    .bind(&profile.locale)
-    .bind(profile.discoverable)
-    .execute(&mut **tx)
+    .bind(user_id)
+    .bind(&signup.profile.display_name)
+    .bind(&signup.profile.locale)
+    .bind(signup.profile.discoverable)
+    .execute(conn)
     .await?;
-    platform::outbox::enqueue(tx, &announce(&user, profile, false)).await?;
-    Ok(Registered::Announced { user, existing: false })
+    Ok(())
 }
 
 async fn live_attempts(conn: &mut PgConnection, user_id: Uuid, window: Duration) -> sqlx::Result<i64> {
@@ -366,13 +372,17 @@ async fn lock(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<User,
     sqlx::query_as(LOCK_USER).bind(user_id).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
 }
 
-/// Deletes idempotency keys older than `ttl`; returns how many.
-pub(crate) async fn expire_keys(pool: &PgPool, ttl: Duration) -> sqlx::Result<u64> {
+/// Deletes idempotency keys older than `ttl`, and logs what it did.
+pub(crate) async fn expire_keys(pool: PgPool, ttl: Duration) {
     let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
         .bind(ttl.as_secs_f64())
-        .execute(pool)
-        .await?;
-    Ok(deleted.rows_affected())
+        .execute(&pool)
+        .await;
+    match deleted.map(|done| done.rows_affected()) {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+        Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+    }
 }
 
 /// One user by id.

@@ -27,7 +27,8 @@ pub(crate) async fn recent_verifications(pool: &PgPool, lookback: Duration) -> s
     .await
 }
 
-/// One kind of record to archive: how to select a locked batch of (key, record) and delete it by key.
+/// One kind of record to archive: how to select a locked batch of (key, key as named in the object, record) and
+/// delete it by key (hex, or a UUID's 32 digits).
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) table: &'static str,
@@ -40,10 +41,10 @@ pub(crate) struct Batch {
 pub(crate) fn tokens(age: Duration) -> Batch {
     Batch {
         table: "tokens",
-        select: "SELECT token_hash, to_jsonb(t) FROM tokens t \
+        select: "SELECT encode(token_hash, 'hex'), encode(substr(token_hash, 1, 8), 'hex'), to_jsonb(t) FROM tokens t \
                  WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
                  ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
-        delete: "DELETE FROM tokens WHERE token_hash = ANY($1)",
+        delete: "DELETE FROM tokens WHERE token_hash = ANY(SELECT decode(k, 'hex') FROM unnest($1::text[]) k)",
         age,
     }
 }
@@ -52,11 +53,11 @@ pub(crate) fn tokens(age: Duration) -> Batch {
 pub(crate) fn mails(age: Duration) -> Batch {
     Batch {
         table: "mails",
-        select: "SELECT id, to_jsonb(m) FROM mails m \
+        select: "SELECT replace(id::text, '-', ''), replace(id::text, '-', ''), to_jsonb(m) FROM mails m \
                  WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
                    AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id) \
                  ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        delete: "DELETE FROM mails WHERE id = ANY($1)",
+        delete: "DELETE FROM mails WHERE id = ANY($1::text[]::uuid[])",
         age,
     }
 }
@@ -70,45 +71,24 @@ impl Batch {
 
     /// Archives batch after batch until none is left, each deleted in the transaction that follows the read-back
     /// of its object; returns how many records went.
-    pub(crate) async fn run<K>(&self, pool: &PgPool, storage: &ColdStorage, size: i64) -> anyhow::Result<usize>
-    where
-        K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + sqlx::postgres::PgHasArrayType,
-        K: sqlx::Encode<'static, sqlx::Postgres> + Send + Sync + Unpin + KeyName + 'static,
-    {
+    pub(crate) async fn run(&self, pool: &PgPool, storage: &ColdStorage, size: i64) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
             let mut tx = pool.begin().await?;
-            let rows: Vec<(K, serde_json::Value)> =
+            let rows: Vec<(String, String, serde_json::Value)> =
                 sqlx::query_as(self.select).bind(self.age.as_secs_f64()).bind(size).fetch_all(&mut *tx).await?;
-            let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else { break };
-            let key = format!("email-verification/{}/{}-{}.jsonl.gz", self.table, first.key_name(), last.key_name());
-            let records: Vec<serde_json::Value> = rows.iter().map(|(_, r)| r.clone()).collect();
+            let (Some((_, first, _)), Some((_, last, _))) = (rows.first(), rows.last()) else { break };
+            let key = format!("email-verification/{}/{first}-{last}.jsonl.gz", self.table);
+            let records: Vec<serde_json::Value> = rows.iter().map(|(_, _, r)| r.clone()).collect();
             let object = storage.put_verified(&key, &records).await?;
             let count = rows.len();
-            let keys: Vec<K> = rows.into_iter().map(|(k, _)| k).collect();
+            let keys: Vec<String> = rows.into_iter().map(|(k, _, _)| k).collect();
             sqlx::query(self.delete).bind(keys).execute(&mut *tx).await?;
             tx.commit().await?;
             total += count;
             tracing::info!(table = self.table, records = count, %object, "archived and removed");
         }
         Ok(total)
-    }
-}
-
-/// A record key as it appears in an archive object's name.
-pub(crate) trait KeyName {
-    fn key_name(&self) -> String;
-}
-
-impl KeyName for Uuid {
-    fn key_name(&self) -> String {
-        self.simple().to_string()
-    }
-}
-
-impl KeyName for Vec<u8> {
-    fn key_name(&self) -> String {
-        self.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 }
 

@@ -46,9 +46,6 @@ pub trait Handler: Send + Sync + 'static {
     /// Decodes an event this subscriber acts on; an error means it can never be applied.
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Self::Event>;
 
-    /// The database the effects (and the records of processed events) go to.
-    fn pool(&self) -> &PgPool;
-
     /// Applies one event in `tx`, the transaction that also records it.
     fn apply(
         &self,
@@ -58,8 +55,8 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
-/// How long the consumer waits after its broker channel failed before starting again.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Restarting after the broker channel failed: 1 s doubling to 30 s, jittered.
+const RESTART: Backoff = Backoff::jittered(Duration::from_secs(1), Duration::from_secs(30));
 
 /// Retries of one event in hand before it goes back to the queue, where the delivery limit takes over (about
 /// seven minutes of pauses).
@@ -89,42 +86,34 @@ impl ConsumerStatus {
     }
 }
 
-/// Consumes `subscription` with `handler` until `cancel` fires, reconnecting whenever the broker goes away. One
-/// batch is handled at a time per consumer; scale by running more replicas.
+/// Consumes `subscription` with `handler`, applying events to `pool`, until `cancel` fires, reconnecting whenever
+/// the broker goes away. One batch is handled at a time per consumer; scale by running more replicas.
 pub async fn consume<H: Handler>(
     broker: Broker,
     subscription: Subscription,
     handler: Arc<H>,
+    pool: PgPool,
     status: ConsumerStatus,
     cancel: CancellationToken,
 ) {
-    loop {
-        let connection = tokio::select! {
-            connection = broker.connection() => match connection { Some(c) => c, None => return },
-            () = cancel.cancelled() => return,
-        };
-        let consumed = consume_on(&connection, &subscription, handler.as_ref(), &status, &cancel).await;
-        status.set(false);
-        match consumed {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), queue = %subscription.queue, "consumer stopped; restarting")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RETRY_PAUSE) => {}
-            () = cancel.cancelled() => return,
-        }
-    }
+    let what = format!("consumer of {}", subscription.queue);
+    RESTART
+        .restart(&what, &cancel, || async {
+            let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
+            let applier = Applier { handler: handler.as_ref(), pool: &pool, cancel: &cancel };
+            let consumed = consume_on(&connection, &subscription, &applier, &status).await;
+            status.set(false);
+            consumed
+        })
+        .await;
 }
 
 /// Returns `Ok` when cancelled, `Err` when the channel failed.
 async fn consume_on<H: Handler>(
     connection: &lapin::Connection,
     subscription: &Subscription,
-    handler: &H,
+    applier: &Applier<'_, H>,
     status: &ConsumerStatus,
-    cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
     subscription.declare(&channel).await.context("declaring the subscription")?;
@@ -138,7 +127,7 @@ async fn consume_on<H: Handler>(
     loop {
         let first = tokio::select! {
             delivery = deliveries.next() => delivery,
-            () = cancel.cancelled() => {
+            () = applier.cancel.cancelled() => {
                 // Unacked prefetched messages return to the queue when the channel closes.
                 let _ = channel.close(200, "shutting down".into()).await;
                 return Ok(());
@@ -152,7 +141,7 @@ async fn consume_on<H: Handler>(
                 _ => break,
             }
         }
-        process_batch(batch, handler, cancel).await?;
+        applier.process_batch(batch).await?;
     }
 }
 
@@ -173,149 +162,146 @@ enum Sorted<E> {
     Work(Work<E>),
 }
 
-/// Sorts a batch out (malformed and poison messages are dead-lettered, other types acked untouched), applies the
-/// rest in one transaction and settles the batch with one ack; falls back to one event at a time if that fails.
-async fn process_batch<H: Handler>(
-    batch: Vec<Delivery>,
-    handler: &H,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let (mut ignored, mut work) = (Vec::new(), Vec::new());
-    for delivery in batch {
-        match sort(delivery, handler).await? {
-            Sorted::Settled => {}
-            Sorted::Ignored(delivery) => ignored.push(delivery),
-            Sorted::Work(item) => work.push(item),
-        }
-    }
-    if !work.is_empty()
-        && let Err(error) = apply_together(&work, handler).await
-    {
-        tracing::warn!(error = format!("{error:#}"), events = work.len(), "batch not applied; one event at a time");
-        for delivery in ignored {
-            delivery.ack(BasicAckOptions::default()).await?;
-        }
-        for item in work {
-            process_one(item, handler, cancel).await?;
-        }
-        return Ok(());
-    }
-    // One ack settles the batch: the events just committed and the ones ignored.
-    let last = work.iter().map(|w| &w.delivery).chain(&ignored).max_by_key(|d| d.delivery_tag);
-    if let Some(last) = last {
-        last.ack(BasicAckOptions { multiple: true }).await?;
-    }
-    Ok(())
-}
-
-/// Applies every event of `work` in one transaction, each recorded as processed in it; returns how many were new.
-async fn apply_together<H: Handler>(work: &[Work<H::Event>], handler: &H) -> anyhow::Result<u64> {
-    let mut tx = handler.pool().begin().await?;
-    let mut applied = 0;
-    for item in work {
-        let span = event_span(&item.envelope, item.delivery.redelivered);
-        applied += u64::from(apply_recorded(handler, &mut tx, item).instrument(span).await?);
-    }
-    tx.commit().await?;
-    metrics::counter!("events_consumed_total", "outcome" => "applied").increment(applied);
-    metrics::histogram!("events_batch_size").record(work.len() as f64);
-    Ok(applied)
-}
-
-/// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
-async fn apply_recorded<H: Handler>(
-    handler: &H,
-    tx: &mut PgConnection,
-    item: &Work<H::Event>,
-) -> Result<bool, HandleError> {
-    if !record_once(tx, &item.envelope).await.map_err(transient)? {
-        tracing::info!("event already applied; acknowledging the redelivery");
-        return Ok(false);
-    }
-    handler.apply(tx, &item.envelope, item.event.clone()).await?;
-    tracing::info!("event applied");
-    Ok(true)
-}
-
-/// One event on its own, in its own transaction: acked after the commit, dead-lettered if it can never be applied,
-/// retried in place with backoff on a transient failure (holding the message: a requeue would count toward the
-/// delivery limit, and an outage of our own database must not dead-letter good events).
-async fn process_one<H: Handler>(item: Work<H::Event>, handler: &H, cancel: &CancellationToken) -> anyhow::Result<()> {
-    let span = event_span(&item.envelope, item.delivery.redelivered);
-    async {
-        for attempt in 1.. {
-            let error = match apply_alone(handler, &item).await {
-                Ok(()) => {
-                    item.delivery.ack(BasicAckOptions::default()).await?;
-                    return Ok(());
-                }
-                Err(HandleError::Poison(error)) => {
-                    tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
-                    metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
-                    item.delivery.reject(BasicRejectOptions { requeue: false }).await?;
-                    return Ok(());
-                }
-                Err(HandleError::Transient(error)) => error,
-            };
-            if attempt > MAX_IN_PLACE_RETRIES {
-                tracing::error!(error = format!("{error:#}"), "event still failing; returning it to the queue");
-                item.delivery.nack(REQUEUE).await?;
-                return Ok(());
-            }
-            let pause = IN_PLACE_RETRY.delay(attempt);
-            let retry_in_ms = pause.as_millis() as u64;
-            tracing::warn!(error = format!("{error:#}"), attempt, retry_in_ms, "event not applied yet");
-            metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = cancel.cancelled() => {
-                    item.delivery.nack(REQUEUE).await?;
-                    return Ok(());
-                }
-            }
-        }
-        anyhow::Ok(())
-    }
-    .instrument(span)
-    .await
-}
-
 /// Back to the queue, for this or another consumer.
 const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: true };
 
-async fn apply_alone<H: Handler>(handler: &H, item: &Work<H::Event>) -> Result<(), HandleError> {
-    let mut tx = handler.pool().begin().await.map_err(transient)?;
-    if apply_recorded(handler, &mut tx, item).await? {
-        metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
-    }
-    tx.commit().await.map_err(transient)
+/// Applies the events of one consumer to its database, until cancelled.
+struct Applier<'a, H> {
+    handler: &'a H,
+    pool: &'a PgPool,
+    cancel: &'a CancellationToken,
 }
 
-/// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores, and
-/// decodes the rest.
-async fn sort<H: Handler>(delivery: Delivery, handler: &H) -> anyhow::Result<Sorted<H::Event>> {
-    let envelope = match Envelope::from_delivery(&delivery) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
-            metrics::counter!("events_consumed_total", "outcome" => "malformed").increment(1);
-            delivery.reject(BasicRejectOptions { requeue: false }).await?;
-            return Ok(Sorted::Settled);
+impl<H: Handler> Applier<'_, H> {
+    /// Sorts a batch out (malformed and poison messages are dead-lettered, other types acked untouched), applies the
+    /// rest in one transaction and settles the batch with one ack; falls back to one event at a time if that fails.
+    async fn process_batch(&self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        let (mut ignored, mut work) = (Vec::new(), Vec::new());
+        for delivery in batch {
+            match self.sort(delivery).await? {
+                Sorted::Settled => {}
+                Sorted::Ignored(delivery) => ignored.push(delivery),
+                Sorted::Work(item) => work.push(item),
+            }
         }
-    };
-    if !handler.acts_on(&envelope.kind) {
-        tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
-        metrics::counter!("events_consumed_total", "outcome" => "ignored").increment(1);
-        return Ok(Sorted::Ignored(delivery));
+        if !work.is_empty()
+            && let Err(error) = self.apply_together(&work).await
+        {
+            tracing::warn!(error = format!("{error:#}"), events = work.len(), "batch not applied; one event at a time");
+            for delivery in ignored {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            for item in work {
+                self.process_one(item).await?;
+            }
+            return Ok(());
+        }
+        // One ack settles the batch: the events just committed and the ones ignored.
+        let last = work.iter().map(|w| &w.delivery).chain(&ignored).max_by_key(|d| d.delivery_tag);
+        if let Some(last) = last {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
     }
-    match handler.decode(&envelope) {
-        Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
-        Err(error) => {
-            let span = event_span(&envelope, delivery.redelivered);
-            tracing::error!(parent: &span, error = format!("{error:#}"), "event does not decode; dead-lettering it");
-            metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
-            delivery.reject(BasicRejectOptions { requeue: false }).await?;
-            Ok(Sorted::Settled)
+
+    /// Applies every event of `work` in one transaction, each recorded as processed in it; returns how many were new.
+    async fn apply_together(&self, work: &[Work<H::Event>]) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = 0;
+        for item in work {
+            let span = event_span(&item.envelope, item.delivery.redelivered);
+            applied += u64::from(self.apply_recorded(&mut tx, item).instrument(span).await?);
+        }
+        tx.commit().await?;
+        metrics::counter!("events_consumed_total", "outcome" => "applied").increment(applied);
+        metrics::histogram!("events_batch_size").record(work.len() as f64);
+        Ok(applied)
+    }
+
+    /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
+    async fn apply_recorded(&self, tx: &mut PgConnection, item: &Work<H::Event>) -> Result<bool, HandleError> {
+        if !record_once(tx, &item.envelope).await.map_err(transient)? {
+            tracing::info!("event already applied; acknowledging the redelivery");
+            return Ok(false);
+        }
+        self.handler.apply(tx, &item.envelope, item.event.clone()).await?;
+        tracing::info!("event applied");
+        Ok(true)
+    }
+
+    /// One event on its own, in its own transaction: acked after the commit, dead-lettered if it can never be applied,
+    /// retried in place with backoff on a transient failure (holding the message: a requeue would count toward the
+    /// delivery limit, and an outage of our own database must not dead-letter good events).
+    async fn process_one(&self, item: Work<H::Event>) -> anyhow::Result<()> {
+        let span = event_span(&item.envelope, item.delivery.redelivered);
+        async {
+            for attempt in 1.. {
+                let error = match self.apply_alone(&item).await {
+                    Ok(()) => {
+                        item.delivery.ack(BasicAckOptions::default()).await?;
+                        return Ok(());
+                    }
+                    Err(HandleError::Poison(error)) => {
+                        tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
+                        metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                        item.delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                        return Ok(());
+                    }
+                    Err(HandleError::Transient(error)) => error,
+                };
+                if attempt > MAX_IN_PLACE_RETRIES {
+                    tracing::error!(error = format!("{error:#}"), "event still failing; returning it to the queue");
+                    break;
+                }
+                let pause = IN_PLACE_RETRY.delay(attempt);
+                let retry_in_ms = pause.as_millis() as u64;
+                tracing::warn!(error = format!("{error:#}"), attempt, retry_in_ms, "event not applied yet");
+                metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
+                if !crate::backoff::pause(pause, self.cancel).await {
+                    break;
+                }
+            }
+            item.delivery.nack(REQUEUE).await?;
+            anyhow::Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn apply_alone(&self, item: &Work<H::Event>) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await.map_err(transient)?;
+        if self.apply_recorded(&mut tx, item).await? {
+            metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
+        }
+        tx.commit().await.map_err(transient)
+    }
+
+    /// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores, and
+    /// decodes the rest.
+    async fn sort(&self, delivery: Delivery) -> anyhow::Result<Sorted<H::Event>> {
+        let envelope = match Envelope::from_delivery(&delivery) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
+                metrics::counter!("events_consumed_total", "outcome" => "malformed").increment(1);
+                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                return Ok(Sorted::Settled);
+            }
+        };
+        if !self.handler.acts_on(&envelope.kind) {
+            tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
+            metrics::counter!("events_consumed_total", "outcome" => "ignored").increment(1);
+            return Ok(Sorted::Ignored(delivery));
+        }
+        match self.handler.decode(&envelope) {
+            Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
+            Err(error) => {
+                let span = event_span(&envelope, delivery.redelivered);
+                tracing::error!(parent: &span, error = format!("{error:#}"), "event does not decode; dead-lettering it");
+                metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                Ok(Sorted::Settled)
+            }
         }
     }
 }

@@ -57,12 +57,9 @@ impl Envelope {
     /// Reads an envelope back from a delivery; an error means the message can never be processed.
     pub fn from_delivery(delivery: &Delivery) -> anyhow::Result<Self> {
         let headers = delivery.properties.headers().as_ref().context("no headers")?;
-        let header = |key: &str| -> anyhow::Result<String> {
-            match headers.inner().get(&ShortString::from(key)) {
-                Some(AMQPValue::LongString(value)) => Ok(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-                Some(AMQPValue::ShortString(value)) => Ok(value.as_str().to_owned()),
-                _ => anyhow::bail!("header {key} missing or not a string"),
-            }
+        let header = |key: &str| {
+            text(headers.inner().get(&ShortString::from(key)))
+                .with_context(|| format!("header {key} missing or not a string"))
         };
         Ok(Self {
             id: header("cloudEvents_id")?.parse().context("cloudEvents_id is not a UUID")?,
@@ -74,5 +71,14 @@ impl Envelope {
             data: delivery.data.clone(),
             traceparent: header("traceparent").ok(),
         })
+    }
+}
+
+/// An AMQP header or table value as text, if it is a string.
+pub(crate) fn text(value: Option<&AMQPValue>) -> Option<String> {
+    match value? {
+        AMQPValue::LongString(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        AMQPValue::ShortString(value) => Some(value.as_str().to_owned()),
+        _ => None,
     }
 }

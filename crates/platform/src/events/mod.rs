@@ -7,6 +7,7 @@ mod idempotency;
 mod topology;
 
 pub use consumer::{ConsumerStatus, HandleError, Handler, consume};
+pub(crate) use envelope::text;
 pub use envelope::{CONTENT_TYPE, Envelope};
 pub use idempotency::{record_once, transient, uuid_field};
 pub use topology::{Subscription, declare_exchange, declare_subscription};

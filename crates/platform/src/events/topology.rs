@@ -1,8 +1,6 @@
 //! The topology of the event broadcast: the durable fanout exchange, and each subscriber's durable quorum queue
 //! with a delivery limit, bound to it, whose dead letters go to `<queue>.dlq` through `<queue>.dlx`.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use lapin::{
     Channel, ExchangeKind,
@@ -46,55 +44,39 @@ impl Subscription {
 
     /// Declares the exchanges, the dead-letter queue, the queue and its binding. Idempotent.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        declare_exchange(channel, &self.exchange).await?;
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-        let dlx = self.dead_letter_exchange();
-        let dlx_options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, dlx_options, FieldTable::default()).await?;
-        let dlq = self.dead_letter_queue();
+        let (dlx, dlq) = (self.dead_letter_exchange(), self.dead_letter_queue());
+        declare_exchange(channel, &self.exchange).await?;
+        declare_exchange(channel, &dlx).await?;
         // Listing dead letters returns them to the queue, and a quorum queue counts that as a delivery; newer
         // brokers default to a delivery limit of 20, past which the message would be dropped. A dead letter must
         // stay until someone replays or purges it.
-        let mut dlq_arguments = FieldTable::default();
-        dlq_arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
-        channel.queue_declare(dlq.as_str().into(), durable, quorum(dlq_arguments)).await?;
-        channel
-            .queue_bind(
-                dlq.as_str().into(),
-                dlx.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
-        );
+        channel.queue_declare(dlq.as_str().into(), durable, quorum(i32::MAX)).await?;
+        bind(channel, &dlq, &dlx).await?;
+        let mut arguments = quorum(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX));
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
-        channel.queue_declare(self.queue.as_str().into(), durable, quorum(arguments)).await?;
-        channel
-            .queue_bind(
-                self.queue.as_str().into(),
-                self.exchange.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
+        channel.queue_declare(self.queue.as_str().into(), durable, arguments).await?;
+        bind(channel, &self.queue, &self.exchange).await
     }
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str) -> lapin::Result<()> {
+    let (options, arguments) = (QueueBindOptions::default(), FieldTable::default());
+    channel.queue_bind(queue.into(), exchange.into(), "".into(), options, arguments).await
+}
+
+/// The arguments of a quorum queue that dead-letters a message after `delivery_limit` deliveries.
+fn quorum(delivery_limit: i32) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit));
+    arguments
 }
 
 /// Connects to the broker once and declares `subscription`: what a subscriber's `migrate` (and a serve with
 /// `MIGRATE_ON_START`) does, so that its queue exists before anything is published.
 pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscription) -> anyhow::Result<()> {
-    let uri = settings.uri()?;
-    let connect = lapin::Connection::connect_uri(uri, lapin::ConnectionProperties::default());
-    let connection = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .with_context(|| format!("connecting to the broker at AMQP_URL ({}) timed out", settings.redacted()))?
-        .with_context(|| format!("cannot connect to the broker at AMQP_URL ({})", settings.redacted()))?;
+    let connection = crate::amqp::connect_once(settings).await?;
     let channel = connection.create_channel().await?;
     subscription.declare(&channel).await.with_context(|| {
         format!(
@@ -106,11 +88,6 @@ pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscr
     tracing::info!(queue = %subscription.queue, exchange = %subscription.exchange, "subscription declared");
     let _ = connection.close(200, "done".into()).await;
     Ok(())
-}
-
-fn quorum(mut arguments: FieldTable) -> FieldTable {
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    arguments
 }
 
 /// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`

@@ -60,18 +60,8 @@ impl FieldError {
 
 /// Parses a JSON object into a [`Signup`], or every problem found.
 pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup, Vec<FieldError>> {
-    let mut errors: Vec<FieldError> = body
-        .keys()
-        .filter(|key| !FIELDS.contains(&key.as_str()))
-        .map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of a signup"))
-        .collect();
-    let email = required_string(body, "email", &mut errors).and_then(|raw| match Email::parse(raw) {
-        Ok(email) => Some(email),
-        Err(error) => {
-            errors.push(FieldError::new("email", email_code(error), format!("{error}")));
-            None
-        }
-    });
+    let mut errors = unknown_fields(body, &FIELDS, "is not a field of a signup");
+    let email = required_email(body, "email", &mut errors);
     let display_name = required_string(body, "display_name", &mut errors).and_then(|raw| {
         DisplayName::parse(raw, limits.display_name_max_chars)
             .map_err(|(code, detail)| errors.push(FieldError::new("display_name", code, detail)))
@@ -89,19 +79,36 @@ pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup,
     });
     let contacts = contacts(body.get("contacts"), limits.max_contacts, email.as_ref(), &mut errors);
     let locale = locale(body.get("locale"), &mut errors);
-    let discoverable = match body.get("discoverable") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(value)) => *value,
-        Some(_) => {
-            errors.push(FieldError::new("discoverable", "invalid_type", "must be true or false"));
-            true
-        }
-    };
+    let discoverable = optional_bool(body, "discoverable", &mut errors).unwrap_or(true);
     match (email, password, display_name) {
         (Some(email), Some(password), Some(display_name)) if errors.is_empty() => {
             Ok(Signup { email, password, display_name, contacts, locale, discoverable })
         }
         _ => Err(errors),
+    }
+}
+
+/// A problem for each member of `body` that is not one of the `known` fields, explained by `detail`.
+pub fn unknown_fields(body: &Map<String, Value>, known: &[&str], detail: &str) -> Vec<FieldError> {
+    let unknown = body.keys().filter(|key| !known.contains(&key.as_str()));
+    unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", detail)).collect()
+}
+
+/// The email address `field` of `body`, or its problem added to `errors`.
+pub fn required_email(body: &Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<Email> {
+    let raw = required_string(body, field, errors)?;
+    Email::parse(raw).map_err(|error| errors.push(FieldError::new(field, email_code(error), error.to_string()))).ok()
+}
+
+/// The boolean `field` of `body` if it has one, or its problem added to `errors`.
+pub fn optional_bool(body: &Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
+    match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(value)) => Some(*value),
+        Some(_) => {
+            errors.push(FieldError::new(field, "invalid_type", "must be true or false"));
+            None
+        }
     }
 }
 
@@ -170,7 +177,7 @@ fn locale(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Locale>
 }
 
 /// The stable code of an email's problem.
-pub fn email_code(error: EmailError) -> &'static str {
+fn email_code(error: EmailError) -> &'static str {
     match error {
         EmailError::Empty => "required",
         EmailError::TooLong => "email_too_long",
