@@ -68,10 +68,6 @@ impl platform::service::Service for EmailVerification {
     type Settings = Settings;
     type Admin = Admin;
 
-    fn load() -> Result<Settings, SettingsError> {
-        Settings::load()
-    }
-
     /// Where mail goes is checked before anything else, so a deployment that forgot `SMTP_URL` stops at once
     /// (and `migrate`, `repair` or `report --stdout`, which send nothing, do not need it).
     fn check_serve(settings: &Settings) -> Result<(), SettingsError> {

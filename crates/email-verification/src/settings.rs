@@ -12,7 +12,7 @@ use lettre::{AsyncSmtpTransport, Tokio1Executor, message::Mailbox};
 use platform::{
     backoff::Backoff,
     grpc::TracedChannel,
-    settings::{GrpcUrl, SettingsError},
+    settings::{GrpcUrl, Load, SettingsError},
 };
 use proto::user_metadata::v1::user_metadata_service_client::UserMetadataServiceClient;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -195,9 +195,8 @@ impl Default for Own {
     }
 }
 
-impl Settings {
-    /// Reads and checks every variable; the first bad one is named in the error.
-    pub fn load() -> Result<Self, SettingsError> {
+impl Load for Settings {
+    fn load() -> Result<Self, SettingsError> {
         let own: Own = platform::settings::load()?;
         let (policy, user_metadata) =
             (own.policy()?, Upstream { url: own.user_metadata_url.clone(), deadline_ms: own.grpc_deadline_ms });

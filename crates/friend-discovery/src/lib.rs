@@ -11,7 +11,7 @@ mod store;
 use platform::{
     deadletters::RepairArgs,
     service::Host,
-    settings::{Common, Ports, SettingsError},
+    settings::{Common, Ports},
     shutdown::CancellationToken,
 };
 use proto::friend_discovery::v1::friend_discovery_service_server::FriendDiscoveryServiceServer;
@@ -41,10 +41,6 @@ impl platform::service::Service for FriendDiscovery {
     const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
-
-    fn load() -> Result<Settings, SettingsError> {
-        platform::settings::load()
-    }
 
     async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = host.pool().clone();

@@ -3,6 +3,7 @@
 
 use std::num::NonZeroU32;
 
+use platform::settings::{Load, SettingsError};
 use serde::Deserialize;
 
 /// What the friend-discovery service reads at start beyond what every service reads.
@@ -12,6 +13,12 @@ pub struct Settings {
     /// `SUGGESTIONS_PER_DAY` (500): suggestions one asker is served per day (UTC); beyond, the answer is
     /// RESOURCE_EXHAUSTED. Bounds how fast anyone can learn who is a member.
     pub suggestions_per_day: NonZeroU32,
+}
+
+impl Load for Settings {
+    fn load() -> Result<Self, SettingsError> {
+        platform::settings::load()
+    }
 }
 
 impl Default for Settings {

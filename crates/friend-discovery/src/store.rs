@@ -181,10 +181,7 @@ pub(crate) async fn discoverability(
 /// Removes a member, their edges and their pending attempts for good: later events about them change nothing.
 pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
     let _ = lock_user(conn, user_id).await?;
-    sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM pending_signups WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM suggestion_budget WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM members WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
@@ -198,10 +195,7 @@ async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool>
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
+    Ok(!platform::events::was_deleted(conn, user_id).await?)
 }
 
 /// Where a page of suggestions starts: after this position in the order (mutual, user id, both descending).

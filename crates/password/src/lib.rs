@@ -15,7 +15,7 @@ use std::time::Duration;
 use platform::{
     deadletters::RepairArgs,
     service::{Host, Worker},
-    settings::{Common, Ports, SettingsError},
+    settings::{Common, Ports},
     shutdown::CancellationToken,
 };
 use proto::password::v1::password_service_server::PasswordServiceServer;
@@ -47,10 +47,6 @@ impl platform::service::Service for Password {
     const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
-
-    fn load() -> Result<Settings, SettingsError> {
-        Settings::load()
-    }
 
     async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let hashing = &settings.hashing;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use argon2::Params;
-use platform::settings::SettingsError;
+use platform::settings::{Load, SettingsError};
 use serde::Deserialize;
 
 /// Everything the password service reads at start.
@@ -21,9 +21,8 @@ pub struct Settings {
     pub throttle: Throttle,
 }
 
-impl Settings {
-    /// Reads and checks every variable; the first bad one is named in the error.
-    pub fn load() -> Result<Self, SettingsError> {
+impl Load for Settings {
+    fn load() -> Result<Self, SettingsError> {
         let hashing: HashingSettings = platform::settings::load()?;
         hashing.params()?;
         let sessions: SessionSettings = platform::settings::load()?;

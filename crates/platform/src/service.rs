@@ -19,7 +19,7 @@ use crate::{
     backing::Backing,
     events::{ConsumerStatus, Handler},
     server::GrpcServer,
-    settings::{Common, Ports, ServerSettings, SettingsError},
+    settings::{Common, Load, Ports, ServerSettings, SettingsError},
 };
 
 /// What makes a gRPC service itself. Everything else is [`main`] and [`Host`].
@@ -35,12 +35,10 @@ pub trait Service {
     /// The embedded schema migrations of the service's database.
     const MIGRATOR: Migrator;
     /// What the service reads from the environment beyond the [`Common`] part every service reads.
-    type Settings: Send + 'static;
+    type Settings: Load + Send + 'static;
     /// The service's admin subcommands (`repair`, `archive`, ...).
     type Admin: Subcommand + Send + 'static;
 
-    /// Reads and checks the service's own settings; the error names the first bad variable.
-    fn load() -> Result<Self::Settings, SettingsError>;
     /// Checks what only serving needs, before anything is connected or bound.
     fn check_serve(_settings: &Self::Settings) -> Result<(), SettingsError> {
         Ok(())
@@ -102,7 +100,7 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
             false => crate::healthcheck::grpc(ports.port).await,
         };
     }
-    let (common, settings) = (Common::load(S::NAME, S::PORTS, S::SUBSCRIBES)?, S::load()?);
+    let (common, settings) = (Common::load(S::NAME, S::PORTS, S::SUBSCRIBES)?, S::Settings::load()?);
     let telemetry = crate::telemetry::init(S::NAME, &common.telemetry)?;
     let result = match command {
         Command::Serve => serve::<S>(common, settings).await,

@@ -29,6 +29,13 @@ impl SettingsError {
     }
 }
 
+/// A service's own settings: read from the environment and checked, with an error that names the first bad
+/// variable.
+pub trait Load: Sized {
+    /// Reads and checks every variable.
+    fn load() -> Result<Self, SettingsError>;
+}
+
 /// Deserialises `T` from the process environment. Field `foo_bar` reads variable `FOO_BAR`.
 pub fn load<T: DeserializeOwned>() -> Result<T, SettingsError> {
     from_source(config::Environment::default())

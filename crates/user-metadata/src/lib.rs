@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use platform::{
     service::{Host, Worker},
-    settings::{Common, Ports, SettingsError},
+    settings::{Common, Ports},
     shutdown::CancellationToken,
 };
 use proto::user_metadata::v1::user_metadata_service_server::UserMetadataServiceServer;
@@ -58,10 +58,6 @@ impl platform::service::Service for UserMetadata {
     const MIGRATOR: Migrator = sqlx::migrate!();
     type Settings = Settings;
     type Admin = Admin;
-
-    fn load() -> Result<Settings, SettingsError> {
-        Settings::load()
-    }
 
     async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = host.pool().clone();

@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use platform::{outbox::RelaySettings, service::Service as _, settings::SettingsError};
+use platform::{
+    outbox::RelaySettings,
+    service::Service as _,
+    settings::{Load, SettingsError},
+};
 use serde::Deserialize;
 
 use crate::{UserMetadata, store::AttemptLimit};
@@ -41,9 +45,8 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Reads and checks every variable; the first bad one is named in the error.
-    pub fn load() -> Result<Self, SettingsError> {
+impl Load for Settings {
+    fn load() -> Result<Self, SettingsError> {
         let own: Self = platform::settings::load()?;
         if own.outbox_batch_size.get() > 10_000 {
             return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be at most 10000"));
@@ -53,7 +56,9 @@ impl Settings {
         }
         Ok(own)
     }
+}
 
+impl Settings {
     /// How the relay publishes to `exchange`.
     pub fn relay(&self, exchange: &str) -> RelaySettings {
         RelaySettings {

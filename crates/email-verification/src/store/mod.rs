@@ -55,7 +55,7 @@ pub(crate) async fn signed_up(
     attempt: &SignedUp<'_>,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    if is_deleted(conn, attempt.user_id).await? {
+    if platform::events::was_deleted(conn, attempt.user_id).await? {
         return Ok(Queued::NotNeeded);
     }
     let pending: Option<bool> = sqlx::query_scalar(
@@ -307,20 +307,10 @@ pub(crate) async fn mark_verified(
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
-}
-
-async fn is_deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
 }
 
 /// A mail claimed for one delivery attempt.

@@ -16,6 +16,19 @@ pub async fn record_once(conn: &mut sqlx::PgConnection, envelope: &Envelope) -> 
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Remembers, in the subscriber's `deleted_users` table, that `user_id` was deleted: events about the user that
+/// arrive later (a redelivered or late signup) must change nothing.
+pub async fn remember_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {
+    let sql = "INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING";
+    sqlx::query(sql).bind(user_id).execute(conn).await.map(drop)
+}
+
+/// Whether `user_id` was deleted ([`remember_deleted`]).
+pub async fn was_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)";
+    sqlx::query_scalar(sql).bind(user_id).fetch_one(conn).await
+}
+
 /// A database error while handling an event: data exceptions and integrity violations (SQLSTATE classes 22
 /// and 23) will fail the same way every time and make the message poison; anything else (a lost connection, a
 /// timeout, a serialisation failure) is worth a retry.
