@@ -55,9 +55,14 @@ const BOUND: Duration = Duration::from_secs(3);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    // `cargo bench -p e2e --bench signup -- whole` (or `-- dedicated`) runs one placement only.
-    let only = std::env::args().skip(1).find(|a| a == "whole" || a == "dedicated");
+    // `cargo bench -p e2e --bench signup -- whole` (or `-- dedicated`) runs one placement only; `-- refusal` only
+    // what a refused signup costs (at a given rate: `-- refusal 100`).
+    let mut args = std::env::args().skip(1);
+    let only = args.find(|a| a == "whole" || a == "dedicated" || a == "refusal");
     println!("# signup benchmark ({cpus} CPUs, release binaries)\n");
+    if only.as_deref() == Some("refusal") {
+        return refusal_cost(args.next().and_then(|rate| rate.parse().ok()).unwrap_or(100.0)).await;
+    }
     if only.as_deref() != Some("dedicated") {
         whole_machine(cpus).await?;
     }
@@ -97,7 +102,7 @@ async fn stack_hashing_on(threads: usize, queue_per_thread: usize) -> anyhow::Re
 /// Everything on one machine: throughput and CPU per signup, new vs existing, twice the load, memory.
 async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
     let queue = SHARED_QUEUE_PER_THREAD;
-    let (stack, ready) = stack_hashing_on(cpus, queue).await?;
+    let (mut stack, ready) = stack_hashing_on(cpus, queue).await?;
     let memory = MemorySampler::start(stack.pids());
     let idle = memory.current().await;
     println!("## everything on one machine\n");
@@ -110,6 +115,11 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
     let run = measured(&stack, clients, &Hashing { threads: cpus, cpus: None }).await?;
     println!("### full concurrency ({clients} clients)");
     run.print("the whole machine's argon2 bound");
+    println!(
+        "everything but the hashing (every process, Postgres and RabbitMQ included, the load generator not): {:.2} ms \
+         CPU per signup",
+        run.non_hashing_ms()
+    );
     // The first five groups are our services; Postgres, RabbitMQ and the load generator share these cores only
     // because this is one machine.
     let ours: f64 = run.cpu_ms.iter().take(5).map(|(_, ms)| ms).sum();
@@ -155,6 +165,7 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
         sign_ins.1,
         100.0 * sign_ins.0 as f64 / sign_ins.1.max(1) as f64
     );
+    refusal_cost(2.0 * rate.max(1.0)).await?;
 
     println!("### resident memory per process: idle, peak at full concurrency, peak at twice the load, now");
     let now = memory.current().await;
@@ -164,8 +175,77 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
         println!("{name:<20} {:>7.1} {:>7.1} {:>7.1} {:>7.1} MiB", kib(*idle), kib(*before), kib(*after), kib(*now));
     }
     println!();
+    launch_times(&mut stack).await
+}
+
+/// Relaunches of each process, for its median exec-to-ready time.
+const LAUNCHES: usize = 5;
+
+/// Each process from exec to ready (its readiness probe passing) against its already migrated database, as an
+/// orchestrator starts a new task: the median of [`LAUNCHES`].
+async fn launch_times(stack: &mut Stack) -> anyhow::Result<()> {
+    println!("### exec to ready against migrated databases (median of {LAUNCHES}; target <= 50 ms)");
+    let names: Vec<String> = stack.members.iter().map(|m| m.process.name().to_owned()).collect();
+    for name in names {
+        let mut times = Vec::with_capacity(LAUNCHES);
+        for _ in 0..LAUNCHES {
+            times.push(stack.relaunch(&name).await?);
+        }
+        times.sort();
+        let all: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
+        println!("{name:<20} {:>5.1} ms  ({} ms)", times[LAUNCHES / 2].as_secs_f64() * 1000.0, all.join(", "));
+    }
+    println!();
     Ok(())
 }
+
+/// What a refused signup costs. A stack of its own whose password service holds one signup hashing (for tens of
+/// seconds) and one waiting, so every other signup is refused; signups arrive at `rate` for [`REFUSAL_PHASE`];
+/// the CPU every process spent meanwhile, except the hashing threads and what the same time costs idle (polls,
+/// probes, heartbeats: measured just before), is divided by the signups refused.
+async fn refusal_cost(rate: f64) -> anyhow::Result<()> {
+    let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
+    let env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "2000")];
+    let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
+    stack.wait_ready().await?;
+    let password = stack.member("password").process.pid().unwrap_or(0);
+    let hashing_s = || -> f64 {
+        let threads = cpu::seconds_by_thread(password);
+        threads.iter().filter(|(name, _)| name.starts_with("argon2")).map(|(_, s)| s).sum()
+    };
+    // CPU by process over a phase, the hashing threads' taken out of password's.
+    let without_hashing = |phase: &mut Vec<(String, f64)>, hashing: f64| {
+        phase.iter_mut().filter(|(name, _)| name == "password").for_each(|(_, s)| *s -= hashing);
+    };
+    let (idle_before, hashing_idle) = (cpu_by_group(&stack), hashing_s());
+    tokio::time::sleep(REFUSAL_PHASE).await;
+    let (before, hashing_before) = (cpu_by_group(&stack), hashing_s());
+    let mut idle = Vec::new();
+    add_deltas(&mut idle, &idle_before, &before);
+    without_hashing(&mut idle, hashing_before - hashing_idle);
+    let outcome = open_loop(&stack, rate, REFUSAL_PHASE).await?;
+    let mut spent = Vec::new();
+    add_deltas(&mut spent, &before, &cpu_by_group(&stack));
+    without_hashing(&mut spent, hashing_s() - hashing_before);
+    for (name, s) in &mut spent {
+        *s -= idle.iter().find(|(n, _)| n == name).map_or(0.0, |(_, idle)| *idle);
+    }
+    let refused = outcome.refused.max(1) as f64;
+    println!(
+        "### what a refused signup costs ({rate:.1} req/s for {} s, every signup but two refused, idle cost aside)",
+        REFUSAL_PHASE.as_secs()
+    );
+    println!("refused: {}, accepted: {}, other: {}", outcome.refused, outcome.accepted, outcome.other);
+    let ours: f64 = spent.iter().filter(|(name, _)| name != "load gen + SMTP").map(|(_, s)| s).sum();
+    let by_process: Vec<String> = spent.iter().map(|(name, s)| format!("{name} {:.3}", 1000.0 * s / refused)).collect();
+    println!("CPU per refused signup: {:.2} ms (target < 1 ms): {}", 1000.0 * ours / refused, by_process.join(", "));
+    let (p50, p99) = percentiles(&outcome.refused_ms);
+    println!("503 latency with the CPUs not saturated: p50 {p50:.1} ms, p99 {p99:.1} ms\n");
+    Ok(())
+}
+
+/// How long signups arrive to be refused.
+const REFUSAL_PHASE: Duration = Duration::from_secs(10);
 
 /// The password service on the upper half of the CPUs, everything else (our other services, Postgres, RabbitMQ,
 /// this load generator and its SMTP server) on the lower half.
@@ -299,6 +379,15 @@ impl Measured {
             .collect();
         println!("  password by thread: {}", threads.join(", "));
         println!("raw argon2id, for comparison: {:.2} ms per hash per thread", 1000.0 * self.threads_per_hash());
+    }
+
+    /// CPU per accepted signup of every process (the load generator aside) but the password service's hashing
+    /// threads.
+    fn non_hashing_ms(&self) -> f64 {
+        let all: f64 = self.cpu_ms.iter().filter(|(name, _)| name != "load gen + SMTP").map(|(_, ms)| ms).sum();
+        let hashing: f64 =
+            self.password_threads_ms.iter().filter(|(name, _)| name.starts_with("argon2")).map(|(_, ms)| ms).sum();
+        all - hashing
     }
 
     /// Seconds of one thread per raw hash.

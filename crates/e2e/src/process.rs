@@ -39,6 +39,9 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `target/<profile>/<name> <args>` with exactly `env` (plus `PATH`) in its environment.
     pub fn spawn(name: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
+        // The harness's HTTP client shares the workspace's rustls, which has no built-in provider: every test
+        // spawns a process before it makes a request.
+        platform::tls::install_provider();
         let mut command = Command::new(binary(name)?);
         command
             .args(args)
@@ -124,6 +127,16 @@ impl ServiceProcess {
 
     /// Polls `probe` until the process reports ready; returns the time from exec to ready.
     pub async fn wait_ready(&mut self, probe: Probe, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_ready_polling(probe, timeout, Duration::from_millis(10)).await
+    }
+
+    /// [`Self::wait_ready`], probing every `every`.
+    pub async fn wait_ready_polling(
+        &mut self,
+        probe: Probe,
+        timeout: Duration,
+        every: Duration,
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -134,7 +147,7 @@ impl ServiceProcess {
                 Err(error) if Instant::now() >= deadline => {
                     return Err(error.context(format!("{} not ready after {timeout:?}", self.name)));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) => tokio::time::sleep(every).await,
             }
         }
     }

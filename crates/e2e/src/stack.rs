@@ -235,6 +235,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops `name` and starts it again as an orchestrator starts a new task: against its already migrated database
+    /// (`MIGRATE_ON_START=false`), on the same ports. Returns the time from exec until its readiness probe, asked
+    /// every millisecond, first passes.
+    pub async fn relaunch(&mut self, name: &str) -> anyhow::Result<Duration> {
+        self.stop(name).await?;
+        let member = self.member_mut(name);
+        let mut env = member.env.clone();
+        env.retain(|(key, _)| key != "MIGRATE_ON_START");
+        env.push(var("MIGRATE_ON_START", "false"));
+        let process = ServiceProcess::spawn(name, &["serve"], &env)?;
+        member.past.push(std::mem::replace(&mut member.process, process));
+        member.process.wait_ready_polling(member.probe, READY_TIMEOUT, Duration::from_millis(1)).await
+    }
+
     /// The database of the gRPC service `name`.
     pub fn database(&self, name: &str) -> &TestDatabase {
         let i = GRPC_SERVICES.iter().position(|s| *s == name).unwrap_or_else(|| panic!("no database for {name}"));

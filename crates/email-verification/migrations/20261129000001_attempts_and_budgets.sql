@@ -14,6 +14,18 @@ ALTER TABLE accounts ADD COLUMN verified_signup_id uuid;
 -- The per-address mail budget counts the mail queued to an address in the last hour and day.
 CREATE INDEX mails_recipient_created ON mails (recipient, created_at);
 
--- The global budget counts the mails attempted in the last minute.
-ALTER TABLE mails ADD COLUMN last_attempt_at timestamptz;
-CREATE INDEX mails_last_attempt ON mails (last_attempt_at) WHERE last_attempt_at IS NOT NULL;
+-- The global budget: delivery attempts per second; a claim sums the last minute's (at most 60 rows).
+CREATE TABLE mail_budget (
+    second timestamptz PRIMARY KEY,
+    attempts integer NOT NULL
+);
+
+-- The sender wakes when mail is queued: the insert notifies (at commit), so queueing needs no statement of its own
+-- for it.
+CREATE FUNCTION notify_mail_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mail_queue', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER mails_notify AFTER INSERT ON mails FOR EACH STATEMENT EXECUTE FUNCTION notify_mail_queue();

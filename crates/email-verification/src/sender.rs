@@ -76,26 +76,33 @@ impl Sender {
     }
 
     /// Claims as many due mails as there are free slots and starts delivering them; true when every slot is taken.
+    /// Mail no longer needed (superseded in the claim) frees its slot at once, so the claim is repeated.
     async fn fill(
         self: &Arc<Self>,
         in_flight: &mut JoinSet<()>,
         held_back_logged: &mut Option<tokio::time::Instant>,
     ) -> anyhow::Result<bool> {
-        let free = self.settings.concurrency.saturating_sub(in_flight.len());
-        if free == 0 {
-            return Ok(true);
+        loop {
+            let free = self.settings.concurrency.saturating_sub(in_flight.len());
+            if free == 0 {
+                return Ok(true);
+            }
+            let budget = (i64::try_from(free).unwrap_or(i64::MAX), self.settings.global_per_minute);
+            let claim = store::claim_due(&self.pool, budget, self.lease(), self.policy.token_ttl).await?;
+            if claim.budget_bound {
+                self.note_global_budget(held_back_logged).await;
+            }
+            let claimed = claim.mails.len();
+            for mail in claim.mails {
+                let sender = self.clone();
+                in_flight.spawn(async move { sender.deliver(mail).await });
+            }
+            if claim.superseded == 0 {
+                return Ok(claimed == free);
+            }
+            let superseded = claim.superseded;
+            tracing::info!(superseded, "the account was verified or removed before this mail went out; not sending");
         }
-        let limit = i64::try_from(free).unwrap_or(i64::MAX);
-        let claimed = store::claim_due(&self.pool, limit, self.lease(), self.settings.global_per_minute).await?;
-        let saturated = claimed.len() == free;
-        if !saturated {
-            self.note_global_budget(held_back_logged).await;
-        }
-        for mail in claimed {
-            let sender = self.clone();
-            in_flight.spawn(async move { sender.deliver(mail).await });
-        }
-        Ok(saturated)
     }
 
     /// Waits for a reason to claim again: with every slot taken, a slot freeing up; otherwise new mail, a slot
@@ -126,7 +133,7 @@ impl Sender {
     /// When the global budget is what keeps due mail waiting: counts it, and says so in the log once a minute.
     async fn note_global_budget(&self, logged: &mut Option<tokio::time::Instant>) {
         let per_minute = self.settings.global_per_minute;
-        if !store::held_back(&self.pool, per_minute).await.unwrap_or(false) {
+        if !store::held_back(&self.pool).await.unwrap_or(false) {
             return;
         }
         metrics::counter!("mail_global_budget_waits_total").increment(1);
@@ -180,16 +187,14 @@ impl Sender {
         let Some(kind) = Kind::parse(&mail.kind) else {
             return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
         };
-        let link = match kind {
-            Kind::Verification => match store::issue_token(&self.pool, mail, self.policy.token_ttl).await? {
-                Some(token) => Some(format!(
-                    "{}/v1/email-verifications/confirm?token={}",
-                    self.settings.public_base_url,
-                    token.expose()
-                )),
-                None => return Ok(None),
-            },
-            Kind::ExistingAccountNotice => None,
+        let link = match (kind, &mail.token) {
+            (Kind::Verification, Some(token)) => Some(format!(
+                "{}/v1/email-verifications/confirm?token={}",
+                self.settings.public_base_url,
+                token.expose()
+            )),
+            (Kind::Verification, None) => return Ok(None),
+            (Kind::ExistingAccountNotice, _) => None,
         };
         let context = match &link {
             // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.

@@ -135,9 +135,7 @@ impl Verifications {
         let Err(status) = self.users.clone().mark_email_verified(request).await else { return Ok(()) };
         tracing::warn!(code = ?status.code(), message = status.message(), "user-metadata did not mark the account");
         Err(match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Unknown => {
-                Status::unavailable("user-metadata is unavailable; retry")
-            }
+            _ if platform::grpc::is_unavailable(&status) => Status::unavailable("user-metadata is unavailable; retry"),
             // The account is gone (archived), or another attempt verified it: the link is dead.
             Code::NotFound | Code::FailedPrecondition => Status::failed_precondition(INVALID_TOKEN),
             _ => Status::internal("marking the account verified failed"),

@@ -63,6 +63,20 @@ pub(crate) struct Verified {
     pub(crate) rehashed: Option<String>,
 }
 
+/// Lowers the calling hashing thread's priority (nice about 10): hashing is the bulk of the machine's CPU and
+/// nobody waits on one hash in particular, so the short work around it (answering, refusing, committing, in this
+/// process or another on the same cores) runs first, and answers stay quick while every core hashes. Throughput
+/// is unchanged: the cores still do nothing but hash when nothing else is runnable.
+fn yield_to_short_work() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    let lower = ThreadPriorityValue::try_from(25u8).map(ThreadPriority::Crossplatform);
+    if let Err(error) =
+        lower.map_err(|e| e.to_string()).and_then(|p| set_current_thread_priority(p).map_err(|e| e.to_string()))
+    {
+        tracing::warn!(%error, "could not lower a hashing thread's priority; hashing competes with answering");
+    }
+}
+
 /// The bounded argon2id hasher. Cloning shares the pool; the threads end when the last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Hasher {
@@ -82,9 +96,10 @@ impl Hasher {
         for i in 0..threads {
             let shared = shared.clone();
             let params = params.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("argon2-{i}"))
-                .spawn(move || shared.work(&mut Engine::new(params)));
+            let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+                yield_to_short_work();
+                shared.work(&mut Engine::new(params));
+            });
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a hashing thread");
             }

@@ -55,6 +55,7 @@ impl ColdStorage {
             }
             "s3" | "s3a" => {
                 let bucket = parsed.host_str().context("ARCHIVE_URL: no bucket")?;
+                crate::tls::install_provider();
                 let store = AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
                 let prefix = Path::from(parsed.path().trim_matches('/'));
                 Ok(Self { store: Arc::new(store), prefix, location: format!("s3://{bucket}{}", parsed.path()) })

@@ -156,15 +156,36 @@ where
     }
 }
 
-/// The status for a database error: UNAVAILABLE when the database cannot be reached (worth a retry),
-/// INTERNAL otherwise. The error is logged here, where it becomes a status, and never sent in detail.
+/// The status for a database error: UNAVAILABLE when the database cannot be reached or went away mid-call (a
+/// restart: SQLSTATE classes 08 and 57P), worth a retry; INTERNAL otherwise. The error is logged here, where it
+/// becomes a status, and never sent in detail.
 pub fn database_status(error: sqlx::Error) -> tonic::Status {
+    let gone =
+        error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"));
+    let unreachable =
+        matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_));
+    if gone || unreachable {
+        tracing::warn!(error = %error, "the database is unavailable");
+        return tonic::Status::unavailable("the database is unavailable");
+    }
     tracing::error!(error = %error, "database error");
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            tonic::Status::unavailable("the database is unavailable")
-        }
-        _ => tonic::Status::internal("the database failed"),
+    tonic::Status::internal("the database failed")
+}
+
+/// Whether a status from a service we called means that it is unavailable, saturated or went away mid-call (the
+/// process died: the connection broke, which the client reports as UNKNOWN or as an INTERNAL transport error),
+/// rather than an answer: the caller should pass it on as UNAVAILABLE (or HTTP 503), and the client may retry.
+pub fn is_unavailable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    let message = status.message().to_ascii_lowercase();
+    let broken = ["transport", "h2 protocol", "connection reset", "broken pipe", "connection closed", "stream"]
+        .iter()
+        .any(|sign| message.contains(sign));
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::ResourceExhausted => true,
+        Code::Unknown => true,
+        Code::Internal => broken,
+        _ => false,
     }
 }
 

@@ -24,4 +24,5 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod token;

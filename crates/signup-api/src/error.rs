@@ -66,17 +66,12 @@ impl ApiError {
     /// connection broke mid-call (a transport error: the process died) is a `503` the client may retry; anything
     /// else it answered is ours to fix.
     pub(crate) fn from_status(service: &str, status: &tonic::Status) -> Self {
-        let transport = status.code() == Code::Unknown
-            || (status.code() == Code::Internal && is_transport_failure(status.message()));
         match status.code() {
             Code::ResourceExhausted => {
                 Self::Unavailable { reason: format!("{service} is at capacity"), retry_after_secs: 1 }
             }
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            _ if platform::grpc::is_unavailable(status) => {
                 Self::Unavailable { reason: format!("{service} is unavailable"), retry_after_secs: 2 }
-            }
-            _ if transport => {
-                Self::Unavailable { reason: format!("{service} went away mid-call"), retry_after_secs: 2 }
             }
             _ => Self::Internal(anyhow::anyhow!("{service} answered {:?}: {}", status.code(), status.message())),
         }
@@ -186,14 +181,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.logged_with(None)
     }
-}
-
-/// Whether an INTERNAL status from a client is the connection failing rather than the server answering.
-fn is_transport_failure(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    ["transport", "h2 protocol", "connection reset", "broken pipe", "connection closed", "stream no longer needed"]
-        .iter()
-        .any(|sign| message.contains(sign))
 }
 
 /// What the log says about an error response.

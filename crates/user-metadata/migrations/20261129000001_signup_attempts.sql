@@ -15,3 +15,13 @@ CREATE INDEX signup_attempts_user ON signup_attempts (user_id, created_at);
 -- expire within IDEMPOTENCY_KEY_TTL_HOURS. (`signup_id` and `completed` are no longer written: a signup is one
 -- transaction now. They stay until the release after, so the previous release can run beside this schema.)
 ALTER TABLE idempotency_keys ADD COLUMN email text;
+
+-- The relay wakes when an event is written: the insert notifies (at commit), so the transaction that writes an
+-- event needs no statement of its own for it.
+CREATE FUNCTION notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION notify_outbox();

@@ -8,6 +8,7 @@ mod friends;
 mod integrity;
 mod lifecycle;
 mod migrations;
+mod peers;
 mod readiness;
 mod signup;
 mod verification;

@@ -12,8 +12,11 @@ use uuid::Uuid;
 use crate::{mail::Kind, settings::MailBudget};
 
 pub(crate) mod admin;
+mod queue;
 
-/// The channel that wakes the sender when mail is queued.
+pub(crate) use queue::{Claimed, Outcome, claim_due, held_back, queue_lag, record};
+
+/// The channel that wakes the sender when mail is queued (the `mails` table's insert trigger notifies it).
 pub(crate) const MAIL_CHANNEL: &str = "mail_queue";
 
 /// What became of a mail someone asked for.
@@ -55,11 +58,10 @@ pub(crate) async fn signed_up(
     attempt: &SignedUp<'_>,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    if platform::events::was_deleted(conn, attempt.user_id).await? {
-        return Ok(Queued::NotNeeded);
-    }
+    // Nothing for a user deleted before this (late or redelivered) event: the insert selects no row.
     let pending: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) VALUES ($1, $2, '', $3, $4) \
+        "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
+         SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
          ON CONFLICT (user_id) DO UPDATE SET \
            locale = CASE WHEN accounts.signup_id < excluded.signup_id THEN excluded.locale ELSE accounts.locale END, \
            signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
@@ -166,7 +168,7 @@ async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudge
     Ok(hour < budget.per_hour && day < budget.per_day)
 }
 
-/// Queues a mail and wakes the sender (at commit).
+/// Queues a mail; the table's trigger wakes the sender at commit.
 async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -178,9 +180,9 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Resul
     .bind(mail.recipient)
     .bind(mail.locale)
     .bind(mail.signup_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(MAIL_CHANNEL).execute(conn).await.map(drop)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Counts one more event of `kind` for `recipient` in a fixed window; returns whether it stays within `limit`.
@@ -311,127 +313,4 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx:
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
-}
-
-/// A mail claimed for one delivery attempt.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct Claimed {
-    pub(crate) id: Uuid,
-    pub(crate) kind: String,
-    pub(crate) user_id: Uuid,
-    pub(crate) recipient: String,
-    pub(crate) locale: String,
-    pub(crate) attempts: i32,
-}
-
-/// Claims up to `limit` due mails for one attempt each, and no more than the global budget leaves of the last
-/// minute's `per_minute` attempts. A claim is a lease: the row is not due again until `lease` has passed, so a
-/// sender that crashes mid-attempt delays the mail but never loses it, and replicas never attempt the same mail at
-/// the same time. (Replicas claiming at the same instant may each use what is left of the budget.)
-pub(crate) async fn claim_due(
-    pool: &PgPool,
-    limit: i64,
-    lease: Duration,
-    per_minute: i64,
-) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as(
-        "WITH budget AS ( \
-           SELECT greatest($3 - count(*), 0) AS remaining FROM mails WHERE last_attempt_at > now() - interval '1 minute') \
-         UPDATE mails SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2), \
-           last_attempt_at = now() \
-         WHERE id IN (SELECT id FROM mails WHERE status = 'pending' AND next_attempt_at <= now() \
-                      ORDER BY next_attempt_at LIMIT least($1, (SELECT remaining FROM budget)) FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, user_id, recipient, locale, attempts",
-    )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
-    .bind(per_minute)
-    .fetch_all(pool)
-    .await
-}
-
-/// Whether mail is due that the global budget holds back now (for the metric and the log line when it bites).
-pub(crate) async fn held_back(pool: &PgPool, per_minute: i64) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM mails WHERE last_attempt_at > now() - interval '1 minute') >= $1 \
-            AND EXISTS (SELECT 1 FROM mails WHERE status = 'pending' AND next_attempt_at <= now())",
-    )
-    .bind(per_minute)
-    .fetch_one(pool)
-    .await
-}
-
-/// Before a verification mail goes out: if its account is still unverified (and not deleted), stores the hash of
-/// a new token for it and returns the token; otherwise marks the mail superseded.
-pub(crate) async fn issue_token(pool: &PgPool, mail: &Claimed, ttl: Duration) -> anyhow::Result<Option<Token>> {
-    let mut tx = pool.begin().await?;
-    let pending: Option<(Uuid,)> =
-        sqlx::query_as("SELECT user_id FROM accounts WHERE user_id = $1 AND verified_at IS NULL FOR SHARE")
-            .bind(mail.user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if pending.is_none() {
-        sqlx::query("UPDATE mails SET status = 'superseded' WHERE id = $1 AND status = 'pending'")
-            .bind(mail.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        return Ok(None);
-    }
-    let token = Token::generate()?;
-    sqlx::query(
-        "INSERT INTO tokens (token_hash, mail_id, user_id, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-    )
-    .bind(token.hash())
-    .bind(mail.id)
-    .bind(mail.user_id)
-    .bind(ttl.as_secs_f64())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(token))
-}
-
-/// How one delivery attempt ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The server took it.
-    Sent,
-    /// It will never be delivered.
-    Failed(String),
-    /// Try again after the pause.
-    Retry(Duration, String),
-}
-
-/// Records the outcome of an attempt on `mail_id`.
-pub(crate) async fn record(pool: &PgPool, mail_id: Uuid, outcome: &Outcome) -> sqlx::Result<()> {
-    let query = match outcome {
-        Outcome::Sent => sqlx::query(
-            "UPDATE mails SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(mail_id),
-        Outcome::Failed(error) => {
-            sqlx::query("UPDATE mails SET status = 'failed', last_error = $2 WHERE id = $1 AND status = 'pending'")
-                .bind(mail_id)
-                .bind(error)
-        }
-        Outcome::Retry(pause, error) => sqlx::query(
-            "UPDATE mails SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3 \
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(mail_id)
-        .bind(pause.as_secs_f64())
-        .bind(error),
-    };
-    query.execute(pool).await.map(drop)
-}
-
-/// Mails waiting to go out, and the age of the oldest: exported as metrics.
-pub(crate) async fn queue_lag(pool: &PgPool) -> sqlx::Result<(i64, Option<f64>)> {
-    sqlx::query_as(
-        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM mails WHERE status = 'pending'",
-    )
-    .fetch_one(pool)
-    .await
 }
