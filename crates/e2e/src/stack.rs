@@ -236,14 +236,17 @@ impl Stack {
     }
 
     /// Stops `name` and starts it again as an orchestrator starts a new task: against its already migrated database
-    /// (`MIGRATE_ON_START=false`), on the same ports. Returns the time from exec until its readiness probe, asked
-    /// every millisecond, first passes.
-    pub async fn relaunch(&mut self, name: &str) -> anyhow::Result<Duration> {
+    /// (`MIGRATE_ON_START=false`), on the same ports, with `database_tls` as `sslmode` when given. Returns the time
+    /// from exec until its readiness probe, asked every millisecond, first passes.
+    pub async fn relaunch(&mut self, name: &str, database_tls: Option<&str>) -> anyhow::Result<Duration> {
         self.stop(name).await?;
         let member = self.member_mut(name);
         let mut env = member.env.clone();
         env.retain(|(key, _)| key != "MIGRATE_ON_START");
         env.push(var("MIGRATE_ON_START", "false"));
+        if let (Some(mode), Some((_, url))) = (database_tls, env.iter_mut().find(|(key, _)| key == "DATABASE_URL")) {
+            url.push_str(&format!("{}sslmode={mode}", if url.contains('?') { '&' } else { '?' }));
+        }
         let process = ServiceProcess::spawn(name, &["serve"], &env)?;
         member.past.push(std::mem::replace(&mut member.process, process));
         member.process.wait_ready_polling(member.probe, READY_TIMEOUT, Duration::from_millis(1)).await

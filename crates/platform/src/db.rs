@@ -45,15 +45,17 @@ pub async fn migrate_command(settings: &DatabaseSettings, migrator: Migrator) ->
     Ok(())
 }
 
-/// Migration versions embedded in this binary that the database has not applied.
+/// Migration versions embedded in this binary that the database has not applied. One connection: at start every
+/// new connection is a handshake the process waits for.
 pub async fn pending_migrations(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<Vec<i64>> {
+    let mut conn = pool.acquire().await.context("cannot read the migration history")?;
     let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .context("cannot read the migration history")?;
     let applied: HashSet<i64> = if table_exists {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .context("cannot read the migration history")?
             .into_iter()

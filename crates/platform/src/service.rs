@@ -147,19 +147,17 @@ impl Worker {
         crate::shutdown::drain(self.name, self.task, deadline).await;
     }
 
-    /// Runs `chore` now and then `every` interval until `cancel` fires (a janitor: what it removes is also checked
-    /// wherever it is read, so a failure only waits for the next round).
+    /// Runs `chore` every `every` interval, the first time one interval after start (not competing with the start
+    /// for a connection), until `cancel` fires (a janitor: what it removes is also checked wherever it is read, so a
+    /// failure only waits for the next round).
     pub fn every<F, Fut>(name: &'static str, every: Duration, cancel: CancellationToken, mut chore: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
         Self::spawn(name, async move {
-            loop {
+            while crate::backoff::pause(every, &cancel).await {
                 chore().await;
-                if !crate::backoff::pause(every, &cancel).await {
-                    return;
-                }
             }
         })
     }

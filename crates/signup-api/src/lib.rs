@@ -4,6 +4,7 @@
 //! Architecture invariant: signup-api is stateless and owns no database; a plaintext password leaves it only
 //! in the call to the password service, and a plaintext contact never leaves it.
 
+mod admission;
 mod auth;
 pub mod contacts;
 pub mod domain;

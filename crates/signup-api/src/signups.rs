@@ -11,7 +11,7 @@
 
 use axum::{
     Json,
-    extract::State,
+    extract::{FromRequest as _, Request, State},
     http::{HeaderMap, StatusCode},
 };
 use proto::{password::v1::StoreAttemptCredentialRequest, user_metadata::v1::RegisterSignupRequest};
@@ -21,6 +21,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
+    admission::Ticket,
     domain::signup::{self, Signup},
     error::ApiError,
     extract::JsonObject,
@@ -85,9 +86,16 @@ pub(crate) struct SignupRequest {
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    request: Request,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
-    let result = accept(&state, &headers, &body).await;
+    let result = match state.admission.admit() {
+        // As many signups in flight as password takes: refused before anything is read or checked.
+        None => Err(ApiError::Unavailable { reason: "password is at capacity".to_owned(), retry_after_secs: 1 }),
+        Some(ticket) => match JsonObject::from_request(request, &()).await {
+            Ok(JsonObject(body)) => accept(&state, &headers, &body, ticket).await,
+            Err(error) => Err(error),
+        },
+    };
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(ApiError::Invalid(_)) => "invalid",
@@ -102,26 +110,38 @@ async fn accept(
     state: &AppState,
     headers: &HeaderMap,
     body: &serde_json::Map<String, serde_json::Value>,
+    ticket: Ticket,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
     let key = idempotency_key(headers)?;
     let signup = signup::parse(body, &state.limits).map_err(ApiError::Invalid)?;
     let signup_id = Uuid::now_v7();
     let email_hash = state.hasher.hash(&signup.email);
-    store_password(state, &signup, signup_id, &email_hash).await?;
+    store_password(state, &signup, signup_id, &email_hash, ticket).await?;
     register(state, &signup, signup_id, email_hash, key.as_deref()).await?;
     let accepted = SignupAccepted { status: "verification_pending", email: signup.email.as_str().to_owned() };
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 /// Hashes and stores the attempt's password. For an address that already has a verified account this is stored
-/// too (and never used), so every signup costs the same.
-async fn store_password(state: &AppState, signup: &Signup, signup_id: Uuid, email_hash: &[u8]) -> Result<(), ApiError> {
+/// too (and never used), so every signup costs the same. password's answer teaches admission how much it takes.
+async fn store_password(
+    state: &AppState,
+    signup: &Signup,
+    signup_id: Uuid,
+    email_hash: &[u8],
+    ticket: Ticket,
+) -> Result<(), ApiError> {
     let request = StoreAttemptCredentialRequest {
         signup_id: signup_id.to_string(),
         email_hash: email_hash.to_vec(),
         password: signup.password.expose().to_owned(),
     };
     let stored = state.upstreams.passwords.clone().store_attempt_credential(request).await;
+    match &stored {
+        Ok(_) => ticket.taken(),
+        Err(status) if status.code() == Code::ResourceExhausted => ticket.refused_for_capacity(),
+        Err(_) => {}
+    }
     stored.map(drop).map_err(|status| ApiError::from_status("password", &status))
 }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Per-client budgets.
     pub rate_limits: RateLimits,
+    /// How many signups password takes at a time, as learned from its refusals.
+    pub admission: crate::admission::Admission,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
             rate_limits: RateLimits::new(&settings.rate_limits),
+            admission: crate::admission::Admission::default(),
         })
     }
 }

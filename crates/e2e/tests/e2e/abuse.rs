@@ -297,6 +297,56 @@ async fn a_signup_flood_leaves_sign_ins_served() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sum of the samples of `metric` (with `label` in their labels) that `port`'s `/metrics` shows.
+async fn metric(port: u16, metric: &str, label: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?.text().await?;
+    let samples = text.lines().filter(|l| l.starts_with(metric) && l.contains(label));
+    Ok(samples.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+}
+
+/// Attack: a signup flood meant to burn CPU. Once password has refused one signup for capacity, signup-api refuses
+/// the excess itself, before reading the body: the flood's requests (even malformed ones) get a 503 and never reach
+/// password, the strength check or any database.
+#[tokio::test]
+async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<()> {
+    // One hashing thread, one waiting place, and a hash of about half a second: two signups fill password.
+    let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
+    let env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "50")];
+    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
+    let (api, password) = (stack.member("signup-api").ops_port, stack.member("password").ops_port);
+    let filling: Vec<_> = (0..2)
+        .map(|_| {
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                let body = json!({ "email": unique_email("fill"), "password": PASSWORD, "display_name": "F" });
+                stack.signup(&body, None).await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), || async {
+        let held = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
+        anyhow::ensure!(held >= 2.0, "password holds {held} signups");
+        Ok(())
+    })
+    .await?;
+    let body = json!({ "email": unique_email("third"), "password": PASSWORD, "display_name": "F" });
+    let third = stack.signup(&body, None).await?.status().as_u16();
+
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(stack.signup(&json!({ "email": "not an address" }), None).await?.status().as_u16());
+    }
+    let shed = metric(api, "signups_shed_total", "").await?;
+    let refused_by_password = metric(password, "password_hashing_rejected_total", "kind=\"signup\"").await?;
+    let filled: Vec<u16> = futures_util::future::try_join_all(filling).await?.into_iter().collect::<Result<_, _>>()?;
+
+    assert_eq!(third, 503, "password did not refuse the third signup");
+    assert_eq!(flood, vec![503; 20], "a flooding request was read (422) or served");
+    assert_eq!((shed, refused_by_password), (20.0, 1.0), "the flood reached password");
+    assert_eq!(filled, vec![202, 202], "the signups password held were not served");
+    Ok(())
+}
+
 #[tokio::test]
 async fn operational_endpoints_are_served_off_the_public_port() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
