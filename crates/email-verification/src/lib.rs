@@ -82,7 +82,7 @@ impl platform::service::Service for EmailVerification {
         let (users, policy, mail) = (settings.user_metadata.client()?, settings.policy, settings.mail);
         let service = EmailVerificationServiceServer::new(Verifications { pool: pool.clone(), users, policy });
         let sender = Sender { pool, transport, templates, settings: mail, policy };
-        let sender = Worker::spawn("mail sender", Arc::new(sender).run(shutdown.clone()));
+        let sender = Worker::new("mail sender", Arc::new(sender).run(shutdown.clone()));
         let consumer = host.consumer(EventHandler { policy }, &shutdown);
         host.run(service, [Some(sender), consumer].into_iter().flatten().collect(), shutdown).await
     }

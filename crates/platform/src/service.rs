@@ -130,32 +130,48 @@ pub async fn migrate(common: &Common, migrator: Migrator) -> anyhow::Result<()> 
 
 /// A background task of a service (an event consumer, the outbox relay, the mail sender, a janitor): it must end
 /// when the shutdown token it was given is cancelled, and is given until the end of the grace period to do so.
-#[derive(Debug)]
+/// It starts when [`Host::run`] first reports ready (so it never competes with the start for a connection), or
+/// when [`Worker::start`] is called.
 pub struct Worker {
     name: &'static str,
-    task: JoinHandle<()>,
+    work: Option<futures_util::future::BoxFuture<'static, ()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("name", &self.name).field("started", &self.task.is_some()).finish()
+    }
 }
 
 impl Worker {
-    /// Runs `work` in the background under `name`.
-    pub fn spawn(name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self { name, task: tokio::spawn(work) }
+    /// `work`, to run in the background under `name` once started.
+    pub fn new(name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self { name, work: Some(Box::pin(work)), task: None }
     }
 
-    /// Waits for the worker to end until `deadline`, then aborts it.
+    /// Starts the work, if it has not started yet.
+    pub fn start(&mut self) {
+        if let Some(work) = self.work.take() {
+            self.task = Some(tokio::spawn(work));
+        }
+    }
+
+    /// Waits for the worker to end until `deadline`, then aborts it. A worker never started has nothing to drain.
     pub async fn drain(self, deadline: tokio::time::Instant) {
-        crate::shutdown::drain(self.name, self.task, deadline).await;
+        if let Some(task) = self.task {
+            crate::shutdown::drain(self.name, task, deadline).await;
+        }
     }
 
-    /// Runs `chore` every `every` interval, the first time one interval after start (not competing with the start
-    /// for a connection), until `cancel` fires (a janitor: what it removes is also checked wherever it is read, so a
-    /// failure only waits for the next round).
+    /// Runs `chore` every `every` interval, the first time one interval after start, until `cancel` fires (a
+    /// janitor: what it removes is also checked wherever it is read, so a failure only waits for the next round).
     pub fn every<F, Fut>(name: &'static str, every: Duration, cancel: CancellationToken, mut chore: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        Self::spawn(name, async move {
+        Self::new(name, async move {
             while crate::backoff::pause(every, &cancel).await {
                 chore().await;
             }
@@ -217,13 +233,13 @@ impl Host {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let broker = self.backing.broker.clone()?;
-        Some(Worker::spawn(name, work(broker, self.backing.pool.clone())))
+        Some(Worker::new(name, work(broker, self.backing.pool.clone())))
     }
 
     /// Serves health, reflection and `service` until `cancel` fires, with `workers` running beside it. Then, on
     /// one clock that starts when draining begins: the servers stop accepting and finish their calls, the workers
     /// finish what they hold, and the broker and the pool close, all within `SHUTDOWN_GRACE_PERIOD_SECS`.
-    pub async fn run<S>(self, service: S, workers: Vec<Worker>, cancel: CancellationToken) -> anyhow::Result<()>
+    pub async fn run<S>(self, service: S, mut workers: Vec<Worker>, cancel: CancellationToken) -> anyhow::Result<()>
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,
@@ -240,7 +256,18 @@ impl Host {
         // `grpc.health.v1` following readiness (overall and for `S`), reflection over every contract, the service.
         let health = crate::grpc::health_service::<S>(self.server.readiness());
         let routes = Routes::new(health).add_service(crate::grpc::reflection_service()?).add_service(service);
-        let deadline = self.server.run(routes, cancel, grace).await + grace;
+        let mut reports = self.server.readiness().subscribe();
+        let serving = self.server.run(routes, cancel, grace);
+        tokio::pin!(serving);
+        // The workers start once the process is first ready: until then the start has the pool to itself.
+        let began = tokio::select! {
+            began = &mut serving => began,
+            () = async { drop(reports.wait_for(|report| report.ready).await) } => {
+                workers.iter_mut().for_each(Worker::start);
+                serving.await
+            }
+        };
+        let deadline = began + grace;
         for worker in workers {
             worker.drain(deadline).await;
         }

@@ -67,10 +67,11 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let readiness = state.readiness.clone();
     let monitor = tokio::spawn(readiness.clone().monitor(cancel.clone()));
     let limits = state.rate_limits.clone();
-    let forget = Worker::every("idle client janitor", FORGET_IDLE_CLIENTS_EVERY, cancel.clone(), move || {
+    let mut forget = Worker::every("idle client janitor", FORGET_IDLE_CLIENTS_EVERY, cancel.clone(), move || {
         limits.forget_idle();
         std::future::ready(())
     });
+    forget.start();
     tracing::info!(http = %listener.local_addr()?, ops = %ops.local_addr()?, "{}", platform::server::SERVING);
     let api = tokio::spawn(platform::http::serve(listener, crate::routes::router(state), cancel.clone()));
     let ops_router = platform::http::operational_router(readiness.clone());
