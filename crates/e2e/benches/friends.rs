@@ -137,7 +137,7 @@ async fn consume_rate(stack: &Stack) -> anyhow::Result<f64> {
             source: "/bench".to_owned(),
             time: chrono::Utc::now(),
             data: event.encode_to_vec(),
-            traceparent: None,
+            trace: Default::default(),
         };
         let properties: BasicProperties = envelope.properties();
         let confirm = channel

@@ -148,10 +148,16 @@ impl Sender {
         self.settings.smtp_timeout * 2 + Duration::from_secs(30)
     }
 
-    /// One attempt at one mail, its outcome committed. Database errors leave the claim to expire, so the mail
-    /// is attempted again after its lease.
-    #[tracing::instrument(skip_all, fields(mail_id = %mail.id, kind = %mail.kind, attempt = mail.attempts))]
+    /// One attempt at one mail, its outcome committed, in the mail's `send` span.
     async fn deliver(&self, mail: Claimed) {
+        let span = send_span(&mail);
+        tracing::Instrument::instrument(self.deliver_in_span(mail), span).await;
+    }
+
+    /// [`Self::deliver`], inside its span. Database errors leave the claim to expire, so the mail is attempted again
+    /// after its lease.
+    async fn deliver_in_span(&self, mail: Claimed) {
+        let start = tokio::time::Instant::now();
         let outcome = match self.attempt(&mail).await {
             Ok(Some(outcome)) => outcome,
             Ok(None) => {
@@ -166,7 +172,10 @@ impl Sender {
                 return;
             }
         };
-        outcome.report(&mail.kind);
+        outcome.report(&mail.kind, start);
+        if !matches!(outcome, Outcome::Sent) {
+            tracing::Span::current().record("otel.status_code", "ERROR");
+        }
         // A lost outcome means the mail is attempted again after its lease (sent twice, if it was sent): try hard.
         for attempt in 1..=5u32 {
             match store::record(&self.pool, mail.id, &outcome).await {
@@ -214,8 +223,9 @@ impl Sender {
             .await
             .unwrap_or_else(|_| Err(SendError::Temporary("the SMTP server did not answer in time".to_owned())));
         if let (true, Ok(Some(file))) = (self.transport.is_files(), &sent) {
-            // Development only (MAIL_TRANSPORT=file): the mail went to a file, so show where, and the link.
-            tracing::info!(file = %file.display(), link = link.as_deref().unwrap_or(""), "mail written to a file");
+            // Development only (MAIL_TRANSPORT=file): the mail went to a file, so show where (not the link: a token
+            // is never logged).
+            tracing::info!(file = %file.display(), "mail written to a file");
         }
         Ok(Some(self.outcome(mail, sent.map(|_| ()))))
     }
@@ -237,13 +247,15 @@ impl Sender {
 
 impl Outcome {
     /// Counts the outcome and logs it.
-    fn report(&self, kind: &str) {
+    fn report(&self, kind: &str, start: tokio::time::Instant) {
         let label = match self {
             Outcome::Sent => "sent",
             Outcome::Failed(_) => "failed",
             Outcome::Retry(..) => "retry",
         };
-        metrics::counter!("mail_attempts_total", "kind" => kind.to_owned(), "outcome" => label).increment(1);
+        let labels = [("kind", kind.to_owned()), ("outcome", label.to_owned())];
+        metrics::counter!("mail_attempts_total", &labels).increment(1);
+        metrics::histogram!("mail_send_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
         match self {
             Outcome::Sent => tracing::info!("mail sent"),
             Outcome::Failed(error) => tracing::warn!(%error, "mail failed permanently; not retrying"),
@@ -252,4 +264,21 @@ impl Outcome {
             }
         }
     }
+}
+
+/// The span of one delivery attempt (an SMTP client span): a child of the trace of the event that queued the mail,
+/// and linked to it. It names the mail, never its recipient or its link.
+fn send_span(mail: &Claimed) -> tracing::Span {
+    let span = tracing::info_span!(
+        "mail.send",
+        otel.name = "send",
+        otel.kind = "client",
+        network.protocol.name = "smtp",
+        mail_id = %mail.id,
+        kind = %mail.kind,
+        attempt = mail.attempts,
+        otel.status_code = tracing::field::Empty,
+    );
+    mail.trace.continue_in(&span);
+    span
 }

@@ -54,11 +54,11 @@ pub fn reflection_service() -> anyhow::Result<
         .build_v1()?)
 }
 
-/// A channel to another service that carries the caller's trace context on every call.
-pub type TracedChannel = tonic::service::interceptor::InterceptedService<
-    tonic::transport::Channel,
-    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
->;
+/// A channel to another service: every call gets a client span (named `package.Service/Method`, with the `rpc.*`
+/// attributes and the numeric status) whose context travels in the call's metadata, so the callee continues the
+/// caller's trace. Health checks are not traced.
+#[derive(Debug, Clone)]
+pub struct TracedChannel(tonic::transport::Channel);
 
 /// A lazily connected channel to `url` with `deadline` on every call; it does no I/O until first used, and
 /// reconnects by itself after failures.
@@ -68,12 +68,79 @@ pub fn channel(url: &str, deadline: Duration) -> anyhow::Result<TracedChannel> {
         .timeout(deadline)
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(tonic::service::interceptor::InterceptedService::new(channel, propagate_trace))
+    Ok(TracedChannel(channel))
 }
 
-fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    crate::propagation::inject_metadata(request.metadata_mut());
-    Ok(request)
+impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if is_probe(request.uri().path()) {
+            return Box::pin(self.0.call(request));
+        }
+        let span = rpc_span("client", request.uri().path());
+        crate::propagation::inject(&span, request.headers_mut());
+        let call = tracing::Instrument::instrument(self.0.call(request), span.clone());
+        Box::pin(async move {
+            let response = call.await;
+            // A call that never got an answer (refused, reset, timed out) is UNAVAILABLE to the caller.
+            let code = response.as_ref().map_or(tonic::Code::Unavailable, |response| status_of(response.headers()));
+            record_status(&span, code, true);
+            response
+        })
+    }
+}
+
+/// Health checks and reflection: asked every few seconds by probes, never worth a trace.
+fn is_probe(path: &str) -> bool {
+    path.starts_with("/grpc.")
+}
+
+/// The span of one call, `kind` `client` or `server`, named as the OpenTelemetry RPC conventions say.
+fn rpc_span(kind: &'static str, path: &str) -> tracing::Span {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "grpc",
+        otel.name = name,
+        otel.kind = kind,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The status of a response as far as its headers tell: failures are sent trailers-only, so their status is in the
+/// headers; success streams it in trailers.
+fn status_of(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|code| code.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Records `code` on `span`, marking it failed as the RPC conventions say: every error for a client, and for a
+/// server only the codes that mean the server failed (not the caller).
+fn record_status(span: &tracing::Span, code: tonic::Code, client: bool) {
+    use tonic::Code::{DataLoss, DeadlineExceeded, Internal, Ok, Unavailable, Unimplemented, Unknown};
+    span.record("rpc.grpc.status_code", code as i64);
+    let failed = match code {
+        Ok => false,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss => true,
+        _ => client,
+    };
+    if failed {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// A readiness check that passes when the gRPC server behind `channel` reports SERVING.
@@ -107,7 +174,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationTo
     }
 }
 
-/// Wraps every call in a server span whose parent is the caller's `traceparent`, and records its metrics.
+/// Wraps every call but probes in a server span whose parent is the caller's `traceparent`, and records its metrics.
 #[derive(Debug, Clone)]
 struct Observed<S>(S);
 
@@ -127,30 +194,25 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("grpc.server", otel.kind = "server", rpc.method = %method, rpc.grpc.status_code = tracing::field::Empty);
-        let parent = crate::propagation::extract(request.headers());
+        let probe = is_probe(&method);
+        let span = if probe { tracing::Span::none() } else { rpc_span("server", &method) };
         // A call without a valid traceparent simply starts a new trace.
-        let _ = span.set_parent(parent);
+        let _ = span.set_parent(crate::propagation::extract(request.headers()));
         let start = Instant::now();
         let call = tracing::Instrument::instrument(self.0.call(request), span.clone());
         Box::pin(async move {
             let Ok(response) = call.await;
-            // Failures are sent trailers-only, so their status is in the headers; success streams it in trailers.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|value| value.to_str().ok())
-                .map_or("0", |code| code)
-                .to_owned();
-            span.record("rpc.grpc.status_code", code.as_str());
+            let code = status_of(response.headers());
+            record_status(&span, code, false);
             let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-            // Probes arrive every few seconds; they are not worth an info line each.
-            if method.starts_with("/grpc.") {
-                tracing::debug!(parent: &span, grpc_code = %code, elapsed_ms, "rpc completed");
+            // A call that succeeded is in the metrics and the trace; a line each would be most of the log (and of
+            // its CPU). One that failed is worth a line; probes never are.
+            if code == tonic::Code::Ok || probe {
+                tracing::debug!(parent: &span, grpc_code = code as i32, elapsed_ms, "rpc completed");
             } else {
-                tracing::info!(parent: &span, grpc_code = %code, elapsed_ms, "rpc completed");
+                tracing::info!(parent: &span, grpc_code = code as i32, elapsed_ms, "rpc completed");
             }
-            crate::metrics::record_grpc(&method, &code, start);
+            crate::metrics::record_grpc(&method, &(code as i32).to_string(), start);
             Ok(response)
         })
     }

@@ -19,7 +19,7 @@ use tower_http::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::{health::Readiness, metrics};
+use crate::health::Readiness;
 
 /// `/livez`, `/readyz` and `/metrics`, for the platform rather than for users.
 pub fn operational_router(readiness: Readiness) -> Router {
@@ -112,5 +112,5 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn render_metrics() -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::handle().render())
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }

@@ -4,7 +4,7 @@
 //! next relay (of this or another replica) picks them up: every committed event is published at least once.
 //!
 //! The table (created by each service's own migration):
-//! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, created_at, attempts int,
+//! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, tracestate text, created_at, attempts int,
 //! next_attempt_at timestamptz, published_at timestamptz)`, with a trigger that notifies channel `outbox` on insert
 //! (so the relay wakes at commit without a statement of the writer's own).
 
@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{amqp::Broker, backoff::Backoff, events::Envelope};
+use crate::{amqp::Broker, backoff::Backoff, events::Envelope, propagation::TraceContext};
 
 /// How long the broker may take to confirm a batch. Past it the transaction rolls back and the rows are
 /// published again later (consumers are idempotent), rather than holding row locks on a silent broker.
@@ -53,12 +53,13 @@ pub struct OutboxEvent {
 /// Writes `event` into the outbox inside `tx`, with the current trace context; the table's trigger wakes the relay
 /// when `tx` commits. Nothing is published unless it does.
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, event: &OutboxEvent) -> sqlx::Result<()> {
-    let traceparent = crate::propagation::current_traceparent();
-    sqlx::query("INSERT INTO outbox (id, event_type, payload, traceparent) VALUES ($1, $2, $3, $4)")
+    let trace = TraceContext::current();
+    sqlx::query("INSERT INTO outbox (id, event_type, payload, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5)")
         .bind(event.id)
         .bind(&event.kind)
         .bind(&event.payload)
-        .bind(traceparent)
+        .bind(trace.traceparent)
+        .bind(trace.tracestate)
         .execute(&mut **tx)
         .await
         .map(drop)
@@ -159,7 +160,8 @@ struct Row {
     id: Uuid,
     event_type: String,
     payload: Vec<u8>,
-    traceparent: Option<String>,
+    #[sqlx(flatten)]
+    trace: TraceContext,
     created_at: DateTime<Utc>,
     attempts: i32,
 }
@@ -169,7 +171,7 @@ struct Row {
 async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySettings) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, event_type, payload, traceparent, created_at, attempts FROM outbox \
+        "SELECT id, event_type, payload, traceparent, tracestate, created_at, attempts FROM outbox \
          WHERE published_at IS NULL AND next_attempt_at <= now() \
          ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -182,14 +184,25 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
     // Marking events published need not wait for the disk: if a crash loses the mark, the events are published
     // again, and every consumer is idempotent. (The rows themselves were committed durably with their change.)
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    let mut confirms = Vec::with_capacity(rows.len());
+    let (mut confirms, mut spans) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+    let start = tokio::time::Instant::now();
     for row in &rows {
-        let (exchange, properties) = (settings.exchange.as_str().into(), row.envelope(&settings.source).properties());
+        let span = publish_span(row, settings);
+        let properties = row.envelope(&settings.source, TraceContext::of(&span)).properties();
+        let exchange = settings.exchange.as_str().into();
         confirms.push(channel.basic_publish(exchange, "".into(), MANDATORY, &row.payload, properties).await);
+        spans.push(span);
     }
     let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Confirmed::wait(&rows, confirms))
         .await
         .map_err(|_| anyhow::anyhow!("the broker did not confirm {} events within {CONFIRM_TIMEOUT:?}", rows.len()))?;
+    // From the first publish to the last confirm: how long the broker takes to make a batch durable.
+    metrics::histogram!("outbox_publish_duration_seconds").record(start.elapsed().as_secs_f64());
+    for (row, span) in rows.iter().zip(spans) {
+        if confirmed.failed.iter().any(|(id, ..)| *id == row.id) {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     confirmed.record(&mut tx).await?;
     tx.commit().await?;
     metrics::counter!("outbox_published_total").increment(confirmed.published.len() as u64);
@@ -199,16 +212,38 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
     }
 }
 
+/// The span of one event's publication, from the first publish to the broker's confirm: a producer span in the
+/// trace of the change that wrote the row (and linked to it); consumers continue from it.
+fn publish_span(row: &Row, settings: &RelaySettings) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.publish",
+        otel.name = format!("publish {}", settings.exchange),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %settings.exchange,
+        messaging.message.id = %row.id,
+        cloudevents.event_id = %row.id,
+        cloudevents.event_type = %row.event_type,
+        cloudevents.event_source = %settings.source,
+        outbox.attempts = row.attempts,
+        otel.status_code = tracing::field::Empty,
+    );
+    row.trace.continue_in(&span);
+    span
+}
+
 impl Row {
     /// The row's envelope, for its properties: the body is published from the row as it is, not copied.
-    fn envelope(&self, source: &str) -> Envelope {
+    fn envelope(&self, source: &str, trace: TraceContext) -> Envelope {
         Envelope {
             id: self.id,
             kind: self.event_type.clone(),
             source: source.to_owned(),
             time: self.created_at,
             data: Vec::new(),
-            traceparent: self.traceparent.clone(),
+            trace,
         }
     }
 }

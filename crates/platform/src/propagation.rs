@@ -1,15 +1,23 @@
 //! W3C trace context across process boundaries: read from incoming HTTP/gRPC headers, written into outgoing
-//! ones, so one trace spans HTTP, gRPC and AMQP.
+//! ones, stored with what waits in a table (an outbox row, a queued mail) and carried by events, so one trace spans
+//! HTTP, gRPC, the outbox, AMQP and SMTP.
 
 use opentelemetry::{
     Context, global,
     propagation::{Extractor, Injector},
+    trace::{SpanContext, TraceContextExt as _},
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The trace context carried by `headers`, or an empty one.
 pub fn extract(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
+}
+
+/// Writes `span`'s trace context into outgoing HTTP (or gRPC) headers.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
+    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -24,27 +32,82 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Writes the current span's trace context into outgoing gRPC metadata.
-pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut MetadataInjector(metadata)));
-}
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
+impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) =
-            (tonic::metadata::MetadataKey::from_bytes(key.as_bytes()), tonic::metadata::MetadataValue::try_from(value))
-        {
+        if let (Ok(key), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
             self.0.insert(key, value);
         }
     }
 }
 
-/// The current span's context as a W3C `traceparent` value, if it is part of a trace.
-pub fn current_traceparent() -> Option<String> {
-    let (context, mut carrier) = (tracing::Span::current().context(), std::collections::HashMap::new());
-    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut carrier));
-    carrier.remove("traceparent")
+/// A trace context at rest: what is stored with an outbox row or a queued mail, and what an event carries, so the
+/// work that picks it up later continues the trace that caused it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct TraceContext {
+    /// W3C `traceparent`; `None` outside a trace.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`, kept as the caller sent it.
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// The context of `span`.
+    pub fn of(span: &tracing::Span) -> Self {
+        let context = span.context();
+        let mut carrier = Self::default();
+        global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut carrier));
+        carrier
+    }
+
+    /// The context of the current span.
+    pub fn current() -> Self {
+        Self::of(&tracing::Span::current())
+    }
+
+    /// The context to continue: a new span whose parent this is belongs to the same trace.
+    pub fn context(&self) -> Context {
+        global::get_text_map_propagator(|propagator| propagator.extract(self))
+    }
+
+    /// The span this context names, if it is valid: what a span link points at.
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let context = self.context();
+        let span = context.span().span_context().clone();
+        span.is_valid().then_some(span)
+    }
+
+    /// Makes `span` a child of this context and links it to the same span (the messaging conventions' producer
+    /// link, which survives a backend that re-roots consumer spans). Without a context `span` stays a root.
+    pub fn continue_in(&self, span: &tracing::Span) {
+        if let Some(producer) = self.span_context() {
+            let _ = span.set_parent(self.context());
+            span.add_link(producer);
+        }
+    }
+}
+
+impl Extractor for TraceContext {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent.as_deref(),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+impl Injector for TraceContext {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "traceparent" => self.traceparent = Some(value),
+            "tracestate" if !value.is_empty() => self.tracestate = Some(value),
+            _ => {}
+        }
+    }
 }

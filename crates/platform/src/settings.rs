@@ -92,16 +92,39 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Logging and tracing: `RUST_LOG`, `LOG_FORMAT` and the standard `OTEL_*` variables we act on.
+/// How spans are exported over OTLP (`OTEL_EXPORTER_OTLP_PROTOCOL`, or `_TRACES_PROTOCOL`, which wins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317), the default here: what the collector in compose and Kubernetes listens on.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Logging and tracing: `RUST_LOG`, `LOG_FORMAT`, `TRACES_FILTER` and the standard `OTEL_*` variables we act on
+/// (the SDK reads `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*` and the exporter's
+/// `OTEL_EXPORTER_OTLP_*` headers and timeouts itself).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TelemetrySettings {
-    /// `RUST_LOG` directives; `info` when unset.
+    /// `RUST_LOG` directives for log lines only; `info` when unset.
     pub rust_log: String,
+    /// `TRACES_FILTER` directives for the spans exported, apart from the logs; `info` when unset.
+    pub traces_filter: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: traces are exported over OTLP/gRPC only when set.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's base URL; spans are exported when it or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
     pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the URL spans are sent to, as it is.
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`.
+    pub otel_exporter_otlp_traces_protocol: Option<OtlpProtocol>,
     /// `OTEL_SERVICE_NAME`: overrides the service's own name in exported traces.
     pub otel_service_name: Option<String>,
 }
@@ -110,8 +133,12 @@ impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
             rust_log: "info".to_owned(),
+            traces_filter: "info".to_owned(),
             log_format: LogFormat::Json,
             otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_traces_endpoint: None,
+            otel_exporter_otlp_protocol: None,
+            otel_exporter_otlp_traces_protocol: None,
             otel_service_name: None,
         }
     }
@@ -123,7 +150,19 @@ impl TelemetrySettings {
         let settings: Self = load()?;
         tracing_subscriber::EnvFilter::try_new(&settings.rust_log)
             .map_err(|e| SettingsError::invalid("RUST_LOG", e))?;
+        tracing_subscriber::EnvFilter::try_new(&settings.traces_filter)
+            .map_err(|e| SettingsError::invalid("TRACES_FILTER", e))?;
         Ok(settings)
+    }
+
+    /// Whether spans are exported: an OTLP endpoint is configured.
+    pub fn exports_traces(&self) -> bool {
+        self.otel_exporter_otlp_endpoint.is_some() || self.otel_exporter_otlp_traces_endpoint.is_some()
+    }
+
+    /// The protocol spans are exported with.
+    pub fn otlp_protocol(&self) -> OtlpProtocol {
+        self.otel_exporter_otlp_traces_protocol.or(self.otel_exporter_otlp_protocol).unwrap_or_default()
     }
 }
 

@@ -1,13 +1,15 @@
-//! Logs and traces, set up once per process: JSON lines on stdout carrying trace and span ids, and OTLP export of
-//! spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Spans get ids even without an exporter, so log lines can be
-//! correlated across services from the first day.
+//! Logs and traces, set up once per process: JSON lines on stdout carrying trace and span ids, filtered by
+//! `RUST_LOG`, and OTLP export of spans when an OTLP endpoint is set, filtered by `TRACES_FILTER` and sampled as
+//! `OTEL_TRACES_SAMPLER` says (parent-based by default). The two filters are apart: turning logs down never turns
+//! traces off. Spans get ids even without an exporter, so log lines can be correlated across services from the
+//! first day.
 
 use anyhow::Context as _;
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::settings::{LogFormat, TelemetrySettings};
+use crate::settings::{LogFormat, OtlpProtocol, TelemetrySettings};
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans not yet exported.
 #[derive(Debug)]
@@ -30,8 +32,9 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> anyhow:
     global::set_tracer_provider(provider.clone());
     global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
-    let filter = EnvFilter::try_new(&settings.rust_log).context("RUST_LOG")?;
+    let traces = EnvFilter::try_new(&settings.traces_filter).context("TRACES_FILTER")?;
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)).with_filter(traces);
+    let logs = EnvFilter::try_new(&settings.rust_log).context("RUST_LOG")?;
     // Boxed, not `Option`: `Option<Layer>` does not forward `on_register_dispatch`, which the JSON layer needs
     // to find each span's OpenTelemetry ids.
     let output: Box<dyn Layer<_> + Send + Sync> = match settings.log_format {
@@ -39,9 +42,8 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> anyhow:
         LogFormat::Pretty => Box::new(tracing_subscriber::fmt::layer().with_target(true)),
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
-        .with(output)
+        .with(output.with_filter(logs))
         .try_init()
         .context("a global tracing subscriber is already installed")?;
     Ok(Telemetry { provider })
@@ -61,14 +63,19 @@ where
 
 fn tracer_provider(service_name: &'static str, settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
     let name = settings.otel_service_name.clone().unwrap_or_else(|| service_name.to_owned());
+    // The default configuration reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
     let builder = SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(name).build());
-    let Some(_endpoint) = &settings.otel_exporter_otlp_endpoint else {
+    if !settings.exports_traces() {
         return Ok(builder.build());
+    }
+    // The exporter reads the endpoints, headers and timeouts from the standard OTEL_EXPORTER_OTLP_* variables.
+    let exporter = match settings.otlp_protocol() {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+        OtlpProtocol::HttpProtobuf => {
+            crate::tls::install_provider();
+            opentelemetry_otlp::SpanExporter::builder().with_http().build()
+        }
     };
-    // The exporter reads the endpoint, headers and timeouts from the standard OTEL_EXPORTER_OTLP_* variables.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()
-        .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter")?;
+    let exporter = exporter.context("OTEL_EXPORTER_OTLP_*: cannot build the OTLP span exporter")?;
     Ok(builder.with_batch_exporter(exporter).build())
 }

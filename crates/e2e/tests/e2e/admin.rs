@@ -110,7 +110,7 @@ fn synthetic_signup(email: &str) -> Envelope {
     let time = chrono::Utc::now();
     let id = uuid::Uuid::now_v7();
     let kind = proto::Event::USER_SIGNED_UP.to_owned();
-    Envelope { id, kind, source: "/e2e".to_owned(), time, data: event.encode_to_vec(), traceparent: None }
+    Envelope { id, kind, source: "/e2e".to_owned(), time, data: event.encode_to_vec(), trace: Default::default() }
 }
 
 #[tokio::test]

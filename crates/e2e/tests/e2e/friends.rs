@@ -169,7 +169,8 @@ async fn suggestions_do_not_depend_on_the_order_of_signups_and_verifications() -
 async fn announce(stack: &Stack, kind: &str, data: Vec<u8>) -> anyhow::Result<uuid::Uuid> {
     let id = uuid::Uuid::now_v7();
     let time = chrono::Utc::now();
-    let envelope = Envelope { id, kind: kind.to_owned(), source: "/e2e".to_owned(), time, data, traceparent: None };
+    let envelope =
+        Envelope { id, kind: kind.to_owned(), source: "/e2e".to_owned(), time, data, trace: Default::default() };
     publish(&stack.exchange, envelope.properties(), &envelope.data).await?;
     Ok(id)
 }

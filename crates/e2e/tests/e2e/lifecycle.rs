@@ -71,6 +71,56 @@ async fn every_process_exposes_prometheus_metrics_and_liveness() -> anyhow::Resu
         assert_eq!(livez, 200, "{}", member.process.name());
         assert!(content_type.starts_with("text/plain"), "{}: {content_type}", member.process.name());
         assert!(body.contains("build_info"), "{} metrics: {body}", member.process.name());
+        assert!(body.contains("process_cpu_seconds_total"), "{} metrics: {body}", member.process.name());
+        assert!(body.contains("process_resident_memory_bytes"), "{} metrics: {body}", member.process.name());
+    }
+    Ok(())
+}
+
+/// The figures an operator alerts on follow one signup: gRPC calls by service and method, the outbox's publish
+/// time, each subscriber's events by type, queue and outcome with their processing time and age, the mail's send
+/// time by outcome.
+#[tokio::test]
+async fn one_signup_shows_in_the_metrics_an_operator_alerts_on() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = format!("metered-{}@example.com", uuid::Uuid::now_v7().simple());
+    let body = serde_json::json!({ "email": email, "password": "correct horse battery staple", "display_name": "Ada" });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+    stack.smtp.wait_for(&email, 1, e2e::stack::DELIVERY_TIMEOUT).await?;
+    let signed_up = "event_type=\"signup.events.v1.UserSignedUp\"";
+    let expected: [(&str, &[&str]); 3] = [
+        (
+            "user-metadata",
+            &[
+                "grpc_server_handled_total{grpc_service=\"signup.user_metadata.v1.UserMetadataService\",grpc_method=\"RegisterSignup\",grpc_code=\"0\"} 1",
+                "outbox_publish_duration_seconds_count",
+            ],
+        ),
+        (
+            "email-verification",
+            &[
+                "mail_send_duration_seconds_bucket{kind=\"verification\",outcome=\"sent\"",
+                "event_age_seconds_bucket{queue=",
+                "event_processing_duration_seconds_bucket{queue=",
+            ],
+        ),
+        ("friend-discovery", &["events_consumed_total{queue=", "event_age_seconds_count{queue="]),
+    ];
+    for (service, lines) in expected {
+        let url = format!("http://127.0.0.1:{}/metrics", stack.member(service).ops_port);
+        let metrics = e2e::poll::eventually(e2e::stack::DELIVERY_TIMEOUT, || async {
+            let text = reqwest::get(&url).await?.text().await?;
+            let missing: Vec<_> = lines.iter().filter(|line| !text.contains(**line)).collect();
+            anyhow::ensure!(missing.is_empty(), "{service} lacks {missing:?}");
+            anyhow::ensure!(text.contains(signed_up) || service == "user-metadata", "{service}: no {signed_up}");
+            Ok(text)
+        })
+        .await?;
+        if service != "user-metadata" {
+            let applied = metrics.lines().find(|l| l.starts_with("events_consumed_total") && l.contains(signed_up));
+            assert!(applied.is_some_and(|l| l.contains("outcome=\"applied\"") && l.ends_with(" 1")), "{metrics}");
+        }
     }
     Ok(())
 }

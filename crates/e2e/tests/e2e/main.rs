@@ -11,4 +11,5 @@ mod migrations;
 mod peers;
 mod readiness;
 mod signup;
+mod traces;
 mod verification;

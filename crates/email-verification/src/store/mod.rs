@@ -168,11 +168,13 @@ async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudge
     Ok(hour < budget.per_hour && day < budget.per_day)
 }
 
-/// Queues a mail; the table's trigger wakes the sender at commit.
+/// Queues a mail with the current trace context (its send continues the trace); the table's trigger wakes the
+/// sender at commit.
 async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Result<()> {
+    let trace = platform::propagation::TraceContext::current();
     sqlx::query(
-        "INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
     )
     .bind(mail.id)
     .bind(mail.kind.as_str())
@@ -180,6 +182,8 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Resul
     .bind(mail.recipient)
     .bind(mail.locale)
     .bind(mail.signup_id)
+    .bind(trace.traceparent)
+    .bind(trace.tracestate)
     .execute(conn)
     .await
     .map(drop)

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use platform::token::Token;
+use platform::{propagation::TraceContext, token::Token};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -22,6 +22,8 @@ pub(crate) struct Claimed {
     pub(crate) attempts: i32,
     /// The token a verification mail's link carries (only its hash is stored).
     pub(crate) token: Option<Token>,
+    /// The trace of the event that queued it.
+    pub(crate) trace: TraceContext,
 }
 
 /// What one claim took.
@@ -46,6 +48,8 @@ struct ClaimedRow {
     remaining: i64,
     /// The hash of the token issued for a verification mail; `None` when its account is no longer pending.
     token_hash: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    trace: TraceContext,
 }
 
 /// Claims up to `limit` due mails for one attempt each, no more than the global budget leaves of the last minute's
@@ -87,7 +91,7 @@ pub(crate) async fn claim_due(
             continue;
         }
         let token = row.token_hash.and_then(|hash| tokens.iter().find(|t| t.hash() == hash).cloned());
-        claim.mails.push(Claimed { id, kind, recipient, locale, attempts, token });
+        claim.mails.push(Claimed { id, kind, recipient, locale, attempts, token, trace: row.trace });
     }
     claim.superseded = supersede(pool, &stale).await?;
     // The budget decided when it left less than was asked for, and the claim took all it left.
@@ -109,7 +113,7 @@ due AS ( \
 claimed AS ( \
   UPDATE mails m SET attempts = m.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
   FROM due WHERE m.id = due.id \
-  RETURNING m.id, m.kind, m.user_id, m.recipient, m.locale, m.attempts), \
+  RETURNING m.id, m.kind, m.user_id, m.recipient, m.locale, m.attempts, m.traceparent, m.tracestate), \
 charged AS ( \
   INSERT INTO mail_budget (second, attempts) SELECT date_trunc('second', now()), count(*) FROM claimed \
   HAVING count(*) > 0 \
@@ -125,7 +129,7 @@ issued AS ( \
   FROM numbered n JOIN unnest($5::bytea[]) WITH ORDINALITY AS t(hash, i) ON t.i = n.n \
   WHERE n.user_id IN (SELECT user_id FROM pending) \
   RETURNING mail_id, token_hash) \
-SELECT c.id, c.kind, c.recipient, c.locale, c.attempts, b.remaining, i.token_hash \
+SELECT c.id, c.kind, c.recipient, c.locale, c.attempts, b.remaining, i.token_hash, c.traceparent, c.tracestate \
 FROM budget b LEFT JOIN claimed c ON true LEFT JOIN issued i ON i.mail_id = c.id";
 
 /// Marks verification mails whose account is no longer pending as superseded; returns how many.

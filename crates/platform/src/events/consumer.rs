@@ -4,7 +4,10 @@
 //! batch fails, its events are applied one at a time, so one event's failure is that event's alone: a poison event
 //! is dead-lettered, a transient failure is retried in place with backoff, holding the message.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -16,7 +19,6 @@ use lapin::{
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use super::{Envelope, Subscription, record_once, transient};
@@ -100,7 +102,8 @@ pub async fn consume<H: Handler>(
     RESTART
         .restart(&what, &cancel, || async {
             let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
-            let applier = Applier { handler: handler.as_ref(), pool: &pool, cancel: &cancel };
+            let applier =
+                Applier { handler: handler.as_ref(), pool: &pool, queue: &subscription.queue, cancel: &cancel };
             let consumed = consume_on(&connection, &subscription, &applier, &status).await;
             status.set(false);
             consumed
@@ -169,6 +172,7 @@ const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: t
 struct Applier<'a, H> {
     handler: &'a H,
     pool: &'a PgPool,
+    queue: &'a str,
     cancel: &'a CancellationToken,
 }
 
@@ -204,18 +208,36 @@ impl<H: Handler> Applier<'_, H> {
         Ok(())
     }
 
-    /// Applies every event of `work` in one transaction, each recorded as processed in it; returns how many were new.
-    async fn apply_together(&self, work: &[Work<H::Event>]) -> anyhow::Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut applied = 0;
+    /// Applies every event of `work` in one transaction, each recorded as processed in it.
+    async fn apply_together(&self, work: &[Work<H::Event>]) -> anyhow::Result<()> {
+        let (start, mut tx) = (Instant::now(), self.pool.begin().await?);
+        let mut outcomes = Vec::with_capacity(work.len());
         for item in work {
-            let span = event_span(&item.envelope, item.delivery.redelivered);
-            applied += u64::from(self.apply_recorded(&mut tx, item).instrument(span).await?);
+            let span = event_span(&item.envelope, &item.delivery);
+            outcomes.push(self.apply_recorded(&mut tx, item).instrument(span).await?);
         }
         tx.commit().await?;
-        metrics::counter!("events_consumed_total", "outcome" => "applied").increment(applied);
+        for (item, new) in work.iter().zip(outcomes) {
+            self.count(&item.envelope.kind, if new { "applied" } else { "duplicate" });
+            self.observe(&item.envelope, start);
+        }
         metrics::histogram!("events_batch_size").record(work.len() as f64);
-        Ok(applied)
+        Ok(())
+    }
+
+    /// Counts one event of type `kind` handled with `outcome`.
+    fn count(&self, kind: &str, outcome: &'static str) {
+        let labels =
+            [("queue", self.queue.to_owned()), ("event_type", kind.to_owned()), ("outcome", outcome.to_owned())];
+        metrics::counter!("events_consumed_total", &labels).increment(1);
+    }
+
+    /// Records how long applying `envelope` took since `start`, and how old the event was once applied.
+    fn observe(&self, envelope: &Envelope, start: Instant) {
+        let labels = [("queue", self.queue.to_owned()), ("event_type", envelope.kind.clone())];
+        metrics::histogram!("event_processing_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+        let age = (chrono::Utc::now() - envelope.time).to_std().unwrap_or_default();
+        metrics::histogram!("event_age_seconds", &labels).record(age.as_secs_f64());
     }
 
     /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
@@ -233,7 +255,7 @@ impl<H: Handler> Applier<'_, H> {
     /// retried in place with backoff on a transient failure (holding the message: a requeue would count toward the
     /// delivery limit, and an outage of our own database must not dead-letter good events).
     async fn process_one(&self, item: Work<H::Event>) -> anyhow::Result<()> {
-        let span = event_span(&item.envelope, item.delivery.redelivered);
+        let span = event_span(&item.envelope, &item.delivery);
         async {
             for attempt in 1.. {
                 let error = match self.apply_alone(&item).await {
@@ -243,7 +265,7 @@ impl<H: Handler> Applier<'_, H> {
                     }
                     Err(HandleError::Poison(error)) => {
                         tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
-                        metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                        self.count(&item.envelope.kind, "poison");
                         item.delivery.reject(BasicRejectOptions { requeue: false }).await?;
                         return Ok(());
                     }
@@ -256,7 +278,7 @@ impl<H: Handler> Applier<'_, H> {
                 let pause = IN_PLACE_RETRY.delay(attempt);
                 let retry_in_ms = pause.as_millis() as u64;
                 tracing::warn!(error = format!("{error:#}"), attempt, retry_in_ms, "event not applied yet");
-                metrics::counter!("events_consumed_total", "outcome" => "retried").increment(1);
+                self.count(&item.envelope.kind, "retried");
                 if !crate::backoff::pause(pause, self.cancel).await {
                     break;
                 }
@@ -269,11 +291,12 @@ impl<H: Handler> Applier<'_, H> {
     }
 
     async fn apply_alone(&self, item: &Work<H::Event>) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        if self.apply_recorded(&mut tx, item).await? {
-            metrics::counter!("events_consumed_total", "outcome" => "applied").increment(1);
-        }
-        tx.commit().await.map_err(transient)
+        let (start, mut tx) = (Instant::now(), self.pool.begin().await.map_err(transient)?);
+        let new = self.apply_recorded(&mut tx, item).await?;
+        tx.commit().await.map_err(transient)?;
+        self.count(&item.envelope.kind, if new { "applied" } else { "duplicate" });
+        self.observe(&item.envelope, start);
+        Ok(())
     }
 
     /// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores, and
@@ -283,22 +306,22 @@ impl<H: Handler> Applier<'_, H> {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
-                metrics::counter!("events_consumed_total", "outcome" => "malformed").increment(1);
+                self.count("unknown", "malformed");
                 delivery.reject(BasicRejectOptions { requeue: false }).await?;
                 return Ok(Sorted::Settled);
             }
         };
         if !self.handler.acts_on(&envelope.kind) {
             tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
-            metrics::counter!("events_consumed_total", "outcome" => "ignored").increment(1);
+            self.count(&envelope.kind, "ignored");
             return Ok(Sorted::Ignored(delivery));
         }
         match self.handler.decode(&envelope) {
             Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
             Err(error) => {
-                let span = event_span(&envelope, delivery.redelivered);
+                let span = event_span(&envelope, &delivery);
                 tracing::error!(parent: &span, error = format!("{error:#}"), "event does not decode; dead-lettering it");
-                metrics::counter!("events_consumed_total", "outcome" => "poison").increment(1);
+                self.count(&envelope.kind, "poison");
                 delivery.reject(BasicRejectOptions { requeue: false }).await?;
                 Ok(Sorted::Settled)
             }
@@ -306,21 +329,24 @@ impl<H: Handler> Applier<'_, H> {
     }
 }
 
-/// The span of one event's processing, continuing the trace of the request that produced it.
-fn event_span(envelope: &Envelope, redelivered: bool) -> tracing::Span {
+/// The span of one event's processing (the messaging conventions' `process` span): a child of the publication that
+/// carried it, and linked to it, so the trace of the request that produced the event continues here.
+fn event_span(envelope: &Envelope, delivery: &Delivery) -> tracing::Span {
     let span = tracing::info_span!(
-        "event.consume",
+        "event.process",
+        otel.name = format!("process {}", delivery.exchange),
         otel.kind = "consumer",
-        event.id = %envelope.id,
-        event.kind = %envelope.kind,
-        redelivered,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %delivery.exchange,
+        messaging.message.id = %envelope.id,
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+        cloudevents.event_id = %envelope.id,
+        cloudevents.event_type = %envelope.kind,
+        cloudevents.event_source = %envelope.source,
+        cloudevents.event_spec_version = "1.0",
+        redelivered = delivery.redelivered,
     );
-    if let Some(traceparent) = &envelope.traceparent {
-        let mut headers = http::HeaderMap::new();
-        if let Ok(value) = traceparent.parse() {
-            headers.insert("traceparent", value);
-        }
-        let _ = span.set_parent(crate::propagation::extract(&headers));
-    }
+    envelope.trace.continue_in(&span);
     span
 }

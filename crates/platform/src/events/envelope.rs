@@ -10,6 +10,8 @@ use lapin::{
 };
 use uuid::Uuid;
 
+use crate::propagation::TraceContext;
+
 /// The content type of every event body.
 pub const CONTENT_TYPE: &str = "application/protobuf";
 
@@ -26,8 +28,9 @@ pub struct Envelope {
     pub time: DateTime<Utc>,
     /// The protobuf body.
     pub data: Vec<u8>,
-    /// The W3C `traceparent` of the work that produced it, so the trace continues in every consumer.
-    pub traceparent: Option<String>,
+    /// The trace context of its publication (`cloudEvents_traceparent`, `cloudEvents_tracestate`), so the trace
+    /// continues in every consumer.
+    pub trace: TraceContext,
 }
 
 impl Envelope {
@@ -42,8 +45,11 @@ impl Envelope {
         put("cloudEvents_type", &self.kind);
         put("cloudEvents_source", &self.source);
         put("cloudEvents_time", &self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        if let Some(traceparent) = &self.traceparent {
-            put("traceparent", traceparent);
+        if let Some(traceparent) = &self.trace.traceparent {
+            put("cloudEvents_traceparent", traceparent);
+        }
+        if let Some(tracestate) = &self.trace.tracestate {
+            put("cloudEvents_tracestate", tracestate);
         }
         BasicProperties::default()
             .with_content_type(ShortString::from(CONTENT_TYPE))
@@ -69,7 +75,11 @@ impl Envelope {
                 .context("cloudEvents_time is not RFC 3339")?
                 .with_timezone(&Utc),
             data: delivery.data.clone(),
-            traceparent: header("traceparent").ok(),
+            // The CloudEvents AMQP binding's names, or the plain W3C ones of a producer that uses those.
+            trace: TraceContext {
+                traceparent: header("cloudEvents_traceparent").or_else(|_| header("traceparent")).ok(),
+                tracestate: header("cloudEvents_tracestate").or_else(|_| header("tracestate")).ok(),
+            },
         })
     }
 }
