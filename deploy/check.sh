@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates every deployment artefact offline, with real tools: the Dockerfile, the compose file, the
 # Kubernetes manifests (every overlay, rendered), the CloudFormation templates and their parameter files, the
-# CI pipeline, and every shell script in the repository. Prints one line per check (`ok` or `FAIL` followed
+# CI pipeline, the Grafana dashboard, the AsyncAPI document, and every shell script in the repository. Prints one line per check (`ok` or `FAIL` followed
 # by the tool's output) and exits non-zero if any check failed. Needs nothing from the network.
 #
 #   deploy/install-tools.sh && deploy/check.sh
@@ -48,10 +48,11 @@ check() {
 
 require_tools() {
   local missing=() tool
-  for tool in hadolint shellcheck check-jsonschema kubernetes-validate cfn-lint kubectl "$DOCKER_COMPOSE"; do
+  for tool in hadolint shellcheck check-jsonschema kubernetes-validate cfn-lint kubectl node "$DOCKER_COMPOSE"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   [ -x "$PYTHON" ] || missing+=("$PYTHON")
+  [ -d "$TOOLS_DIR/npm/node_modules/@asyncapi/parser" ] || missing+=("@asyncapi/parser")
   if [ "${#missing[@]}" -gt 0 ]; then
     printf 'FAIL  tools: missing %s (run deploy/install-tools.sh)\n' "${missing[*]}"
     exit 1
@@ -159,6 +160,12 @@ for env in "${ENVIRONMENTS[@]}"; do
   check "k8s: $env policy (security context, probes, grace period, HPA, PDB, Service, NetworkPolicy, CronJob)" k8s_policy "$env"
 done
 check "k8s: the pipeline's release overlay pins the pushed image" k8s_release_overlay
+check "grafana: dashboards match deploy/grafana/dashboard.schema.json" \
+  check-jsonschema --schemafile deploy/grafana/dashboard.schema.json deploy/grafana/dashboards/*.json
+check "grafana: every query parses as PromQL and names an exported metric" \
+  "$PYTHON" deploy/lib/checks.py dashboard crates deploy/grafana/dashboards/*.json
+check "asyncapi: proto/asyncapi.json passes the AsyncAPI parser" \
+  env NODE_PATH="$TOOLS_DIR/npm/node_modules" node deploy/lib/check-asyncapi.mjs proto/asyncapi.json
 check "aws: cfn-lint deploy/aws/*.yaml" cfn-lint --non-zero-exit-code informational deploy/aws/*.yaml
 service_params=()
 for service in "${SERVICES[@]}"; do service_params+=("deploy/aws/params/$service.json"); done

