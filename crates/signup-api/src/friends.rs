@@ -18,6 +18,9 @@ use tonic::Code;
 
 use crate::{error::ApiError, startup::AppState};
 
+/// The most suggestions one page holds.
+pub(crate) const MAX_LIMIT: u32 = 100;
+
 /// The page to return.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -72,8 +75,8 @@ pub(crate) async fn suggestions(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|_| ApiError::Malformed("limit must be a number".to_owned()))?;
     let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::Malformed("limit must be between 1 and 100".to_owned()));
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let (_, user) = crate::auth::user(&state, &headers).await?;
     if user.status() != UserStatus::Verified {

@@ -1,6 +1,11 @@
-//! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
+//! The OpenAPI document served at `/openapi.json`: generated from the handlers' annotations, then given every
+//! constraint the server enforces on input ([`constrained`]), the configured limits included, so a client generated
+//! from it is right the first time. A property-based checker (schemathesis, `e2e::contracts`) holds the server to it.
 
+use serde_json::{Value, json};
 use utoipa::OpenApi;
+
+use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -42,7 +47,73 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The longest email address (RFC 5321's path limit, less the angle brackets).
+pub(crate) const EMAIL_MAX_LENGTH: u64 = 254;
+/// A verification token: 32 random bytes, base64url without padding.
+const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{43}$";
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// The document with every input constraint of the server: no unknown members in any request body, and each
+/// field's length, pattern or count as the handlers check it (`limits` as configured).
+pub(crate) fn constrained(limits: &SignupLimits) -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let email = json!({ "type": "string", "format": "email", "minLength": 3, "maxLength": EMAIL_MAX_LENGTH });
+    let token = json!({ "type": "string", "pattern": TOKEN_PATTERN });
+    let schemas = &mut document["components"]["schemas"];
+    for name in ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange"] {
+        schemas[name]["additionalProperties"] = false.into();
+    }
+    let signup = &mut schemas["SignupRequest"]["properties"];
+    merge(&mut signup["email"], email.clone());
+    merge(
+        &mut signup["password"],
+        json!({ "minLength": limits.password.min_chars, "maxLength": limits.password.max_chars }),
+    );
+    merge(&mut signup["display_name"], json!({ "minLength": 1, "maxLength": limits.display_name_max_chars }));
+    merge(&mut signup["contacts"], json!({ "maxItems": limits.max_contacts, "items": email.clone() }));
+    merge(
+        &mut signup["locale"],
+        json!({ "minLength": 1, "maxLength": 35, "pattern": "^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$" }),
+    );
+    let sign_in = &mut schemas["SignInRequest"]["properties"];
+    merge(&mut sign_in["email"], email.clone());
+    merge(&mut sign_in["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
+    merge(&mut schemas["ResendRequest"]["properties"]["email"], email);
+    let confirm = &mut schemas["ConfirmRequest"]["properties"];
+    merge(&mut confirm["token"], token.clone());
+    merge(&mut confirm["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
+    let paths = &mut document["paths"];
+    for parameter in parameters(&mut paths["/v1/email-verifications/confirm"]["get"]) {
+        parameter["required"] = true.into();
+        merge(&mut parameter["schema"], token.clone());
+    }
+    for parameter in parameters(&mut paths["/v1/signups"]["post"]) {
+        merge(&mut parameter["schema"], json!({ "pattern": IDEMPOTENCY_KEY_PATTERN }));
+    }
+    for parameter in parameters(&mut paths["/v1/me/friend-suggestions"]["get"]) {
+        if parameter["name"] == "limit" {
+            merge(&mut parameter["schema"], json!({ "minimum": 1, "maximum": crate::friends::MAX_LIMIT }));
+        }
+    }
+    document
+}
+
+/// The parameters of one operation.
+fn parameters(operation: &mut Value) -> impl Iterator<Item = &mut Value> {
+    operation["parameters"].as_array_mut().into_iter().flatten()
+}
+
+/// Adds `extra`'s members to the object `into`.
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
+}
+
 /// `GET /openapi.json`.
-pub(crate) async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+pub(crate) async fn serve(
+    axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
+) -> axum::Json<Value> {
+    axum::Json(constrained(&state.limits))
 }

@@ -114,7 +114,9 @@ impl Limits {
         if self.password_min_length < 8 {
             return Err(SettingsError::invalid("PASSWORD_MIN_LENGTH", "must be at least 8"));
         }
-        if self.password_max_length < self.password_min_length || self.password_max_length > 1024 {
+        if self.password_max_length < self.password_min_length
+            || self.password_max_length > crate::domain::password::PRESENTED_MAX_CHARS
+        {
             return Err(SettingsError::invalid("PASSWORD_MAX_LENGTH", "must be between PASSWORD_MIN_LENGTH and 1024"));
         }
         if self.max_body_bytes.get() < 1024 {

@@ -59,9 +59,6 @@ impl std::fmt::Debug for ConfirmRequest {
     }
 }
 
-/// Passwords longer than this cannot be anyone's and are never sent on.
-const MAX_PASSWORD_BYTES: usize = 4096;
-
 /// The answer to a successful confirm.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Verified {
@@ -244,7 +241,7 @@ async fn check_password(
     begun: &BeginConfirmationResponse,
     password: &Password,
 ) -> Result<bool, ApiError> {
-    if password.expose().is_empty() || password.expose().len() > MAX_PASSWORD_BYTES {
+    if !password.could_be_anyones() {
         return Ok(false);
     }
     let request = VerifyAttemptPasswordRequest {

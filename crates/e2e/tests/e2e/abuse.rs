@@ -107,6 +107,8 @@ async fn an_unknown_email_and_a_wrong_password_get_one_answer_and_unverified_acc
     let wrong = stack.sign_in(&verified, "not the password at all").await?;
     let unknown = stack.sign_in(&unique_email("nobody"), PASSWORD).await?;
     let too_long = stack.sign_in(&verified, &"x".repeat(5000)).await?;
+    // An empty password is no one's either: once a 500 (password refused it as an invalid argument).
+    let empty = stack.sign_in(&verified, "").await?;
 
     let answer = |r: reqwest::Response| async move {
         let status = r.status().as_u16();
@@ -119,6 +121,7 @@ async fn an_unknown_email_and_a_wrong_password_get_one_answer_and_unverified_acc
     assert_eq!(wrong.2["type"], "/problems/invalid-credentials");
     assert_eq!(answer(unknown).await?, wrong, "an unknown email is told apart from a wrong password");
     assert_eq!(answer(too_long).await?, wrong, "an over-long password is not a 401 like the others");
+    assert_eq!(answer(empty).await?, wrong, "an empty password is not a 401 like the others");
     // An unverified account may sign in, sees that it is not verified, and may not ask for suggestions.
     let session = stack.session(&pending, PASSWORD).await?;
     assert_eq!(stack.me(&session).await?.json::<Value>().await?["email_verified"], false);

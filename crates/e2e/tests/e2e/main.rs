@@ -4,6 +4,7 @@
 mod abuse;
 mod admin;
 mod configuration;
+mod contracts;
 mod friends;
 mod integrity;
 mod lifecycle;

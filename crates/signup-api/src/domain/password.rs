@@ -34,7 +34,17 @@ impl Password {
     pub fn presented(raw: &str) -> Self {
         Self(SecretString::from(raw.nfkc().collect::<String>()))
     }
+
+    /// Whether a presented password could be anyone's: not empty, and no longer than any policy allows. One that
+    /// could not is refused before any work (and before any call that would refuse it as an invalid argument).
+    pub fn could_be_anyones(&self) -> bool {
+        let chars = self.expose().chars().count();
+        (1..=PRESENTED_MAX_CHARS).contains(&chars)
+    }
 }
+
+/// The longest password any policy allows (`PASSWORD_MAX_LENGTH` is at most this).
+pub const PRESENTED_MAX_CHARS: usize = 1024;
 
 /// The configured bounds of the policy.
 #[derive(Debug, Clone, Copy)]
