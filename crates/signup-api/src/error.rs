@@ -4,12 +4,15 @@
 //! at most once a minute per cause, with a metric, so a spike leaves the log readable.
 
 use axum::{
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use tonic::Code;
 
-use crate::{domain::signup::FieldError, problem::Problem};
+use crate::{
+    domain::signup::FieldError,
+    problem::{Problem, ProblemType, types},
+};
 
 /// Everything a request can fail with, as a client should see it.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +102,7 @@ impl ApiError {
 
     /// The problem response, without what the log says.
     fn problem(self) -> Response {
-        let (status, slug, title) = self.kind();
-        let problem = Problem::new(status, slug, title).with_detail(self.detail());
+        let problem = Problem::of(self.kind()).with_detail(self.detail());
         match self {
             Self::Invalid(errors) => problem.with_errors(errors).into_response(),
             Self::SignInThrottled { retry_after_secs }
@@ -111,34 +113,24 @@ impl ApiError {
         }
     }
 
-    /// The status, the problem type's slug (`/problems/{slug}`) and its title.
-    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+    /// The problem type of this error.
+    fn kind(&self) -> &'static ProblemType {
         match self {
-            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed Request"),
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported Media Type")
-            }
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large"),
-            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation Failed"),
-            Self::BadIdempotencyKey => (StatusCode::BAD_REQUEST, "bad-idempotency-key", "Bad Idempotency Key"),
-            Self::IdempotencyKeyReused => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency Key Reused")
-            }
-            Self::InvalidToken => (StatusCode::BAD_REQUEST, "invalid-token", "Invalid Token"),
-            Self::LinkPasswordMismatch => {
-                (StatusCode::BAD_REQUEST, "link-password-mismatch", "Link And Password Do Not Match")
-            }
-            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid Credentials"),
-            Self::SignInThrottled { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "too-many-sign-in-attempts", "Too Many Sign-In Attempts")
-            }
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            Self::NotVerified => (StatusCode::FORBIDDEN, "email-not-verified", "Email Not Verified"),
-            Self::SuggestionBudgetUsed { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "suggestion-budget-used", "Suggestion Budget Used")
-            }
-            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service Unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error"),
+            Self::Malformed(_) => &types::MALFORMED_REQUEST,
+            Self::UnsupportedMediaType => &types::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => &types::PAYLOAD_TOO_LARGE,
+            Self::Invalid(_) => &types::VALIDATION_FAILED,
+            Self::BadIdempotencyKey => &types::BAD_IDEMPOTENCY_KEY,
+            Self::IdempotencyKeyReused => &types::IDEMPOTENCY_KEY_REUSED,
+            Self::InvalidToken => &types::INVALID_TOKEN,
+            Self::LinkPasswordMismatch => &types::LINK_PASSWORD_MISMATCH,
+            Self::InvalidCredentials => &types::INVALID_CREDENTIALS,
+            Self::SignInThrottled { .. } => &types::TOO_MANY_SIGN_IN_ATTEMPTS,
+            Self::Unauthorized => &types::UNAUTHORIZED,
+            Self::NotVerified => &types::EMAIL_NOT_VERIFIED,
+            Self::SuggestionBudgetUsed { .. } => &types::SUGGESTION_BUDGET_USED,
+            Self::Unavailable { .. } => &types::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => &types::INTERNAL,
         }
     }
 

@@ -110,10 +110,3 @@ fn merge(into: &mut Value, extra: Value) {
         into.extend(extra);
     }
 }
-
-/// `GET /openapi.json`.
-pub(crate) async fn serve(
-    axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
-) -> axum::Json<Value> {
-    axum::Json(constrained(&state.limits))
-}

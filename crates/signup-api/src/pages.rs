@@ -58,6 +58,18 @@ pub(crate) fn unavailable() -> Response {
     )
 }
 
+/// The page of a problem type, which its `type` URI resolves to.
+pub(crate) fn problem_type(kind: &crate::problem::ProblemType) -> Response {
+    let body = format!(
+        "<h1>{}</h1><p>HTTP {} &middot; <code>/problems/{}</code></p><p>{}</p>",
+        escape(kind.title),
+        kind.status.as_u16(),
+        escape(kind.slug),
+        escape(kind.about)
+    );
+    page(StatusCode::OK, kind.title, &body)
+}
+
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -17,7 +17,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -192,7 +192,7 @@ pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, request: 
         next.run(request).await
     } else {
         metrics::counter!("rate_limited_total", "class" => class.name()).increment(1);
-        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too Many Requests")
+        Problem::of(&crate::problem::types::RATE_LIMITED)
             .with_detail(format!("this client has used its {} budget; see Retry-After", class.name()))
             .with_retry_after(verdict.reset_secs().max(1))
             .into_response()

@@ -9,6 +9,7 @@ use axum::{
     routing::{MethodRouter, delete, get, post},
 };
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     problem::Problem,
@@ -16,9 +17,15 @@ use crate::{
     startup::AppState,
 };
 
-/// The versioned API under `/v1`, and `/openapi.json`. Every `/v1` route counts against its client's budget for
-/// its kind of request.
+/// The versioned API under `/v1`, `/openapi.json` and its browsable form at `/docs` (Swagger UI, served from the
+/// binary), and the pages of the problem types at `/problems/{slug}`. Every `/v1` route counts against its
+/// client's budget for its kind of request. Every error is a problem document carrying its `instance`, 404 and
+/// 405 included; a panic is a 500 problem, logged in the request's span.
 pub fn router(state: AppState) -> Router {
+    // The page loads everything from this binary: no CDN, and no call to the public validator service.
+    let docs = SwaggerUi::new("/docs")
+        .external_url_unchecked("/openapi.json", crate::openapi::constrained(&state.limits))
+        .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"));
     let limited = |class: Class, route: MethodRouter<AppState>| {
         route.route_layer(middleware::from_fn_with_state((state.rate_limits.clone(), class), ratelimit::limit))
     };
@@ -33,20 +40,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/current", limited(Class::Sessions, delete(crate::sessions::delete_current)))
         .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
-        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
-        .layer(middleware::from_fn(crate::error::log_errors))
-        .layer(platform::http::trace_layer());
-    Router::new().merge(api).layer(middleware::from_fn(platform::metrics::track_http)).layer(CatchPanicLayer::custom(
-        |_| {
+        .merge(docs);
+    api.layer(middleware::from_fn(crate::error::log_errors))
+        .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             axum::response::IntoResponse::into_response(Problem::internal())
-        },
-    ))
+        }))
+        .layer(middleware::from_fn(crate::problem::with_instance))
+        .layer(platform::http::trace_layer())
+        .layer(middleware::from_fn(platform::metrics::track_http))
 }
 
 async fn not_found() -> Problem {
     Problem::not_found()
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
 }

@@ -71,3 +71,68 @@ async fn the_api_keeps_its_openapi_document() -> anyhow::Result<()> {
     run_schemathesis(&stack, &session, ("--include-name", "DELETE /v1/sessions/current")).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn every_problem_type_resolves_and_every_problem_says_where_it_occurred() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let api = stack.api_url();
+    let problem = |response: reqwest::Response| async move {
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        anyhow::Ok(response.json::<serde_json::Value>().await?)
+    };
+
+    // 404, 405 (with Allow), a 400 from a request with a query: each with its instance, never the query.
+    let missing = problem(stack.http().get(format!("{api}/v1/no-such-thing")).send().await?).await?;
+    let wrong_method = stack.http().put(format!("{api}/v1/signups")).send().await?;
+    let allow = wrong_method.headers().get("allow").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let wrong_method = problem(wrong_method).await?;
+    let bad_token = stack.confirm("not-a-token", PASSWORD).await?;
+    let bad_token = problem(bad_token).await?;
+    let secret_query = stack.http().post(format!("{api}/v1/sessions?token=secret-in-query")).body("{").send().await?;
+    let secret_query = problem(secret_query).await?;
+
+    assert_eq!((&missing["status"], &missing["instance"]), (&json!(404), &json!("/v1/no-such-thing")));
+    assert_eq!((&wrong_method["status"], &wrong_method["type"]), (&json!(405), &json!("/problems/method-not-allowed")));
+    assert_eq!(wrong_method["instance"], "/v1/signups");
+    assert_eq!(allow.as_deref(), Some("POST"));
+    assert_eq!(bad_token["instance"], "/v1/email-verifications/confirm");
+    assert_eq!(secret_query["instance"], "/v1/sessions", "the query is not part of the instance");
+
+    // Every type of the catalogue has its page, and the types just seen are among them.
+    let types = signup_api::problem::types::ALL;
+    for kind in types {
+        let page = stack.http().get(format!("{api}/problems/{}", kind.slug)).send().await?;
+        assert_eq!(page.status(), 200, "/problems/{}", kind.slug);
+        let html = page.text().await?;
+        assert!(html.contains(kind.title) && html.contains(&kind.status.as_u16().to_string()), "{html}");
+    }
+    for seen in [&missing, &wrong_method, &bad_token, &secret_query] {
+        let slug = seen["type"].as_str().and_then(|t| t.strip_prefix("/problems/")).unwrap_or_default();
+        assert!(types.iter().any(|kind| kind.slug == slug), "{seen} is not in the catalogue");
+    }
+    let unknown = problem(stack.http().get(format!("{api}/problems/no-such-type")).send().await?).await?;
+    assert_eq!(unknown["status"], 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_is_browsable_at_docs_from_the_binary_alone() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let docs = format!("{}/docs/", stack.api_url());
+    let page = stack.http().get(&docs).send().await?.text().await?;
+    let initializer = stack.http().get(format!("{docs}swagger-initializer.js")).send().await?.text().await?;
+    let bundle = stack.http().get(format!("{docs}swagger-ui-bundle.js")).send().await?;
+
+    assert!(page.contains("swagger-ui"), "{page}");
+    // Every script and style comes from here: no CDN.
+    for reference in page.split(['"', '\'']).filter(|part| part.ends_with(".js") || part.ends_with(".css")) {
+        assert!(!reference.contains("://"), "{reference} is loaded from elsewhere");
+    }
+    assert!(initializer.contains("\"/openapi.json\""), "{initializer}");
+    assert!(initializer.contains("\"validatorUrl\": \"none\""), "{initializer}");
+    assert_eq!(bundle.status(), 200);
+    Ok(())
+}
