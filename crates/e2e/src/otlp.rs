@@ -1,5 +1,6 @@
-//! A real OTLP/gRPC trace receiver in the test process: the collector's `TraceService` from `opentelemetry-proto`,
-//! served by tonic on a free port, keeping every span it is sent, flattened for assertions.
+//! A real OTLP trace receiver in the test process, keeping every span it is sent, flattened for assertions: over
+//! gRPC, the collector's `TraceService` from `opentelemetry-proto` served by tonic; over HTTP, `POST /v1/traces`
+//! with a protobuf body, served by axum.
 
 use std::sync::{Arc, Mutex};
 
@@ -74,6 +75,28 @@ impl Collector {
         Ok(Self { port, spans, server })
     }
 
+    /// Serves OTLP/HTTP (`POST /v1/traces`, protobuf) on a kernel-chosen port of 127.0.0.1.
+    pub async fn start_http() -> anyhow::Result<Self> {
+        use prost::Message as _;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let receiver = Arc::new(Receiver(spans.clone()));
+        let export = move |body: axum::body::Bytes| async move {
+            let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
+            };
+            receiver.keep(request);
+            let response = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+            (axum::http::StatusCode::OK, response)
+        };
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(export));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { port, spans, server })
+    }
+
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -104,8 +127,15 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Receiver {
+    fn keep(&self, request: ExportTraceServiceRequest) {
         let mut received = Vec::new();
-        for resource in request.into_inner().resource_spans {
+        for resource in request.resource_spans {
             let attributes = resource.resource.map(|r| r.attributes).unwrap_or_default();
             let service = flatten(&attributes).into_iter().find(|(k, _)| k == "service.name").map(|(_, v)| v);
             for span in resource.scope_spans.into_iter().flat_map(|scope| scope.spans) {
@@ -123,8 +153,9 @@ impl TraceService for Receiver {
                 });
             }
         }
-        self.0.lock().map_err(|_| tonic::Status::internal("poisoned"))?.extend(received);
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        if let Ok(mut spans) = self.0.lock() {
+            spans.extend(received);
+        }
     }
 }
 

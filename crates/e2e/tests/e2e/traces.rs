@@ -217,3 +217,50 @@ async fn one_signup_is_one_trace_from_the_http_request_to_the_smtp_server() -> a
     assert!(probes.is_empty(), "health checks were traced: {probes:?}");
     Ok(())
 }
+
+/// An event whose producer sends the plain W3C `traceparent` (not the binding's `cloudEvents_traceparent`), into a
+/// stack exporting over OTLP/HTTP to the URL of `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, used as it is.
+#[tokio::test]
+async fn a_plain_traceparent_is_continued_and_spans_can_go_over_otlp_http() -> anyhow::Result<()> {
+    let collector = Collector::start_http().await?;
+    let mut options = Options::default();
+    for service in GRPC_SERVICES.into_iter().chain(["signup-api"]) {
+        options.env.extend([
+            (service, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{}/v1/traces", collector.endpoint())),
+            (service, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+            (service, "OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        ]);
+    }
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    let event = proto::events::v1::DiscoverabilityChanged {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: uuid::Uuid::now_v7().to_string(),
+        discoverable: false,
+        occurred_at: None,
+    };
+    let envelope = platform::events::Envelope {
+        id: event.event_id.parse()?,
+        kind: proto::Event::DISCOVERABILITY_CHANGED.to_owned(),
+        source: "/e2e".to_owned(),
+        time: chrono::Utc::now(),
+        data: prost::Message::encode_to_vec(&event),
+        trace: Default::default(),
+    };
+    let properties = envelope.properties();
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let plain = lapin::types::AMQPValue::LongString(traceparent(CONFIRM_TRACE).into());
+    headers.insert("traceparent".into(), plain);
+    e2e::broker::publish(&stack.exchange, properties.with_headers(headers), &envelope.data).await?;
+
+    let process = eventually(DELIVERY_TIMEOUT, || async {
+        let spans = collector.trace(CONFIRM_TRACE);
+        let found =
+            spans.into_iter().find(|s| is_process_in(s, "friend-discovery", proto::Event::DISCOVERABILITY_CHANGED));
+        found.ok_or_else(|| anyhow::anyhow!("no process span yet among {}", names(&collector.spans())))
+    })
+    .await?;
+    assert_eq!(process.parent_span_id, CALLER_SPAN);
+    assert!(process.links.contains(&(CONFIRM_TRACE.to_owned(), CALLER_SPAN.to_owned())), "{process:?}");
+    Ok(())
+}
