@@ -141,6 +141,16 @@ k8s_release_overlay() {
   done
 }
 
+require_tools_quietly() {
+  require_tools >/dev/null
+}
+
+# `check.sh --tools-present`: only says (by its exit status) whether every validator is installed.
+if [ "${1:-}" = --tools-present ]; then
+  require_tools_quietly
+  exit 0
+fi
+
 require_tools
 
 check "Dockerfile: hadolint deploy/Dockerfile" hadolint --no-color --config .hadolint.yaml deploy/Dockerfile
@@ -150,6 +160,8 @@ check "pipeline: .github/workflows parse and match the GitHub workflow schema" \
 check "pipeline: shellcheck on every run: block" run_shellcheck_workflows
 check "compose: docker-compose config (Debian's docker-compose)" "$DOCKER_COMPOSE" -f docker-compose.yml config --quiet
 check "compose: Compose Specification schema" check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+check "compose: the backing-services override (deploy/compose/deps.yml) merges" \
+  "$DOCKER_COMPOSE" -f docker-compose.yml -f deploy/compose/deps.yml config --quiet
 check "compose: bind-mounted files exist" "$PYTHON" deploy/lib/checks.py compose-mounts docker-compose.yml
 mkdir -p "$WORK/k8s"
 for env in "${ENVIRONMENTS[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system natively against local Postgres and RabbitMQ: creates and migrates the four databases,
 # starts the five services with their logs interleaved and prefixed, and stops them all on Ctrl-C or SIGTERM.
+# Portable: bash 3.2 (macOS) and up, no setsid, no `wait -n`, no GNU-only tools.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ export RUST_LOG=${RUST_LOG:-info}
 # Development-only keys (two different ones); production injects its own secrets.
 export CONTACT_HASH_KEY=${CONTACT_HASH_KEY:-dev-only-contact-hash-key-change-me-0000}
 export IDEMPOTENCY_FINGERPRINT_KEY=${IDEMPOTENCY_FINGERPRINT_KEY:-dev-only-idempotency-fingerprint-key-change-me-1111}
-# Without an SMTP server, email-verification writes each mail to .mail/*.eml (and logs its link); it refuses to start
+# Without an SMTP server, email-verification writes each mail to .mail/*.eml (and logs the file); it refuses to start
 # without SMTP_URL unless MAIL_TRANSPORT=file is set explicitly. With SMTP_URL in the environment, mail goes there.
 if [ -n "${SMTP_URL:-}" ]; then export MAIL_TRANSPORT=${MAIL_TRANSPORT:-smtp}; else export MAIL_TRANSPORT=${MAIL_TRANSPORT:-file}; fi
 
@@ -24,9 +25,9 @@ stopping=0
 prefix() {
   # Keep the prefixer alive through Ctrl-C so the services' shutdown lines still reach the terminal.
   trap '' INT TERM
-  local tag
+  local tag line
   tag=$(printf '%-19s|' "$1")
-  sed -u "s/^/${tag} /"
+  while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$tag" "$line"; done
 }
 
 # shellcheck disable=SC2329 # invoked by the traps below
@@ -37,7 +38,8 @@ stop() {
   if [ "${#pids[@]}" -gt 0 ]; then
     echo "stopping ${#pids[@]} services..."
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+    local pid
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   fi
   echo "all services stopped"
 }
@@ -48,12 +50,14 @@ for service in "${stateful[@]}"; do
   "$bin/$service" migrate > >(prefix "$service") 2>&1
 done
 
-# Each service runs in its own session, so a Ctrl-C reaches only this script, which then stops them in an
-# orderly way; a service exiting on its own is then always a real failure.
+# Each service runs in a process group of its own (job control), so a Ctrl-C reaches only this script, which then
+# stops them in an orderly way; a service exiting on its own is then always a real failure.
+set -m
 for service in "${services[@]}"; do
-  setsid "$bin/$service" serve > >(prefix "$service") 2>&1 &
+  "$bin/$service" serve > >(prefix "$service") 2>&1 &
   pids+=("$!")
 done
+set +m
 
 port=${PORT:-8080}
 metrics_port=${METRICS_PORT:-9050}
@@ -70,6 +74,12 @@ echo "signup-api is ready on http://localhost:${port} (readiness: curl -s http:/
 echo
 
 # Any service exiting on its own ends the run, so a crash is never hidden behind the others' logs.
-wait -n "${pids[@]}" || true
-echo "a service exited; stopping the rest" >&2
-exit 1
+while :; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "a service exited; stopping the rest" >&2
+      exit 1
+    fi
+  done
+  sleep 1
+done

@@ -11,20 +11,32 @@ use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Where schemathesis is: `SCHEMATHESIS`, or the validators' virtualenv of `deploy/install-tools.sh`.
+/// Where schemathesis is: `SCHEMATHESIS`, the validators' virtualenv of `deploy/install-tools.sh`, or a virtualenv
+/// of its own under the user's cache, created here on first use (from PyPI, at the version install-tools.sh pins).
 #[allow(clippy::disallowed_methods, reason = "the harness, not a service, finds its tools")]
-fn schemathesis() -> anyhow::Result<PathBuf> {
+async fn schemathesis() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SCHEMATHESIS") {
         return Ok(path.into());
     }
-    let tools = std::env::var_os("DEPLOY_TOOLS_DIR").map(PathBuf::from).or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from);
-        cache
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-            .map(|cache| cache.join("signup-deploy-tools"))
-    });
-    let path = tools.map(|tools| tools.join("venv/bin/schemathesis")).filter(|path| path.exists());
-    path.ok_or_else(|| anyhow::anyhow!("schemathesis not found: run deploy/install-tools.sh, or set SCHEMATHESIS"))
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from);
+    let cache = cache.or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")));
+    let cache = cache.ok_or_else(|| anyhow::anyhow!("no HOME to keep schemathesis in; set SCHEMATHESIS"))?;
+    let tools = std::env::var_os("DEPLOY_TOOLS_DIR").map_or_else(|| cache.join("signup-deploy-tools"), PathBuf::from);
+    for venv in [tools.join("venv"), cache.join("signup-test-tools")] {
+        if venv.join("bin/schemathesis").exists() {
+            return Ok(venv.join("bin/schemathesis"));
+        }
+    }
+    let venv = cache.join("signup-test-tools");
+    let script = include_str!("../../../../deploy/install-tools.sh");
+    let pin = script.split_whitespace().find(|word| word.starts_with("schemathesis==")).unwrap_or("schemathesis");
+    eprintln!("installing {pin} into {}", venv.display());
+    let made = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await?;
+    anyhow::ensure!(made.success(), "python3 -m venv {} failed", venv.display());
+    let pip = venv.join("bin/pip");
+    let installed = tokio::process::Command::new(pip).args(["install", "--quiet", pin]).status().await?;
+    anyhow::ensure!(installed.success(), "pip install {pin} failed");
+    Ok(venv.join("bin/schemathesis"))
 }
 
 /// Runs schemathesis with every check against the stack's API, authenticated with `token`; fails with its report.
@@ -33,7 +45,7 @@ async fn run_schemathesis(stack: &Stack, token: &str, operations: (&str, &str)) 
     let work = std::env::temp_dir().join(format!("e2e-schemathesis-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&work)?;
     let api = stack.api_url();
-    let output = tokio::process::Command::new(schemathesis()?)
+    let output = tokio::process::Command::new(schemathesis().await?)
         .current_dir(&work)
         .env("NO_COLOR", "1")
         .arg("--config-file")
