@@ -63,3 +63,6 @@ async fn not_found() -> Problem {
 async fn method_not_allowed() -> Problem {
     Problem::method_not_allowed()
 }
+
+#[cfg(test)]
+mod tests;

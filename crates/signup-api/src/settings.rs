@@ -227,3 +227,34 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+impl Settings {
+    /// The defaults, with test keys, a small body limit (2048 bytes, 2 contacts) and upstreams nobody listens on
+    /// (port 1 refuses at once): for the router's in-process tests.
+    pub(crate) fn for_tests() -> Self {
+        let limits = Limits {
+            max_body_bytes: NonZeroUsize::new(2048).unwrap_or(NonZeroUsize::MIN),
+            max_contacts: 2,
+            ..Limits::default()
+        };
+        let nowhere = GrpcUrl::from("http://127.0.0.1:1");
+        Self {
+            server: ServerSettings { port: 0, metrics_port: 0 },
+            upstreams: Upstreams {
+                user_metadata_url: nowhere.clone(),
+                password_url: nowhere.clone(),
+                email_verification_url: nowhere.clone(),
+                friend_discovery_url: nowhere,
+                grpc_deadline_ms: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+            },
+            limits: limits.signup(),
+            max_body_bytes: limits.max_body_bytes.get(),
+            contact_hash_key: SecretString::from("test-contact-hash-key-0123456789abcdef"),
+            fingerprint_key: SecretString::from("test-fingerprint-key-0123456789abcdefgh"),
+            rate_limits: RateLimits::default().check().unwrap_or_else(|e| panic!("default rate limits: {e}")),
+            shutdown: ShutdownSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
