@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run deps build test fmt fmt-check lint cargo-test e2e-test deploy-check bench clean
+.PHONY: help run deps build smoke test fmt fmt-check lint cargo-test e2e-test deploy-check bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ deps: ## Check (or start) Postgres and RabbitMQ before anything is built; say ho
 build: ## Build every binary (debug)
 	$(CARGO) build --workspace --bins
 
-test: fmt-check lint build cargo-test ## Formatting, clippy, every test; the deploy checks when their tools are here
+test: fmt-check lint build cargo-test smoke ## Formatting, clippy, every test, the README walkthrough; the deploy checks when their tools are here
 	@if deploy/check.sh --tools-present; then \
 		$(MAKE) --no-print-directory deploy-check; \
 	elif [ -n "$${CI:-}" ]; then \
@@ -25,6 +25,9 @@ test: fmt-check lint build cargo-test ## Formatting, clippy, every test; the dep
 	else \
 		echo "deploy checks skipped: their validators are not installed (deploy/install-tools.sh installs them; make deploy-check runs them)"; \
 	fi
+
+smoke: build ## The README walkthrough (scripts/smoke.sh) against make run's native stack, started and stopped here
+	@scripts/smoke-local.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

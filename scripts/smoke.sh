@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The README walkthrough as a program: sign up, fetch the verification mail, confirm, sign in, read /v1/me and the
+# suggestions, opt out, resend, sign out, and check /openapi.json, /docs and readiness. Stops at the first step
+# that answers other than the walkthrough says, naming it, and exits 1.
+#
+#   scripts/smoke.sh [BASE_URL]          BASE_URL defaults to http://localhost:8080
+#
+# The mail comes from Mailpit's HTTP API when MAILPIT_URL is set (docker compose: http://localhost:8025), from the
+# .eml files in MAIL_DIR otherwise (make run: .mail). Readiness is read from OPS_URL (make run:
+# http://localhost:9050; set it empty where the operational port is not reachable). EMAIL defaults to a new
+# address each run. Needs curl, grep and perl (both stock on macOS and Debian).
+set -euo pipefail
+
+base=${1:-http://localhost:8080}
+base=${base%/}
+mail_dir=${MAIL_DIR:-.mail}
+ops=${OPS_URL-http://localhost:9050}
+email=${EMAIL:-smoke-$(date +%s)-$$@example.com}
+password="correct horse battery staple"
+step=start
+body=$(mktemp)
+trap 'rm -f "$body"' EXIT
+
+fail() {
+  echo "smoke: FAILED at step '$step': $*" >&2
+  if [ -s "$body" ]; then sed 's/^/smoke:   /' "$body" | head -20 >&2; fi
+  exit 1
+}
+
+# call EXPECTED_STATUS curl-args...: runs curl, keeps the body in $body, fails unless the status is expected.
+call() {
+  local expected=$1 status
+  shift
+  : >"$body"
+  status=$(curl -sS -o "$body" -w '%{http_code}' "$@") || fail "curl $* did not get an answer"
+  [ "$status" = "$expected" ] || fail "expected $expected, got $status from curl $*"
+}
+
+contains() { grep -q -- "$1" "$body" || fail "the answer does not contain $1"; }
+
+json_field() { grep -o "\"$1\":\"[^\"]*\"" "$body" | head -1 | cut -d'"' -f4; }
+
+# The newest verification token mailed to $email: from Mailpit, or from the newest .eml to it (quoted-printable).
+token_from_mail() {
+  if [ -n "${MAILPIT_URL:-}" ]; then
+    local id
+    curl -sS -o "$body" "${MAILPIT_URL%/}/api/v1/search?query=to:$email" || return 1
+    id=$(json_field ID)
+    [ -n "$id" ] || return 1
+    curl -sS -o "$body" "${MAILPIT_URL%/}/api/v1/message/$id" || return 1
+    grep -o 'token=[A-Za-z0-9_-]\{43\}' "$body" | head -1 | cut -d= -f2
+  else
+    local file
+    file=$(grep -l -i -- "$email" "$mail_dir"/*.eml 2>/dev/null | head -n 1) || return 1
+    [ -n "$file" ] || return 1
+    perl -MMIME::QuotedPrint -0777 -ne 'print decode_qp($_)' "$file" |
+      grep -o 'token=[A-Za-z0-9_-]\{43\}' | head -1 | cut -d= -f2
+  fi
+}
+
+step=readiness
+if [ -n "$ops" ]; then
+  call 200 "$ops/readyz"
+  contains '"status":"ready"'
+fi
+
+step=signup
+call 202 "$base/v1/signups" -H 'Content-Type: application/json' -H "Idempotency-Key: smoke-$$-$(date +%s)" \
+  -d "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"Ada Lovelace\",\"contacts\":[\"charles@example.com\"],\"locale\":\"en-GB\"}"
+contains '"status":"verification_pending"'
+
+step=invalid-signup
+call 422 "$base/v1/signups" -H 'Content-Type: application/json' -d '{"email":"nope","password":"short"}'
+contains '"type":"/problems/validation-failed"'
+contains '"instance":"/v1/signups"'
+
+step=verification-mail
+token=""
+for _ in $(seq 1 150); do
+  token=$(token_from_mail || true)
+  [ -n "$token" ] && break
+  sleep 0.2
+done
+[ -n "$token" ] || fail "no verification mail to $email within 30 s (MAILPIT_URL=${MAILPIT_URL:-}, MAIL_DIR=$mail_dir)"
+
+step=confirm
+call 200 "$base/v1/email-verifications/confirm" -H 'Content-Type: application/json' \
+  -d "{\"token\":\"$token\",\"password\":\"$password\"}"
+contains '"status":"verified"'
+
+step=confirm-again
+call 400 "$base/v1/email-verifications/confirm" -H 'Content-Type: application/json' \
+  -d "{\"token\":\"$token\",\"password\":\"$password\"}"
+contains '/problems/invalid-token'
+
+step=sign-in
+call 201 "$base/v1/sessions" -H 'Content-Type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}"
+session=$(json_field token)
+[ -n "$session" ] || fail "no token in the answer"
+
+step=me
+call 200 "$base/v1/me" -H "Authorization: Bearer $session"
+contains '"email_verified":true'
+
+step=friend-suggestions
+call 200 "$base/v1/me/friend-suggestions" -H "Authorization: Bearer $session"
+contains '"suggestions"'
+
+step=opt-out
+call 200 "$base/v1/me" -X PATCH -H "Authorization: Bearer $session" -H 'Content-Type: application/json' \
+  -d '{"discoverable":false}'
+
+step=resend
+call 202 "$base/v1/email-verifications" -H 'Content-Type: application/json' -d "{\"email\":\"$email\"}"
+contains '"status":"accepted"'
+
+step=sign-out
+call 204 "$base/v1/sessions/current" -X DELETE -H "Authorization: Bearer $session"
+call 401 "$base/v1/me" -H "Authorization: Bearer $session"
+
+step=openapi
+call 200 "$base/openapi.json"
+contains '"/v1/signups"'
+call 200 "$base/docs/"
+call 200 "$base/problems/validation-failed"
+
+echo "smoke: every step of the walkthrough passed against $base ($email)"
