@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README walkthrough as a program: sign up, fetch the verification mail, confirm, sign in, read /v1/me and the
-# suggestions, opt out, resend, sign out, and check /openapi.json, /docs and readiness. Stops at the first step
+# suggestions, opt out, resend, sign out, leave, and check /openapi.json, /docs and readiness. Stops at the first step
 # that answers other than the walkthrough says, naming it, and exits 1.
 #
 #   scripts/smoke.sh [BASE_URL]          BASE_URL defaults to http://localhost:8080
@@ -117,6 +117,14 @@ contains '"status":"accepted"'
 step=sign-out
 call 204 "$base/v1/sessions/current" -X DELETE -H "Authorization: Bearer $session"
 call 401 "$base/v1/me" -H "Authorization: Bearer $session"
+
+step=leave
+call 201 "$base/v1/sessions" -H 'Content-Type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}"
+session=$(json_field token)
+call 202 "$base/v1/me" -X DELETE -H "Authorization: Bearer $session" -H 'Content-Type: application/json' \
+  -d "{\"password\":\"$password\"}"
+contains '"status":"deleted"'
+call 401 "$base/v1/sessions" -H 'Content-Type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}"
 
 step=openapi
 call 200 "$base/openapi.json"

@@ -88,10 +88,11 @@ impl EventHandler {
         envelope: &Envelope,
         event: &SignupAttemptedForExistingAccount,
     ) -> Result<(), HandleError> {
+        let user_id = uuid("user_id", &event.user_id)?;
         let mail = NewMail {
             id: envelope.id,
             kind: Kind::ExistingAccountNotice,
-            user_id: uuid("user_id", &event.user_id)?,
+            user_id: Some(user_id),
             recipient: &event.email,
             locale: &event.locale,
             signup_id: None,
@@ -99,7 +100,7 @@ impl EventHandler {
         let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
         let queued = store::existing_account(tx, &mail, interval, budget).await.map_err(transient)?;
         count(Kind::ExistingAccountNotice, queued);
-        tracing::info!(user_id = %mail.user_id, queued = queued.label(), "existing-account notice");
+        tracing::info!(%user_id, queued = queued.label(), "existing-account notice");
         Ok(())
     }
 }

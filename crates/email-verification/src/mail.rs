@@ -13,27 +13,33 @@ use uuid::Uuid;
 
 use crate::settings::MailSettings;
 
-/// The two mails this service sends.
+/// The mails this service sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// "Confirm your email address", with a single-use link.
     Verification,
     /// "Someone tried to sign up with your email address".
     ExistingAccountNotice,
+    /// "Your account was deleted": the last mail to an account its owner deleted.
+    AccountDeleted,
 }
 
 impl Kind {
+    /// Every kind.
+    pub(crate) const ALL: [Self; 3] = [Self::Verification, Self::ExistingAccountNotice, Self::AccountDeleted];
+
     /// The name stored in `mails.kind` and used in template file names.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Verification => "verification",
             Self::ExistingAccountNotice => "existing_account_notice",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 
     /// The kind a stored name stands for.
     pub(crate) fn parse(name: &str) -> Option<Self> {
-        [Self::Verification, Self::ExistingAccountNotice].into_iter().find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 
@@ -46,12 +52,18 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("en/existing_account_notice.subject.txt", include_str!("../templates/en/existing_account_notice.subject.txt")),
     ("en/existing_account_notice.txt", include_str!("../templates/en/existing_account_notice.txt")),
     ("en/existing_account_notice.html", include_str!("../templates/en/existing_account_notice.html")),
+    ("en/account_deleted.subject.txt", include_str!("../templates/en/account_deleted.subject.txt")),
+    ("en/account_deleted.txt", include_str!("../templates/en/account_deleted.txt")),
+    ("en/account_deleted.html", include_str!("../templates/en/account_deleted.html")),
     ("fr/verification.subject.txt", include_str!("../templates/fr/verification.subject.txt")),
     ("fr/verification.txt", include_str!("../templates/fr/verification.txt")),
     ("fr/verification.html", include_str!("../templates/fr/verification.html")),
     ("fr/existing_account_notice.subject.txt", include_str!("../templates/fr/existing_account_notice.subject.txt")),
     ("fr/existing_account_notice.txt", include_str!("../templates/fr/existing_account_notice.txt")),
     ("fr/existing_account_notice.html", include_str!("../templates/fr/existing_account_notice.html")),
+    ("fr/account_deleted.subject.txt", include_str!("../templates/fr/account_deleted.subject.txt")),
+    ("fr/account_deleted.txt", include_str!("../templates/fr/account_deleted.txt")),
+    ("fr/account_deleted.html", include_str!("../templates/fr/account_deleted.html")),
 ];
 
 /// The languages with a translation; the first is the fallback.
@@ -198,7 +210,7 @@ mod tests {
     fn every_kind_renders_in_every_language() {
         let templates = Templates::load().unwrap();
         for lang in LANGUAGES {
-            for kind in [Kind::Verification, Kind::ExistingAccountNotice] {
+            for kind in Kind::ALL {
                 let rendered = templates.render(kind, lang, context()).unwrap();
                 assert!(!rendered.subject.is_empty() && !rendered.subject.contains('\n'), "{lang} {kind:?}");
                 assert!(rendered.html.contains(&format!("<html lang=\"{lang}\">")), "{lang} {kind:?}");

@@ -9,6 +9,7 @@ use proto::{
     email_verification::v1::{
         BeginConfirmationRequest, BeginConfirmationResponse, ConfirmEmailRequest, ConfirmEmailResponse,
         ReleaseConfirmationRequest, ReleaseConfirmationResponse, ResendVerificationRequest, ResendVerificationResponse,
+        SendAccountDeletedNoticeRequest, SendAccountDeletedNoticeResponse,
         email_verification_service_server::EmailVerificationService,
     },
     user_metadata::v1::{MarkEmailVerifiedRequest, user_metadata_service_client::UserMetadataServiceClient},
@@ -117,6 +118,23 @@ impl EmailVerificationService for Verifications {
             metrics::counter!("mail_over_budget_total", "kind" => "resend").increment(1);
         }
         Ok(Response::new(ResendVerificationResponse {}))
+    }
+
+    /// Queues the "your account was deleted" mail, within the address's budget, tied to no user.
+    #[tracing::instrument(skip_all)]
+    async fn send_account_deleted_notice(
+        &self,
+        request: Request<SendAccountDeletedNoticeRequest>,
+    ) -> Result<Response<SendAccountDeletedNoticeResponse>, Status> {
+        let request = request.into_inner();
+        if request.email.is_empty() || !request.email.contains('@') {
+            return Err(Status::invalid_argument("email must be a normalised email address"));
+        }
+        let queued = store::account_deleted(&self.pool, &request.email, &request.locale, self.policy.budget)
+            .await
+            .map_err(database_status)?;
+        metrics::counter!("account_deleted_notices_total", "outcome" => queued.label()).increment(1);
+        Ok(Response::new(SendAccountDeletedNoticeResponse {}))
     }
 }
 

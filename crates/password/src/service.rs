@@ -7,9 +7,10 @@ use platform::{
 };
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, CreateSessionRequest, CreateSessionResponse,
-    PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome,
-    StoreAttemptCredentialRequest, StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest,
-    VerifyAttemptPasswordResponse, password_service_server::PasswordService,
+    EndAccountSessionsRequest, EndAccountSessionsResponse, PromoteAttemptRequest, PromoteAttemptResponse,
+    RevokeSessionRequest, RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest,
+    StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse,
+    password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -136,6 +137,16 @@ impl PasswordService for Passwords {
             store::revoke(&self.pool, &token.hash()).await.map_err(database_status)?;
         }
         Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn end_account_sessions(
+        &self,
+        request: Request<EndAccountSessionsRequest>,
+    ) -> Result<Response<EndAccountSessionsResponse>, Status> {
+        let user_id = platform::grpc::uuid_argument("user_id", &request.into_inner().user_id)?;
+        store::revoke_all(&self.pool, user_id).await.map_err(database_status)?;
+        Ok(Response::new(EndAccountSessionsResponse {}))
     }
 }
 

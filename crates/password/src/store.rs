@@ -191,6 +191,11 @@ pub(crate) async fn revoke(pool: &PgPool, token_hash: &[u8]) -> sqlx::Result<()>
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(pool).await.map(drop)
 }
 
+/// Ends every session of `user_id`.
+pub(crate) async fn revoke_all(pool: &PgPool, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(pool).await.map(drop)
+}
+
 /// The delay before the next attempt after `failures` consecutive failures, in SQL, over the columns of
 /// `login_failures` and the parameters $2..$6 that [`bind_throttle`] binds.
 const DELAY: &str = "CASE WHEN failures < $2 THEN interval '0' \

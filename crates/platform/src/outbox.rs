@@ -4,8 +4,8 @@
 //! next relay (of this or another replica) picks them up: every committed event is published at least once.
 //!
 //! The table (created by each service's own migration):
-//! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, tracestate text, created_at, attempts int,
-//! next_attempt_at timestamptz, published_at timestamptz)`, with a trigger that notifies channel `outbox` on insert
+//! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, tracestate text, user_id uuid, created_at,
+//! attempts int, next_attempt_at timestamptz, published_at timestamptz)`, with a trigger that notifies channel `outbox` on insert
 //! (so the relay wakes at commit without a statement of the writer's own).
 
 use std::time::Duration;
@@ -48,18 +48,23 @@ pub struct OutboxEvent {
     pub kind: String,
     /// The protobuf body.
     pub payload: Vec<u8>,
+    /// The user the event is about, so the row can be removed with the account's data (`None`: about no one).
+    pub user_id: Option<Uuid>,
 }
 
 /// Writes `event` into the outbox inside `tx`, with the current trace context; the table's trigger wakes the relay
 /// when `tx` commits. Nothing is published unless it does.
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, event: &OutboxEvent) -> sqlx::Result<()> {
     let trace = TraceContext::current();
-    sqlx::query("INSERT INTO outbox (id, event_type, payload, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5)")
-        .bind(event.id)
-        .bind(&event.kind)
-        .bind(&event.payload)
-        .bind(trace.traceparent)
-        .bind(trace.tracestate)
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, payload, traceparent, tracestate, user_id) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.id)
+    .bind(&event.kind)
+    .bind(&event.payload)
+    .bind(trace.traceparent)
+    .bind(trace.tracestate)
+    .bind(event.user_id)
         .execute(&mut **tx)
         .await
         .map(drop)

@@ -11,6 +11,7 @@ pub mod domain;
 mod error;
 mod extract;
 mod friends;
+mod leave;
 mod me;
 mod openapi;
 mod pages;

@@ -20,6 +20,7 @@ use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
         crate::sessions::delete_current,
         crate::me::get,
         crate::me::patch,
+        crate::leave::delete,
         crate::friends::suggestions,
     ),
     modifiers(&BearerAuth),
@@ -61,7 +62,7 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let email = json!({ "type": "string", "format": "email", "minLength": 3, "maxLength": EMAIL_MAX_LENGTH });
     let token = json!({ "type": "string", "pattern": TOKEN_PATTERN });
     let schemas = &mut document["components"]["schemas"];
-    for name in ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange"] {
+    for name in ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange", "LeaveRequest"] {
         schemas[name]["additionalProperties"] = false.into();
     }
     let signup = &mut schemas["SignupRequest"]["properties"];
@@ -83,6 +84,10 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let confirm = &mut schemas["ConfirmRequest"]["properties"];
     merge(&mut confirm["token"], token.clone());
     merge(&mut confirm["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
+    merge(
+        &mut schemas["LeaveRequest"]["properties"]["password"],
+        json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }),
+    );
     let paths = &mut document["paths"];
     for parameter in parameters(&mut paths["/v1/email-verifications/confirm"]["get"]) {
         parameter["required"] = true.into();

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", limited(Class::Sessions, post(crate::sessions::create)))
         .route("/v1/sessions/current", limited(Class::Sessions, delete(crate::sessions::delete_current)))
         .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))
+        .route("/v1/me", limited(Class::Sessions, delete(crate::leave::delete)))
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
         .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)

@@ -10,7 +10,7 @@ use axum::{
     response::Response,
 };
 use proto::{
-    password::v1::{CreateSessionRequest, RevokeSessionRequest, SessionOutcome},
+    password::v1::{CreateSessionRequest, CreateSessionResponse, RevokeSessionRequest, SessionOutcome},
     user_metadata::v1::{GetUserByEmailRequest, UserStatus},
 };
 use serde::Serialize;
@@ -107,30 +107,38 @@ pub(crate) async fn delete_current(State(state): State<AppState>, headers: Heade
 
 async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {
     let (email, password) = parse(body).map_err(ApiError::Invalid)?;
+    let (user_id, response) = open(state, &email, &password).await?;
+    tracing::Span::current().record("user_id", user_id.as_str());
+    let rfc3339 = |t| platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    Ok(SessionCreated {
+        token: response.token,
+        token_type: "Bearer",
+        expires_at: rfc3339(response.expires_at),
+        idle_expires_at: rfc3339(response.idle_expires_at),
+    })
+}
+
+/// Checks `password` for the account of `email` as a sign-in does (throttled per email, the same work whether or
+/// not the account exists) and opens a session: the account's id and the session, or why not.
+pub(crate) async fn open(
+    state: &AppState,
+    email: &Email,
+    password: &Password,
+) -> Result<(String, CreateSessionResponse), ApiError> {
     if !password.could_be_anyones() {
         return Err(ApiError::InvalidCredentials);
     }
-    let (user_id, signup_id) = account(state, &email).await?;
+    let (user_id, signup_id) = account(state, email).await?;
     let request = CreateSessionRequest {
         user_id: user_id.clone(),
         signup_id,
-        email_hash: state.hasher.hash(&email),
+        email_hash: state.hasher.hash(email),
         password: password.expose().to_owned(),
     };
     let response = state.upstreams.passwords.clone().create_session(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
     match response.outcome() {
-        SessionOutcome::Created => {
-            tracing::Span::current().record("user_id", user_id.as_str());
-            let rfc3339 =
-                |t| platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            Ok(SessionCreated {
-                token: response.token,
-                token_type: "Bearer",
-                expires_at: rfc3339(response.expires_at),
-                idle_expires_at: rfc3339(response.idle_expires_at),
-            })
-        }
+        SessionOutcome::Created => Ok((user_id, response)),
         SessionOutcome::Throttled => {
             Err(ApiError::SignInThrottled { retry_after_secs: u64::from(response.retry_after_seconds.max(1)) })
         }

@@ -23,7 +23,7 @@ pub(crate) struct Attempt {
 /// `SignupAttemptedForExistingAccount` for a verified one.
 pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &Attempt) -> OutboxEvent {
     if existing {
-        return outbox(Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT, |event_id, occurred_at| {
+        return outbox(Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT, Some(user.id), |event_id, occurred_at| {
             SignupAttemptedForExistingAccount {
                 event_id,
                 user_id: user.id.to_string(),
@@ -34,7 +34,7 @@ pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &A
             }
         });
     }
-    outbox(Event::USER_SIGNED_UP, |event_id, occurred_at| UserSignedUp {
+    outbox(Event::USER_SIGNED_UP, Some(user.id), |event_id, occurred_at| UserSignedUp {
         event_id,
         user_id: user.id.to_string(),
         email: user.email.clone(),
@@ -50,7 +50,7 @@ pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &A
 
 /// `EmailVerified` for a user who just proved their email through the attempt `user.signup_id`.
 pub(crate) fn verified(user: &User) -> OutboxEvent {
-    outbox(Event::EMAIL_VERIFIED, |event_id, occurred_at| EmailVerified {
+    outbox(Event::EMAIL_VERIFIED, Some(user.id), |event_id, occurred_at| EmailVerified {
         event_id,
         user_id: user.id.to_string(),
         verified_at: user.verified_at.map(to_proto),
@@ -61,7 +61,7 @@ pub(crate) fn verified(user: &User) -> OutboxEvent {
 
 /// `DiscoverabilityChanged` for a member who changed whether others may be suggested them.
 pub(crate) fn discoverability(user: &User) -> OutboxEvent {
-    outbox(Event::DISCOVERABILITY_CHANGED, |event_id, occurred_at| DiscoverabilityChanged {
+    outbox(Event::DISCOVERABILITY_CHANGED, Some(user.id), |event_id, occurred_at| DiscoverabilityChanged {
         event_id,
         user_id: user.id.to_string(),
         discoverable: user.discoverable,
@@ -69,9 +69,10 @@ pub(crate) fn discoverability(user: &User) -> OutboxEvent {
     })
 }
 
-/// `UserDeleted` for an account removed (archived): every service forgets the user and its `signup_ids`.
+/// `UserDeleted` for an account removed (archived, or by its owner): every service forgets the user and its
+/// `signup_ids`.
 pub(crate) fn deleted(user_id: Uuid, signup_ids: &[Uuid]) -> OutboxEvent {
-    outbox(Event::USER_DELETED, |event_id, occurred_at| UserDeleted {
+    outbox(Event::USER_DELETED, None, |event_id, occurred_at| UserDeleted {
         event_id,
         user_id: user_id.to_string(),
         occurred_at,
@@ -79,9 +80,14 @@ pub(crate) fn deleted(user_id: Uuid, signup_ids: &[Uuid]) -> OutboxEvent {
     })
 }
 
-/// An outbox entry of type `kind`, with a new event id and the current time given to `event`.
-fn outbox<M: prost::Message>(kind: &str, event: impl FnOnce(String, Option<Timestamp>) -> M) -> OutboxEvent {
+/// An outbox entry of type `kind` about `user_id` (removed with the account; `None` for `UserDeleted` itself, which
+/// holds only ids), with a new event id and the current time given to `event`.
+fn outbox<M: prost::Message>(
+    kind: &str,
+    user_id: Option<Uuid>,
+    event: impl FnOnce(String, Option<Timestamp>) -> M,
+) -> OutboxEvent {
     let id = Uuid::now_v7();
     let payload = event(id.to_string(), Some(to_proto(Utc::now()))).encode_to_vec();
-    OutboxEvent { id, kind: kind.to_owned(), payload }
+    OutboxEvent { id, kind: kind.to_owned(), payload, user_id }
 }

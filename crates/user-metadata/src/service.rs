@@ -4,9 +4,9 @@
 use chrono::Utc;
 use platform::grpc::uuid_argument as uuid;
 use proto::user_metadata::v1::{
-    GetSignupStatsRequest, GetSignupStatsResponse, GetUserByEmailRequest, GetUserRequest, GetUserResponse,
-    MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest, RegisterSignupResponse,
-    UpdateProfileRequest, UpdateProfileResponse, User as WireUser, UserStatus,
+    DeleteUserRequest, DeleteUserResponse, GetSignupStatsRequest, GetSignupStatsResponse, GetUserByEmailRequest,
+    GetUserRequest, GetUserResponse, MarkEmailVerifiedRequest, MarkEmailVerifiedResponse, RegisterSignupRequest,
+    RegisterSignupResponse, UpdateProfileRequest, UpdateProfileResponse, User as WireUser, UserStatus,
     user_metadata_service_server::UserMetadataService,
 };
 use sqlx::PgPool;
@@ -117,6 +117,14 @@ impl UserMetadataService for Users {
         }
         .map_err(status)?;
         Ok(Response::new(UpdateProfileResponse { user: Some(wire(&user)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
+        let user_id = uuid("user_id", &request.into_inner().user_id)?;
+        let deleted = store::delete_user(&self.pool, user_id).await.map_err(platform::grpc::database_status)?;
+        tracing::info!(deleted, "account deletion requested by its owner");
+        Ok(Response::new(DeleteUserResponse { deleted }))
     }
 
     async fn get_signup_stats(

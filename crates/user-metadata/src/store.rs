@@ -443,6 +443,26 @@ pub(crate) async fn delete_archived(tx: &mut Transaction<'_, Postgres>, accounts
     Ok(())
 }
 
+/// Deletes the account `user_id` at its owner's request (its attempts and keys with it) and announces `UserDeleted`
+/// naming its attempts, in one transaction; returns whether there was an account to delete.
+pub(crate) async fn delete_user(pool: &PgPool, user_id: Uuid) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let attempts: Option<Vec<Uuid>> = sqlx::query_scalar(
+        "SELECT ARRAY(SELECT signup_id FROM signup_attempts a WHERE a.user_id = u.id) FROM users u WHERE id = $1          FOR UPDATE",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(signup_ids) = attempts else { return Ok(false) };
+    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+    // The events about the account go too (published or not: UserDeleted, below, supersedes them all).
+    sqlx::query("DELETE FROM outbox WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    platform::outbox::enqueue(&mut tx, &crate::events::deleted(user_id, &signup_ids)).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// The daily report's user figures over `[from, to)`.
 pub(crate) async fn signup_stats(
     pool: &PgPool,

@@ -2,6 +2,7 @@
 //! free ports and its own broker names, so they run in parallel.
 
 mod abuse;
+mod account;
 mod admin;
 mod configuration;
 mod contracts;

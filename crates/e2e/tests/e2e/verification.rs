@@ -474,4 +474,3 @@ async fn file_transport_writes_mail_to_files_and_logs_the_file_not_the_link() ->
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
-

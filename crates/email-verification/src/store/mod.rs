@@ -79,7 +79,7 @@ pub(crate) async fn signed_up(
     let mail = NewMail {
         id: mail_id,
         kind: Kind::Verification,
-        user_id: attempt.user_id,
+        user_id: Some(attempt.user_id),
         recipient: attempt.email,
         locale: attempt.locale,
         signup_id: Some(attempt.signup_id),
@@ -120,7 +120,7 @@ pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBud
     let mail = NewMail {
         id: Uuid::now_v7(),
         kind: Kind::Verification,
-        user_id,
+        user_id: Some(user_id),
         recipient: email,
         locale: &locale,
         signup_id: Some(signup_id),
@@ -135,11 +135,27 @@ pub(crate) struct NewMail<'a> {
     /// For a mail an event caused, the event's id, so a redelivery can never queue a second one.
     pub(crate) id: Uuid,
     pub(crate) kind: Kind,
-    pub(crate) user_id: Uuid,
+    /// `None` for the mail to an account its owner deleted: tied to no user.
+    pub(crate) user_id: Option<Uuid>,
     pub(crate) recipient: &'a str,
     pub(crate) locale: &'a str,
     /// For a verification mail: the attempt its links belong to.
     pub(crate) signup_id: Option<Uuid>,
+}
+
+/// Queues the last mail to an account its owner deleted, tied to no user, within the address's budget.
+pub(crate) async fn account_deleted(
+    pool: &PgPool,
+    recipient: &str,
+    locale: &str,
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    let mut tx = pool.begin().await?;
+    let mail =
+        NewMail { id: Uuid::now_v7(), kind: Kind::AccountDeleted, user_id: None, recipient, locale, signup_id: None };
+    let queued = queue_within_budget(&mut tx, &mail, budget).await?;
+    tx.commit().await?;
+    Ok(queued)
 }
 
 async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget: MailBudget) -> sqlx::Result<Queued> {

@@ -1,0 +1,98 @@
+//! The rest of an account's life, through the real stack: leaving (`DELETE /v1/me`).
+
+use e2e::{
+    poll::eventually,
+    stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Stack},
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+/// Signs `email` up with a contact, confirms the mailed link, and returns the user id.
+async fn verified_account(stack: &Stack, email: &str) -> anyhow::Result<String> {
+    let body =
+        json!({ "email": email, "password": PASSWORD, "display_name": "Ada", "contacts": ["charles@example.com"] });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+    let mail = stack.smtp.wait_for(email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    let token = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
+    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
+    let session = stack.session(email, PASSWORD).await?;
+    let me: Value = stack.me(&session).await?.json().await?;
+    me["user_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no user_id in {me}"))
+}
+
+async fn leave(stack: &Stack, session: &str, password: &str) -> anyhow::Result<reqwest::Response> {
+    let url = format!("{}/v1/me", stack.api_url());
+    Ok(stack.http().delete(url).bearer_auth(session).json(&json!({ "password": password })).send().await?)
+}
+
+/// Rows in any table of `service`'s database that mention `user_id` (as text, or inside a protobuf body), apart from
+/// the tombstones: `deleted_users`, and the published `UserDeleted` event itself, which hold only ids.
+async fn rows_about(stack: &Stack, service: &str, user_id: &str) -> anyhow::Result<Vec<String>> {
+    let mut db = stack.database(service).connect().await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
+         AND table_type = 'BASE TABLE' AND table_name NOT IN ('deleted_users', '_sqlx_migrations')",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    let mut found = Vec::new();
+    for table in tables {
+        let query = format!(
+            "SELECT t::text FROM \"{table}\" t WHERE (strpos(t::text, $1) > 0 \
+             OR strpos(t::text, encode(convert_to($1, 'UTF8'), 'hex')) > 0) \
+             AND NOT (to_jsonb(t) ->> 'event_type' IS NOT DISTINCT FROM 'signup.events.v1.UserDeleted')"
+        );
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(user_id).fetch_all(&mut db).await?;
+        found.extend(rows.into_iter().map(|row| format!("{service}.{table}: {row}")));
+    }
+    Ok(found)
+}
+
+#[tokio::test]
+async fn leaving_ends_the_account_at_once_and_every_service_forgets_it() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("leaving");
+    let user_id = verified_account(&stack, &email).await?;
+    let (first, second) = (stack.session(&email, PASSWORD).await?, stack.session(&email, PASSWORD).await?);
+    let mut before = Vec::new();
+    for service in GRPC_SERVICES {
+        before.extend(rows_about(&stack, service, &user_id).await?);
+    }
+
+    // A session alone deletes nothing: the password is asked, and a wrong one is the sign-in's 401.
+    let wrong = leave(&stack, &first, "not the password at all").await?;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.json::<Value>().await?["type"], "/problems/invalid-credentials");
+    assert_eq!(stack.me(&second).await?.status(), 200, "a wrong password changed something");
+
+    let left = leave(&stack, &first, PASSWORD).await?;
+    assert_eq!(left.status(), 202);
+    assert_eq!(left.json::<Value>().await?["status"], "deleted");
+    // At once: every session ended, sign-ins refused.
+    assert_eq!(stack.me(&second).await?.status(), 401);
+    assert_eq!(stack.sign_in(&email, PASSWORD).await?.status(), 401);
+    // Within seconds, no service holds a row about the user but its tombstones.
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut rows = Vec::new();
+        for service in GRPC_SERVICES {
+            rows.extend(rows_about(&stack, service, &user_id).await?);
+        }
+        anyhow::ensure!(rows.is_empty(), "still held: {rows:#?}");
+        Ok(())
+    })
+    .await?;
+    // The last mail, and the email is free again.
+    let mails = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?;
+    assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("deleted"))), "no deletion mail");
+    let again = json!({ "email": email, "password": PASSWORD, "display_name": "Ada again" });
+    assert_eq!(stack.signup(&again, None).await?.status(), 202);
+    stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?;
+    assert!(before.len() >= 4, "the scan finds rows about a live account: {before:#?}");
+    Ok(())
+}
