@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README walkthrough as a program: sign up, fetch the verification mail, confirm, sign in, read /v1/me and the
-# suggestions, opt out, resend, sign out, leave, and check /openapi.json, /docs and readiness. Stops at the first step
+# suggestions, opt out, export, resend, sign out, leave, and check /openapi.json, /docs and readiness. Stops at the first step
 # that answers other than the walkthrough says, naming it, and exits 1.
 #
 #   scripts/smoke.sh [BASE_URL]          BASE_URL defaults to http://localhost:8080
@@ -109,6 +109,12 @@ contains '"suggestions"'
 step=opt-out
 call 200 "$base/v1/me" -X PATCH -H "Authorization: Bearer $session" -H 'Content-Type: application/json' \
   -d '{"discoverable":false}'
+
+step=export
+call 200 "$base/v1/me/export" -H "Authorization: Bearer $session"
+contains '"algorithm":"argon2id"'
+contains '"kind":"verification"'
+if grep -q -e "$token" -e '\$argon2' -e 'charles@example.com' "$body"; then fail "the export holds a secret"; fi
 
 step=resend
 call 202 "$base/v1/email-verifications" -H 'Content-Type: application/json' -d "{\"email\":\"$email\"}"

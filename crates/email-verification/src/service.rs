@@ -8,9 +8,9 @@ use platform::{
 use proto::{
     email_verification::v1::{
         BeginConfirmationRequest, BeginConfirmationResponse, ConfirmEmailRequest, ConfirmEmailResponse,
-        ReleaseConfirmationRequest, ReleaseConfirmationResponse, ResendVerificationRequest, ResendVerificationResponse,
-        SendAccountDeletedNoticeRequest, SendAccountDeletedNoticeResponse,
-        email_verification_service_server::EmailVerificationService,
+        ExportAccountRequest, ExportAccountResponse, ReleaseConfirmationRequest, ReleaseConfirmationResponse,
+        ResendVerificationRequest, ResendVerificationResponse, SendAccountDeletedNoticeRequest,
+        SendAccountDeletedNoticeResponse, email_verification_service_server::EmailVerificationService,
     },
     user_metadata::v1::{MarkEmailVerifiedRequest, user_metadata_service_client::UserMetadataServiceClient},
 };
@@ -135,6 +135,15 @@ impl EmailVerificationService for Verifications {
             .map_err(database_status)?;
         metrics::counter!("account_deleted_notices_total", "outcome" => queued.label()).increment(1);
         Ok(Response::new(SendAccountDeletedNoticeResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn export_account(
+        &self,
+        request: Request<ExportAccountRequest>,
+    ) -> Result<Response<ExportAccountResponse>, Status> {
+        let user_id = platform::grpc::uuid_argument("user_id", &request.into_inner().user_id)?;
+        Ok(Response::new(store::export(&self.pool, user_id).await.map_err(database_status)?))
     }
 }
 

@@ -3,8 +3,8 @@
 use base64::Engine as _;
 use platform::grpc::database_status;
 use proto::friend_discovery::v1::{
-    GetSuggestionsRequest, GetSuggestionsResponse, Suggestion, SuggestionReason,
-    friend_discovery_service_server::FriendDiscoveryService,
+    ExportAccountRequest, ExportAccountResponse, GetSuggestionsRequest, GetSuggestionsResponse, Suggestion,
+    SuggestionReason, friend_discovery_service_server::FriendDiscoveryService,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -55,6 +55,15 @@ impl FriendDiscoveryService for Suggestions {
         };
         let suggestions = rows.into_iter().map(Suggestion::from).collect();
         Ok(Response::new(GetSuggestionsResponse { suggestions, next_page_token }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn export_account(
+        &self,
+        request: Request<ExportAccountRequest>,
+    ) -> Result<Response<ExportAccountResponse>, Status> {
+        let user_id = platform::grpc::uuid_argument("user_id", &request.into_inner().user_id)?;
+        Ok(Response::new(store::export(&self.pool, user_id).await.map_err(database_status)?))
     }
 }
 

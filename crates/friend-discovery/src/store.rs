@@ -285,3 +285,28 @@ pub(crate) async fn charge(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, se
         .await
         .map(drop)
 }
+
+/// What is held about `user_id`, for its owner's export: counts and flags, never a hash itself.
+pub(crate) async fn export(
+    pool: &sqlx::PgPool,
+    user_id: Uuid,
+) -> sqlx::Result<proto::friend_discovery::v1::ExportAccountResponse> {
+    let (member, discoverable, email_hash_stored, contact_hashes, pending_attempts): (bool, bool, bool, i64, i64) =
+        sqlx::query_as(
+            "SELECT m.user_id IS NOT NULL, coalesce(m.discoverable, false), m.email_hash IS NOT NULL, \
+                    (SELECT count(*) FROM contacts WHERE owner_id = $1), \
+                    (SELECT count(*) FROM pending_signups WHERE user_id = $1) \
+             FROM (SELECT 1) AS one LEFT JOIN members m ON m.user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?;
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(proto::friend_discovery::v1::ExportAccountResponse {
+        member,
+        discoverable,
+        contact_hashes: count(contact_hashes),
+        pending_attempts: count(pending_attempts),
+        email_hash_stored,
+    })
+}

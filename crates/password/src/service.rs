@@ -7,10 +7,10 @@ use platform::{
 };
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, CreateSessionRequest, CreateSessionResponse,
-    EndAccountSessionsRequest, EndAccountSessionsResponse, PromoteAttemptRequest, PromoteAttemptResponse,
-    RevokeSessionRequest, RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest,
-    StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse,
-    password_service_server::PasswordService,
+    EndAccountSessionsRequest, EndAccountSessionsResponse, ExportAccountRequest, ExportAccountResponse,
+    PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome,
+    StoreAttemptCredentialRequest, StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest,
+    VerifyAttemptPasswordResponse, password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -147,6 +147,17 @@ impl PasswordService for Passwords {
         let user_id = platform::grpc::uuid_argument("user_id", &request.into_inner().user_id)?;
         store::revoke_all(&self.pool, user_id).await.map_err(database_status)?;
         Ok(Response::new(EndAccountSessionsResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn export_account(
+        &self,
+        request: Request<ExportAccountRequest>,
+    ) -> Result<Response<ExportAccountResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let export = store::export(&self.pool, user_id, &request.email_hash).await.map_err(database_status)?;
+        Ok(Response::new(export))
     }
 }
 

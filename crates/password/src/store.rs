@@ -298,3 +298,54 @@ async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Dura
         .await?,
     })
 }
+
+/// What is held about `user_id`, for its owner's export: the credential's algorithm and parameters (read from its
+/// PHC string, whose hash and salt stay here) and the live sessions' times (never their tokens).
+pub(crate) async fn export(
+    pool: &PgPool,
+    user_id: Uuid,
+    email_hash: &[u8],
+) -> sqlx::Result<proto::password::v1::ExportAccountResponse> {
+    use platform::time::to_proto;
+    let credential: Option<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT phc, created_at, updated_at FROM credentials WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+    let sessions: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT created_at, last_used_at, expires_at FROM sessions \
+             WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at",
+        )
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM attempt_credentials WHERE email_hash = $1")
+        .bind(email_hash)
+        .fetch_one(pool)
+        .await?;
+    // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>: the first three fields say how, the last two are secret.
+    let (algorithm, parameters) = credential.as_ref().map_or((String::new(), String::new()), |(phc, ..)| {
+        let fields: Vec<&str> = phc.split('$').collect();
+        (
+            fields.get(1).copied().unwrap_or_default().to_owned(),
+            fields.get(2..4).map(|f| f.join(",")).unwrap_or_default(),
+        )
+    });
+    Ok(proto::password::v1::ExportAccountResponse {
+        has_password: credential.is_some(),
+        algorithm,
+        parameters,
+        password_set_at: credential.as_ref().map(|(_, created, _)| to_proto(*created)),
+        password_changed_at: credential.as_ref().map(|(.., updated)| to_proto(*updated)),
+        pending_attempt_passwords: u32::try_from(pending).unwrap_or(u32::MAX),
+        sessions: sessions
+            .into_iter()
+            .map(|(created, used, expires)| proto::password::v1::ExportedSession {
+                created_at: Some(to_proto(created)),
+                last_used_at: Some(to_proto(used)),
+                expires_at: Some(to_proto(expires)),
+            })
+            .collect(),
+    })
+}

@@ -9,6 +9,7 @@ mod auth;
 pub mod contacts;
 pub mod domain;
 mod error;
+mod export;
 mod extract;
 mod friends;
 mod leave;

@@ -126,7 +126,7 @@ fn parse_change(body: &Map<String, Value>) -> Result<Option<bool>, Vec<FieldErro
     if errors.is_empty() { Ok(discoverable) } else { Err(errors) }
 }
 
-fn to_profile(user: User) -> Profile {
+pub(crate) fn to_profile(user: User) -> Profile {
     let verified = user.status() == UserStatus::Verified;
     let rfc3339 = |t: Option<prost_types::Timestamp>| {
         platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

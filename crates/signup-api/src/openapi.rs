@@ -21,6 +21,7 @@ use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
         crate::me::get,
         crate::me::patch,
         crate::leave::delete,
+        crate::export::get,
         crate::friends::suggestions,
     ),
     modifiers(&BearerAuth),

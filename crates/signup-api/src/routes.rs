@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))
         .route("/v1/me", limited(Class::Sessions, delete(crate::leave::delete)))
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
+        .route("/v1/me/export", limited(Class::Reads, get(crate::export::get)))
         .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

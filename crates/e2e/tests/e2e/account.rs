@@ -96,3 +96,45 @@ async fn leaving_ends_the_account_at_once_and_every_service_forgets_it() -> anyh
     assert!(before.len() >= 4, "the scan finds rows about a live account: {before:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_export_holds_each_services_part_and_no_secret() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("exporting");
+    let user_id = verified_account(&stack, &email).await?;
+    let session = stack.session(&email, PASSWORD).await?;
+    let mail = stack.smtp.messages_to(&email).remove(0);
+    let link_token = mail.token().unwrap_or_default();
+    // friend-discovery learns of the verification from the event: the export shows it once it has.
+    let export: Value = eventually(DELIVERY_TIMEOUT, || async {
+        let response = stack.get_as(&session, "/v1/me/export").await?;
+        anyhow::ensure!(response.status() == 200, "export answered {}", response.status());
+        let export: Value = response.json().await?;
+        anyhow::ensure!(export["discovery"]["member"] == true, "not a member yet: {export}");
+        Ok(export)
+    })
+    .await?;
+
+    assert_eq!(export["profile"]["user_id"], user_id.as_str());
+    assert_eq!(export["profile"]["email"], email.as_str());
+    assert_eq!(export["password"]["has_password"], true);
+    assert_eq!(export["password"]["algorithm"], "argon2id");
+    assert!(export["password"]["parameters"].as_str().is_some_and(|p| p.contains("m=")), "{export}");
+    assert!(export["password"]["sessions"].as_array().is_some_and(|s| s.len() >= 2), "{export}");
+    let mails = export["mail"]["mails"].as_array().cloned().unwrap_or_default();
+    assert!(mails.iter().any(|m| m["kind"] == "verification" && m["status"] == "sent"), "{export}");
+    assert!(export["mail"]["verified_at"].is_string(), "{export}");
+    assert_eq!(export["discovery"]["contact_hashes"], 1);
+    assert_eq!(export["discovery"]["email_hash_stored"], true);
+    let text = export.to_string();
+    let phc: String = {
+        let mut db = stack.database("password").connect().await?;
+        sqlx::query_scalar("SELECT phc FROM credentials").fetch_one(&mut db).await?
+    };
+    let hash = phc.rsplit('$').next().unwrap_or_default().to_owned();
+    for secret in [PASSWORD, session.as_str(), link_token.as_str(), "charles@example.com", hash.as_str(), "$argon2"] {
+        assert!(!secret.is_empty() && !text.contains(secret), "the export holds a secret ({secret}): {text}");
+    }
+    Ok(())
+}

@@ -334,3 +334,43 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx:
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
+
+/// What is held about `user_id`, for its owner's export: when it was verified here and every mail queued to it,
+/// never a token or a link (links exist only in the mail sent).
+pub(crate) async fn export(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> sqlx::Result<proto::email_verification::v1::ExportAccountResponse> {
+    use platform::time::to_proto;
+    type Mail = (String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, i32);
+    let verified_at: Option<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("SELECT max(verified_at) FROM accounts WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+    let mails: Vec<Mail> = sqlx::query_as(
+        "SELECT kind, status, created_at, sent_at, attempts FROM mails WHERE user_id = $1 ORDER BY created_at",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tokens WHERE user_id = $1 AND used_at IS NULL AND expires_at > now()")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?;
+    Ok(proto::email_verification::v1::ExportAccountResponse {
+        verified_at: verified_at.flatten().map(to_proto),
+        mails: mails
+            .into_iter()
+            .map(|(kind, status, queued, sent, attempts)| proto::email_verification::v1::ExportedMail {
+                kind,
+                status,
+                queued_at: Some(to_proto(queued)),
+                sent_at: sent.map(to_proto),
+                attempts: u32::try_from(attempts).unwrap_or(0),
+            })
+            .collect(),
+        live_links: u32::try_from(live).unwrap_or(u32::MAX),
+    })
+}
