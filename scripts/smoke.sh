@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README walkthrough as a program: sign up, fetch the verification mail, confirm, sign in, read /v1/me and the
-# suggestions, opt out, export, resend, sign out, leave, and check /openapi.json, /docs and readiness. Stops at the first step
+# suggestions, opt out, export, resend, change the password, sign out, leave, and check /openapi.json, /docs and readiness. Stops at the first step
 # that answers other than the walkthrough says, naming it, and exits 1.
 #
 #   scripts/smoke.sh [BASE_URL]          BASE_URL defaults to http://localhost:8080
@@ -119,6 +119,13 @@ if grep -q -e "$token" -e '\$argon2' -e 'charles@example.com' "$body"; then fail
 step=resend
 call 202 "$base/v1/email-verifications" -H 'Content-Type: application/json' -d "{\"email\":\"$email\"}"
 contains '"status":"accepted"'
+
+step=change-password
+new_password="a quite different battery staple horse"
+call 204 "$base/v1/me/password" -X PUT -H "Authorization: Bearer $session" -H 'Content-Type: application/json' \
+  -d "{\"current_password\":\"$password\",\"new_password\":\"$new_password\"}"
+call 200 "$base/v1/me" -H "Authorization: Bearer $session"
+password=$new_password
 
 step=sign-out
 call 204 "$base/v1/sessions/current" -X DELETE -H "Authorization: Bearer $session"

@@ -31,6 +31,7 @@ impl Handler for EventHandler {
             Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT,
             Event::EMAIL_VERIFIED,
             Event::USER_DELETED,
+            Event::PASSWORD_CHANGED,
         ]
         .contains(&kind)
     }
@@ -55,6 +56,12 @@ impl Handler for EventHandler {
                 tracing::info!(%user_id, "user removed");
             }
             // Never delivered here: `acts_on` leaves them out.
+            Event::PasswordChanged(event) => {
+                let user_id = uuid("user_id", &event.user_id)?;
+                let queued =
+                    store::password_changed(tx, envelope.id, user_id, self.policy.budget).await.map_err(transient)?;
+                count(Kind::PasswordChanged, queued);
+            }
             Event::DiscoverabilityChanged(_) | Event::Unknown(_) => {}
         }
         Ok(())

@@ -22,11 +22,14 @@ pub(crate) enum Kind {
     ExistingAccountNotice,
     /// "Your account was deleted": the last mail to an account its owner deleted.
     AccountDeleted,
+    /// "Your password was changed".
+    PasswordChanged,
 }
 
 impl Kind {
     /// Every kind.
-    pub(crate) const ALL: [Self; 3] = [Self::Verification, Self::ExistingAccountNotice, Self::AccountDeleted];
+    pub(crate) const ALL: [Self; 4] =
+        [Self::Verification, Self::ExistingAccountNotice, Self::AccountDeleted, Self::PasswordChanged];
 
     /// The name stored in `mails.kind` and used in template file names.
     pub(crate) fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Kind {
             Self::Verification => "verification",
             Self::ExistingAccountNotice => "existing_account_notice",
             Self::AccountDeleted => "account_deleted",
+            Self::PasswordChanged => "password_changed",
         }
     }
 
@@ -55,6 +59,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("en/account_deleted.subject.txt", include_str!("../templates/en/account_deleted.subject.txt")),
     ("en/account_deleted.txt", include_str!("../templates/en/account_deleted.txt")),
     ("en/account_deleted.html", include_str!("../templates/en/account_deleted.html")),
+    ("en/password_changed.subject.txt", include_str!("../templates/en/password_changed.subject.txt")),
+    ("en/password_changed.txt", include_str!("../templates/en/password_changed.txt")),
+    ("en/password_changed.html", include_str!("../templates/en/password_changed.html")),
     ("fr/verification.subject.txt", include_str!("../templates/fr/verification.subject.txt")),
     ("fr/verification.txt", include_str!("../templates/fr/verification.txt")),
     ("fr/verification.html", include_str!("../templates/fr/verification.html")),
@@ -64,6 +71,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("fr/account_deleted.subject.txt", include_str!("../templates/fr/account_deleted.subject.txt")),
     ("fr/account_deleted.txt", include_str!("../templates/fr/account_deleted.txt")),
     ("fr/account_deleted.html", include_str!("../templates/fr/account_deleted.html")),
+    ("fr/password_changed.subject.txt", include_str!("../templates/fr/password_changed.subject.txt")),
+    ("fr/password_changed.txt", include_str!("../templates/fr/password_changed.txt")),
+    ("fr/password_changed.html", include_str!("../templates/fr/password_changed.html")),
 ];
 
 /// The languages with a translation; the first is the fallback.

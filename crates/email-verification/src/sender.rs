@@ -203,7 +203,7 @@ impl Sender {
                 token.expose()
             )),
             (Kind::Verification, None) => return Ok(None),
-            (Kind::ExistingAccountNotice | Kind::AccountDeleted, _) => None,
+            (Kind::ExistingAccountNotice | Kind::AccountDeleted | Kind::PasswordChanged, _) => None,
         };
         let context = match &link {
             // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.

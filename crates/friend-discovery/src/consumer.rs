@@ -61,7 +61,7 @@ impl Handler for EventHandler {
                 tracing::info!(%user_id, "user and edges removed");
             }
             // Never delivered here: `acts_on` leaves them out.
-            Event::SignupAttemptedForExistingAccount(_) | Event::Unknown(_) => {}
+            Event::SignupAttemptedForExistingAccount(_) | Event::PasswordChanged(_) | Event::Unknown(_) => {}
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! strings and token hashes are stored, and no password reaches a log line, an error or a trace.
 
 mod consumer;
+mod events;
 mod hasher;
 mod service;
 mod settings;
@@ -58,7 +59,12 @@ impl platform::service::Service for Password {
         let janitor = Worker::every("janitor", JANITOR_INTERVAL, shutdown.clone(), move || {
             store::purge(pool.clone(), sessions.attempt_ttl(), throttle.memory())
         });
-        let workers = [host.consumer(EventHandler, &shutdown), Some(janitor)];
+        let (relay_settings, relay_cancel) =
+            (settings.outbox.relay(&host.common().amqp.events_exchange, Self::NAME), shutdown.clone());
+        let relay = host.broker_worker("outbox relay", move |broker, pool| {
+            platform::outbox::relay(pool, broker, relay_settings, relay_cancel)
+        });
+        let workers = [host.consumer(EventHandler, &shutdown), relay, Some(janitor)];
         host.run(service, workers.into_iter().flatten().collect(), shutdown).await
     }
 

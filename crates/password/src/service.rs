@@ -6,11 +6,11 @@ use platform::{
     token::Token,
 };
 use proto::password::v1::{
-    AuthenticateSessionRequest, AuthenticateSessionResponse, CreateSessionRequest, CreateSessionResponse,
-    EndAccountSessionsRequest, EndAccountSessionsResponse, ExportAccountRequest, ExportAccountResponse,
-    PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome,
-    StoreAttemptCredentialRequest, StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest,
-    VerifyAttemptPasswordResponse, password_service_server::PasswordService,
+    AuthenticateSessionRequest, AuthenticateSessionResponse, ChangePasswordRequest, ChangePasswordResponse,
+    CreateSessionRequest, CreateSessionResponse, EndAccountSessionsRequest, EndAccountSessionsResponse,
+    ExportAccountRequest, ExportAccountResponse, PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest,
+    RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest, StoreAttemptCredentialResponse,
+    VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse, password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -140,6 +140,34 @@ impl PasswordService for Passwords {
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let request = request.into_inner();
+        let email_hash = email_hash(&request.email_hash)?;
+        let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let (current, new) = (password(request.current_password)?, password(request.new_password)?);
+        let answer = |outcome: SessionOutcome, retry_after_seconds| {
+            Ok(Response::new(ChangePasswordResponse { outcome: outcome.into(), retry_after_seconds }))
+        };
+        match self.check(email_hash, Some(user_id), None, current).await? {
+            Checked::Throttled(retry_after) => return answer(SessionOutcome::Throttled, retry_after),
+            Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
+            Checked::Valid(_) => {}
+        }
+        let phc = self.hasher.hash(new).await.map_err(hash_status)?;
+        let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
+        let changed =
+            store::change_password(&self.pool, user_id, &phc, keep.as_deref()).await.map_err(database_status)?;
+        if !changed {
+            return answer(SessionOutcome::InvalidCredentials, 0);
+        }
+        tracing::info!("password changed; the account's other sessions ended");
+        answer(SessionOutcome::Created, 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn end_account_sessions(
         &self,
         request: Request<EndAccountSessionsRequest>,
@@ -162,8 +190,7 @@ impl PasswordService for Passwords {
 }
 
 impl Passwords {
-    /// Throttle, check, and open a session on success. The failure is counted before the check so concurrent
-    /// guesses cannot slip past the count; a check that never ran (saturated hashing) is not held against anyone.
+    /// Throttle, check, and open a session on success.
     async fn sign_in(
         &self,
         email_hash: &[u8],
@@ -171,11 +198,33 @@ impl Passwords {
         signup_id: Option<Uuid>,
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
+        match self.check(email_hash, user_id, signup_id, password).await? {
+            Checked::Valid(user_id) => self.open(user_id, signup_id).await,
+            Checked::Invalid => Ok(CreateSessionResponse {
+                outcome: SessionOutcome::InvalidCredentials.into(),
+                ..CreateSessionResponse::default()
+            }),
+            Checked::Throttled(retry_after_seconds) => Ok(CreateSessionResponse {
+                outcome: SessionOutcome::Throttled.into(),
+                retry_after_seconds,
+                ..CreateSessionResponse::default()
+            }),
+        }
+    }
+
+    /// Throttles and checks `password` (the account's, or an attempt's). The failure is counted before the check so
+    /// concurrent guesses cannot slip past the count; a check that never ran (saturated hashing) is not held against
+    /// anyone; a success forgets the count and rehashes under the current parameters.
+    async fn check(
+        &self,
+        email_hash: &[u8],
+        user_id: Option<Uuid>,
+        signup_id: Option<Uuid>,
+        password: SecretString,
+    ) -> Result<Checked, Status> {
         let reserved = store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?;
         if let Err(wait) = reserved {
-            let retry_after_seconds = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
-            let outcome = SessionOutcome::Throttled.into();
-            return Ok(CreateSessionResponse { outcome, retry_after_seconds, ..CreateSessionResponse::default() });
+            return Ok(Checked::Throttled(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)));
         }
         let stored: Option<String> = match (user_id, signup_id) {
             (None, _) => None,
@@ -191,17 +240,12 @@ impl Passwords {
             tracing::warn!(%error, "could not give back an attempt that was never checked");
         }
         let verified = verified.map_err(hash_status)?;
-        let Some(user_id) = user_id.filter(|_| verified.valid) else {
-            return Ok(CreateSessionResponse {
-                outcome: SessionOutcome::InvalidCredentials.into(),
-                ..CreateSessionResponse::default()
-            });
-        };
+        let Some(user_id) = user_id.filter(|_| verified.valid) else { return Ok(Checked::Invalid) };
         if let (None, Some(old), Some(new)) = (signup_id, stored, verified.rehashed) {
             self.upgrade(user_id, &old, &new).await;
         }
         store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
-        self.open(user_id, signup_id).await
+        Ok(Checked::Valid(user_id))
     }
 
     /// Stores the credential rehashed under the current parameters. Best effort: the sign-in already succeeded;
@@ -228,6 +272,16 @@ impl Passwords {
             retry_after_seconds: 0,
         })
     }
+}
+
+/// What a password check found.
+enum Checked {
+    /// The password is the account's (or the attempt's).
+    Valid(Uuid),
+    /// Unknown user or wrong password.
+    Invalid,
+    /// Too many failures: not checked; retry after these seconds.
+    Throttled(u32),
 }
 
 fn outcome_label(outcome: SessionOutcome) -> &'static str {

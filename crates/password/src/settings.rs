@@ -19,6 +19,8 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// When consecutive failed sign-ins slow down and then lock out an email.
     pub throttle: Throttle,
+    /// How the relay publishes `PasswordChanged` (`OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`).
+    pub outbox: platform::outbox::OutboxSettings,
 }
 
 impl Load for Settings {
@@ -45,7 +47,8 @@ impl Load for Settings {
                 "must not exceed LOGIN_LOCKOUT_AFTER_FAILURES",
             ));
         }
-        Ok(Self { hashing, sessions, throttle })
+        let outbox = platform::outbox::OutboxSettings::load()?;
+        Ok(Self { hashing, sessions, throttle, outbox })
     }
 }
 

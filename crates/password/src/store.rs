@@ -114,6 +114,7 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_i
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM outbox WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
@@ -189,6 +190,34 @@ pub(crate) async fn session(pool: &PgPool, token_hash: &[u8], idle: Duration) ->
 /// Ends the session with `token_hash`, if any.
 pub(crate) async fn revoke(pool: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(pool).await.map(drop)
+}
+
+/// Replaces the account's password with `phc`, ends every session but `keep`, and announces `PasswordChanged`, in
+/// one transaction; returns whether the account has a password to replace.
+pub(crate) async fn change_password(
+    pool: &PgPool,
+    user_id: Uuid,
+    phc: &str,
+    keep: Option<&[u8]>,
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let changed = sqlx::query("UPDATE credentials SET phc = $2, updated_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .bind(phc)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+    platform::outbox::enqueue(&mut tx, &crate::events::password_changed(user_id)).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Ends every session of `user_id`.

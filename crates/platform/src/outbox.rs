@@ -103,6 +103,47 @@ pub async fn make_due(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
     tx.commit().await
 }
 
+/// The relay's variables, for every service with an outbox: `OUTBOX_BATCH_SIZE` (100, at most 10000: events
+/// published per transaction) and `OUTBOX_POLL_INTERVAL_MS` (1000: how often due events are looked for when no
+/// notification arrives).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(default)]
+pub struct OutboxSettings {
+    outbox_batch_size: std::num::NonZeroUsize,
+    outbox_poll_interval_ms: std::num::NonZeroU64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            outbox_batch_size: std::num::NonZeroUsize::new(100).unwrap_or(std::num::NonZeroUsize::MIN),
+            outbox_poll_interval_ms: std::num::NonZeroU64::new(1000).unwrap_or(std::num::NonZeroU64::MIN),
+        }
+    }
+}
+
+impl crate::settings::Load for OutboxSettings {
+    fn load() -> Result<Self, crate::settings::SettingsError> {
+        let settings: Self = crate::settings::load()?;
+        if settings.outbox_batch_size.get() > 10_000 {
+            return Err(crate::settings::SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be at most 10000"));
+        }
+        Ok(settings)
+    }
+}
+
+impl OutboxSettings {
+    /// How the relay of service `name` publishes to `exchange`.
+    pub fn relay(&self, exchange: &str, name: &str) -> RelaySettings {
+        RelaySettings {
+            exchange: exchange.to_owned(),
+            source: format!("/{name}"),
+            batch_size: i64::try_from(self.outbox_batch_size.get()).unwrap_or(i64::MAX),
+            poll_interval: Duration::from_millis(self.outbox_poll_interval_ms.get()),
+        }
+    }
+}
+
 /// How the relay runs.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {

@@ -3,7 +3,8 @@
 use prost::Message as _;
 
 use crate::events::v1::{
-    DiscoverabilityChanged, EmailVerified, SignupAttemptedForExistingAccount, UserDeleted, UserSignedUp,
+    DiscoverabilityChanged, EmailVerified, PasswordChanged, SignupAttemptedForExistingAccount, UserDeleted,
+    UserSignedUp,
 };
 
 /// One event of `signup.events.v1`, decoded according to its CloudEvents `type`.
@@ -19,6 +20,8 @@ pub enum Event {
     DiscoverabilityChanged(DiscoverabilityChanged),
     /// An account was removed.
     UserDeleted(UserDeleted),
+    /// An account's password changed.
+    PasswordChanged(PasswordChanged),
     /// A type this build does not know (a newer producer); consumers skip it.
     Unknown(String),
 }
@@ -35,6 +38,8 @@ impl Event {
     pub const DISCOVERABILITY_CHANGED: &'static str = "signup.events.v1.DiscoverabilityChanged";
     /// `type` of [`UserDeleted`].
     pub const USER_DELETED: &'static str = "signup.events.v1.UserDeleted";
+    /// `type` of [`PasswordChanged`].
+    pub const PASSWORD_CHANGED: &'static str = "signup.events.v1.PasswordChanged";
 
     /// Decodes `data` as the message `kind` names. An error means the body can never be processed.
     pub fn decode(kind: &str, data: &[u8]) -> Result<Self, prost::DecodeError> {
@@ -46,6 +51,7 @@ impl Event {
             Self::EMAIL_VERIFIED => Self::EmailVerified(EmailVerified::decode(data)?),
             Self::DISCOVERABILITY_CHANGED => Self::DiscoverabilityChanged(DiscoverabilityChanged::decode(data)?),
             Self::USER_DELETED => Self::UserDeleted(UserDeleted::decode(data)?),
+            Self::PASSWORD_CHANGED => Self::PasswordChanged(PasswordChanged::decode(data)?),
             other => Self::Unknown(other.to_owned()),
         })
     }
@@ -53,12 +59,13 @@ impl Event {
 
 impl Event {
     /// Every type this build knows, in the order the catalogue lists them.
-    pub const TYPES: [&'static str; 5] = [
+    pub const TYPES: [&'static str; 6] = [
         Self::USER_SIGNED_UP,
         Self::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT,
         Self::EMAIL_VERIFIED,
         Self::DISCOVERABILITY_CHANGED,
         Self::USER_DELETED,
+        Self::PASSWORD_CHANGED,
     ];
 
     /// A message body as people read it: the decoded event, or why it does not decode. For inspecting dead

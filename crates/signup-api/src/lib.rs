@@ -6,6 +6,7 @@
 
 mod admission;
 mod auth;
+mod change_password;
 pub mod contacts;
 pub mod domain;
 mod error;

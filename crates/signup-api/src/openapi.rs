@@ -22,6 +22,7 @@ use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
         crate::me::patch,
         crate::leave::delete,
         crate::export::get,
+        crate::change_password::put,
         crate::friends::suggestions,
     ),
     modifiers(&BearerAuth),
@@ -63,7 +64,9 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let email = json!({ "type": "string", "format": "email", "minLength": 3, "maxLength": EMAIL_MAX_LENGTH });
     let token = json!({ "type": "string", "pattern": TOKEN_PATTERN });
     let schemas = &mut document["components"]["schemas"];
-    for name in ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange", "LeaveRequest"] {
+    let requests =
+        ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange", "LeaveRequest"];
+    for name in requests.into_iter().chain(["PasswordChange"]) {
         schemas[name]["additionalProperties"] = false.into();
     }
     let signup = &mut schemas["SignupRequest"]["properties"];
@@ -89,6 +92,10 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
         &mut schemas["LeaveRequest"]["properties"]["password"],
         json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }),
     );
+    let change = &mut schemas["PasswordChange"]["properties"];
+    merge(&mut change["current_password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
+    let policy = &limits.password;
+    merge(&mut change["new_password"], json!({ "minLength": policy.min_chars, "maxLength": policy.max_chars }));
     let paths = &mut document["paths"];
     for parameter in parameters(&mut paths["/v1/email-verifications/confirm"]["get"]) {
         parameter["required"] = true.into();

@@ -6,7 +6,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{MethodRouter, delete, get, post},
+    routing::{MethodRouter, delete, get, post, put},
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", limited(Class::Sessions, delete(crate::leave::delete)))
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
         .route("/v1/me/export", limited(Class::Reads, get(crate::export::get)))
+        .route("/v1/me/password", limited(Class::Sessions, put(crate::change_password::put)))
         .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,7 +7,7 @@ use std::{
 };
 
 use platform::{
-    outbox::RelaySettings,
+    outbox::{OutboxSettings, RelaySettings},
     service::Service as _,
     settings::{Load, SettingsError},
 };
@@ -19,10 +19,9 @@ use crate::{UserMetadata, store::AttemptLimit};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// `OUTBOX_BATCH_SIZE` (100): events published per transaction.
-    outbox_batch_size: NonZeroUsize,
-    /// `OUTBOX_POLL_INTERVAL_MS` (1000): how often due events are looked for when no notification arrives.
-    outbox_poll_interval_ms: NonZeroU64,
+    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`: how the relay publishes (loaded on their own).
+    #[serde(skip)]
+    outbox: OutboxSettings,
     /// `IDEMPOTENCY_KEY_TTL_HOURS` (24): how long an `Idempotency-Key` is remembered.
     idempotency_key_ttl_hours: NonZeroU64,
     /// `SIGNUP_ATTEMPTS_PER_ACCOUNT` (10) within `SIGNUP_ATTEMPT_WINDOW_HOURS` (24): how many signup attempts a
@@ -36,8 +35,7 @@ impl Default for Settings {
         let u = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         let u64 = |n: u64| NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN);
         Self {
-            outbox_batch_size: u(100),
-            outbox_poll_interval_ms: u64(1000),
+            outbox: OutboxSettings::default(),
             idempotency_key_ttl_hours: u64(24),
             signup_attempts_per_account: u(10),
             signup_attempt_window_hours: u64(24),
@@ -47,10 +45,8 @@ impl Default for Settings {
 
 impl Load for Settings {
     fn load() -> Result<Self, SettingsError> {
-        let own: Self = platform::settings::load()?;
-        if own.outbox_batch_size.get() > 10_000 {
-            return Err(SettingsError::invalid("OUTBOX_BATCH_SIZE", "must be at most 10000"));
-        }
+        let mut own: Self = platform::settings::load()?;
+        own.outbox = OutboxSettings::load()?;
         if own.signup_attempts_per_account.get() > 1000 {
             return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be at most 1000"));
         }
@@ -61,12 +57,7 @@ impl Load for Settings {
 impl Settings {
     /// How the relay publishes to `exchange`.
     pub fn relay(&self, exchange: &str) -> RelaySettings {
-        RelaySettings {
-            exchange: exchange.to_owned(),
-            source: format!("/{}", UserMetadata::NAME),
-            batch_size: i64::try_from(self.outbox_batch_size.get()).unwrap_or(i64::MAX),
-            poll_interval: Duration::from_millis(self.outbox_poll_interval_ms.get()),
-        }
+        self.outbox.relay(exchange, UserMetadata::NAME)
     }
 
     /// How long an `Idempotency-Key` is remembered.

@@ -138,3 +138,40 @@ async fn an_export_holds_each_services_part_and_no_secret() -> anyhow::Result<()
     }
     Ok(())
 }
+
+async fn change_password(stack: &Stack, session: &str, current: &str, new: &str) -> anyhow::Result<reqwest::Response> {
+    let url = format!("{}/v1/me/password", stack.api_url());
+    let body = json!({ "current_password": current, "new_password": new });
+    Ok(stack.http().put(url).bearer_auth(session).json(&body).send().await?)
+}
+
+#[tokio::test]
+async fn changing_the_password_takes_the_current_one_ends_the_other_sessions_and_mails_a_notice() -> anyhow::Result<()>
+{
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("changing");
+    verified_account(&stack, &email).await?;
+    let (this, other) = (stack.session(&email, PASSWORD).await?, stack.session(&email, PASSWORD).await?);
+    let new = "a quite different battery staple horse";
+
+    // A session alone changes nothing: a wrong current password is the sign-in's 401, a weak new one a 422.
+    let wrong = change_password(&stack, &this, "not the password at all", new).await?;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.json::<Value>().await?["type"], "/problems/invalid-credentials");
+    let weak = change_password(&stack, &this, PASSWORD, "password1234567").await?;
+    assert_eq!(weak.status(), 422);
+    let weak: Value = weak.json().await?;
+    assert!(weak["errors"].as_array().is_some_and(|e| e.iter().any(|e| e["field"] == "new_password")), "{weak}");
+    assert_eq!(stack.me(&other).await?.status(), 200, "a refused change ended a session");
+
+    assert_eq!(change_password(&stack, &this, PASSWORD, new).await?.status(), 204);
+    assert_eq!(stack.me(&this).await?.status(), 200, "the session that changed it stays");
+    assert_eq!(stack.me(&other).await?.status(), 401, "another session survived the change");
+    assert_eq!(stack.sign_in(&email, PASSWORD).await?.status(), 401, "the old password still works");
+    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+    // PasswordChanged, from password's outbox, reaches email-verification: the owner is told.
+    let mails = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?;
+    assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("password was changed"))), "no notice");
+    Ok(())
+}

@@ -143,6 +143,32 @@ pub(crate) struct NewMail<'a> {
     pub(crate) signup_id: Option<Uuid>,
 }
 
+/// Applies a PasswordChanged: queues the notice `mail_id` to the verified account's address, within its budget.
+pub(crate) async fn password_changed(
+    conn: &mut PgConnection,
+    mail_id: Uuid,
+    user_id: Uuid,
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    let account: Option<(String, String)> = sqlx::query_as(
+        "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
+         ORDER BY verified_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((email, locale)) = account else { return Ok(Queued::NotNeeded) };
+    let mail = NewMail {
+        id: mail_id,
+        kind: Kind::PasswordChanged,
+        user_id: Some(user_id),
+        recipient: &email,
+        locale: &locale,
+        signup_id: None,
+    };
+    queue_within_budget(conn, &mail, budget).await
+}
+
 /// Queues the last mail to an account its owner deleted, tied to no user, within the address's budget.
 pub(crate) async fn account_deleted(
     pool: &PgPool,
