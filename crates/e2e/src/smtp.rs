@@ -57,11 +57,11 @@ impl Received {
         find_part(&parsed, mime_type)
     }
 
-    /// The verification token in the plain-text part's link.
+    /// The token in the plain-text part's link (a verification or a reset link).
     pub fn token(&self) -> Option<String> {
         let text = self.part("text/plain")?;
-        let start =
-            text.find("/v1/email-verifications/confirm?token=")? + "/v1/email-verifications/confirm?token=".len();
+        // A verification link (/v1/email-verifications/confirm) or a reset link (/v1/password-resets/confirm).
+        let start = text.find("/confirm?token=")? + "/confirm?token=".len();
         let token: String =
             text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         Some(token)

@@ -24,12 +24,22 @@ pub(crate) enum Kind {
     AccountDeleted,
     /// "Your password was changed".
     PasswordChanged,
+    /// "Reset your password", with a single-use link.
+    PasswordReset,
+    /// "You asked to reset a password, but your account is not verified yet: sign up again".
+    ResetNotVerified,
 }
 
 impl Kind {
     /// Every kind.
-    pub(crate) const ALL: [Self; 4] =
-        [Self::Verification, Self::ExistingAccountNotice, Self::AccountDeleted, Self::PasswordChanged];
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Verification,
+        Self::ExistingAccountNotice,
+        Self::AccountDeleted,
+        Self::PasswordChanged,
+        Self::PasswordReset,
+        Self::ResetNotVerified,
+    ];
 
     /// The name stored in `mails.kind` and used in template file names.
     pub(crate) fn as_str(self) -> &'static str {
@@ -38,6 +48,8 @@ impl Kind {
             Self::ExistingAccountNotice => "existing_account_notice",
             Self::AccountDeleted => "account_deleted",
             Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
+            Self::ResetNotVerified => "reset_not_verified",
         }
     }
 
@@ -62,6 +74,12 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("en/password_changed.subject.txt", include_str!("../templates/en/password_changed.subject.txt")),
     ("en/password_changed.txt", include_str!("../templates/en/password_changed.txt")),
     ("en/password_changed.html", include_str!("../templates/en/password_changed.html")),
+    ("en/password_reset.subject.txt", include_str!("../templates/en/password_reset.subject.txt")),
+    ("en/password_reset.txt", include_str!("../templates/en/password_reset.txt")),
+    ("en/password_reset.html", include_str!("../templates/en/password_reset.html")),
+    ("en/reset_not_verified.subject.txt", include_str!("../templates/en/reset_not_verified.subject.txt")),
+    ("en/reset_not_verified.txt", include_str!("../templates/en/reset_not_verified.txt")),
+    ("en/reset_not_verified.html", include_str!("../templates/en/reset_not_verified.html")),
     ("fr/verification.subject.txt", include_str!("../templates/fr/verification.subject.txt")),
     ("fr/verification.txt", include_str!("../templates/fr/verification.txt")),
     ("fr/verification.html", include_str!("../templates/fr/verification.html")),
@@ -74,6 +92,12 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("fr/password_changed.subject.txt", include_str!("../templates/fr/password_changed.subject.txt")),
     ("fr/password_changed.txt", include_str!("../templates/fr/password_changed.txt")),
     ("fr/password_changed.html", include_str!("../templates/fr/password_changed.html")),
+    ("fr/password_reset.subject.txt", include_str!("../templates/fr/password_reset.subject.txt")),
+    ("fr/password_reset.txt", include_str!("../templates/fr/password_reset.txt")),
+    ("fr/password_reset.html", include_str!("../templates/fr/password_reset.html")),
+    ("fr/reset_not_verified.subject.txt", include_str!("../templates/fr/reset_not_verified.subject.txt")),
+    ("fr/reset_not_verified.txt", include_str!("../templates/fr/reset_not_verified.txt")),
+    ("fr/reset_not_verified.html", include_str!("../templates/fr/reset_not_verified.html")),
 ];
 
 /// The languages with a translation; the first is the fallback.
@@ -212,7 +236,9 @@ mod tests {
     fn context() -> minijinja::Value {
         minijinja::context! {
             link => "https://signup.example/v1/email-verifications/confirm?token=abc&x=<b>",
+            reset_page => "https://signup.example/v1/password-resets",
             expires_in_hours => 24,
+            expires_in_minutes => 60,
         }
     }
 

@@ -88,7 +88,8 @@ impl Sender {
                 return Ok(true);
             }
             let budget = (i64::try_from(free).unwrap_or(i64::MAX), self.settings.global_per_minute);
-            let claim = store::claim_due(&self.pool, budget, self.lease(), self.policy.token_ttl).await?;
+            let ttls = (self.policy.token_ttl, self.policy.reset_token_ttl);
+            let claim = store::claim_due(&self.pool, budget, self.lease(), ttls).await?;
             if claim.budget_bound {
                 self.note_global_budget(held_back_logged).await;
             }
@@ -196,22 +197,26 @@ impl Sender {
         let Some(kind) = Kind::parse(&mail.kind) else {
             return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
         };
+        let base = &self.settings.public_base_url;
         let link = match (kind, &mail.token) {
-            (Kind::Verification, Some(token)) => Some(format!(
-                "{}/v1/email-verifications/confirm?token={}",
-                self.settings.public_base_url,
-                token.expose()
-            )),
-            (Kind::Verification, None) => return Ok(None),
-            (Kind::ExistingAccountNotice | Kind::AccountDeleted | Kind::PasswordChanged, _) => None,
+            (Kind::Verification, Some(token)) => {
+                Some(format!("{base}/v1/email-verifications/confirm?token={}", token.expose()))
+            }
+            (Kind::PasswordReset, Some(token)) => {
+                Some(format!("{base}/v1/password-resets/confirm?token={}", token.expose()))
+            }
+            (Kind::Verification | Kind::PasswordReset, None) => return Ok(None),
+            (
+                Kind::ExistingAccountNotice | Kind::AccountDeleted | Kind::PasswordChanged | Kind::ResetNotVerified,
+                _,
+            ) => None,
         };
-        let context = match &link {
-            // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
-            Some(link) => minijinja::context! {
-                link => minijinja::Value::from_safe_string(link.clone()),
-                expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
-            },
-            None => minijinja::context! {},
+        // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
+        let context = minijinja::context! {
+            link => link.clone().map(minijinja::Value::from_safe_string),
+            reset_page => minijinja::Value::from_safe_string(format!("{base}/v1/password-resets")),
+            expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
+            expires_in_minutes => self.policy.reset_token_ttl.as_secs().div_ceil(60),
         };
         let rendered = self.templates.render(kind, &mail.locale, context)?;
         let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, rendered) {

@@ -7,10 +7,12 @@ use platform::{
 };
 use proto::{
     email_verification::v1::{
-        BeginConfirmationRequest, BeginConfirmationResponse, ConfirmEmailRequest, ConfirmEmailResponse,
+        BeginConfirmationRequest, BeginConfirmationResponse, BeginPasswordResetRequest, BeginPasswordResetResponse,
+        ConfirmEmailRequest, ConfirmEmailResponse, ConsumePasswordResetRequest, ConsumePasswordResetResponse,
         ExportAccountRequest, ExportAccountResponse, ReleaseConfirmationRequest, ReleaseConfirmationResponse,
-        ResendVerificationRequest, ResendVerificationResponse, SendAccountDeletedNoticeRequest,
-        SendAccountDeletedNoticeResponse, email_verification_service_server::EmailVerificationService,
+        RequestPasswordResetRequest, RequestPasswordResetResponse, ResendVerificationRequest,
+        ResendVerificationResponse, SendAccountDeletedNoticeRequest, SendAccountDeletedNoticeResponse,
+        email_verification_service_server::EmailVerificationService,
     },
     user_metadata::v1::{MarkEmailVerifiedRequest, user_metadata_service_client::UserMetadataServiceClient},
 };
@@ -135,6 +137,51 @@ impl EmailVerificationService for Verifications {
             .map_err(database_status)?;
         metrics::counter!("account_deleted_notices_total", "outcome" => queued.label()).increment(1);
         Ok(Response::new(SendAccountDeletedNoticeResponse {}))
+    }
+
+    /// Queues a reset mail for a verified account, a "sign up again" notice for a pending one, nothing otherwise;
+    /// within the address's budget; the same answer for all.
+    #[tracing::instrument(skip_all)]
+    async fn request_password_reset(
+        &self,
+        request: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        let email = request.into_inner().email;
+        if email.is_empty() || !email.contains('@') {
+            return Err(Status::invalid_argument("email must be a normalised email address"));
+        }
+        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let queued =
+            store::request_password_reset(&mut tx, &email, self.policy.budget).await.map_err(database_status)?;
+        tx.commit().await.map_err(database_status)?;
+        metrics::counter!("password_reset_requests_total", "outcome" => queued.label()).increment(1);
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn begin_password_reset(
+        &self,
+        request: Request<BeginPasswordResetRequest>,
+    ) -> Result<Response<BeginPasswordResetResponse>, Status> {
+        let invalid = || Status::failed_precondition(INVALID_TOKEN);
+        let token = Token::parse(&request.into_inner().token).ok_or_else(invalid)?;
+        let (user_id, email) =
+            store::reset_account(&self.pool, &token).await.map_err(database_status)?.ok_or_else(invalid)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        Ok(Response::new(BeginPasswordResetResponse { user_id: user_id.to_string(), email }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn consume_password_reset(
+        &self,
+        request: Request<ConsumePasswordResetRequest>,
+    ) -> Result<Response<ConsumePasswordResetResponse>, Status> {
+        let invalid = || Status::failed_precondition(INVALID_TOKEN);
+        let token = Token::parse(&request.into_inner().token).ok_or_else(invalid)?;
+        let user_id = store::consume_reset(&self.pool, &token).await.map_err(database_status)?.ok_or_else(invalid)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        metrics::counter!("password_resets_total").increment(1);
+        Ok(Response::new(ConsumePasswordResetResponse { user_id: user_id.to_string() }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]

@@ -122,6 +122,8 @@ impl std::fmt::Debug for MailSettings {
 pub struct Policy {
     /// `VERIFICATION_TOKEN_TTL_SECS` (86400): how long a verification link works.
     pub token_ttl: Duration,
+    /// `PASSWORD_RESET_TOKEN_TTL_SECS` (3600): how long a password-reset link works.
+    pub reset_token_ttl: Duration,
     /// `CONFIRM_ATTEMPTS_PER_TOKEN` (5): confirms with a wrong password a link survives; then it is dead.
     pub confirm_attempts: i32,
     /// `EXISTING_ACCOUNT_NOTICE_INTERVAL_SECS` (86400): at most one "you already have an account" notice per
@@ -160,6 +162,7 @@ struct Own {
     mail_poll_interval_ms: NonZeroU64,
     mail_global_per_minute: NonZeroI64,
     verification_token_ttl_secs: NonZeroU64,
+    password_reset_token_ttl_secs: NonZeroU64,
     confirm_attempts_per_token: NonZeroI32,
     existing_account_notice_interval_secs: NonZeroU64,
     mail_budget_per_hour: NonZeroI64,
@@ -187,6 +190,7 @@ impl Default for Own {
             mail_poll_interval_ms: n(1000),
             mail_global_per_minute: i(600),
             verification_token_ttl_secs: n(86_400),
+            password_reset_token_ttl_secs: n(3600),
             confirm_attempts_per_token: i32(5),
             existing_account_notice_interval_secs: n(86_400),
             mail_budget_per_hour: i(3),
@@ -245,6 +249,7 @@ impl Own {
         }
         Ok(Policy {
             token_ttl: Duration::from_secs(self.verification_token_ttl_secs.get()),
+            reset_token_ttl: Duration::from_secs(self.password_reset_token_ttl_secs.get()),
             confirm_attempts: self.confirm_attempts_per_token.get().max(1),
             notice_interval: Duration::from_secs(self.existing_account_notice_interval_secs.get()),
             budget,

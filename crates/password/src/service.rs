@@ -8,9 +8,10 @@ use platform::{
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, ChangePasswordRequest, ChangePasswordResponse,
     CreateSessionRequest, CreateSessionResponse, EndAccountSessionsRequest, EndAccountSessionsResponse,
-    ExportAccountRequest, ExportAccountResponse, PromoteAttemptRequest, PromoteAttemptResponse, RevokeSessionRequest,
-    RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest, StoreAttemptCredentialResponse,
-    VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse, password_service_server::PasswordService,
+    ExportAccountRequest, ExportAccountResponse, PromoteAttemptRequest, PromoteAttemptResponse, ResetPasswordRequest,
+    ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest,
+    StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse,
+    password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -165,6 +166,21 @@ impl PasswordService for Passwords {
         }
         tracing::info!("password changed; the account's other sessions ended");
         answer(SessionOutcome::Created, 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let phc = self.hasher.hash(password(request.new_password)?).await.map_err(hash_status)?;
+        if !store::change_password(&self.pool, user_id, &phc, None).await.map_err(database_status)? {
+            return Err(Status::failed_precondition("the account has no password to reset"));
+        }
+        tracing::info!("password reset; every session of the account ended");
+        Ok(Response::new(ResetPasswordResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]

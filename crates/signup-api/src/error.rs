@@ -145,9 +145,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => {
                 "this Idempotency-Key was used with another email or a different request body".to_owned()
             }
-            Self::InvalidToken => {
-                "this verification link is invalid, already used or expired; request a new email".to_owned()
-            }
+            Self::InvalidToken => "this link is invalid, already used or expired; ask for a new email".to_owned(),
             Self::LinkPasswordMismatch => "this link and this password do not belong to the same signup: enter the \
                 password you chose when you signed up for this link (a few wrong tries end the link; signing up again \
                 sends a new one)"

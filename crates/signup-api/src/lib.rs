@@ -19,6 +19,7 @@ mod openapi;
 mod pages;
 pub mod problem;
 pub mod ratelimit;
+mod resets;
 mod routes;
 mod sessions;
 mod settings;

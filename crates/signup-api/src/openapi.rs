@@ -23,6 +23,10 @@ use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
         crate::leave::delete,
         crate::export::get,
         crate::change_password::put,
+        crate::resets::request_page,
+        crate::resets::request,
+        crate::resets::confirm_page,
+        crate::resets::confirm,
         crate::friends::suggestions,
     ),
     modifiers(&BearerAuth),
@@ -30,6 +34,7 @@ use crate::domain::{password::PRESENTED_MAX_CHARS, signup::SignupLimits};
         (name = "signups", description = "Creating accounts"),
         (name = "email verification", description = "Proving the account's mailbox"),
         (name = "sessions", description = "Signing in and out"),
+        (name = "password reset", description = "Choosing a new password through a mailed link"),
         (name = "account", description = "The signed-in account"),
     )
 )]
@@ -66,7 +71,7 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let schemas = &mut document["components"]["schemas"];
     let requests =
         ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange", "LeaveRequest"];
-    for name in requests.into_iter().chain(["PasswordChange"]) {
+    for name in requests.into_iter().chain(["PasswordChange", "ResetRequest", "ResetConfirm"]) {
         schemas[name]["additionalProperties"] = false.into();
     }
     let signup = &mut schemas["SignupRequest"]["properties"];
@@ -84,7 +89,7 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let sign_in = &mut schemas["SignInRequest"]["properties"];
     merge(&mut sign_in["email"], email.clone());
     merge(&mut sign_in["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
-    merge(&mut schemas["ResendRequest"]["properties"]["email"], email);
+    merge(&mut schemas["ResendRequest"]["properties"]["email"], email.clone());
     let confirm = &mut schemas["ConfirmRequest"]["properties"];
     merge(&mut confirm["token"], token.clone());
     merge(&mut confirm["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
@@ -96,7 +101,15 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     merge(&mut change["current_password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
     let policy = &limits.password;
     merge(&mut change["new_password"], json!({ "minLength": policy.min_chars, "maxLength": policy.max_chars }));
+    merge(&mut schemas["ResetRequest"]["properties"]["email"], email.clone());
+    let reset = &mut schemas["ResetConfirm"]["properties"];
+    merge(&mut reset["token"], token.clone());
+    merge(&mut reset["new_password"], json!({ "minLength": policy.min_chars, "maxLength": policy.max_chars }));
     let paths = &mut document["paths"];
+    for parameter in parameters(&mut paths["/v1/password-resets/confirm"]["get"]) {
+        parameter["required"] = true.into();
+        merge(&mut parameter["schema"], token.clone());
+    }
     for parameter in parameters(&mut paths["/v1/email-verifications/confirm"]["get"]) {
         parameter["required"] = true.into();
         merge(&mut parameter["schema"], token.clone());

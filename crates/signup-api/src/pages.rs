@@ -48,6 +48,63 @@ pub(crate) fn invalid_link() -> Response {
     )
 }
 
+/// The page to ask for a password reset: a form that POSTs the address back here.
+pub(crate) fn reset_request() -> Response {
+    page(
+        StatusCode::OK,
+        "Reset your password",
+        "<h1>Reset your password</h1><p>Enter the address of your account: if it has one, we mail it a link to          choose a new password.</p><form method=\"post\" action=\"password-resets\">\
+         <p><label for=\"email\">Email</label><br><input type=\"email\" id=\"email\" name=\"email\" \
+         autocomplete=\"email\" required></p><button type=\"submit\">Send me a link</button></form>",
+    )
+}
+
+/// After a reset was asked for: the same whether or not an account has the address.
+pub(crate) fn reset_requested() -> Response {
+    page(
+        StatusCode::ACCEPTED,
+        "Check your mail",
+        "<h1>Check your mail</h1><p>If an account has this address, a link to choose a new password is on its          way. It works once, for a limited time.</p>",
+    )
+}
+
+/// The page behind a reset link: a form that POSTs a new password with the token. Opening it uses nothing.
+pub(crate) fn reset_form(token: &str, error: Option<&str>) -> Response {
+    let (status, notice) = match error {
+        Some(error) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("<p role=\"alert\"><strong>{}</strong></p>", escape(error)))
+        }
+        None => (StatusCode::OK, String::new()),
+    };
+    let body = format!(
+        "<h1>Choose a new password</h1>{notice}<p>Setting it signs out every session of the account.</p>\
+         <form method=\"post\" action=\"confirm\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <p><label for=\"new_password\">New password</label><br><input type=\"password\" id=\"new_password\" \
+         name=\"new_password\" autocomplete=\"new-password\" required></p>\
+         <button type=\"submit\">Set my new password</button></form>",
+        escape(token)
+    );
+    page(status, "Choose a new password", &body)
+}
+
+/// After a successful reset.
+pub(crate) fn reset_done() -> Response {
+    page(
+        StatusCode::OK,
+        "Password changed",
+        "<h1>Password changed</h1><p>Your new password is set, and every session was signed out: sign in again          with it.</p>",
+    )
+}
+
+/// A reset link that is malformed, unknown, used or expired.
+pub(crate) fn invalid_reset_link() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Link not valid",
+        "<h1>This link is not valid</h1><p>It may have been used already or have expired. Ask for a new one and use          the newest link.</p>",
+    )
+}
+
 /// When the system cannot confirm right now.
 pub(crate) fn unavailable() -> Response {
     page(

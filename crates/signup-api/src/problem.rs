@@ -85,7 +85,7 @@ pub mod types {
         StatusCode::BAD_REQUEST,
         "invalid-token",
         "Invalid Token",
-        "The verification link is unknown, already used, expired, or ended by too many wrong passwords (one answer for all). Ask for a new email (`POST /v1/email-verifications`) and use its link.",
+        "The link (a verification or a password-reset link) is unknown, already used, expired, or ended by too many wrong passwords (one answer for all). Ask for a new email (`POST /v1/email-verifications` or `POST /v1/password-resets`) and use its link.",
     );
     /// 400.
     pub const LINK_PASSWORD_MISMATCH: ProblemType = kind(

@@ -36,6 +36,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/email-verifications/confirm",
             limited(Class::Confirms, get(crate::verifications::confirm_page).post(crate::verifications::confirm)),
         )
+        .route(
+            "/v1/password-resets",
+            limited(Class::Resends, get(crate::resets::request_page).post(crate::resets::request)),
+        )
+        .route(
+            "/v1/password-resets/confirm",
+            limited(Class::Confirms, get(crate::resets::confirm_page).post(crate::resets::confirm)),
+        )
         .route("/v1/sessions", limited(Class::Sessions, post(crate::sessions::create)))
         .route("/v1/sessions/current", limited(Class::Sessions, delete(crate::sessions::delete_current)))
         .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))

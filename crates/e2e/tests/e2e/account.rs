@@ -175,3 +175,84 @@ async fn changing_the_password_takes_the_current_one_ends_the_other_sessions_and
     assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("password was changed"))), "no notice");
     Ok(())
 }
+
+async fn ask_reset(stack: &Stack, email: &str) -> anyhow::Result<(u16, Value)> {
+    let url = format!("{}/v1/password-resets", stack.api_url());
+    let response = stack.http().post(url).json(&json!({ "email": email })).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+async fn reset(stack: &Stack, token: &str, new_password: &str) -> anyhow::Result<(u16, Value)> {
+    let url = format!("{}/v1/password-resets/confirm", stack.api_url());
+    let response = stack.http().post(url).json(&json!({ "token": token, "new_password": new_password })).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+/// The token of the newest reset link mailed to `email`.
+async fn reset_token(stack: &Stack, email: &str, count: usize) -> anyhow::Result<String> {
+    let mails = stack.smtp.wait_for(email, count, DELIVERY_TIMEOUT).await?;
+    let text = mails.last().and_then(|m| m.part("text/plain")).unwrap_or_default();
+    anyhow::ensure!(text.contains("/v1/password-resets/confirm?token="), "not a reset mail: {text}");
+    mails.last().and_then(e2e::smtp::Received::token).ok_or_else(|| anyhow::anyhow!("no token in {text}"))
+}
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tells_accounts_apart() -> anyhow::Result<()>
+{
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let (verified, pending, unknown) = (unique_email("verified"), unique_email("pending"), unique_email("unknown"));
+    verified_account(&stack, &verified).await?;
+    let old_session = stack.session(&verified, PASSWORD).await?;
+    let body = json!({ "email": pending, "password": PASSWORD, "display_name": "Pending" });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+    stack.smtp.wait_for(&pending, 1, DELIVERY_TIMEOUT).await?;
+
+    // One answer for all three addresses.
+    let answers =
+        [ask_reset(&stack, &verified).await?, ask_reset(&stack, &pending).await?, ask_reset(&stack, &unknown).await?];
+    assert_eq!(answers[0], (202, json!({ "status": "accepted" })));
+    assert!(answers.iter().all(|answer| *answer == answers[0]), "{answers:?}");
+    // The verified account gets a reset link; the pending one a notice without one; the unknown address nothing.
+    let token = reset_token(&stack, &verified, 2).await?;
+    let notice = stack.smtp.wait_for(&pending, 2, DELIVERY_TIMEOUT).await?.remove(1);
+    let notice_text = notice.part("text/plain").unwrap_or_default();
+    assert!(notice_text.contains("sign up") && !notice_text.contains("token="), "{notice_text}");
+    let queued_for_unknown: i64 = {
+        let mut db = stack.database("email-verification").connect().await?;
+        sqlx::query_scalar("SELECT count(*) FROM mails WHERE recipient = $1").bind(&unknown).fetch_one(&mut db).await?
+    };
+    assert_eq!(queued_for_unknown, 0);
+
+    // Opening the link uses nothing; a weak password is refused and the link still works.
+    let page = stack.http().get(format!("{}/v1/password-resets/confirm?token={token}", stack.api_url())).send().await?;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await?.contains("name=\"new_password\""));
+    let (status, weak) = reset(&stack, &token, "password1234567").await?;
+    assert_eq!(status, 422, "{weak}");
+    let new = "a quite different battery staple horse";
+    assert_eq!(reset(&stack, &token, new).await?, (200, json!({ "status": "password_changed" })));
+
+    // Every session ended; the old password is gone, the new one works; the owner is told.
+    assert_eq!(stack.me(&old_session).await?.status(), 401);
+    assert_eq!(stack.sign_in(&verified, PASSWORD).await?.status(), 401);
+    assert_eq!(stack.sign_in(&verified, new).await?.status(), 201);
+    let mails = stack.smtp.wait_for(&verified, 3, DELIVERY_TIMEOUT).await?;
+    assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("password was changed"))), "no notice");
+
+    // The link works once; an expired one fails the same way.
+    let (used_status, used) = reset(&stack, &token, "yet another battery staple horse").await?;
+    assert_ne!(ask_reset(&stack, &verified).await?.0, 0);
+    let second = reset_token(&stack, &verified, 4).await?;
+    {
+        let mut db = stack.database("email-verification").connect().await?;
+        sqlx::query("UPDATE tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
+            .execute(&mut db)
+            .await?;
+    }
+    let (expired_status, expired) = reset(&stack, &second, "yet another battery staple horse").await?;
+    assert_eq!((used_status, &used["type"]), (400, &json!("/problems/invalid-token")), "{used}");
+    assert_eq!((expired_status, &expired["type"], &expired["detail"]), (used_status, &used["type"], &used["detail"]));
+    assert_eq!(stack.sign_in(&verified, new).await?.status(), 201, "a refused reset changed the password");
+    Ok(())
+}

@@ -129,6 +129,65 @@ pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBud
     Ok(Queued::Yes)
 }
 
+/// A password reset asked for `email`: a reset mail (its link's token issued when it is sent) for a verified
+/// account, a "sign up again" notice for a pending one, nothing for an unknown address; within the address's
+/// budget, whose lock is taken for every address so the work does not depend on whether an account exists.
+pub(crate) async fn request_password_reset(
+    conn: &mut PgConnection,
+    email: &str,
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    let within = lock_budget(conn, email, budget).await?;
+    let account: Option<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT user_id, locale, verified_at IS NOT NULL FROM accounts WHERE email = $1 \
+         ORDER BY verified_at DESC NULLS LAST, created_at DESC LIMIT 1",
+    )
+    .bind(email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((user_id, locale, verified)) = account else { return Ok(Queued::NotNeeded) };
+    if !within {
+        return Ok(Queued::OverBudget);
+    }
+    let kind = if verified { Kind::PasswordReset } else { Kind::ResetNotVerified };
+    let mail = NewMail {
+        id: Uuid::now_v7(),
+        kind,
+        user_id: Some(user_id),
+        recipient: email,
+        locale: &locale,
+        signup_id: None,
+    };
+    insert_mail(conn, &mail).await?;
+    Ok(Queued::Yes)
+}
+
+/// The live reset token's verified account: its id and address. Uses nothing.
+pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<Option<(Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT a.user_id, a.email FROM tokens t JOIN mails m ON m.id = t.mail_id JOIN accounts a ON a.user_id = t.user_id \
+         WHERE t.token_hash = $1 AND m.kind = $2 AND t.used_at IS NULL AND t.expires_at > now() \
+           AND a.verified_at IS NOT NULL",
+    )
+    .bind(token.hash())
+    .bind(Kind::PasswordReset.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Uses a live reset token, once (a concurrent use finds it used); returns its account.
+pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE tokens t SET used_at = now() FROM mails m \
+         WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 AND t.used_at IS NULL AND t.expires_at > now() \
+         RETURNING t.user_id",
+    )
+    .bind(token.hash())
+    .bind(Kind::PasswordReset.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
 /// A mail to queue.
 #[derive(Debug)]
 pub(crate) struct NewMail<'a> {

@@ -63,7 +63,7 @@ pub(crate) async fn claim_due(
     pool: &PgPool,
     (limit, per_minute): (i64, i64),
     lease: Duration,
-    token_ttl: Duration,
+    (token_ttl, reset_ttl): (Duration, Duration),
 ) -> anyhow::Result<Claim> {
     // A token for each mail the claim may take; the n-th verification mail claimed (by id) gets the n-th.
     let tokens = (0..limit).map(|_| Token::generate()).collect::<Result<Vec<_>, _>>()?;
@@ -75,6 +75,8 @@ pub(crate) async fn claim_due(
         .bind(token_ttl.as_secs_f64())
         .bind(&hashes)
         .bind(Kind::Verification.as_str())
+        .bind(Kind::PasswordReset.as_str())
+        .bind(reset_ttl.as_secs_f64())
         .fetch_all(pool)
         .await?;
     let remaining = rows.first().map_or(0, |row| row.remaining);
@@ -86,7 +88,7 @@ pub(crate) async fn claim_due(
         else {
             continue;
         };
-        if Kind::parse(&kind) == Some(Kind::Verification) && row.token_hash.is_none() {
+        if matches!(Kind::parse(&kind), Some(Kind::Verification | Kind::PasswordReset)) && row.token_hash.is_none() {
             stale.push(id);
             continue;
         }
@@ -119,15 +121,15 @@ charged AS ( \
   HAVING count(*) > 0 \
   ON CONFLICT (second) DO UPDATE SET attempts = mail_budget.attempts + excluded.attempts), \
 numbered AS ( \
-  SELECT id, user_id, row_number() OVER (ORDER BY id) AS n FROM claimed WHERE kind = $6), \
-pending AS ( \
-  SELECT user_id FROM accounts WHERE user_id IN (SELECT user_id FROM numbered) AND verified_at IS NULL \
-  FOR SHARE), \
+  SELECT id, user_id, kind, row_number() OVER (ORDER BY id) AS n FROM claimed WHERE kind IN ($6, $7)), \
+eligible AS ( \
+  SELECT user_id, verified_at IS NOT NULL AS verified FROM accounts \
+  WHERE user_id IN (SELECT user_id FROM numbered) FOR SHARE), \
 issued AS ( \
   INSERT INTO tokens (token_hash, mail_id, user_id, expires_at) \
-  SELECT t.hash, n.id, n.user_id, now() + make_interval(secs => $4) \
+  SELECT t.hash, n.id, n.user_id, now() + make_interval(secs => CASE WHEN n.kind = $7 THEN $8 ELSE $4 END) \
   FROM numbered n JOIN unnest($5::bytea[]) WITH ORDINALITY AS t(hash, i) ON t.i = n.n \
-  WHERE n.user_id IN (SELECT user_id FROM pending) \
+  WHERE EXISTS (SELECT 1 FROM eligible e WHERE e.user_id = n.user_id AND e.verified = (n.kind = $7)) \
   RETURNING mail_id, token_hash) \
 SELECT c.id, c.kind, c.recipient, c.locale, c.attempts, b.remaining, i.token_hash, c.traceparent, c.tracestate \
 FROM budget b LEFT JOIN claimed c ON true LEFT JOIN issued i ON i.mail_id = c.id";
