@@ -216,7 +216,8 @@ async fn fields(request: Request, names: &[&str]) -> Result<HashMap<String, Stri
             .await
             .map_err(|_| ApiError::Malformed("the form does not parse".to_owned()))?;
         let unknown = form.keys().filter(|key| !names.contains(&key.as_str()));
-        let unknown = unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"));
+        let unknown =
+            unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"));
         let missing = names.iter().filter(|name| !form.contains_key(**name));
         let missing = missing.map(|name| FieldError::new(*name, "required", "is required"));
         let problems: Vec<FieldError> = unknown.chain(missing).collect();
