@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use platform::backoff::Backoff;
+use platform::{backoff::Backoff, token::Token};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -197,27 +197,7 @@ impl Sender {
         let Some(kind) = Kind::parse(&mail.kind) else {
             return Ok(Some(Outcome::Failed(format!("unknown mail kind {}", mail.kind))));
         };
-        let base = &self.settings.public_base_url;
-        let link = match (kind, &mail.token) {
-            (Kind::Verification, Some(token)) => {
-                Some(format!("{base}/v1/email-verifications/confirm?token={}", token.expose()))
-            }
-            (Kind::PasswordReset, Some(token)) => {
-                Some(format!("{base}/v1/password-resets/confirm?token={}", token.expose()))
-            }
-            (Kind::Verification | Kind::PasswordReset, None) => return Ok(None),
-            (
-                Kind::ExistingAccountNotice | Kind::AccountDeleted | Kind::PasswordChanged | Kind::ResetNotVerified,
-                _,
-            ) => None,
-        };
-        // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
-        let context = minijinja::context! {
-            link => link.clone().map(minijinja::Value::from_safe_string),
-            reset_page => minijinja::Value::from_safe_string(format!("{base}/v1/password-resets")),
-            expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
-            expires_in_minutes => self.policy.reset_token_ttl.as_secs().div_ceil(60),
-        };
+        let Some(context) = self.context(kind, mail.token.as_ref()) else { return Ok(None) };
         let rendered = self.templates.render(kind, &mail.locale, context)?;
         let message = match mail::compose(mail.id, &self.settings.from, &mail.recipient, rendered) {
             Ok(message) => message,
@@ -233,6 +213,30 @@ impl Sender {
             tracing::info!(file = %file.display(), "mail written to a file");
         }
         Ok(Some(self.outcome(mail, sent.map(|_| ()))))
+    }
+
+    /// What the mail's template is given: its link (a verification or a reset link, with the token issued for it),
+    /// the reset page, and how long links work. `None` when a mail that needs a link has none: its account is no
+    /// longer pending (or verified), so it is not needed.
+    fn context(&self, kind: Kind, token: Option<&Token>) -> Option<minijinja::Value> {
+        let base = &self.settings.public_base_url;
+        let link = match (kind, token) {
+            (Kind::Verification, Some(token)) => {
+                Some(format!("{base}/v1/email-verifications/confirm?token={}", token.expose()))
+            }
+            (Kind::PasswordReset, Some(token)) => {
+                Some(format!("{base}/v1/password-resets/confirm?token={}", token.expose()))
+            }
+            (Kind::Verification | Kind::PasswordReset, None) => return None,
+            _ => None,
+        };
+        // Safe as is: PUBLIC_BASE_URL has no HTML special characters and the token is base64url.
+        Some(minijinja::context! {
+            link => link.map(minijinja::Value::from_safe_string),
+            reset_page => minijinja::Value::from_safe_string(format!("{base}/v1/password-resets")),
+            expires_in_hours => self.policy.token_ttl.as_secs().div_ceil(3600),
+            expires_in_minutes => self.policy.reset_token_ttl.as_secs().div_ceil(60),
+        })
     }
 
     /// What a delivery attempt's result means for the mail: sent, failed for good, or to retry after a pause.

@@ -341,26 +341,12 @@ pub(crate) async fn export(
             .bind(user_id)
             .fetch_optional(pool)
             .await?;
-    let sessions: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT created_at, last_used_at, expires_at FROM sessions \
-             WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?;
+    let sessions = live_sessions(pool, user_id).await?;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM attempt_credentials WHERE email_hash = $1")
         .bind(email_hash)
         .fetch_one(pool)
         .await?;
-    // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>: the first three fields say how, the last two are secret.
-    let (algorithm, parameters) = credential.as_ref().map_or((String::new(), String::new()), |(phc, ..)| {
-        let fields: Vec<&str> = phc.split('$').collect();
-        (
-            fields.get(1).copied().unwrap_or_default().to_owned(),
-            fields.get(2..4).map(|f| f.join(",")).unwrap_or_default(),
-        )
-    });
+    let (algorithm, parameters) = credential.as_ref().map(|(phc, ..)| how_hashed(phc)).unwrap_or_default();
     Ok(proto::password::v1::ExportAccountResponse {
         has_password: credential.is_some(),
         algorithm,
@@ -368,13 +354,33 @@ pub(crate) async fn export(
         password_set_at: credential.as_ref().map(|(_, created, _)| to_proto(*created)),
         password_changed_at: credential.as_ref().map(|(.., updated)| to_proto(*updated)),
         pending_attempt_passwords: u32::try_from(pending).unwrap_or(u32::MAX),
-        sessions: sessions
-            .into_iter()
-            .map(|(created, used, expires)| proto::password::v1::ExportedSession {
-                created_at: Some(to_proto(created)),
-                last_used_at: Some(to_proto(used)),
-                expires_at: Some(to_proto(expires)),
-            })
-            .collect(),
+        sessions,
     })
+}
+
+/// The times of `user_id`'s live sessions (never their tokens).
+async fn live_sessions(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<proto::password::v1::ExportedSession>> {
+    use platform::time::to_proto;
+    type Times = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    let sessions: Vec<Times> = sqlx::query_as(
+        "SELECT created_at, last_used_at, expires_at FROM sessions \
+         WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    let session = |(created, used, expires): Times| proto::password::v1::ExportedSession {
+        created_at: Some(to_proto(created)),
+        last_used_at: Some(to_proto(used)),
+        expires_at: Some(to_proto(expires)),
+    };
+    Ok(sessions.into_iter().map(session).collect())
+}
+
+/// The algorithm and parameters of a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`): the first fields
+/// say how; the salt and the hash, the last two, stay here.
+fn how_hashed(phc: &str) -> (String, String) {
+    let fields: Vec<&str> = phc.split('$').collect();
+    let algorithm = fields.get(1).copied().unwrap_or_default().to_owned();
+    (algorithm, fields.get(2..4).map(|f| f.join(",")).unwrap_or_default())
 }

@@ -230,16 +230,29 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
     // Marking events published need not wait for the disk: if a crash loses the mark, the events are published
     // again, and every consumer is idempotent. (The rows themselves were committed durably with their change.)
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    let confirmed = publish(channel, settings, &rows).await?;
+    confirmed.record(&mut tx).await?;
+    tx.commit().await?;
+    metrics::counter!("outbox_published_total").increment(confirmed.published.len() as u64);
+    match confirmed.broken {
+        Some(error) => Err(error).context("publishing to the broker"),
+        None => Ok(rows.len()),
+    }
+}
+
+/// Publishes `rows`, each in its publish span, and waits for the broker's confirms (bounded by
+/// [`CONFIRM_TIMEOUT`]); each span ends at its confirm.
+async fn publish(channel: &lapin::Channel, settings: &RelaySettings, rows: &[Row]) -> anyhow::Result<Confirmed> {
     let (mut confirms, mut spans) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
     let start = tokio::time::Instant::now();
-    for row in &rows {
+    for row in rows {
         let span = publish_span(row, settings);
         let properties = row.envelope(&settings.source, TraceContext::of(&span)).properties();
         let exchange = settings.exchange.as_str().into();
         confirms.push(channel.basic_publish(exchange, "".into(), MANDATORY, &row.payload, properties).await);
         spans.push(span);
     }
-    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Confirmed::wait(&rows, confirms))
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Confirmed::wait(rows, confirms))
         .await
         .map_err(|_| anyhow::anyhow!("the broker did not confirm {} events within {CONFIRM_TIMEOUT:?}", rows.len()))?;
     // From the first publish to the last confirm: how long the broker takes to make a batch durable.
@@ -249,13 +262,7 @@ async fn publish_due(pool: &PgPool, channel: &lapin::Channel, settings: &RelaySe
             span.record("otel.status_code", "ERROR");
         }
     }
-    confirmed.record(&mut tx).await?;
-    tx.commit().await?;
-    metrics::counter!("outbox_published_total").increment(confirmed.published.len() as u64);
-    match confirmed.broken {
-        Some(error) => Err(error).context("publishing to the broker"),
-        None => Ok(rows.len()),
-    }
+    Ok(confirmed)
 }
 
 /// The span of one event's publication, from the first publish to the broker's confirm: a producer span in the

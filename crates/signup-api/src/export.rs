@@ -136,47 +136,59 @@ pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Re
     let export = Export {
         exported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         profile: crate::me::to_profile(user),
-        password: PasswordPart {
-            has_password: password.has_password,
-            algorithm: password.algorithm,
-            parameters: password.parameters,
-            password_set_at: rfc3339(password.password_set_at),
-            password_changed_at: rfc3339(password.password_changed_at),
-            pending_attempt_passwords: password.pending_attempt_passwords,
-            sessions: password
-                .sessions
-                .into_iter()
-                .map(|s| SessionPart {
-                    created_at: rfc3339(s.created_at),
-                    last_used_at: rfc3339(s.last_used_at),
-                    expires_at: rfc3339(s.expires_at),
-                })
-                .collect(),
-        },
-        mail: MailPart {
-            verified_at: rfc3339(mail.verified_at),
-            live_links: mail.live_links,
-            mails: mail
-                .mails
-                .into_iter()
-                .map(|m| MailRecord {
-                    kind: m.kind,
-                    status: m.status,
-                    queued_at: rfc3339(m.queued_at),
-                    sent_at: rfc3339(m.sent_at),
-                    attempts: m.attempts,
-                })
-                .collect(),
-        },
-        discovery: DiscoveryPart {
-            member: discovery.member,
-            discoverable: discovery.discoverable,
-            contact_hashes: discovery.contact_hashes,
-            pending_attempts: discovery.pending_attempts,
-            email_hash_stored: discovery.email_hash_stored,
-        },
+        password: password.into(),
+        mail: mail.into(),
+        discovery: discovery.into(),
     };
     Ok(crate::me::private(Json(export)))
+}
+
+impl From<proto::password::v1::ExportAccountResponse> for PasswordPart {
+    fn from(part: proto::password::v1::ExportAccountResponse) -> Self {
+        let session = |s: proto::password::v1::ExportedSession| SessionPart {
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            expires_at: rfc3339(s.expires_at),
+        };
+        Self {
+            has_password: part.has_password,
+            algorithm: part.algorithm,
+            parameters: part.parameters,
+            password_set_at: rfc3339(part.password_set_at),
+            password_changed_at: rfc3339(part.password_changed_at),
+            pending_attempt_passwords: part.pending_attempt_passwords,
+            sessions: part.sessions.into_iter().map(session).collect(),
+        }
+    }
+}
+
+impl From<proto::email_verification::v1::ExportAccountResponse> for MailPart {
+    fn from(part: proto::email_verification::v1::ExportAccountResponse) -> Self {
+        let mail = |m: proto::email_verification::v1::ExportedMail| MailRecord {
+            kind: m.kind,
+            status: m.status,
+            queued_at: rfc3339(m.queued_at),
+            sent_at: rfc3339(m.sent_at),
+            attempts: m.attempts,
+        };
+        Self {
+            verified_at: rfc3339(part.verified_at),
+            live_links: part.live_links,
+            mails: part.mails.into_iter().map(mail).collect(),
+        }
+    }
+}
+
+impl From<proto::friend_discovery::v1::ExportAccountResponse> for DiscoveryPart {
+    fn from(part: proto::friend_discovery::v1::ExportAccountResponse) -> Self {
+        Self {
+            member: part.member,
+            discoverable: part.discoverable,
+            contact_hashes: part.contact_hashes,
+            pending_attempts: part.pending_attempts,
+            email_hash_stored: part.email_hash_stored,
+        }
+    }
 }
 
 fn rfc3339(at: Option<prost_types::Timestamp>) -> Option<String> {

@@ -66,53 +66,51 @@ const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
 /// field's length, pattern or count as the handlers check it (`limits` as configured).
 pub(crate) fn constrained(limits: &SignupLimits) -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    constrain_bodies(&mut document["components"]["schemas"], limits);
+    constrain_parameters(&mut document["paths"]);
+    document
+}
+
+/// Every request body: no unknown members, and each field as its handler checks it.
+fn constrain_bodies(schemas: &mut Value, limits: &SignupLimits) {
     let email = json!({ "type": "string", "format": "email", "minLength": 3, "maxLength": EMAIL_MAX_LENGTH });
     let token = json!({ "type": "string", "pattern": TOKEN_PATTERN });
-    let schemas = &mut document["components"]["schemas"];
-    let requests =
-        ["SignupRequest", "SignInRequest", "ConfirmRequest", "ResendRequest", "ProfileChange", "LeaveRequest"];
-    for name in requests.into_iter().chain(["PasswordChange", "ResetRequest", "ResetConfirm"]) {
-        schemas[name]["additionalProperties"] = false.into();
+    let presented = json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS });
+    let new_password = json!({ "minLength": limits.password.min_chars, "maxLength": limits.password.max_chars });
+    let locale = json!({ "minLength": 1, "maxLength": 35, "pattern": "^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$" });
+    let fields = [
+        ("SignupRequest", "email", email.clone()),
+        ("SignupRequest", "password", new_password.clone()),
+        ("SignupRequest", "display_name", json!({ "minLength": 1, "maxLength": limits.display_name_max_chars })),
+        ("SignupRequest", "contacts", json!({ "maxItems": limits.max_contacts, "items": email.clone() })),
+        ("SignupRequest", "locale", locale),
+        ("SignInRequest", "email", email.clone()),
+        ("SignInRequest", "password", presented.clone()),
+        ("ResendRequest", "email", email.clone()),
+        ("ConfirmRequest", "token", token.clone()),
+        ("ConfirmRequest", "password", presented.clone()),
+        ("ProfileChange", "discoverable", json!({})),
+        ("LeaveRequest", "password", presented.clone()),
+        ("PasswordChange", "current_password", presented),
+        ("PasswordChange", "new_password", new_password.clone()),
+        ("ResetRequest", "email", email),
+        ("ResetConfirm", "token", token),
+        ("ResetConfirm", "new_password", new_password),
+    ];
+    for (schema, field, constraint) in fields {
+        schemas[schema]["additionalProperties"] = false.into();
+        merge(&mut schemas[schema]["properties"][field], constraint);
     }
-    let signup = &mut schemas["SignupRequest"]["properties"];
-    merge(&mut signup["email"], email.clone());
-    merge(
-        &mut signup["password"],
-        json!({ "minLength": limits.password.min_chars, "maxLength": limits.password.max_chars }),
-    );
-    merge(&mut signup["display_name"], json!({ "minLength": 1, "maxLength": limits.display_name_max_chars }));
-    merge(&mut signup["contacts"], json!({ "maxItems": limits.max_contacts, "items": email.clone() }));
-    merge(
-        &mut signup["locale"],
-        json!({ "minLength": 1, "maxLength": 35, "pattern": "^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$" }),
-    );
-    let sign_in = &mut schemas["SignInRequest"]["properties"];
-    merge(&mut sign_in["email"], email.clone());
-    merge(&mut sign_in["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
-    merge(&mut schemas["ResendRequest"]["properties"]["email"], email.clone());
-    let confirm = &mut schemas["ConfirmRequest"]["properties"];
-    merge(&mut confirm["token"], token.clone());
-    merge(&mut confirm["password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
-    merge(
-        &mut schemas["LeaveRequest"]["properties"]["password"],
-        json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }),
-    );
-    let change = &mut schemas["PasswordChange"]["properties"];
-    merge(&mut change["current_password"], json!({ "minLength": 1, "maxLength": PRESENTED_MAX_CHARS }));
-    let policy = &limits.password;
-    merge(&mut change["new_password"], json!({ "minLength": policy.min_chars, "maxLength": policy.max_chars }));
-    merge(&mut schemas["ResetRequest"]["properties"]["email"], email.clone());
-    let reset = &mut schemas["ResetConfirm"]["properties"];
-    merge(&mut reset["token"], token.clone());
-    merge(&mut reset["new_password"], json!({ "minLength": policy.min_chars, "maxLength": policy.max_chars }));
-    let paths = &mut document["paths"];
-    for parameter in parameters(&mut paths["/v1/password-resets/confirm"]["get"]) {
-        parameter["required"] = true.into();
-        merge(&mut parameter["schema"], token.clone());
-    }
-    for parameter in parameters(&mut paths["/v1/email-verifications/confirm"]["get"]) {
-        parameter["required"] = true.into();
-        merge(&mut parameter["schema"], token.clone());
+}
+
+/// Every parameter: the links' tokens required and shaped, the `Idempotency-Key`, the page size.
+fn constrain_parameters(paths: &mut Value) {
+    let token = json!({ "type": "string", "pattern": TOKEN_PATTERN });
+    for link in ["/v1/email-verifications/confirm", "/v1/password-resets/confirm"] {
+        for parameter in parameters(&mut paths[link]["get"]) {
+            parameter["required"] = true.into();
+            merge(&mut parameter["schema"], token.clone());
+        }
     }
     for parameter in parameters(&mut paths["/v1/signups"]["post"]) {
         merge(&mut parameter["schema"], json!({ "pattern": IDEMPOTENCY_KEY_PATTERN }));
@@ -122,7 +120,6 @@ pub(crate) fn constrained(limits: &SignupLimits) -> Value {
             merge(&mut parameter["schema"], json!({ "minimum": 1, "maximum": crate::friends::MAX_LIMIT }));
         }
     }
-    document
 }
 
 /// The parameters of one operation.

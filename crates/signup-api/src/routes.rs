@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     problem::Problem,
-    ratelimit::{self, Class},
+    ratelimit::{self, Class, RateLimits},
     startup::AppState,
 };
 
@@ -26,10 +26,29 @@ pub fn router(state: AppState) -> Router {
     let docs = SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", crate::openapi::constrained(&state.limits))
         .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"));
+    let api = v1(&state.rate_limits)
+        .route("/problems/{slug}", get(crate::problem::page))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+        .merge(docs);
+    api.layer(middleware::from_fn(crate::error::log_errors))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            axum::response::IntoResponse::into_response(Problem::internal())
+        }))
+        .layer(middleware::from_fn(crate::problem::with_instance))
+        .layer(platform::http::trace_layer())
+        .layer(middleware::from_fn(platform::metrics::track_http))
+}
+
+/// The versioned API: every route counts against its client's budget for its kind of request.
+fn v1(limits: &RateLimits) -> Router<AppState> {
     let limited = |class: Class, route: MethodRouter<AppState>| {
-        route.route_layer(middleware::from_fn_with_state((state.rate_limits.clone(), class), ratelimit::limit))
+        route.route_layer(middleware::from_fn_with_state((limits.clone(), class), ratelimit::limit))
     };
-    let api = Router::new()
+    Router::new()
         .route("/v1/signups", limited(Class::Signups, post(crate::signups::create)))
         .route("/v1/email-verifications", limited(Class::Resends, post(crate::verifications::resend)))
         .route(
@@ -51,20 +70,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))
         .route("/v1/me/export", limited(Class::Reads, get(crate::export::get)))
         .route("/v1/me/password", limited(Class::Sessions, put(crate::change_password::put)))
-        .route("/problems/{slug}", get(crate::problem::page))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state)
-        .merge(docs);
-    api.layer(middleware::from_fn(crate::error::log_errors))
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("handler panicked");
-            axum::response::IntoResponse::into_response(Problem::internal())
-        }))
-        .layer(middleware::from_fn(crate::problem::with_instance))
-        .layer(platform::http::trace_layer())
-        .layer(middleware::from_fn(platform::metrics::track_http))
 }
 
 async fn not_found() -> Problem {

@@ -80,8 +80,19 @@ pub(crate) async fn claim_due(
         .fetch_all(pool)
         .await?;
     let remaining = rows.first().map_or(0, |row| row.remaining);
-    let mut claim = Claim::default();
-    let mut stale = Vec::new();
+    let (mails, stale) = sort(rows, &tokens);
+    let mut claim = Claim { mails, ..Claim::default() };
+    claim.superseded = supersede(pool, &stale).await?;
+    // The budget decided when it left less than was asked for, and the claim took all it left.
+    let claimed = i64::try_from(claim.mails.len() + claim.superseded).unwrap_or(i64::MAX);
+    claim.budget_bound = remaining < limit && claimed == remaining;
+    Ok(claim)
+}
+
+/// The claimed mails to attempt, each with the token issued for its link, and the ids of those that need a link
+/// but got none (their account is no longer pending, or no longer verified): those are superseded.
+fn sort(rows: Vec<ClaimedRow>, tokens: &[Token]) -> (Vec<Claimed>, Vec<Uuid>) {
+    let (mut mails, mut stale) = (Vec::new(), Vec::new());
     for row in rows {
         let (Some(id), Some(kind), Some(recipient), Some(locale), Some(attempts)) =
             (row.id, row.kind, row.recipient, row.locale, row.attempts)
@@ -93,13 +104,9 @@ pub(crate) async fn claim_due(
             continue;
         }
         let token = row.token_hash.and_then(|hash| tokens.iter().find(|t| t.hash() == hash).cloned());
-        claim.mails.push(Claimed { id, kind, recipient, locale, attempts, token, trace: row.trace });
+        mails.push(Claimed { id, kind, recipient, locale, attempts, token, trace: row.trace });
     }
-    claim.superseded = supersede(pool, &stale).await?;
-    // The budget decided when it left less than was asked for, and the claim took all it left.
-    let claimed = i64::try_from(claim.mails.len() + claim.superseded).unwrap_or(i64::MAX);
-    claim.budget_bound = remaining < limit && claimed == remaining;
-    Ok(claim)
+    (mails, stale)
 }
 
 /// The claim, in one statement: the budget left, the due mails locked and leased, the budget charged, each claimed
