@@ -282,6 +282,7 @@ struct RawDatabaseSettings {
     pguser: String,
     pgpassword: Option<SecretString>,
     pgsslmode: Option<String>,
+    pgdatabase: Option<String>,
 }
 
 impl Default for RawDatabaseSettings {
@@ -296,6 +297,7 @@ impl Default for RawDatabaseSettings {
             pguser: "postgres".to_owned(),
             pgpassword: None,
             pgsslmode: None,
+            pgdatabase: None,
         }
     }
 }
@@ -327,7 +329,8 @@ impl DatabaseSettings {
         let raw: RawDatabaseSettings = load()?;
         let url = match &raw.database_url {
             Some(url) => url.clone(),
-            None => raw.libpq_url(default_database),
+            // PGDATABASE, set for one service, names its database instead of its own name.
+            None => raw.libpq_url(raw.pgdatabase.as_deref().unwrap_or(default_database)),
         };
         let settings = Self {
             url,

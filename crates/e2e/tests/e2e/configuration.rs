@@ -96,3 +96,58 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A role with a password, as a stock Postgres wants: the libpq variables alone (no `DATABASE_URL`) take a service
+/// to its database as that role, which creates the database, migrates it and serves. (Where pg_hba trusts
+/// loopback, as on this machine and in CI, the password is sent but not checked; the role and database are.)
+#[tokio::test]
+async fn the_libpq_variables_take_a_service_to_its_database_as_a_password_role() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (role, database, exchange) = (format!("e2e_role_{id}"), format!("e2e_libpq_{id}"), format!("e2e.{id}"));
+    let admin_url = e2e::backing::postgres_url();
+    let options: sqlx::postgres::PgConnectOptions = admin_url.parse()?;
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+    let create = format!("CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'e2e-libpq-secret'");
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await?;
+    let env = vec![
+        var("PGHOST", options.get_host()),
+        var("PGPORT", options.get_port()),
+        var("PGUSER", &role),
+        var("PGPASSWORD", "e2e-libpq-secret"),
+        var("PGDATABASE", &database),
+        var("PORT", 0),
+        var("METRICS_PORT", 0),
+        var("EVENTS_EXCHANGE", &exchange),
+    ];
+
+    let migrated = ServiceProcess::run("user-metadata", &["migrate"], &env).await?;
+    let mut serving = ServiceProcess::spawn("user-metadata", &["serve"], &env)?;
+    let (port, _) = serving.serving_ports(e2e::stack::READY_TIMEOUT).await?;
+    let ready = serving.wait_ready(e2e::process::Probe::Grpc(port), e2e::stack::READY_TIMEOUT).await;
+    drop(serving);
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
+            .bind(&database)
+            .fetch_optional(&mut admin)
+            .await?;
+    let users_owner: Option<String> = {
+        let url =
+            format!("postgres://{role}:e2e-libpq-secret@{}:{}/{database}", options.get_host(), options.get_port());
+        let mut db = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'users'")
+            .fetch_optional(&mut db)
+            .await?
+    };
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}"))).execute(&mut admin).await;
+    let _ = e2e::broker::delete_topology(&exchange, &[]).await;
+
+    assert!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+    ready?;
+    assert_eq!(owner.as_deref(), Some(role.as_str()), "the database was not created by the role");
+    assert_eq!(users_owner.as_deref(), Some(role.as_str()), "the tables were not migrated by the role");
+    Ok(())
+}
