@@ -75,7 +75,7 @@ pub(crate) struct MailPart {
 /// One mail.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct MailRecord {
-    /// `verification` or `existing_account_notice`.
+    /// `verification`, `existing_account_notice`, `password_changed`, `password_reset` or `reset_not_verified`.
     kind: String,
     /// `pending`, `sent`, `failed` or `superseded`.
     status: String,
