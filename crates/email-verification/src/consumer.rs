@@ -58,8 +58,7 @@ impl Handler for EventHandler {
             // Never delivered here: `acts_on` leaves them out.
             Event::PasswordChanged(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                let queued =
-                    store::password_changed(tx, envelope.id, user_id, self.policy.budget).await.map_err(transient)?;
+                let queued = store::password_changed(tx, envelope.id, user_id).await.map_err(transient)?;
                 count(Kind::PasswordChanged, queued);
             }
             Event::DiscoverabilityChanged(_) | Event::Unknown(_) => {}

@@ -132,9 +132,8 @@ impl EmailVerificationService for Verifications {
         if request.email.is_empty() || !request.email.contains('@') {
             return Err(Status::invalid_argument("email must be a normalised email address"));
         }
-        let queued = store::account_deleted(&self.pool, &request.email, &request.locale, self.policy.budget)
-            .await
-            .map_err(database_status)?;
+        let queued =
+            store::account_deleted(&self.pool, &request.email, &request.locale).await.map_err(database_status)?;
         metrics::counter!("account_deleted_notices_total", "outcome" => queued.label()).increment(1);
         Ok(Response::new(SendAccountDeletedNoticeResponse {}))
     }

@@ -152,15 +152,16 @@ impl PasswordService for Passwords {
         let answer = |outcome: SessionOutcome, retry_after_seconds| {
             Ok(Response::new(ChangePasswordResponse { outcome: outcome.into(), retry_after_seconds }))
         };
-        match self.check(email_hash, Some(user_id), None, current).await? {
+        let checked = match self.check(email_hash, Some(user_id), None, current).await? {
             Checked::Throttled(retry_after) => return answer(SessionOutcome::Throttled, retry_after),
             Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
-            Checked::Valid(_) => {}
-        }
+            Checked::Valid(_, checked) => checked,
+        };
         let phc = self.hasher.hash(new).await.map_err(hash_status)?;
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
-        let changed =
-            store::change_password(&self.pool, user_id, &phc, keep.as_deref()).await.map_err(database_status)?;
+        // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
+        let change = store::Change { user_id, phc: &phc, replacing: checked.as_deref(), keep: keep.as_deref() };
+        let changed = store::change_password(&self.pool, &change).await.map_err(database_status)?;
         if !changed {
             return answer(SessionOutcome::InvalidCredentials, 0);
         }
@@ -176,8 +177,13 @@ impl PasswordService for Passwords {
         let request = request.into_inner();
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
         let phc = self.hasher.hash(password(request.new_password)?).await.map_err(hash_status)?;
-        if !store::change_password(&self.pool, user_id, &phc, None).await.map_err(database_status)? {
+        let change = store::Change { user_id, phc: &phc, replacing: None, keep: None };
+        if !store::change_password(&self.pool, &change).await.map_err(database_status)? {
             return Err(Status::failed_precondition("the account has no password to reset"));
+        }
+        // The owner proved the mailbox: failed sign-ins before the reset no longer hold the account back.
+        if let Ok(email_hash) = email_hash(&request.email_hash) {
+            store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
         }
         tracing::info!("password reset; every session of the account ended");
         Ok(Response::new(ResetPasswordResponse {}))
@@ -215,7 +221,7 @@ impl Passwords {
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
         match self.check(email_hash, user_id, signup_id, password).await? {
-            Checked::Valid(user_id) => self.open(user_id, signup_id).await,
+            Checked::Valid(user_id, _) => self.open(user_id, signup_id).await,
             Checked::Invalid => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::InvalidCredentials.into(),
                 ..CreateSessionResponse::default()
@@ -257,19 +263,26 @@ impl Passwords {
         }
         let verified = verified.map_err(hash_status)?;
         let Some(user_id) = user_id.filter(|_| verified.valid) else { return Ok(Checked::Invalid) };
-        if let (None, Some(old), Some(new)) = (signup_id, stored, verified.rehashed) {
-            self.upgrade(user_id, &old, &new).await;
-        }
+        let current = match (signup_id, stored, verified.rehashed) {
+            (None, Some(old), Some(new)) if self.upgrade(user_id, &old, &new).await => Some(new),
+            (_, stored, _) => stored,
+        };
         store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
-        Ok(Checked::Valid(user_id))
+        Ok(Checked::Valid(user_id, current))
     }
 
     /// Stores the credential rehashed under the current parameters. Best effort: the sign-in already succeeded;
     /// the next one retries the upgrade.
-    async fn upgrade(&self, user_id: Uuid, old: &str, new: &str) {
+    async fn upgrade(&self, user_id: Uuid, old: &str, new: &str) -> bool {
         match store::replace(&self.pool, user_id, old, new).await {
-            Ok(()) => tracing::info!("credential rehashed under the current parameters"),
-            Err(error) => tracing::warn!(%error, "could not store the rehashed credential"),
+            Ok(()) => {
+                tracing::info!("credential rehashed under the current parameters");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not store the rehashed credential");
+                false
+            }
         }
     }
 
@@ -292,8 +305,8 @@ impl Passwords {
 
 /// What a password check found.
 enum Checked {
-    /// The password is the account's (or the attempt's).
-    Valid(Uuid),
+    /// The password is the account's (or the attempt's): the account, and the credential as stored now.
+    Valid(Uuid, Option<String>),
     /// Unknown user or wrong password.
     Invalid,
     /// Too many failures: not checked; retry after these seconds.

@@ -192,21 +192,32 @@ pub(crate) async fn revoke(pool: &PgPool, token_hash: &[u8]) -> sqlx::Result<()>
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(pool).await.map(drop)
 }
 
-/// Replaces the account's password with `phc`, ends every session but `keep`, and announces `PasswordChanged`, in
-/// one transaction; returns whether the account has a password to replace.
-pub(crate) async fn change_password(
-    pool: &PgPool,
-    user_id: Uuid,
-    phc: &str,
-    keep: Option<&[u8]>,
-) -> sqlx::Result<bool> {
+/// A new password for an account.
+#[derive(Debug)]
+pub(crate) struct Change<'a> {
+    pub(crate) user_id: Uuid,
+    /// The new credential.
+    pub(crate) phc: &'a str,
+    /// The credential it must replace (a change: the one whose password was just checked); `None` for a reset.
+    pub(crate) replacing: Option<&'a str>,
+    /// The hash of the session that stays open; `None` ends them all.
+    pub(crate) keep: Option<&'a [u8]>,
+}
+
+/// Replaces the account's password, ends every session but `keep`, and announces `PasswordChanged`, in one
+/// transaction; returns whether there was a password to replace (the one `replacing` names, when given).
+pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx::Result<bool> {
+    let (user_id, keep) = (change.user_id, change.keep);
     let mut tx = pool.begin().await?;
-    let changed = sqlx::query("UPDATE credentials SET phc = $2, updated_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .bind(phc)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let changed = sqlx::query(
+        "UPDATE credentials SET phc = $2, updated_at = now() WHERE user_id = $1 AND ($3::text IS NULL OR phc = $3)",
+    )
+    .bind(user_id)
+    .bind(change.phc)
+    .bind(change.replacing)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if changed == 0 {
         return Ok(false);
     }
@@ -377,10 +388,12 @@ async fn live_sessions(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<proto::
     Ok(sessions.into_iter().map(session).collect())
 }
 
-/// The algorithm and parameters of a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`): the first fields
-/// say how; the salt and the hash, the last two, stay here.
+/// The algorithm, version and parameters of a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), parsed
+/// as one: the salt and the hash stay here whatever the string's shape.
 fn how_hashed(phc: &str) -> (String, String) {
-    let fields: Vec<&str> = phc.split('$').collect();
-    let algorithm = fields.get(1).copied().unwrap_or_default().to_owned();
-    (algorithm, fields.get(2..4).map(|f| f.join(",")).unwrap_or_default())
+    let Ok(hash) = argon2::PasswordHash::new(phc) else { return (String::new(), String::new()) };
+    let version = hash.version.map(|v| format!("v={v}"));
+    let parameters: Vec<String> =
+        version.into_iter().chain([hash.params.to_string()]).filter(|p| !p.is_empty()).collect();
+    (hash.algorithm.to_string(), parameters.join(","))
 }

@@ -42,7 +42,7 @@ pub(crate) struct PasswordPart {
     parameters: String,
     /// RFC 3339.
     password_set_at: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339: when the stored hash last changed (a change, a reset, or a rehash under new parameters).
     password_changed_at: Option<String>,
     /// Signup attempts still waiting for their link, each with its own password.
     pending_attempt_passwords: u32,
@@ -66,7 +66,7 @@ pub(crate) struct SessionPart {
 pub(crate) struct MailPart {
     /// RFC 3339.
     verified_at: Option<String>,
-    /// Verification links issued and neither used nor expired.
+    /// Links (verification or password reset) issued and neither used nor expired.
     live_links: u32,
     /// Every mail queued to the address.
     mails: Vec<MailRecord>,

@@ -1,5 +1,5 @@
-//! Leaving: `DELETE /v1/me` with a session and the account's password. The account stops working at once (every
-//! session ended, then the user removed, so sign-ins fail), `UserDeleted` goes out through user-metadata's outbox
+//! Leaving: `DELETE /v1/me` with a session and the account's password. The account stops working at once (the
+//! user removed, so no session authenticates and no sign-in finds it; then every session ended), `UserDeleted` goes out through user-metadata's outbox
 //! and every service forgets the user within seconds; the email can sign up again; a last mail says it happened.
 
 use axum::{Json, extract::State, http::HeaderMap, http::StatusCode, response::Response};
@@ -67,11 +67,14 @@ pub(crate) async fn delete(
         Email::parse(&user.email).map_err(|_| ApiError::Internal(anyhow::anyhow!("a stored email does not parse")))?;
     // The password is checked as a sign-in checks it (throttled per email); the session it opens ends below.
     let (user_id, _) = crate::sessions::open(&state, &email, &password).await?;
-    let sessions = EndAccountSessionsRequest { user_id: user_id.clone() };
-    let ended = state.upstreams.passwords.clone().end_account_sessions(sessions).await;
-    ended.map_err(|status| ApiError::from_status("password", &status))?;
-    let deleted = state.upstreams.users.clone().delete_user(DeleteUserRequest { user_id }).await;
+    // Deleted first: from then on no session authenticates (the user is gone) and no sign-in finds the account.
+    let deleted = state.upstreams.users.clone().delete_user(DeleteUserRequest { user_id: user_id.clone() }).await;
     deleted.map_err(|status| ApiError::from_status("user-metadata", &status))?;
+    // Then the sessions end at once; were password unreachable now, UserDeleted ends them within seconds.
+    let sessions = EndAccountSessionsRequest { user_id };
+    if let Err(status) = state.upstreams.passwords.clone().end_account_sessions(sessions).await {
+        tracing::warn!(code = ?status.code(), "sessions not ended at once; UserDeleted will end them");
+    }
     // The last mail is a courtesy: the account is gone whether or not it can be queued now.
     let notice = SendAccountDeletedNoticeRequest { email: user.email, locale: user.locale };
     if let Err(status) = state.upstreams.verifications.clone().send_account_deleted_notice(notice).await {

@@ -201,7 +201,8 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
         state.upstreams.verifications.clone().consume_password_reset(consume).await.map_err(invalid_token)?;
     let user_id = consumed.into_inner().user_id;
     tracing::Span::current().record("user_id", user_id.as_str());
-    let request = ResetPasswordRequest { user_id, new_password: new.expose().to_owned() };
+    let email_hash = state.hasher.hash(&email);
+    let request = ResetPasswordRequest { user_id, new_password: new.expose().to_owned(), email_hash };
     state.upstreams.passwords.clone().reset_password(request).await.map_err(|status| match status.code() {
         Code::FailedPrecondition => ApiError::InvalidToken,
         _ => ApiError::from_status("password", &status),

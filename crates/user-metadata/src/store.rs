@@ -437,6 +437,7 @@ pub(crate) async fn delete_archived(tx: &mut Transaction<'_, Postgres>, accounts
     let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
     sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
     sqlx::query("DELETE FROM users WHERE id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM outbox WHERE user_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
     for account in accounts {
         platform::outbox::enqueue(tx, &crate::events::deleted(account.id, &account.signup_ids)).await?;
     }

@@ -188,12 +188,14 @@ async fn reset(stack: &Stack, token: &str, new_password: &str) -> anyhow::Result
     Ok((response.status().as_u16(), response.json().await?))
 }
 
-/// The token of the newest reset link mailed to `email`.
+/// The token of the newest reset link among the first `count` mails to `email`, once they have arrived.
 async fn reset_token(stack: &Stack, email: &str, count: usize) -> anyhow::Result<String> {
     let mails = stack.smtp.wait_for(email, count, DELIVERY_TIMEOUT).await?;
-    let text = mails.last().and_then(|m| m.part("text/plain")).unwrap_or_default();
-    anyhow::ensure!(text.contains("/v1/password-resets/confirm?token="), "not a reset mail: {text}");
-    mails.last().and_then(e2e::smtp::Received::token).ok_or_else(|| anyhow::anyhow!("no token in {text}"))
+    let is_reset = |m: &&e2e::smtp::Received| {
+        m.part("text/plain").is_some_and(|text| text.contains("/v1/password-resets/confirm?token="))
+    };
+    let newest = mails.iter().rev().find(is_reset).ok_or_else(|| anyhow::anyhow!("no reset mail among {count}"))?;
+    newest.token().ok_or_else(|| anyhow::anyhow!("no token in the reset mail"))
 }
 
 #[tokio::test]
@@ -228,6 +230,10 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     let page = stack.http().get(format!("{}/v1/password-resets/confirm?token={token}", stack.api_url())).send().await?;
     assert_eq!(page.status(), 200);
     assert!(page.text().await?.contains("name=\"new_password\""));
+    // A second link before the first is used: the reset ends it too (an older mail must not take the account back).
+    assert_eq!(ask_reset(&stack, &verified).await?.0, 202);
+    let other = reset_token(&stack, &verified, 3).await?;
+    assert_ne!(other, token);
     let (status, weak) = reset(&stack, &token, "password1234567").await?;
     assert_eq!(status, 422, "{weak}");
     let new = "a quite different battery staple horse";
@@ -237,13 +243,14 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     assert_eq!(stack.me(&old_session).await?.status(), 401);
     assert_eq!(stack.sign_in(&verified, PASSWORD).await?.status(), 401);
     assert_eq!(stack.sign_in(&verified, new).await?.status(), 201);
-    let mails = stack.smtp.wait_for(&verified, 3, DELIVERY_TIMEOUT).await?;
+    let mails = stack.smtp.wait_for(&verified, 4, DELIVERY_TIMEOUT).await?;
     assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("password was changed"))), "no notice");
 
-    // The link works once; an expired one fails the same way.
+    // The link works once, the other link died with the reset, and an expired one fails the same way.
     let (used_status, used) = reset(&stack, &token, "yet another battery staple horse").await?;
-    assert_ne!(ask_reset(&stack, &verified).await?.0, 0);
-    let second = reset_token(&stack, &verified, 4).await?;
+    let (other_status, other_answer) = reset(&stack, &other, "yet another battery staple horse").await?;
+    assert_eq!(ask_reset(&stack, &verified).await?.0, 202);
+    let second = reset_token(&stack, &verified, 5).await?;
     {
         let mut db = stack.database("email-verification").connect().await?;
         sqlx::query("UPDATE tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
@@ -252,6 +259,7 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     }
     let (expired_status, expired) = reset(&stack, &second, "yet another battery staple horse").await?;
     assert_eq!((used_status, &used["type"]), (400, &json!("/problems/invalid-token")), "{used}");
+    assert_eq!((other_status, &other_answer["type"]), (used_status, &used["type"]), "{other_answer}");
     assert_eq!((expired_status, &expired["type"], &expired["detail"]), (used_status, &used["type"], &used["detail"]));
     assert_eq!(stack.sign_in(&verified, new).await?.status(), 201, "a refused reset changed the password");
     Ok(())

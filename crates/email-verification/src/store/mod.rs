@@ -175,17 +175,37 @@ pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<
     .await
 }
 
-/// Uses a live reset token, once (a concurrent use finds it used); returns its account.
+/// Uses a live reset token, once (a concurrent use finds it used), and ends every other reset link of its account
+/// with it: an older reset mail must not take the account back. Returns the account.
 pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let user_id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE tokens t SET used_at = now() FROM mails m \
          WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 AND t.used_at IS NULL AND t.expires_at > now() \
          RETURNING t.user_id",
     )
     .bind(token.hash())
     .bind(Kind::PasswordReset.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(user_id) = user_id {
+        end_reset_links(&mut tx, user_id).await?;
+    }
+    tx.commit().await?;
+    Ok(user_id)
+}
+
+/// Ends every live reset link of `user_id` (its password was just reset or changed).
+async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tokens t SET used_at = now() FROM mails m \
+         WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND t.used_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(Kind::PasswordReset.as_str())
+    .execute(conn)
     .await
+    .map(drop)
 }
 
 /// A mail to queue.
@@ -202,13 +222,11 @@ pub(crate) struct NewMail<'a> {
     pub(crate) signup_id: Option<Uuid>,
 }
 
-/// Applies a PasswordChanged: queues the notice `mail_id` to the verified account's address, within its budget.
-pub(crate) async fn password_changed(
-    conn: &mut PgConnection,
-    mail_id: Uuid,
-    user_id: Uuid,
-    budget: MailBudget,
-) -> sqlx::Result<Queued> {
+/// Applies a PasswordChanged: ends the account's live reset links and queues the notice `mail_id` to its address.
+/// The notice is outside the address's budget: only someone with the password (or a reset link) causes it, and
+/// a budget spent by strangers' requests must never keep it from the owner.
+pub(crate) async fn password_changed(conn: &mut PgConnection, mail_id: Uuid, user_id: Uuid) -> sqlx::Result<Queued> {
+    end_reset_links(conn, user_id).await?;
     let account: Option<(String, String)> = sqlx::query_as(
         "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
          ORDER BY verified_at DESC LIMIT 1",
@@ -225,22 +243,18 @@ pub(crate) async fn password_changed(
         locale: &locale,
         signup_id: None,
     };
-    queue_within_budget(conn, &mail, budget).await
+    insert_mail(conn, &mail).await?;
+    Ok(Queued::Yes)
 }
 
-/// Queues the last mail to an account its owner deleted, tied to no user, within the address's budget.
-pub(crate) async fn account_deleted(
-    pool: &PgPool,
-    recipient: &str,
-    locale: &str,
-    budget: MailBudget,
-) -> sqlx::Result<Queued> {
-    let mut tx = pool.begin().await?;
+/// Queues the last mail to an account its owner deleted, tied to no user. Outside the address's budget: only
+/// someone with the password causes it, and a budget spent by strangers' requests must never keep it from the owner.
+pub(crate) async fn account_deleted(pool: &PgPool, recipient: &str, locale: &str) -> sqlx::Result<Queued> {
+    let mut conn = pool.acquire().await?;
     let mail =
         NewMail { id: Uuid::now_v7(), kind: Kind::AccountDeleted, user_id: None, recipient, locale, signup_id: None };
-    let queued = queue_within_budget(&mut tx, &mail, budget).await?;
-    tx.commit().await?;
-    Ok(queued)
+    insert_mail(&mut conn, &mail).await?;
+    Ok(Queued::Yes)
 }
 
 async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget: MailBudget) -> sqlx::Result<Queued> {

@@ -174,8 +174,11 @@ pub(crate) enum Outcome {
 /// Records the outcome of an attempt on `mail_id`.
 pub(crate) async fn record(pool: &PgPool, mail_id: Uuid, outcome: &Outcome) -> sqlx::Result<()> {
     let query = match outcome {
+        // The deleted account's last mail keeps no address once it is sent.
         Outcome::Sent => sqlx::query(
-            "UPDATE mails SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = $1 AND status = 'pending'",
+            "UPDATE mails SET status = 'sent', sent_at = now(), last_error = NULL, \
+               recipient = CASE WHEN kind = 'account_deleted' THEN '' ELSE recipient END \
+             WHERE id = $1 AND status = 'pending'",
         )
         .bind(mail_id),
         Outcome::Failed(error) => {
