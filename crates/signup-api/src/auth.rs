@@ -48,6 +48,12 @@ pub(crate) async fn user(state: &AppState, headers: &HeaderMap) -> Result<(Sessi
     }
 }
 
+/// The signed-in account's email, as its keyed hash and the password policy need it.
+pub(crate) fn email(user: &User) -> Result<crate::domain::email::Email, ApiError> {
+    crate::domain::email::Email::parse(&user.email)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("a stored email does not parse")))
+}
+
 /// The token of `Authorization: Bearer <token>`, if it has the shape of one we issue.
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 
 use crate::{
     domain::{
-        email::Email,
         password::{Context, Password},
         signup::{FieldError, required_string, unknown_fields},
     },
@@ -65,8 +64,7 @@ pub(crate) async fn put(
     if user.status() != UserStatus::Verified {
         return Err(ApiError::NotVerified);
     }
-    let email =
-        Email::parse(&user.email).map_err(|_| ApiError::Internal(anyhow::anyhow!("a stored email does not parse")))?;
+    let email = crate::auth::email(&user)?;
     let context = Context { email: Some(&email), display_name: Some(&user.display_name) };
     let new = state.limits.password.check(new, context).map_err(|problems| {
         ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())

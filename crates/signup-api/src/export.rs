@@ -11,7 +11,7 @@ use proto::{
 };
 use serde::Serialize;
 
-use crate::{domain::email::Email, error::ApiError, me::Profile, startup::AppState};
+use crate::{error::ApiError, me::Profile, startup::AppState};
 
 /// Everything the system holds about the caller.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -119,8 +119,7 @@ pub(crate) struct DiscoveryPart {
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (session, user) = crate::auth::user(&state, &headers).await?;
-    let email =
-        Email::parse(&user.email).map_err(|_| ApiError::Internal(anyhow::anyhow!("a stored email does not parse")))?;
+    let email = crate::auth::email(&user)?;
     let user_id = session.user_id;
     let (mut passwords, mut verifications, mut friends) =
         (state.upstreams.passwords.clone(), state.upstreams.verifications.clone(), state.upstreams.friends.clone());

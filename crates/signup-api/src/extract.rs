@@ -43,3 +43,17 @@ fn is_json(value: Option<&header::HeaderValue>) -> bool {
     let essence = essence.trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
+
+/// Whether the body is an HTML form (`application/x-www-form-urlencoded`): what the confirm and reset pages post.
+pub(crate) fn is_form(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
+/// Whether the client is a browser that wants a page rather than JSON.
+pub(crate) fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
+}

@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 
 use crate::{
     domain::{
-        email::Email,
         password::Password,
         signup::{FieldError, required_string, unknown_fields},
     },
@@ -63,8 +62,7 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     let password = parse(&body).map_err(ApiError::Invalid)?;
     let (_, user) = crate::auth::user(&state, &headers).await?;
-    let email =
-        Email::parse(&user.email).map_err(|_| ApiError::Internal(anyhow::anyhow!("a stored email does not parse")))?;
+    let email = crate::auth::email(&user)?;
     // The password is checked as a sign-in checks it (throttled per email); the session it opens ends below.
     let (user_id, _) = crate::sessions::open(&state, &email, &password).await?;
     // Deleted first: from then on no session authenticates (the user is gone) and no sign-in finds the account.

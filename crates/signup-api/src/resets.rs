@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::{
     Form, Json,
     extract::{FromRequest as _, Query, Request, State, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use proto::{
@@ -25,7 +25,7 @@ use crate::{
         signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
-    extract::JsonObject,
+    extract::{JsonObject, is_form, wants_html},
     pages,
     startup::AppState,
 };
@@ -232,16 +232,4 @@ async fn fields(request: Request, names: &[&str]) -> Result<HashMap<String, Stri
         return Err(ApiError::Invalid(errors));
     }
     Ok(names.iter().zip(values).filter_map(|(name, value)| value.map(|v| ((*name).to_owned(), v))).collect())
-}
-
-fn is_form(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
-}
-
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
 }

@@ -8,7 +8,7 @@
 use axum::{
     Form, Json,
     extract::{FromRequest as _, Query, Request, State, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use proto::{
@@ -29,7 +29,7 @@ use crate::{
         signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
-    extract::JsonObject,
+    extract::{JsonObject, is_form, wants_html},
     pages,
     startup::AppState,
 };
@@ -264,12 +264,7 @@ async fn promote(state: &AppState, begun: BeginConfirmationResponse) {
 
 /// The token and password from a form or a JSON body.
 async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    if is_form {
+    if is_form(&request) {
         let missing = FieldError::new("token", "required", "the form must have token and password fields");
         let form = Form::<ConfirmRequest>::from_request(request, &()).await;
         return form.map(|Form(form)| form).map_err(|_| ApiError::Invalid(vec![missing]));
@@ -291,9 +286,4 @@ fn parse_email(body: &Map<String, Value>) -> Result<Email, Vec<FieldError>> {
         Some(email) if errors.is_empty() => Ok(email),
         _ => Err(errors),
     }
-}
-
-/// Whether the client is a browser that wants a page rather than JSON.
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
 }
