@@ -56,12 +56,18 @@ const BOUND: Duration = Duration::from_secs(3);
 async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     // `cargo bench -p e2e --bench signup -- whole` (or `-- dedicated`) runs one placement only; `-- refusal` only
-    // what a refused signup costs (at a given rate: `-- refusal 100`).
+    // what a refused signup costs (at a given rate: `-- refusal 100`); `-- sessions` only the session reads.
     let mut args = std::env::args().skip(1);
-    let only = args.find(|a| a == "whole" || a == "dedicated" || a == "refusal");
+    let only = args.find(|a| ["whole", "dedicated", "refusal", "sessions"].contains(&a.as_str()));
     println!("# signup benchmark ({cpus} CPUs, release binaries)\n");
     if only.as_deref() == Some("refusal") {
         return refusal_cost(args.next().and_then(|rate| rate.parse().ok()).unwrap_or(100.0)).await;
+    }
+    if only.as_deref() == Some("sessions") {
+        let (stack, _) = stack_hashing_on(cpus, SHARED_QUEUE_PER_THREAD).await?;
+        let hashing = Hashing { threads: cpus, cpus: None };
+        let bound = hashing.run(BOUND) as f64 / BOUND.as_secs_f64();
+        return session_phase(&stack, &verified_account(&stack).await?, bound).await;
     }
     if only.as_deref() != Some("dedicated") {
         whole_machine(cpus).await?;
@@ -135,17 +141,7 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
     println!("p50 new {:.1} ms, existing verified {:.1} ms\n", existing.0, existing.1);
 
     let account = verified_account(&stack).await?;
-    let reads = session_reads(&stack, &account, SESSION_CLIENTS, SESSION_PHASE).await?;
-    println!("### GET /v1/me with a session ({SESSION_CLIENTS} clients, {} s)", SESSION_PHASE.as_secs());
-    let (p50, p99) = percentiles(&reads.latencies_ms);
-    println!(
-        "{:.0} requests/s (p50 {p50:.1} ms, p99 {p99:.1} ms, {} not 200) = {:.0}x the argon2 bound of {:.1}/s that a \
-         password checked per request could reach at best (target >= 50x)\n",
-        reads.rate(),
-        reads.failed,
-        reads.rate() / run.bound(),
-        run.bound()
-    );
+    session_phase(&stack, &account, run.bound()).await?;
 
     let before = memory.peaks().await;
     let rate = run.rate();
@@ -613,6 +609,28 @@ impl Reads {
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// Authenticated reads per second against `bound` (raw hashes/s: what a password checked per request could reach
+/// at best), and the CPU each read costs, by process.
+async fn session_phase(stack: &Stack, account: &str, bound: f64) -> anyhow::Result<()> {
+    let before = cpu_by_group(stack);
+    let reads = session_reads(stack, account, SESSION_CLIENTS, SESSION_PHASE).await?;
+    let mut spent = Vec::new();
+    add_deltas(&mut spent, &before, &cpu_by_group(stack));
+    println!("### GET /v1/me with a session ({SESSION_CLIENTS} clients, {} s)", SESSION_PHASE.as_secs());
+    let (p50, p99) = percentiles(&reads.latencies_ms);
+    println!(
+        "{:.0} requests/s (p50 {p50:.1} ms, p99 {p99:.1} ms, {} not 200) = {:.0}x the argon2 bound of {bound:.1}/s that \
+         a password checked per request could reach at best (target >= 50x)",
+        reads.rate(),
+        reads.failed,
+        reads.rate() / bound,
+    );
+    let per_read: Vec<String> =
+        spent.iter().map(|(name, s)| format!("{name} {:.0}", 1e6 * s / reads.ok.max(1) as f64)).collect();
+    println!("CPU per read (us): {}\n", per_read.join(", "));
+    Ok(())
 }
 
 /// `clients` clients each reading `/v1/me` with one session, one request after another, for `duration`.
