@@ -21,14 +21,16 @@ build-all: ## Build every target: binaries, tests, benchmarks (debug)
 	$(CARGO) build --workspace --all-targets
 
 # `make test` lints while it builds: clippy-driver is rustc with clippy's lints added, so as the workspace's
-# wrapper it compiles every target once, for clippy, the binaries and the tests alike. (`cargo clippy` followed by
-# a build compiles every dependency twice, once in check mode; on two cores that is about 80 s of the suite.)
+# wrapper it compiles every target once, for clippy, the binaries and the tests alike (`cargo clippy` and then a
+# build compile every dependency twice, once in check mode). The walkthrough then runs the binaries built with
+# the tests: `cargo build --bins` alone unifies features without the dev-dependencies and would build again.
 CLIPPY_DRIVER ?= $(shell command -v clippy-driver 2>/dev/null)
 LINTED := RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings
 
 test: fmt-check ## Formatting, clippy, every test, the README walkthrough; the deploy checks when their tools are here
 	@if [ -z "$(CLIPPY_DRIVER)" ]; then echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; fi
-	@$(MAKE) --no-print-directory $(LINTED) build-all cargo-test smoke
+	@$(MAKE) --no-print-directory $(LINTED) build-all cargo-test
+	@scripts/smoke-local.sh
 	@if deploy/check.sh --tools-present; then \
 		$(MAKE) --no-print-directory deploy-check; \
 	elif [ -n "$${CI:-}" ]; then \
