@@ -37,6 +37,14 @@ fn post(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> 
     request.unwrap_or_else(|e| panic!("request: {e}"))
 }
 
+/// The text of a gzip-compressed body.
+fn gunzip(body: &[u8]) -> String {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)
+        .unwrap_or_else(|e| panic!("not gzip: {e}"));
+    text
+}
+
 fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap_or_else(|e| panic!("request: {e}"))
 }
@@ -189,11 +197,21 @@ async fn every_problem_type_has_its_page_and_the_docs_come_from_the_binary() {
         assert!(html.contains(kind.title), "{html}");
     }
     problem(get("/problems/no-such-type"), 404, "not-found").await;
-    let (status, _, body) = send(get("/docs/")).await;
-    let page = String::from_utf8_lossy(&body);
+    let (status, headers, body) = send(get("/docs/")).await;
     assert_eq!(status, StatusCode::OK);
-    for reference in page.split(['"', '\'']).filter(|part| part.ends_with(".js") || part.ends_with(".css")) {
+    // The assets are stored and served gzip-compressed (a third of the binary otherwise).
+    assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
+    let page = gunzip(&body);
+    let references: Vec<&str> =
+        page.split(['"', '\'']).filter(|part| part.ends_with(".js") || part.ends_with(".css")).collect();
+    assert!(references.contains(&"./swagger-ui-bundle.js"), "{page}");
+    for reference in references {
         assert!(!reference.contains("://"), "{reference} is loaded from elsewhere");
+        let (status, headers, body) = send(get(&format!("/docs/{}", reference.trim_start_matches("./")))).await;
+        assert_eq!(status, StatusCode::OK, "{reference}");
+        if headers.get(header::CONTENT_ENCODING).is_some() {
+            assert!(!gunzip(&body).is_empty(), "{reference}");
+        }
     }
     let (_, _, initializer) = send(get("/docs/swagger-initializer.js")).await;
     let initializer = String::from_utf8_lossy(&initializer);
