@@ -46,9 +46,9 @@ pub(crate) struct SignupRequest {
     /// The account's email; internationalised domains are accepted.
     #[schema(example = "ada@example.com")]
     email: String,
-    /// At least `PASSWORD_MIN_LENGTH` (15) and at most `PASSWORD_MAX_LENGTH` (128) characters after NFKC; not a
-    /// common or breached password; not close to the email; not guessable (a zxcvbn score of at least
-    /// `PASSWORD_MIN_SCORE`, 3, given the email and display name).
+    /// At least `PASSWORD_MIN_LENGTH` (15) and at most `PASSWORD_MAX_LENGTH` (128) characters, both as sent and
+    /// after NFKC; not a common or breached password; not close to the email; not guessable (a zxcvbn score of at
+    /// least `PASSWORD_MIN_SCORE`, 3, given the email and display name).
     #[schema(example = "correct horse battery staple")]
     password: String,
     /// Shown to friends (never put in mail); 1 to `DISPLAY_NAME_MAX_LENGTH` (100) characters, without links,

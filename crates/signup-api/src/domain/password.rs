@@ -1,4 +1,4 @@
-//! The password policy (NIST SP 800-63B style): length counted in Unicode characters after NFKC normalisation,
+//! The password policy (NIST SP 800-63B style): length counted in Unicode characters, as sent and after NFKC,
 //! no common or breached password, nothing close to the account's own email, and a strength estimate (zxcvbn)
 //! that knows repeats, sequences, keyboard walks, dictionary words and the user's own context. No composition
 //! rules.
@@ -49,9 +49,9 @@ pub const PRESENTED_MAX_CHARS: usize = 1024;
 /// The configured bounds of the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct PasswordPolicy {
-    /// Fewest characters (after NFKC).
+    /// Fewest characters (as sent and after NFKC).
     pub min_chars: usize,
-    /// Most characters (after NFKC).
+    /// Most characters (as sent and after NFKC).
     pub max_chars: usize,
     /// The lowest zxcvbn score (0 to 4) accepted; 3 means "safely unguessable: moderate protection from an
     /// offline slow-hash scenario".
@@ -110,12 +110,14 @@ impl PasswordPolicy {
     /// Checks `raw` for the account described by `context`.
     pub fn check(&self, raw: &str, context: Context<'_>) -> Result<Password, Vec<PasswordProblem>> {
         let normalised: String = raw.nfkc().collect();
-        let chars = normalised.chars().count();
+        // Both as sent (what the OpenAPI document's minLength and maxLength count) and after NFKC (what is
+        // hashed): `¼` is one character typed and three normalised, `e` + U+0301 two typed and one normalised.
+        let (typed, chars) = (raw.chars().count(), normalised.chars().count());
         let mut problems = Vec::new();
-        if chars < self.min_chars {
+        if typed.min(chars) < self.min_chars {
             problems.push(PasswordProblem::TooShort(self.min_chars));
         }
-        if chars > self.max_chars {
+        if typed.max(chars) > self.max_chars {
             problems.push(PasswordProblem::TooLong(self.max_chars));
         } else {
             let lower = normalised.to_lowercase();
@@ -218,6 +220,17 @@ mod tests {
         assert!(lenient.check("ｑｗｅｒｔｙｕｉｏｐａｓｄｆｇｈ", Context::default()).is_ok());
         assert_eq!(lenient.check("ünïcödé", Context::default()).unwrap_err(), vec![PasswordProblem::TooShort(15)]);
         assert!(lenient.check(&"é".repeat(15), Context::default()).is_ok());
+    }
+
+    #[test]
+    fn length_counts_characters_as_sent_too() {
+        // What the OpenAPI document promises: a password shorter or longer than the bounds as sent is refused,
+        // even when NFKC brings it within them (found by the contract test's fuzzing).
+        let lenient = PasswordPolicy { min_score: 0, ..POLICY };
+        let expands = format!("{}¼", "qwertzuiopasd"); // 14 characters sent, 16 after NFKC
+        assert_eq!(lenient.check(&expands, Context::default()).unwrap_err(), vec![PasswordProblem::TooShort(15)]);
+        let composes = "qe\u{301}".repeat(43); // 129 characters sent, 86 after NFKC
+        assert_eq!(lenient.check(&composes, Context::default()).unwrap_err(), vec![PasswordProblem::TooLong(128)]);
     }
 
     #[test]
