@@ -34,12 +34,13 @@ pub enum EmailError {
 impl Email {
     /// Parses and normalises `raw` (surrounding whitespace is ignored).
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        // Counted as sent, as the OpenAPI document's maxLength counts.
+        if raw.chars().count() > MAX_LEN {
+            return Err(EmailError::TooLong);
+        }
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(EmailError::Empty);
-        }
-        if raw.chars().count() > MAX_LEN {
-            return Err(EmailError::TooLong);
         }
         let (local, domain) = raw.rsplit_once('@').ok_or(EmailError::Syntax)?;
         if local.is_empty() || local.len() > MAX_LOCAL {
@@ -111,6 +112,7 @@ mod tests {
         assert_eq!(Email::parse("a@exa mple.com"), Err(EmailError::Domain));
         assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(65))), Err(EmailError::Syntax));
         assert_eq!(Email::parse(&format!("a@{}.com", "b".repeat(260))), Err(EmailError::TooLong));
+        assert_eq!(Email::parse(&format!("{}a@example.com", " ".repeat(250))), Err(EmailError::TooLong));
     }
 
     #[test]

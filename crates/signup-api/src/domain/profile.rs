@@ -12,7 +12,8 @@ impl DisplayName {
         if trimmed.is_empty() {
             return Err(("display_name_empty", "must not be empty".to_owned()));
         }
-        if trimmed.chars().count() > max_chars {
+        // Counted as sent, as the OpenAPI document's maxLength counts.
+        if raw.chars().count() > max_chars {
             return Err(("display_name_too_long", format!("must be at most {max_chars} characters")));
         }
         if trimmed.chars().any(|c| c.is_control() || is_bidi_control(c) || is_invisible(c)) {
@@ -88,6 +89,7 @@ mod tests {
         assert_eq!(DisplayName::parse("  Grace Hopper ", 100).unwrap().as_str(), "Grace Hopper");
         assert_eq!(DisplayName::parse("   ", 100).unwrap_err().0, "display_name_empty");
         assert_eq!(DisplayName::parse(&"x".repeat(101), 100).unwrap_err().0, "display_name_too_long");
+        assert_eq!(DisplayName::parse(&format!(" {} ", "x".repeat(99)), 100).unwrap_err().0, "display_name_too_long");
         assert_eq!(DisplayName::parse("bell\u{7}", 100).unwrap_err().0, "display_name_invalid");
     }
 
