@@ -32,7 +32,7 @@ pub enum EmailError {
 }
 
 impl Email {
-    /// Parses and normalises `raw` (surrounding whitespace is ignored).
+    /// Parses and normalises `raw` (surrounding whitespace is ignored, but counts towards the length bound).
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         // Counted as sent, as the OpenAPI document's maxLength counts.
         if raw.chars().count() > MAX_LEN {
