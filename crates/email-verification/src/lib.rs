@@ -14,6 +14,7 @@ mod store;
 
 use std::sync::Arc;
 
+use platform::db::MigrationFile;
 use platform::{
     deadletters::RepairArgs,
     service::{Host, Worker},
@@ -21,7 +22,6 @@ use platform::{
     shutdown::CancellationToken,
 };
 use proto::email_verification::v1::email_verification_service_server::EmailVerificationServiceServer;
-use sqlx::migrate::Migrator;
 
 use crate::{
     consumer::EventHandler,
@@ -64,7 +64,14 @@ impl platform::service::Service for EmailVerification {
     const ABOUT: &'static str = "verification tokens and email, confirm and resend, over gRPC";
     const PORTS: Ports = Ports { grpc: 50053, ops: 9053 };
     const SUBSCRIBES: bool = true;
-    const MIGRATOR: Migrator = sqlx::migrate!();
+    const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
+        "20261126000001_processed_events",
+        "20261126000002_verification",
+        "20261126000003_archive_and_tombstones",
+        "20261129000001_attempts_and_budgets",
+        "20261129000002_mail_trace_context",
+        "20261129000003_account_deleted_notice",
+    ];
     type Settings = Settings;
     type Admin = Admin;
 
@@ -89,7 +96,7 @@ impl platform::service::Service for EmailVerification {
 
     async fn admin(common: Common, settings: Settings, command: Admin) -> anyhow::Result<()> {
         let admin = AdminSettings::load()?;
-        let pool = platform::db::admin_pool(&common.database, Self::MIGRATOR).await?;
+        let pool = platform::db::admin_pool(&common.database, Self::MIGRATIONS).await?;
         let both = (&common, &settings);
         let result = match command {
             Admin::Repair(args) => admin::repair(&pool, both, &admin, &args).await,
@@ -117,4 +124,15 @@ async fn report(
         false => admin::send_report(settings, admin, &report).await?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::service::Service as _;
+
+    #[tokio::test]
+    async fn every_migration_file_is_embedded() -> anyhow::Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        platform::db::check_embedded(&dir, super::EmailVerification::MIGRATIONS).await
+    }
 }

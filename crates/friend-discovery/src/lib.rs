@@ -8,6 +8,7 @@ mod service;
 mod settings;
 mod store;
 
+use platform::db::MigrationFile;
 use platform::{
     deadletters::RepairArgs,
     service::Host,
@@ -15,7 +16,6 @@ use platform::{
     shutdown::CancellationToken,
 };
 use proto::friend_discovery::v1::friend_discovery_service_server::FriendDiscoveryServiceServer;
-use sqlx::migrate::Migrator;
 
 use crate::{consumer::EventHandler, service::Suggestions};
 
@@ -38,7 +38,11 @@ impl platform::service::Service for FriendDiscovery {
     const ABOUT: &'static str = "\"people you may know\" from hashed contacts, over gRPC";
     const PORTS: Ports = Ports { grpc: 50054, ops: 9054 };
     const SUBSCRIBES: bool = true;
-    const MIGRATOR: Migrator = sqlx::migrate!();
+    const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
+        "20261126000001_processed_events",
+        "20261126000002_graph",
+        "20261129000001_attempts_and_budget",
+    ];
     type Settings = Settings;
     type Admin = Admin;
 
@@ -53,5 +57,16 @@ impl platform::service::Service for FriendDiscovery {
     async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let Admin::Repair(args) = command;
         platform::deadletters::repair_subscriber(&common, &args, proto::Event::render).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::service::Service as _;
+
+    #[tokio::test]
+    async fn every_migration_file_is_embedded() -> anyhow::Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        platform::db::check_embedded(&dir, super::FriendDiscovery::MIGRATIONS).await
     }
 }

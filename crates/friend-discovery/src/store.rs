@@ -102,7 +102,6 @@ pub(crate) async fn verified(
     sqlx::query("DELETE FROM pending_signups WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
-#[derive(sqlx::FromRow)]
 struct PendingSignup {
     user_id: Uuid,
     signup_id: Uuid,
@@ -111,6 +110,8 @@ struct PendingSignup {
     discoverable: bool,
     contact_hashes: Vec<Vec<u8>>,
 }
+
+platform::from_row!(PendingSignup { user_id, signup_id, email_hash, display_name, discoverable, contact_hashes });
 
 impl PendingSignup {
     fn as_signed_up(&self) -> SignedUp<'_> {
@@ -206,13 +207,15 @@ pub(crate) struct Cursor {
 }
 
 /// One suggestion.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct Suggestion {
     pub(crate) user_id: Uuid,
     pub(crate) display_name: String,
     pub(crate) in_yours: bool,
     pub(crate) has_you: bool,
 }
+
+platform::from_row!(Suggestion { user_id, display_name, in_yours, has_you });
 
 impl Suggestion {
     /// This suggestion's position, for the next page's cursor.

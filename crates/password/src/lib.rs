@@ -13,6 +13,7 @@ mod store;
 
 use std::time::Duration;
 
+use platform::db::MigrationFile;
 use platform::{
     deadletters::RepairArgs,
     service::{Host, Worker},
@@ -20,7 +21,6 @@ use platform::{
     shutdown::CancellationToken,
 };
 use proto::password::v1::password_service_server::PasswordServiceServer;
-use sqlx::migrate::Migrator;
 
 use crate::{consumer::EventHandler, hasher::Hasher, service::Passwords};
 
@@ -45,7 +45,12 @@ impl platform::service::Service for Password {
     const ABOUT: &'static str = "argon2id credential storage and verification, and sessions, over gRPC";
     const PORTS: Ports = Ports { grpc: 50052, ops: 9052 };
     const SUBSCRIBES: bool = true;
-    const MIGRATOR: Migrator = sqlx::migrate!();
+    const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
+        "20261126000001_credentials",
+        "20261126000002_processed_events",
+        "20261129000001_attempts_sessions_throttling",
+        "20261129000002_outbox",
+    ];
     type Settings = Settings;
     type Admin = Admin;
 
@@ -71,5 +76,16 @@ impl platform::service::Service for Password {
     async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let Admin::Repair(args) = command;
         platform::deadletters::repair_subscriber(&common, &args, proto::Event::render).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::service::Service as _;
+
+    #[tokio::test]
+    async fn every_migration_file_is_embedded() -> anyhow::Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        platform::db::check_embedded(&dir, super::Password::MIGRATIONS).await
     }
 }

@@ -128,13 +128,15 @@ pub(crate) struct NewSession<'a> {
 }
 
 /// A live session.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) user_id: Uuid,
     pub(crate) expires_at: DateTime<Utc>,
     pub(crate) idle_expires_at: DateTime<Utc>,
     last_used_at: DateTime<Utc>,
 }
+
+platform::from_row!(Session { user_id, expires_at, idle_expires_at, last_used_at });
 
 /// How long sessions last: `idle` without use, `absolute` whatever the use.
 #[derive(Debug, Clone, Copy)]

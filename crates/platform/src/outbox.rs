@@ -71,7 +71,7 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, event: &OutboxEvent) ->
 }
 
 /// An event still unpublished long after it was written.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Stuck {
     /// The event id.
     pub id: Uuid,
@@ -80,6 +80,8 @@ pub struct Stuck {
     /// Failed publishing attempts so far.
     pub attempts: i32,
 }
+
+crate::from_row!(Stuck { id, event_type, attempts });
 
 /// Events unpublished for longer than `age`, oldest first: what `repair` looks at.
 pub async fn stuck(pool: &PgPool, age: Duration) -> sqlx::Result<Vec<Stuck>> {
@@ -201,16 +203,16 @@ async fn relay_on(
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,
     event_type: String,
     payload: Vec<u8>,
-    #[sqlx(flatten)]
     trace: TraceContext,
     created_at: DateTime<Utc>,
     attempts: i32,
 }
+
+crate::from_row!(Row { id, event_type, payload, created_at, attempts; flatten trace });
 
 /// Publishes one batch of due rows and marks the confirmed ones. Rows are locked with `SKIP LOCKED`, so
 /// replicas share the work without publishing the same row at the same time.

@@ -44,13 +44,15 @@ impl Injector for HeaderInjector<'_> {
 
 /// A trace context at rest: what is stored with an outbox row or a queued mail, and what an event carries, so the
 /// work that picks it up later continues the trace that caused it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceContext {
     /// W3C `traceparent`; `None` outside a trace.
     pub traceparent: Option<String>,
     /// W3C `tracestate`, kept as the caller sent it.
     pub tracestate: Option<String>,
 }
+
+crate::from_row!(TraceContext { traceparent, tracestate });
 
 impl TraceContext {
     /// The context of `span`.

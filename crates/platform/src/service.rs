@@ -32,8 +32,8 @@ pub trait Service {
     const PORTS: Ports;
     /// Whether the service consumes the events (and has a queue of its own).
     const SUBSCRIBES: bool;
-    /// The embedded schema migrations of the service's database.
-    const MIGRATOR: Migrator;
+    /// The embedded schema migrations of the service's database: [`migrations!`](crate::migrations).
+    const MIGRATIONS: &'static [crate::db::MigrationFile];
     /// What the service reads from the environment beyond the [`Common`] part every service reads.
     type Settings: Load + Send + 'static;
     /// The service's admin subcommands (`repair`, `archive`, ...).
@@ -104,7 +104,7 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
     let telemetry = crate::telemetry::init(S::NAME, &common.telemetry)?;
     let result = match command {
         Command::Serve => serve::<S>(common, settings).await,
-        Command::Migrate => migrate(&common, S::MIGRATOR).await,
+        Command::Migrate => migrate(&common, crate::db::migrator(S::MIGRATIONS)?).await,
         Command::Admin(admin) => S::admin(common, settings, admin).await,
         Command::Healthcheck { .. } => Ok(()),
     };
@@ -114,7 +114,7 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
 
 async fn serve<S: Service>(common: Common, settings: S::Settings) -> anyhow::Result<()> {
     S::check_serve(&settings)?;
-    let host = Host::build(S::NAME, common, S::MIGRATOR).await?;
+    let host = Host::build(S::NAME, common, crate::db::migrator(S::MIGRATIONS)?).await?;
     S::serve(host, settings, crate::shutdown::token_from(crate::shutdown::signal())).await
 }
 

@@ -12,13 +12,13 @@ mod store;
 
 use std::time::Duration;
 
+use platform::db::MigrationFile;
 use platform::{
     service::{Host, Worker},
     settings::{Common, Ports},
     shutdown::CancellationToken,
 };
 use proto::user_metadata::v1::user_metadata_service_server::UserMetadataServiceServer;
-use sqlx::migrate::Migrator;
 
 use crate::service::Users;
 
@@ -55,7 +55,14 @@ impl platform::service::Service for UserMetadata {
     const ABOUT: &'static str = "user records and the outbox of signup events, over gRPC";
     const PORTS: Ports = Ports { grpc: 50051, ops: 9051 };
     const SUBSCRIBES: bool = false;
-    const MIGRATOR: Migrator = sqlx::migrate!();
+    const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
+        "20261126000001_users_and_outbox",
+        "20261126000002_report_indexes",
+        "20261126000003_archive_index",
+        "20261129000001_signup_attempts",
+        "20261129000002_outbox_tracestate",
+        "20261129000003_outbox_user",
+    ];
     type Settings = Settings;
     type Admin = Admin;
 
@@ -76,12 +83,23 @@ impl platform::service::Service for UserMetadata {
 
     async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {
         let admin = AdminSettings::load()?;
-        let pool = platform::db::admin_pool(&common.database, Self::MIGRATOR).await?;
+        let pool = platform::db::admin_pool(&common.database, Self::MIGRATIONS).await?;
         let result = match command {
             Admin::Repair { dry_run } => admin::repair(&pool, &admin, dry_run).await,
             Admin::Archive { dry_run } => admin::archive(&pool, &admin, dry_run).await,
         };
         pool.close().await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::service::Service as _;
+
+    #[tokio::test]
+    async fn every_migration_file_is_embedded() -> anyhow::Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        platform::db::check_embedded(&dir, super::UserMetadata::MIGRATIONS).await
     }
 }

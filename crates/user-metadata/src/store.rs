@@ -30,7 +30,7 @@ impl Status {
 }
 
 /// One row of `users`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub(crate) struct User {
     pub(crate) id: Uuid,
     pub(crate) email: String,
@@ -45,6 +45,19 @@ pub(crate) struct User {
     pub(crate) verified_at: Option<DateTime<Utc>>,
 }
 
+platform::from_row!(User {
+    id,
+    email,
+    display_name,
+    locale,
+    discoverable,
+    status,
+    signup_id,
+    created_at,
+    updated_at,
+    verified_at
+});
+
 impl User {
     pub(crate) fn status(&self) -> Status {
         Status::parse(&self.status)
@@ -52,12 +65,14 @@ impl User {
 }
 
 /// What one signup attempt brings, as the user chose it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Profile {
     pub(crate) display_name: String,
     pub(crate) locale: String,
     pub(crate) discoverable: bool,
 }
+
+platform::from_row!(Profile { display_name, locale, discoverable });
 
 /// How many attempts a pending account may have at once: beyond `limit` within `window`, new ones are dropped.
 /// Earlier attempts are never pushed out, so nobody signing up after the owner can void the owner's link.
@@ -186,12 +201,12 @@ pub(crate) async fn register(
     Ok(registered)
 }
 
-#[derive(sqlx::FromRow)]
 struct UserCreated {
-    #[sqlx(flatten)]
     user: User,
     created: bool,
 }
+
+platform::from_row!(UserCreated { created; flatten user });
 
 /// Creates the user or locks the existing one, then records and announces the attempt as the user's state allows.
 async fn add_attempt(

@@ -9,12 +9,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// An account verified here: when, and through which signup attempt.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct Verification {
     pub(crate) user_id: Uuid,
     pub(crate) verified_at: DateTime<Utc>,
     pub(crate) signup_id: Uuid,
 }
+
+platform::from_row!(Verification { user_id, verified_at, signup_id });
 
 /// Accounts verified here within `lookback`, oldest first.
 pub(crate) async fn recent_verifications(pool: &PgPool, lookback: Duration) -> sqlx::Result<Vec<Verification>> {

@@ -38,7 +38,6 @@ pub(crate) struct Claim {
 }
 
 /// One row of a claim: a claimed mail, or none when nothing was claimed, with the budget left before the claim.
-#[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: Option<Uuid>,
     kind: Option<String>,
@@ -48,9 +47,10 @@ struct ClaimedRow {
     remaining: i64,
     /// The hash of the token issued for a verification mail; `None` when its account is no longer pending.
     token_hash: Option<Vec<u8>>,
-    #[sqlx(flatten)]
     trace: TraceContext,
 }
+
+platform::from_row!(ClaimedRow { id, kind, recipient, locale, attempts, remaining, token_hash; flatten trace });
 
 /// Claims up to `limit` due mails for one attempt each, no more than the global budget leaves of the last minute's
 /// `per_minute` attempts, and issues the token of each verification mail whose account is still pending (locking
