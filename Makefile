@@ -29,17 +29,22 @@ build-all: ## Build every target: binaries, tests, benchmarks (debug)
 CLIPPY_DRIVER ?= $(shell command -v clippy-driver 2>/dev/null)
 LINTED := CARGO_INCREMENTAL=0 RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings
 
+# The deploy checks need nothing built: they run alongside the tests, which leave part of the CPUs waiting, and
+# report at the end.
 test: fmt-check ## Formatting, clippy, every test, the README walkthrough; the deploy checks when their tools are here
 	@if [ -z "$(CLIPPY_DRIVER)" ]; then echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; fi
-	@$(MAKE) --no-print-directory $(LINTED) build-all cargo-test
-	@scripts/smoke-local.sh
-	@if deploy/check.sh --tools-present; then \
-		$(MAKE) --no-print-directory deploy-check; \
+	@$(MAKE) --no-print-directory $(LINTED) build-all
+	@report=$$(mktemp); trap 'rm -f "$$report"' EXIT; checks=; \
+	if deploy/check.sh --tools-present; then \
+		deploy/check.sh >"$$report" 2>&1 & checks=$$!; \
 	elif [ -n "$${CI:-}" ]; then \
 		echo "deploy checks: validators missing; CI installs them (deploy/install-tools.sh)" >&2; exit 1; \
 	else \
-		echo "deploy checks skipped: their validators are not installed (deploy/install-tools.sh installs them; make deploy-check runs them)"; \
-	fi
+		echo "deploy checks skipped: their validators are not installed (deploy/install-tools.sh installs them; make deploy-check runs them)" >"$$report"; \
+	fi; \
+	$(MAKE) --no-print-directory $(LINTED) cargo-test && scripts/smoke-local.sh; status=$$?; \
+	if [ -n "$$checks" ] && ! wait "$$checks"; then status=1; fi; \
+	cat "$$report"; exit $$status
 
 smoke: build ## The README walkthrough (scripts/smoke.sh) against make run's native stack, started and stopped here
 	@scripts/smoke-local.sh
