@@ -132,11 +132,10 @@ impl Stack {
             false => None,
         };
         let smtp = SmtpServer::start().await?;
-        let mut members: Vec<Member> = Vec::new();
-        let (mut databases, mut queues) = (Vec::new(), Vec::new());
-        for name in GRPC_SERVICES {
-            let database = TestDatabase::create(name).await?;
-            let queue = format!("e2e.{id}.{name}");
+        let databases = futures_util::future::try_join_all(GRPC_SERVICES.map(TestDatabase::create)).await?;
+        let queues: Vec<String> = GRPC_SERVICES.iter().map(|name| format!("e2e.{id}.{name}")).collect();
+        let grpc_env = |i: usize, user_metadata_port: Option<u16>| {
+            let name = GRPC_SERVICES[i];
             let amqp_url = match (&broker_proxy, name) {
                 (Some(proxy), "user-metadata") => format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port()),
                 _ => crate::backing::amqp_url(),
@@ -144,16 +143,16 @@ impl Stack {
             let mut env = common_env();
             env.extend([
                 var("METRICS_PORT", 0),
-                var("DATABASE_URL", database.url()),
+                var("DATABASE_URL", databases[i].url()),
                 var("MIGRATE_ON_START", "true"),
                 var("AMQP_URL", amqp_url),
                 var("EVENTS_EXCHANGE", &exchange),
-                var("EVENTS_QUEUE", &queue),
+                var("EVENTS_QUEUE", &queues[i]),
                 var("OUTBOX_POLL_INTERVAL_MS", 200),
             ]);
-            if name == "email-verification" {
+            if let Some(port) = user_metadata_port {
                 env.extend([
-                    var("USER_METADATA_URL", format!("http://127.0.0.1:{}", members[0].port)),
+                    var("USER_METADATA_URL", format!("http://127.0.0.1:{port}")),
                     var("SMTP_URL", smtp.url()),
                     var("MAIL_BUDGET_PER_HOUR", 1000),
                     var("MAIL_BUDGET_PER_DAY", 1000),
@@ -166,11 +165,17 @@ impl Stack {
                 ]);
             }
             env.extend(extra(&options, name));
-            let member = Member::start(name, env, |port, _| Probe::Grpc(port)).await?;
-            members.push(member);
-            databases.push(database);
-            queues.push(queue);
-        }
+            env
+        };
+        // Everything that needs no other service's port starts at once; email-verification calls user-metadata.
+        let grpc = |port, _| Probe::Grpc(port);
+        let (user_metadata, password, friends) = tokio::try_join!(
+            Member::start(GRPC_SERVICES[0], grpc_env(0, None), grpc),
+            Member::start(GRPC_SERVICES[1], grpc_env(1, None), grpc),
+            Member::start(GRPC_SERVICES[3], grpc_env(3, None), grpc),
+        )?;
+        let verification = Member::start(GRPC_SERVICES[2], grpc_env(2, Some(user_metadata.port)), grpc).await?;
+        let mut members = vec![user_metadata, password, verification, friends];
         let mut env = common_env();
         let url = |i: usize| format!("http://127.0.0.1:{}", members[i].port);
         env.extend([
