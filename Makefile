@@ -24,10 +24,8 @@ build-all: ## Build every target: binaries, tests, benchmarks (debug)
 # wrapper it compiles every target once, for clippy, the binaries and the tests alike (`cargo clippy` and then a
 # build compile every dependency twice, once in check mode). The walkthrough then runs the binaries built with
 # the tests: `cargo build --bins` alone unifies features without the dev-dependencies and would build again.
-# No incremental caches: this is the full gate, mostly run on clean checkouts, where writing them costs ~10 s
-# and saves nothing; the inner loop (`cargo test -p ...`) keeps them.
 CLIPPY_DRIVER ?= $(shell command -v clippy-driver 2>/dev/null)
-LINTED := CARGO_INCREMENTAL=0 RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings
+LINTED := RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings
 
 # The deploy checks need nothing built: they run alongside the tests, which leave part of the CPUs waiting, and
 # report at the end.
