@@ -14,8 +14,8 @@ mod store;
 
 use std::sync::Arc;
 
-use platform::db::MigrationFile;
 use platform::{
+    db::MigrationFile,
     deadletters::RepairArgs,
     service::{Host, Worker},
     settings::{Common, Ports, SettingsError},

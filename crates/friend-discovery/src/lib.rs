@@ -8,8 +8,8 @@ mod service;
 mod settings;
 mod store;
 
-use platform::db::MigrationFile;
 use platform::{
+    db::MigrationFile,
     deadletters::RepairArgs,
     service::Host,
     settings::{Common, Ports},

@@ -13,8 +13,8 @@ mod store;
 
 use std::time::Duration;
 
-use platform::db::MigrationFile;
 use platform::{
+    db::MigrationFile,
     deadletters::RepairArgs,
     service::{Host, Worker},
     settings::{Common, Ports},

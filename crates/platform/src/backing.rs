@@ -1,7 +1,7 @@
 //! A stateful service's backing services, attached by URL: its own Postgres database (migrated or checked at
 //! start) and, when it publishes or consumes events, the broker. Closed last, after the servers drained.
 
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -25,11 +25,11 @@ impl Backing {
     /// starts connecting to the broker in the background when `amqp` is given.
     pub async fn attach(
         database: &DatabaseSettings,
-        migrator: Migrator,
+        migrations: &[crate::db::MigrationFile],
         amqp: Option<(&AmqpSettings, &'static str)>,
     ) -> anyhow::Result<Self> {
         let pool = crate::db::connect(database).await?;
-        crate::db::ensure_migrated(&pool, migrator, database.migrate_on_start).await?;
+        crate::db::ensure_migrated(&pool, migrations, database.migrate_on_start).await?;
         let (broker, broker_task) = match amqp {
             Some((settings, name)) => {
                 let cancel = CancellationToken::new();

@@ -99,7 +99,8 @@ pub async fn check_embedded(dir: &Path, files: &[MigrationFile]) -> anyhow::Resu
 
 /// The `migrate` subcommand: creates the database if it is missing (and the role may), then applies pending
 /// migrations.
-pub async fn migrate_command(settings: &DatabaseSettings, migrator: Migrator) -> anyhow::Result<()> {
+pub async fn migrate_command(settings: &DatabaseSettings, migrations: &[MigrationFile]) -> anyhow::Result<()> {
+    let migrator = migrator(migrations)?;
     let url = settings.url().expose_secret();
     let exists = Postgres::database_exists(url)
         .await
@@ -154,12 +155,17 @@ pub async fn migrate(pool: &PgPool, mut migrator: Migrator) -> anyhow::Result<()
 /// A pool for an admin process: connected, and refusing (like `serve`) a schema behind the binary.
 pub async fn admin_pool(settings: &DatabaseSettings, migrations: &[MigrationFile]) -> anyhow::Result<PgPool> {
     let pool = connect(settings).await?;
-    ensure_migrated(&pool, migrator(migrations)?, false).await?;
+    ensure_migrated(&pool, migrations, false).await?;
     Ok(pool)
 }
 
 /// Before serving: migrate when asked to, otherwise refuse to serve a schema older than this binary.
-pub async fn ensure_migrated(pool: &PgPool, migrator: Migrator, migrate_on_start: bool) -> anyhow::Result<()> {
+pub async fn ensure_migrated(
+    pool: &PgPool,
+    migrations: &[MigrationFile],
+    migrate_on_start: bool,
+) -> anyhow::Result<()> {
+    let migrator = migrator(migrations)?;
     if migrate_on_start {
         return migrate(pool, migrator).await;
     }

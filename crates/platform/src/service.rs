@@ -9,7 +9,7 @@
 use std::{future::Future, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -104,7 +104,7 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
     let telemetry = crate::telemetry::init(S::NAME, &common.telemetry)?;
     let result = match command {
         Command::Serve => serve::<S>(common, settings).await,
-        Command::Migrate => migrate(&common, crate::db::migrator(S::MIGRATIONS)?).await,
+        Command::Migrate => migrate(&common, S::MIGRATIONS).await,
         Command::Admin(admin) => S::admin(common, settings, admin).await,
         Command::Healthcheck { .. } => Ok(()),
     };
@@ -114,14 +114,14 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
 
 async fn serve<S: Service>(common: Common, settings: S::Settings) -> anyhow::Result<()> {
     S::check_serve(&settings)?;
-    let host = Host::build(S::NAME, common, crate::db::migrator(S::MIGRATIONS)?).await?;
+    let host = Host::build(S::NAME, common, S::MIGRATIONS).await?;
     S::serve(host, settings, crate::shutdown::token_from(crate::shutdown::signal())).await
 }
 
 /// The `migrate` subcommand: creates the database if missing and applies pending migrations, then declares the
 /// service's queue on the broker if it subscribes, so no event published from now on can miss it.
-pub async fn migrate(common: &Common, migrator: Migrator) -> anyhow::Result<()> {
-    crate::db::migrate_command(&common.database, migrator).await?;
+pub async fn migrate(common: &Common, migrations: &[crate::db::MigrationFile]) -> anyhow::Result<()> {
+    crate::db::migrate_command(&common.database, migrations).await?;
     match &common.subscription {
         Some(subscription) => crate::events::declare_subscription(&common.amqp, subscription).await,
         None => Ok(()),
@@ -192,11 +192,15 @@ impl Host {
     /// Does the I/O setup every service needs: declares the service's queue first when it migrates on start,
     /// connects to the database (checking or applying its migrations), starts connecting to the broker, and binds
     /// `PORT` and `METRICS_PORT` (port 0 allowed).
-    pub async fn build(name: &'static str, common: Common, migrator: Migrator) -> anyhow::Result<Self> {
+    pub async fn build(
+        name: &'static str,
+        common: Common,
+        migrations: &[crate::db::MigrationFile],
+    ) -> anyhow::Result<Self> {
         if let (true, Some(subscription)) = (common.database.migrate_on_start, &common.subscription) {
             crate::events::declare_subscription(&common.amqp, subscription).await?;
         }
-        let backing = Backing::attach(&common.database, migrator, Some((&common.amqp, name))).await?;
+        let backing = Backing::attach(&common.database, migrations, Some((&common.amqp, name))).await?;
         let consumer = ConsumerStatus::default();
         let readiness = match common.subscription {
             Some(_) => backing.readiness().inform("consumer", consumer.readiness_check()),

@@ -12,8 +12,8 @@ mod store;
 
 use std::time::Duration;
 
-use platform::db::MigrationFile;
 use platform::{
+    db::MigrationFile,
     service::{Host, Worker},
     settings::{Common, Ports},
     shutdown::CancellationToken,
