@@ -126,6 +126,7 @@ impl PasswordService for Passwords {
             user_id: session.user_id.to_string(),
             expires_at: Some(platform::time::to_proto(session.expires_at)),
             idle_expires_at: Some(platform::time::to_proto(session.idle_expires_at)),
+            attempt_bound: session.attempt_bound,
         }))
     }
 

@@ -133,10 +133,12 @@ pub(crate) struct Session {
     pub(crate) user_id: Uuid,
     pub(crate) expires_at: DateTime<Utc>,
     pub(crate) idle_expires_at: DateTime<Utc>,
+    /// Opened with an unverified account's signup attempt: it ends when another attempt is verified.
+    pub(crate) attempt_bound: bool,
     last_used_at: DateTime<Utc>,
 }
 
-platform::from_row!(Session { user_id, expires_at, idle_expires_at, last_used_at });
+platform::from_row!(Session { user_id, expires_at, idle_expires_at, attempt_bound, last_used_at });
 
 /// How long sessions last: `idle` without use, `absolute` whatever the use.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +155,8 @@ pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes:
     sqlx::query_as(
         "INSERT INTO sessions (token_hash, user_id, signup_id, idle_expires_at, expires_at) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
-         RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, last_used_at",
+         RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
+         signup_id IS NOT NULL AS attempt_bound, last_used_at",
     )
     .bind(new.token_hash)
     .bind(new.user_id)
@@ -167,7 +170,8 @@ pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes:
 /// The live session with `token_hash`, its idle expiry pushed back if it was last refreshed a while ago.
 pub(crate) async fn session(pool: &PgPool, token_hash: &[u8], idle: Duration) -> sqlx::Result<Option<Session>> {
     let live: Option<Session> = sqlx::query_as(
-        "SELECT user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, last_used_at \
+        "SELECT user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
+         signup_id IS NOT NULL AS attempt_bound, last_used_at \
          FROM sessions WHERE token_hash = $1 AND expires_at > now() AND idle_expires_at > now()",
     )
     .bind(token_hash)
@@ -180,7 +184,7 @@ pub(crate) async fn session(pool: &PgPool, token_hash: &[u8], idle: Duration) ->
     let touched = sqlx::query_as(
         "UPDATE sessions SET last_used_at = now(), idle_expires_at = least(now() + make_interval(secs => $2), expires_at) \
          WHERE token_hash = $1 AND expires_at > now() AND idle_expires_at > now() \
-         RETURNING user_id, expires_at, idle_expires_at, last_used_at",
+         RETURNING user_id, expires_at, idle_expires_at, signup_id IS NOT NULL AS attempt_bound, last_used_at",
     )
     .bind(token_hash)
     .bind(idle.as_secs_f64())

@@ -1,5 +1,10 @@
 //! The signed-in caller: `Authorization: Bearer <session token>`, checked by the password service with one keyed
-//! lookup (no password hashing per request). Anything else is one `401`.
+//! lookup (no password hashing per request) and remembered for a moment ([`SessionCache`]). Anything else is one
+//! `401`.
+
+mod cache;
+
+pub(crate) use cache::SessionCache;
 
 use axum::http::{HeaderMap, header};
 use platform::token;
@@ -22,16 +27,35 @@ pub(crate) struct Session {
 /// unknown, revoked or expired).
 pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, ApiError> {
     let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
-    let request = AuthenticateSessionRequest { token: token.clone() };
-    match state.upstreams.passwords.clone().authenticate_session(request).await {
-        Ok(response) => {
-            let user_id = response.into_inner().user_id;
-            tracing::Span::current().record("user_id", user_id.as_str());
-            Ok(Session { token, user_id })
+    let user_id = match state.sessions.user_id(&token) {
+        Some(user_id) => {
+            metrics::counter!("session_checks_total", "source" => "remembered").increment(1);
+            user_id
         }
-        Err(status) if status.code() == Code::Unauthenticated => Err(ApiError::Unauthorized),
-        Err(status) => Err(ApiError::from_status("password", &status)),
+        None => {
+            metrics::counter!("session_checks_total", "source" => "password").increment(1);
+            checked(state, &token).await?
+        }
+    };
+    tracing::Span::current().record("user_id", user_id.as_str());
+    Ok(Session { token, user_id })
+}
+
+/// Asks the password service whose session `token` opens, and remembers the answer unless the session may end
+/// without a request through the API.
+async fn checked(state: &AppState, token: &str) -> Result<String, ApiError> {
+    let request = AuthenticateSessionRequest { token: token.to_owned() };
+    let response = match state.upstreams.passwords.clone().authenticate_session(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == Code::Unauthenticated => return Err(ApiError::Unauthorized),
+        Err(status) => return Err(ApiError::from_status("password", &status)),
+    };
+    if !response.attempt_bound {
+        let ends = platform::time::from_proto(response.idle_expires_at).unwrap_or_else(chrono::Utc::now);
+        let lasts = (ends - chrono::Utc::now()).to_std().unwrap_or_default();
+        state.sessions.remember(token, &response.user_id, lasts);
     }
+    Ok(response.user_id)
 }
 
 /// The signed-in account itself. A session whose account is gone is no session.

@@ -74,7 +74,7 @@ pub(crate) async fn put(
         return Err(ApiError::InvalidCredentials);
     }
     let request = ChangePasswordRequest {
-        user_id: session.user_id,
+        user_id: session.user_id.clone(),
         email_hash: state.hasher.hash(&email),
         current_password: current.expose().to_owned(),
         new_password: new.expose().to_owned(),
@@ -83,7 +83,11 @@ pub(crate) async fn put(
     let response = state.upstreams.passwords.clone().change_password(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
     match response.outcome() {
-        SessionOutcome::Created => Ok(StatusCode::NO_CONTENT),
+        SessionOutcome::Created => {
+            // Every other session of the account has ended; none may be remembered here either.
+            state.sessions.forget_account(&session.user_id);
+            Ok(StatusCode::NO_CONTENT)
+        }
         SessionOutcome::Throttled => {
             Err(ApiError::SignInThrottled { retry_after_secs: u64::from(response.retry_after_seconds.max(1)) })
         }

@@ -68,6 +68,7 @@ pub(crate) async fn delete(
     // Deleted first: from then on no session authenticates (the user is gone) and no sign-in finds the account.
     let deleted = state.upstreams.users.clone().delete_user(DeleteUserRequest { user_id: user_id.clone() }).await;
     deleted.map_err(|status| ApiError::from_status("user-metadata", &status))?;
+    state.sessions.forget_account(&user_id);
     // Then the sessions end at once; were password unreachable now, UserDeleted ends them within seconds.
     let sessions = EndAccountSessionsRequest { user_id };
     if let Err(status) = state.upstreams.passwords.clone().end_account_sessions(sessions).await {

@@ -202,11 +202,13 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
     let user_id = consumed.into_inner().user_id;
     tracing::Span::current().record("user_id", user_id.as_str());
     let email_hash = state.hasher.hash(&email);
-    let request = ResetPasswordRequest { user_id, new_password: new.expose().to_owned(), email_hash };
+    let request = ResetPasswordRequest { user_id: user_id.clone(), new_password: new.expose().to_owned(), email_hash };
     state.upstreams.passwords.clone().reset_password(request).await.map_err(|status| match status.code() {
         Code::FailedPrecondition => ApiError::InvalidToken,
         _ => ApiError::from_status("password", &status),
     })?;
+    // The reset ended every session of the account; none may be remembered here either.
+    state.sessions.forget_account(&user_id);
     Ok(())
 }
 

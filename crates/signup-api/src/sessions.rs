@@ -91,7 +91,7 @@ pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): Json
     tag = "sessions",
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "Signed out: the token no longer works"),
+        (status = 204, description = "Signed out: the token no longer works (through another replica of the API, after at most SESSION_CACHE_TTL_MS)"),
         (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
@@ -99,9 +99,10 @@ pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): Json
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn delete_current(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let session = crate::auth::session(&state, &headers).await?;
-    let request = RevokeSessionRequest { token: session.token };
+    let request = RevokeSessionRequest { token: session.token.clone() };
     let passwords = &mut state.upstreams.passwords.clone();
     passwords.revoke_session(request).await.map_err(|s| ApiError::from_status("password", &s))?;
+    state.sessions.forget(&session.token);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -36,6 +36,8 @@ pub struct Settings {
     pub fingerprint_key: SecretString,
     /// Per-client budgets for each kind of request, and which proxies to believe about the client.
     pub rate_limits: RateLimitSettings,
+    /// How long and how many checked sessions this replica remembers.
+    pub session_cache: SessionCacheSettings,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,
     /// `RUST_LOG`, `LOG_FORMAT`, `OTEL_*`.
@@ -74,6 +76,35 @@ impl Upstreams {
     /// The deadline applied to every gRPC call.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.grpc_deadline_ms.get())
+    }
+}
+
+/// How long a checked session answers without asking the password service again, and how many are remembered.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub struct SessionCacheSettings {
+    /// `SESSION_CACHE_TTL_MS`: 2000 by default; a session ended through another replica (or by an
+    /// administrator) still opens this replica's requests for at most this long. 0 remembers nothing.
+    session_cache_ttl_ms: u64,
+    /// `SESSION_CACHE_CAPACITY`: 100000 sessions by default (about 150 bytes each).
+    session_cache_capacity: NonZeroU64,
+}
+
+impl Default for SessionCacheSettings {
+    fn default() -> Self {
+        Self { session_cache_ttl_ms: 2000, session_cache_capacity: NonZeroU64::new(100_000).unwrap_or(NonZeroU64::MIN) }
+    }
+}
+
+impl SessionCacheSettings {
+    /// How long a checked session is remembered.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.session_cache_ttl_ms)
+    }
+
+    /// How many sessions are remembered at most.
+    pub fn capacity(&self) -> u64 {
+        self.session_cache_capacity.get()
     }
 }
 
@@ -222,6 +253,7 @@ impl Settings {
             contact_hash_key: secret_key("CONTACT_HASH_KEY", limits.contact_hash_key)?,
             fingerprint_key: secret_key("IDEMPOTENCY_FINGERPRINT_KEY", limits.idempotency_fingerprint_key)?,
             rate_limits: platform::settings::load::<RateLimits>()?.check()?,
+            session_cache: platform::settings::load()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
@@ -253,6 +285,7 @@ impl Settings {
             contact_hash_key: SecretString::from("test-contact-hash-key-0123456789abcdef"),
             fingerprint_key: SecretString::from("test-fingerprint-key-0123456789abcdefgh"),
             rate_limits: RateLimits::default().check().unwrap_or_else(|e| panic!("default rate limits: {e}")),
+            session_cache: SessionCacheSettings::default(),
             shutdown: ShutdownSettings::default(),
             telemetry: TelemetrySettings::default(),
         }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// How many signups password takes at a time, as learned from its refusals.
     pub admission: crate::admission::Admission,
+    /// Sessions checked within the last moment (a cache: losing it loses nothing).
+    pub(crate) sessions: crate::auth::SessionCache,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             max_body_bytes: settings.max_body_bytes,
             rate_limits: RateLimits::new(&settings.rate_limits),
             admission: crate::admission::Admission::default(),
+            sessions: crate::auth::SessionCache::new(settings.session_cache.ttl(), settings.session_cache.capacity()),
         })
     }
 }

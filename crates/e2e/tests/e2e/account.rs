@@ -206,6 +206,8 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     let (verified, pending, unknown) = (unique_email("verified"), unique_email("pending"), unique_email("unknown"));
     verified_account(&stack, &verified).await?;
     let old_session = stack.session(&verified, PASSWORD).await?;
+    // Used: signup-api now remembers the session, and the reset must make it forget.
+    assert_eq!(stack.me(&old_session).await?.status(), 200);
     let body = json!({ "email": pending, "password": PASSWORD, "display_name": "Pending" });
     assert_eq!(stack.signup(&body, None).await?.status(), 202);
     stack.smtp.wait_for(&pending, 1, DELIVERY_TIMEOUT).await?;
