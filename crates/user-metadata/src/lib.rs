@@ -5,6 +5,7 @@
 //! describes, and nothing is published that was not committed.
 
 mod admin;
+mod cache;
 mod events;
 mod service;
 mod settings;
@@ -20,7 +21,7 @@ use platform::{
 };
 use proto::user_metadata::v1::user_metadata_service_server::UserMetadataServiceServer;
 
-use crate::service::Users;
+use crate::{cache::UserCache, service::Users};
 
 /// How often expired idempotency keys are deleted.
 const EXPIRE_KEYS_EVERY: Duration = Duration::from_secs(600);
@@ -62,6 +63,7 @@ impl platform::service::Service for UserMetadata {
         "20261129000001_signup_attempts",
         "20261129000002_outbox_tracestate",
         "20261129000003_outbox_user",
+        "20261129000004_users_changed",
     ];
     type Settings = Settings;
     type Admin = Admin;
@@ -69,8 +71,10 @@ impl platform::service::Service for UserMetadata {
     async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = host.pool().clone();
         let key_ttl = settings.idempotency_key_ttl();
-        let service =
-            UserMetadataServiceServer::new(Users { pool: pool.clone(), key_ttl, attempts: settings.attempts() });
+        let cache = UserCache::new(settings.user_cache_capacity());
+        let listener = Worker::new("user cache listener", cache.clone().listen(pool.clone(), shutdown.clone()));
+        let users = Users { pool: pool.clone(), key_ttl, attempts: settings.attempts(), cache };
+        let service = UserMetadataServiceServer::new(users);
         let (relay_settings, relay_cancel) = (settings.relay(&host.common().amqp.events_exchange), shutdown.clone());
         let relay = host.broker_worker("outbox relay", move |broker, pool| {
             platform::outbox::relay(pool, broker, relay_settings, relay_cancel)
@@ -78,7 +82,7 @@ impl platform::service::Service for UserMetadata {
         let janitor = Worker::every("idempotency key janitor", EXPIRE_KEYS_EVERY, shutdown.clone(), move || {
             store::expire_keys(pool.clone(), key_ttl)
         });
-        host.run(service, [relay, Some(janitor)].into_iter().flatten().collect(), shutdown).await
+        host.run(service, [relay, Some(janitor), Some(listener)].into_iter().flatten().collect(), shutdown).await
     }
 
     async fn admin(common: Common, _: Settings, command: Admin) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    cache::UserCache,
     events::{self, Attempt},
     store::{self, AttemptLimit, Idempotency, NewSignup, Profile, Registered, StoreError, User},
 };
@@ -29,6 +30,8 @@ pub(crate) struct Users {
     pub(crate) key_ttl: std::time::Duration,
     /// How many signup attempts a pending account takes.
     pub(crate) attempts: AttemptLimit,
+    /// The users `GetUser` read, kept true by `users_changed`; every write here forgets its user at once.
+    pub(crate) cache: UserCache,
 }
 
 #[tonic::async_trait]
@@ -64,6 +67,7 @@ impl UserMetadataService for Users {
         };
         let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(user_id));
+        self.cache.forget(user_id);
         span.record("signup_id", tracing::field::display(signup_id));
         span.record("outcome", outcome);
         metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
@@ -73,7 +77,7 @@ impl UserMetadataService for Users {
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
         let user_id = uuid("user_id", &request.into_inner().user_id)?;
-        let user = store::by_id(&self.pool, user_id).await.map_err(status)?;
+        let user = self.cache.user(&self.pool, user_id).await.map_err(status)?;
         Ok(Response::new(GetUserResponse { user: Some(wire(&user)) }))
     }
 
@@ -96,9 +100,9 @@ impl UserMetadataService for Users {
         let user_id = uuid("user_id", &request.user_id)?;
         let signup_id = uuid("signup_id", &request.signup_id)?;
         let verified_at = platform::time::from_proto(request.verified_at).unwrap_or_else(Utc::now);
-        let user = store::mark_verified(&self.pool, user_id, signup_id, verified_at, events::verified)
-            .await
-            .map_err(status)?;
+        let user = store::mark_verified(&self.pool, user_id, signup_id, verified_at, events::verified).await;
+        self.cache.forget(user_id);
+        let user = user.map_err(status)?;
         Ok(Response::new(MarkEmailVerifiedResponse { user: Some(wire(&user)) }))
     }
 
@@ -114,15 +118,18 @@ impl UserMetadataService for Users {
                 store::set_discoverable(&self.pool, user_id, discoverable, events::discoverability).await
             }
             None => store::by_id(&self.pool, user_id).await,
-        }
-        .map_err(status)?;
+        };
+        self.cache.forget(user_id);
+        let user = user.map_err(status)?;
         Ok(Response::new(UpdateProfileResponse { user: Some(wire(&user)) }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
         let user_id = uuid("user_id", &request.into_inner().user_id)?;
-        let deleted = store::delete_user(&self.pool, user_id).await.map_err(platform::grpc::database_status)?;
+        let deleted = store::delete_user(&self.pool, user_id).await;
+        self.cache.forget(user_id);
+        let deleted = deleted.map_err(platform::grpc::database_status)?;
         tracing::info!(deleted, "account deletion requested by its owner");
         Ok(Response::new(DeleteUserResponse { deleted }))
     }

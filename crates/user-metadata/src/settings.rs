@@ -28,6 +28,8 @@ pub struct Settings {
     /// pending account takes; beyond, new attempts are dropped (never earlier ones).
     signup_attempts_per_account: NonZeroUsize,
     signup_attempt_window_hours: NonZeroU64,
+    /// `USER_CACHE_CAPACITY` (100000): how many users `GetUser` remembers between changes; 0 remembers none.
+    user_cache_capacity: u64,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             idempotency_key_ttl_hours: u64(24),
             signup_attempts_per_account: u(10),
             signup_attempt_window_hours: u64(24),
+            user_cache_capacity: 100_000,
         }
     }
 }
@@ -63,6 +66,11 @@ impl Settings {
     /// How long an `Idempotency-Key` is remembered.
     pub fn idempotency_key_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_key_ttl_hours.get() * 3600)
+    }
+
+    /// How many users `GetUser` remembers between changes (0: none).
+    pub fn user_cache_capacity(&self) -> u64 {
+        self.user_cache_capacity
     }
 
     /// How many signup attempts a pending account takes.

@@ -266,3 +266,54 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     assert_eq!(stack.sign_in(&verified, new).await?.status(), 201, "a refused reset changed the password");
     Ok(())
 }
+
+/// user-metadata's `user_reads_total` for `source` (remembered or database), from its metrics.
+async fn user_reads(stack: &Stack, source: &str) -> anyhow::Result<u64> {
+    let url = format!("http://127.0.0.1:{}/metrics", stack.member("user-metadata").ops_port);
+    let text = reqwest::get(&url).await?.text().await?;
+    let prefix = format!("user_reads_total{{source=\"{source}\"}} ");
+    Ok(text.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// The display name `/v1/me` answers for `session`, once it answers `expected`.
+async fn shows_name(stack: &Stack, session: &str, expected: &str) -> anyhow::Result<()> {
+    eventually(DELIVERY_TIMEOUT, || async {
+        let me: Value = stack.me(session).await?.json().await?;
+        anyhow::ensure!(me["display_name"] == expected, "the profile still says {}", me["display_name"]);
+        Ok(())
+    })
+    .await
+}
+
+/// user-metadata answers repeated reads of a user from memory, and a change to the row made anywhere (here by
+/// SQL behind its back, as another replica or the archive command would make it) shows at the next reads, also
+/// after the connection that hears of changes was cut.
+#[tokio::test]
+async fn a_remembered_profile_follows_every_change_to_the_account_wherever_it_is_made() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("remembered");
+    verified_account(&stack, &email).await?;
+    let session = stack.session(&email, PASSWORD).await?;
+    let remembered = user_reads(&stack, "remembered").await?;
+    shows_name(&stack, &session, "Ada").await?;
+    shows_name(&stack, &session, "Ada").await?;
+    assert!(user_reads(&stack, "remembered").await? > remembered, "no read was answered from memory");
+
+    let mut db = stack.database("user-metadata").connect().await?;
+    let rename = |name: &'static str| {
+        sqlx::query("UPDATE users SET display_name = $2 WHERE email = $1").bind(email.clone()).bind(name)
+    };
+    assert_eq!(rename("Changed behind its back").execute(&mut db).await?.rows_affected(), 1);
+    shows_name(&stack, &session, "Changed behind its back").await?;
+
+    // Every connection of the service cut, the listener's among them: it reconnects and forgets what it held.
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .execute(&mut db)
+        .await?;
+    shows_name(&stack, &session, "Changed behind its back").await?;
+    shows_name(&stack, &session, "Changed behind its back").await?;
+    assert_eq!(rename("Changed again").execute(&mut db).await?.rows_affected(), 1);
+    shows_name(&stack, &session, "Changed again").await?;
+    Ok(())
+}
