@@ -633,29 +633,54 @@ async fn session_phase(stack: &Stack, account: &str, bound: f64) -> anyhow::Resu
     Ok(())
 }
 
-/// `clients` clients each reading `/v1/me` with one session, one request after another, for `duration`.
+/// `clients` clients each reading `/v1/me` with one session, one request after another, for `duration`. Each
+/// client is one kept-alive HTTP/1.1 connection driven by hyper directly, as `wrk` would: the load generator
+/// shares the machine, and a general-purpose client (pool, URL parsing, redirects) costs it twice as much per read.
 async fn session_reads(stack: &Stack, email: &str, clients: usize, duration: Duration) -> anyhow::Result<Reads> {
     let token = stack.session(email, &String::from_utf8_lossy(PASSWORD)).await?;
-    let reads = Mutex::new(Reads::default());
+    let bearer = format!("Bearer {token}");
+    let authority = stack.api_url().trim_start_matches("http://").to_owned();
     let start = Instant::now();
     let client = || async {
+        let mut reads = Reads::default();
+        let stream = tokio::net::TcpStream::connect(&authority).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
         while start.elapsed() < duration {
+            let request = hyper::Request::get("/v1/me")
+                .header(hyper::header::HOST, &authority)
+                .header(hyper::header::AUTHORIZATION, &bearer)
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
             let begun = Instant::now();
-            let ok = stack.me(&token).await.is_ok_and(|r| r.status() == 200);
-            let ms = begun.elapsed().as_secs_f64() * 1000.0;
-            let mut reads = reads.lock().await;
+            // The connection takes the next request once it has finished with the last one.
+            sender.ready().await?;
+            let ok = match sender.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    http_body_util::BodyExt::collect(response.into_body()).await.is_ok() && status == 200
+                }
+                Err(_) => false,
+            };
             if ok {
                 reads.ok += 1;
-                reads.latencies_ms.push(ms);
+                reads.latencies_ms.push(begun.elapsed().as_secs_f64() * 1000.0);
             } else {
                 reads.failed += 1;
             }
         }
+        anyhow::Ok(reads)
     };
-    futures_util::future::join_all((0..clients).map(|_| client())).await;
-    let mut reads = reads.into_inner();
-    reads.elapsed = start.elapsed();
-    Ok(reads)
+    let mut total = Reads::default();
+    for reads in futures_util::future::join_all((0..clients).map(|_| client())).await {
+        let reads = reads?;
+        total.ok += reads.ok;
+        total.failed += reads.failed;
+        total.latencies_ms.extend(reads.latencies_ms);
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
 }
 
 /// Signs in to `email` one attempt after another for `duration`: (succeeded, attempted).
