@@ -106,8 +106,9 @@ impl Sender {
         }
     }
 
-    /// Waits for a reason to claim again: with every slot taken, a slot freeing up; otherwise new mail, a slot
-    /// freeing up or the next poll (for due retries). Returns at once when cancelled.
+    /// Waits for a reason to claim again: with every slot taken, a slot freeing up; otherwise new mail or the next
+    /// poll (for due retries). A slot freeing up then is no reason: the last claim left a slot free, so it took
+    /// every mail that was due, and claiming again would find none. Returns at once when cancelled.
     async fn wait(
         &self,
         saturated: bool,
@@ -122,13 +123,18 @@ impl Sender {
             }
             return Ok(());
         }
-        tokio::select! {
-            notification = listener.recv() => { notification.context("mail notifications")?; }
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            () = tokio::time::sleep(self.settings.poll_interval) => {}
-            () = cancel.cancelled() => {}
+        let poll = tokio::time::sleep(self.settings.poll_interval);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                notification = listener.recv() => { notification.context("mail notifications")?; }
+                // Reaped, so the free slots are counted right at the next claim.
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                () = &mut poll => {}
+                () = cancel.cancelled() => {}
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// When the global budget is what keeps due mail waiting: counts it, and says so in the log once a minute.
