@@ -415,9 +415,11 @@ async fn a_poison_message_is_dead_lettered_by_each_subscriber_and_applies_nothin
 async fn sigterm_lets_signups_in_flight_finish_before_signup_api_exits() -> anyhow::Result<()> {
     // Room for all ten in the hashing queue (this test is about draining, not load shedding), one hashing thread
     // and a slower hash (about 0.1 s), so most of them are still waiting for it when the signal arrives, however
-    // busy the machine is.
+    // busy the machine is. The last of them waits for nine hashes: on a busy machine longer than the default gRPC
+    // deadline, which would answer it 503 before any signal (deadlines have tests of their own).
     let options = Options {
         env: vec![
+            ("signup-api", "GRPC_DEADLINE_MS", "60000".to_owned()),
             ("password", "HASHING_QUEUE_LIMIT", "20".to_owned()),
             ("password", "HASHING_THREADS", "1".to_owned()),
             ("password", "ARGON2_ITERATIONS", "8".to_owned()),
