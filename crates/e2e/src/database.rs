@@ -1,4 +1,7 @@
-//! A throwaway Postgres database per test and service, dropped when the test ends (pass or fail).
+//! A throwaway Postgres database per test and service, dropped when the test ends (pass or fail), or, when the
+//! test was killed before it could, by a test that starts later (databases over two hours old).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 // Database names cannot be bind parameters; ours are generated here from a UUID, never from input.
@@ -16,6 +19,7 @@ impl TestDatabase {
     pub async fn create(label: &str) -> anyhow::Result<Self> {
         let name = format!("e2e_{}_{}", label.replace('-', "_"), uuid::Uuid::now_v7().simple());
         let mut admin = admin().await?;
+        SWEPT.get_or_init(|| drop_abandoned(&mut admin)).await;
         let create = format!(r#"CREATE DATABASE "{name}""#);
         admin.execute(AssertSqlSafe(create)).await?;
         // A test database need not outlive a crash of the server, which no test causes: commits need not wait
@@ -108,6 +112,37 @@ pub fn database_url(name: &str) -> String {
     match base.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
         None => format!("{base}/{name}"),
+    }
+}
+
+/// Whether this process has dropped the databases of killed tests.
+static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// No test runs this long: a test database older than this belongs to a test that was killed (a timeout, Ctrl-C)
+/// before its `Drop` could run.
+const ABANDONED_AFTER: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Drops the test databases older than [`ABANDONED_AFTER`], by the time in their UUIDv7. Best effort: a failure is
+/// reported and the test goes on.
+async fn drop_abandoned(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        match sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'e2e\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+        {
+            Ok(names) => names,
+            Err(error) => return eprintln!("could not list test databases: {error}"),
+        };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    for name in names {
+        let created = name.rsplit('_').next().and_then(|id| uuid::Uuid::parse_str(id).ok()?.get_timestamp());
+        let Some(created) = created.map(|t| Duration::from_secs(t.to_unix().0)) else { continue };
+        if now.saturating_sub(created) > ABANDONED_AFTER {
+            let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+            if let Err(error) = admin.execute(AssertSqlSafe(drop)).await {
+                eprintln!("could not drop abandoned test database {name}: {error}");
+            }
+        }
     }
 }
 
