@@ -78,19 +78,36 @@ pub struct Member {
 }
 
 impl Member {
-    /// Starts `name` on kernel-chosen ports, learns them from its `serving` line, and pins them in its
-    /// environment so a restart binds the same ones.
-    async fn start(name: &str, mut env: Vec<(String, String)>, probe: fn(u16, u16) -> Probe) -> anyhow::Result<Self> {
-        let mut process = ServiceProcess::spawn(name, &["serve"], &env)?;
-        let (port, ops_port) = process.serving_ports(READY_TIMEOUT).await?;
-        for (key, value) in &mut env {
-            match key.as_str() {
-                "PORT" => *value = port.to_string(),
-                "METRICS_PORT" => *value = ops_port.to_string(),
-                _ => {}
+    /// Starts `name` on ports below the kernel's ephemeral range (see [`listening_port`]), learns them from its
+    /// `serving` line, and pins them in its environment so a restart binds the same ones. Ports another test took
+    /// between the choice and the bind are chosen again.
+    async fn start(name: &str, env: Vec<(String, String)>, probe: fn(u16, u16) -> Probe) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let mut env = env.clone();
+            for (key, value) in &mut env {
+                if (key == "PORT" || key == "METRICS_PORT") && value == "0" {
+                    *value = listening_port().to_string();
+                }
             }
+            let mut process = ServiceProcess::spawn(name, &["serve"], &env)?;
+            let (port, ops_port) = match process.serving_ports(READY_TIMEOUT).await {
+                Ok(ports) => ports,
+                Err(error) if attempt < 5 && format!("{error:#}").contains("Address already in use") => {
+                    attempt += 1;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            for (key, value) in &mut env {
+                match key.as_str() {
+                    "PORT" => *value = port.to_string(),
+                    "METRICS_PORT" => *value = ops_port.to_string(),
+                    _ => {}
+                }
+            }
+            return Ok(Self { process, past: Vec::new(), port, ops_port, env, probe: probe(port, ops_port) });
         }
-        Ok(Self { process, past: Vec::new(), port, ops_port, env, probe: probe(port, ops_port) })
     }
 
     /// Every stdout line of every run of this service.
@@ -398,6 +415,26 @@ impl Drop for Stack {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A port for a service to listen on that no connection will take while the service restarts: below the kernel's
+/// ephemeral range (`ip_local_port_range`, where connections get their local ports; a port there, chosen by the
+/// kernel, can be taken by another test's connection between a `kill -9` and the restart), and free now. `0` (the
+/// kernel chooses) when the range leaves no room below it.
+fn listening_port() -> u16 {
+    const LOWEST: u16 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let first_ephemeral = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32_768);
+    let Some(room) = first_ephemeral.checked_sub(LOWEST).filter(|room| *room >= 1_000) else { return 0 };
+    for _ in 0..100 {
+        // The low bits of a UUIDv7 are random.
+        let offset = u16::try_from(uuid::Uuid::now_v7().as_u128() % u128::from(room)).unwrap_or(0);
+        let port = LOWEST + offset;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    0
 }
 
 fn extra(options: &Options, service: &str) -> Vec<(String, String)> {
