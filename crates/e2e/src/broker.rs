@@ -96,7 +96,7 @@ pub async fn publish(exchange: &str, properties: BasicProperties, data: &[u8]) -
     Ok(())
 }
 
-/// Deletes queues (with their `.dlq`/`.dlx` companions) and the exchange a test used. Best effort.
+/// Deletes queues (with their `.dlq`, `.dlx` and `.types` companions) and the exchange a test used. Best effort.
 pub async fn delete_topology(exchange: &str, queues: &[String]) -> anyhow::Result<()> {
     let connection = connect().await?;
     let channel = connection.create_channel().await?;
@@ -104,8 +104,9 @@ pub async fn delete_topology(exchange: &str, queues: &[String]) -> anyhow::Resul
         for name in [queue.clone(), format!("{queue}.dlq")] {
             let _ = channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
         }
-        let dlx = format!("{queue}.dlx");
-        let _ = channel.exchange_delete(dlx.as_str().into(), ExchangeDeleteOptions::default()).await;
+        for exchange in [format!("{queue}.dlx"), format!("{queue}.types")] {
+            let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+        }
     }
     let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
     let _ = connection.close(200, "done".into()).await;

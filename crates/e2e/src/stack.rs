@@ -28,7 +28,7 @@ pub const GRPC_SERVICES: [&str; 4] = ["user-metadata", "password", "email-verifi
 /// The services that consume events.
 pub const SUBSCRIBERS: [&str; 3] = ["password", "email-verification", "friend-discovery"];
 
-/// The subscribers that act on (and record) events of type `kind`; the others acknowledge them untouched.
+/// The subscribers that act on (and record) events of type `kind`: the only ones whose queues receive them.
 pub fn subscribers_of(kind: &str) -> &'static [&'static str] {
     match kind {
         proto::Event::USER_DELETED | proto::Event::EMAIL_VERIFIED => &SUBSCRIBERS,

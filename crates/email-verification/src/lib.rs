@@ -63,7 +63,7 @@ impl platform::service::Service for EmailVerification {
     const NAME: &'static str = "email-verification";
     const ABOUT: &'static str = "verification tokens and email, confirm and resend, over gRPC";
     const PORTS: Ports = Ports { grpc: 50053, ops: 9053 };
-    const SUBSCRIBES: bool = true;
+    const EVENTS: &'static [&'static str] = consumer::EVENTS;
     const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
         "20261126000001_processed_events",
         "20261126000002_verification",

@@ -13,13 +13,12 @@ use crate::store::{self, SignedUp};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventHandler;
 
+/// The event types this service acts on: its queue receives these and no others.
+pub(crate) const EVENTS: &[&str] =
+    &[Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::DISCOVERABILITY_CHANGED, Event::USER_DELETED];
+
 impl Handler for EventHandler {
     type Event = Event;
-
-    fn acts_on(&self, kind: &str) -> bool {
-        [Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::DISCOVERABILITY_CHANGED, Event::USER_DELETED]
-            .contains(&kind)
-    }
 
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
@@ -60,7 +59,7 @@ impl Handler for EventHandler {
                 store::deleted(tx, user_id).await.map_err(transient)?;
                 tracing::info!(%user_id, "user and edges removed");
             }
-            // Never delivered here: `acts_on` leaves them out.
+            // Never delivered here: not in `EVENTS`.
             Event::SignupAttemptedForExistingAccount(_) | Event::PasswordChanged(_) | Event::Unknown(_) => {}
         }
         Ok(())

@@ -37,7 +37,7 @@ impl platform::service::Service for FriendDiscovery {
     const NAME: &'static str = "friend-discovery";
     const ABOUT: &'static str = "\"people you may know\" from hashed contacts, over gRPC";
     const PORTS: Ports = Ports { grpc: 50054, ops: 9054 };
-    const SUBSCRIBES: bool = true;
+    const EVENTS: &'static [&'static str] = consumer::EVENTS;
     const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
         "20261126000001_processed_events",
         "20261126000002_graph",

@@ -1,7 +1,7 @@
 //! The events password acts on. `EmailVerified` promotes the verified attempt's credential to the account's
 //! password (signup-api also asks at once; this makes it certain, whatever crashed in between), and `UserDeleted`
-//! removes the account's credential, its sessions and its attempts' credentials. Every other event is acknowledged
-//! untouched (`acts_on`), so a signup costs this service no transaction beyond storing the hash.
+//! removes the account's credential, its sessions and its attempts' credentials. No other event reaches its queue
+//! (`EVENTS`), so a signup costs this service nothing beyond storing the hash.
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
@@ -13,12 +13,11 @@ use crate::store::{self, Promotion};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventHandler;
 
+/// The event types this service acts on: its queue receives these and no others.
+pub(crate) const EVENTS: &[&str] = &[Event::EMAIL_VERIFIED, Event::USER_DELETED];
+
 impl Handler for EventHandler {
     type Event = Event;
-
-    fn acts_on(&self, kind: &str) -> bool {
-        [Event::EMAIL_VERIFIED, Event::USER_DELETED].contains(&kind)
-    }
 
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)

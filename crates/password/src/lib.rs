@@ -44,7 +44,7 @@ impl platform::service::Service for Password {
     const NAME: &'static str = "password";
     const ABOUT: &'static str = "argon2id credential storage and verification, and sessions, over gRPC";
     const PORTS: Ports = Ports { grpc: 50052, ops: 9052 };
-    const SUBSCRIBES: bool = true;
+    const EVENTS: &'static [&'static str] = consumer::EVENTS;
     const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
         "20261126000001_credentials",
         "20261126000002_processed_events",

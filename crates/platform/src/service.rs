@@ -30,8 +30,8 @@ pub trait Service {
     const ABOUT: &'static str;
     /// The default ports.
     const PORTS: Ports;
-    /// Whether the service consumes the events (and has a queue of its own).
-    const SUBSCRIBES: bool;
+    /// The event types the service acts on: its queue receives these and no others. None: it has no queue.
+    const EVENTS: &'static [&'static str];
     /// The embedded schema migrations of the service's database: [`migrations!`](crate::migrations).
     const MIGRATIONS: &'static [crate::db::MigrationFile];
     /// What the service reads from the environment beyond the [`Common`] part every service reads.
@@ -100,7 +100,7 @@ async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
             false => crate::healthcheck::grpc(ports.port).await,
         };
     }
-    let (common, settings) = (Common::load(S::NAME, S::PORTS, S::SUBSCRIBES)?, S::Settings::load()?);
+    let (common, settings) = (Common::load(S::NAME, S::PORTS, S::EVENTS)?, S::Settings::load()?);
     let telemetry = crate::telemetry::init(S::NAME, &common.telemetry)?;
     let result = match command {
         Command::Serve => serve::<S>(common, settings).await,

@@ -243,10 +243,11 @@ pub struct Common {
 
 impl Common {
     /// Loads the shared variables of service `name`: its default `ports`, its default database (`name` with `_` for
-    /// `-`), and, when it `subscribes`, its queue (`<name>.signup-events` by default).
-    pub fn load(name: &str, ports: Ports, subscribes: bool) -> Result<Self, SettingsError> {
+    /// `-`), and, when it acts on some `events`, its queue (`<name>.signup-events` by default).
+    pub fn load(name: &str, ports: Ports, events: &'static [&'static str]) -> Result<Self, SettingsError> {
         let amqp = AmqpSettings::load()?;
-        let subscription = subscribes.then(|| crate::events::Subscription::load(&amqp, name)).transpose()?;
+        let subscribes = !events.is_empty();
+        let subscription = subscribes.then(|| crate::events::Subscription::load(&amqp, name, events)).transpose()?;
         Ok(Self {
             server: ServerSettings::load(ports)?,
             database: DatabaseSettings::load(&name.replace('-', "_"))?,

@@ -55,7 +55,7 @@ impl platform::service::Service for UserMetadata {
     const NAME: &'static str = "user-metadata";
     const ABOUT: &'static str = "user records and the outbox of signup events, over gRPC";
     const PORTS: Ports = Ports { grpc: 50051, ops: 9051 };
-    const SUBSCRIBES: bool = false;
+    const EVENTS: &'static [&'static str] = &[];
     const MIGRATIONS: &'static [MigrationFile] = platform::migrations![
         "20261126000001_users_and_outbox",
         "20261126000002_report_indexes",

@@ -367,35 +367,37 @@ fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The properties of an event of type `kind` as the relay sends them; with only the type when not `complete`.
+fn event_properties(kind: &str, complete: bool) -> lapin::BasicProperties {
+    let mut headers = lapin::types::FieldTable::default();
+    let id = uuid::Uuid::now_v7().to_string();
+    let attributes = [
+        ("cloudEvents_type", kind),
+        ("cloudEvents_id", id.as_str()),
+        ("cloudEvents_source", "/somewhere"),
+        ("cloudEvents_time", "2026-11-26T00:00:00Z"),
+    ];
+    for (key, value) in attributes.into_iter().take(if complete { 4 } else { 1 }) {
+        headers.insert(key.into(), lapin::types::AMQPValue::LongString(value.into()));
+    }
+    lapin::BasicProperties::default().with_headers(headers)
+}
+
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_by_each_subscriber_and_applies_nothing() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
-    let garbage = |kind: &str| {
-        lapin::BasicProperties::default().with_headers({
-            let mut headers = lapin::types::FieldTable::default();
-            for (key, value) in [
-                ("cloudEvents_id", uuid::Uuid::now_v7().to_string()),
-                ("cloudEvents_type", kind.to_owned()),
-                ("cloudEvents_source", "/somewhere".to_owned()),
-                ("cloudEvents_time", "2026-11-26T00:00:00Z".to_owned()),
-            ] {
-                headers.insert(key.into(), lapin::types::AMQPValue::LongString(value.as_str().into()));
-            }
-            headers
-        })
-    };
     for subscriber in SUBSCRIBERS {
         // The queues exist once the consumers declared them; wait for that before publishing.
         eventually(DELIVERY_TIMEOUT, || e2e::broker::queue_depth(stack.queue(subscriber))).await?;
     }
 
-    publish(&stack.exchange, garbage(SIGNED_UP), b"\xff\xff not protobuf").await?;
-    publish(&stack.exchange, garbage(proto::Event::USER_DELETED), b"\xff\xff not protobuf").await?;
-    publish(&stack.exchange, lapin::BasicProperties::default(), b"no headers at all").await?;
+    publish(&stack.exchange, event_properties(SIGNED_UP, true), b"\xff\xff not protobuf").await?;
+    publish(&stack.exchange, event_properties(proto::Event::USER_DELETED, true), b"\xff\xff not protobuf").await?;
+    publish(&stack.exchange, event_properties(proto::Event::USER_DELETED, false), b"no id, source or time").await?;
 
     for subscriber in SUBSCRIBERS {
-        // Every subscriber acts on UserDeleted and rejects a message without headers; password acknowledges a
-        // signup event untouched, whatever its body.
+        // Every subscriber acts on UserDeleted: it rejects the undecodable one and the malformed one. The signup
+        // event reaches only its subscribers.
         let expected = if subscribers_of(SIGNED_UP).contains(&subscriber) { 3 } else { 2 };
         let dead_letters = format!("{}.dlq", stack.queue(subscriber));
         eventually(DELIVERY_TIMEOUT, || async {
@@ -408,6 +410,25 @@ async fn a_poison_message_is_dead_lettered_by_each_subscriber_and_applies_nothin
         .await?;
         assert_eq!(stack.processed(subscriber, None).await?, 0, "{subscriber} applied a poison message");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_queue_receives_only_the_event_types_its_service_acts_on() -> anyhow::Result<()> {
+    let mut stack = started(Options::default()).await?;
+    // password stopped, what reaches its queue stays there to be counted.
+    stack.stop("password").await?;
+    let queue = stack.queue("password").to_owned();
+    assert_eq!(e2e::broker::queue_depth(&queue).await?, 0);
+
+    let kinds = [SIGNED_UP, EXISTING, proto::Event::DISCOVERABILITY_CHANGED, proto::Event::USER_DELETED];
+    for kind in kinds {
+        publish(&stack.exchange, event_properties(kind, true), b"").await?;
+    }
+    // Published with confirms: each is routed and stored by the time its publish returns.
+    let acted_on = kinds.iter().filter(|kind| subscribers_of(kind).contains(&"password")).count();
+    assert_eq!(acted_on, 1, "of these, password acts on UserDeleted only");
+    assert_eq!(e2e::broker::queue_depth(&queue).await?, 1, "password's queue took types it does not act on");
     Ok(())
 }
 

@@ -41,10 +41,6 @@ pub trait Handler: Send + Sync + 'static {
     /// An event of a type this subscriber acts on, decoded.
     type Event: Clone + Send + Sync;
 
-    /// Whether this subscriber acts on events of type `kind`. Every type reaches every queue (the exchange is a
-    /// fanout); the others are acknowledged untouched: no decoding, no transaction, nothing recorded.
-    fn acts_on(&self, kind: &str) -> bool;
-
     /// Decodes an event this subscriber acts on; an error means it can never be applied.
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Self::Event>;
 
@@ -103,7 +99,7 @@ pub async fn consume<H: Handler>(
         .restart(&what, &cancel, || async {
             let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
             let applier =
-                Applier { handler: handler.as_ref(), pool: &pool, queue: &subscription.queue, cancel: &cancel };
+                Applier { handler: handler.as_ref(), pool: &pool, subscription: &subscription, cancel: &cancel };
             let consumed = consume_on(&connection, &subscription, &applier, &status).await;
             status.set(false);
             consumed
@@ -172,7 +168,7 @@ const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: t
 struct Applier<'a, H> {
     handler: &'a H,
     pool: &'a PgPool,
-    queue: &'a str,
+    subscription: &'a Subscription,
     cancel: &'a CancellationToken,
 }
 
@@ -227,14 +223,17 @@ impl<H: Handler> Applier<'_, H> {
 
     /// Counts one event of type `kind` handled with `outcome`.
     fn count(&self, kind: &str, outcome: &'static str) {
-        let labels =
-            [("queue", self.queue.to_owned()), ("event_type", kind.to_owned()), ("outcome", outcome.to_owned())];
+        let labels = [
+            ("queue", self.subscription.queue.clone()),
+            ("event_type", kind.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
         metrics::counter!("events_consumed_total", &labels).increment(1);
     }
 
     /// Records how long applying `envelope` took since `start`, and how old the event was once applied.
     fn observe(&self, envelope: &Envelope, start: Instant) {
-        let labels = [("queue", self.queue.to_owned()), ("event_type", envelope.kind.clone())];
+        let labels = [("queue", self.subscription.queue.clone()), ("event_type", envelope.kind.clone())];
         metrics::histogram!("event_processing_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
         let age = (chrono::Utc::now() - envelope.time).to_std().unwrap_or_default();
         metrics::histogram!("event_age_seconds", &labels).record(age.as_secs_f64());
@@ -311,7 +310,9 @@ impl<H: Handler> Applier<'_, H> {
                 return Ok(Sorted::Settled);
             }
         };
-        if !self.handler.acts_on(&envelope.kind) {
+        // Only the types it acts on are routed to the queue; another arrives through a binding an earlier release
+        // declared (bindings are only added), and is acknowledged untouched: no decoding, no transaction.
+        if !self.subscription.types.contains(&envelope.kind.as_str()) {
             tracing::debug!(event.id = %envelope.id, event.kind = %envelope.kind, "not an event this service acts on");
             self.count(&envelope.kind, "ignored");
             return Ok(Sorted::Ignored(delivery));

@@ -1,10 +1,12 @@
 //! The topology of the event broadcast: the durable fanout exchange, and each subscriber's durable quorum queue
-//! with a delivery limit, bound to it, whose dead letters go to `<queue>.dlq` through `<queue>.dlx`.
+//! with a delivery limit, whose dead letters go to `<queue>.dlq` through `<queue>.dlx`. A queue is fed through
+//! `<queue>.types`, a headers exchange bound to the fanout that routes only the types its subscriber acts on (by
+//! the `cloudEvents_type` header): the broker stores and delivers nothing a subscriber would only acknowledge.
 
 use anyhow::Context as _;
 use lapin::{
     Channel, ExchangeKind,
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde::Deserialize;
@@ -17,8 +19,8 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) -> lapin::Resul
     channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, options, FieldTable::default()).await
 }
 
-/// A subscriber's queue: durable and quorum, bound to the events exchange, dead-lettering a message to
-/// `<queue>.dlq` once it has been delivered `delivery_limit` times without an ack.
+/// A subscriber's queue: durable and quorum, receiving the events of `types` from the events exchange,
+/// dead-lettering a message to `<queue>.dlq` once it has been delivered `delivery_limit` times without an ack.
 #[derive(Debug, Clone)]
 pub struct Subscription {
     /// The events exchange.
@@ -29,6 +31,8 @@ pub struct Subscription {
     pub delivery_limit: u32,
     /// Unacked messages in flight to one consumer.
     pub prefetch: u16,
+    /// The event types (`cloudEvents_type`) the subscriber acts on: the only ones routed to its queue.
+    pub types: &'static [&'static str],
 }
 
 impl Subscription {
@@ -42,7 +46,14 @@ impl Subscription {
         format!("{}.dlq", self.queue)
     }
 
-    /// Declares the exchanges, the dead-letter queue, the queue and its binding. Idempotent.
+    /// The headers exchange between the events exchange and the queue, routing only `types`.
+    pub fn type_exchange(&self) -> String {
+        format!("{}.types", self.queue)
+    }
+
+    /// Declares the exchanges, the dead-letter queue, the queue and its bindings. Idempotent. Bindings are only
+    /// added: a type a later release no longer acts on still arrives and is acknowledged untouched, until its
+    /// binding is removed by hand.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         let (dlx, dlq) = (self.dead_letter_exchange(), self.dead_letter_queue());
@@ -56,7 +67,29 @@ impl Subscription {
         let mut arguments = quorum(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX));
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
         channel.queue_declare(self.queue.as_str().into(), durable, arguments).await?;
-        bind(channel, &self.queue, &self.exchange).await
+        self.declare_type_filter(channel).await
+    }
+
+    /// Routes the events exchange to the queue through `<queue>.types`, one binding per type, then removes the
+    /// queue's direct binding to the fanout (a queue declared before the filter had one; removing an absent
+    /// binding is a no-op). In that order, the queue is never without a route for the types it acts on.
+    async fn declare_type_filter(&self, channel: &Channel) -> lapin::Result<()> {
+        let filter = self.type_exchange();
+        let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        channel.exchange_declare(filter.as_str().into(), ExchangeKind::Headers, options, FieldTable::default()).await?;
+        for kind in self.types {
+            let mut arguments = FieldTable::default();
+            arguments.insert("x-match".into(), AMQPValue::LongString("all".into()));
+            arguments.insert("cloudEvents_type".into(), AMQPValue::LongString((*kind).into()));
+            let options = QueueBindOptions::default();
+            channel
+                .queue_bind(self.queue.as_str().into(), filter.as_str().into(), "".into(), options, arguments)
+                .await?;
+        }
+        let (source, options) = (self.exchange.as_str().into(), ExchangeBindOptions::default());
+        channel.exchange_bind(filter.as_str().into(), source, "".into(), options, FieldTable::default()).await?;
+        let (queue, source) = (self.queue.as_str().into(), self.exchange.as_str().into());
+        channel.queue_unbind(queue, source, "".into(), FieldTable::default()).await
     }
 }
 
@@ -111,15 +144,16 @@ impl Default for RawSubscription {
 }
 
 impl Subscription {
-    /// The subscription of `service` on `amqp`'s exchange: its queue is `<service>.signup-events` unless
-    /// `EVENTS_QUEUE` says otherwise.
-    pub fn load(amqp: &AmqpSettings, service: &str) -> Result<Self, SettingsError> {
+    /// The subscription of `service` to `types` on `amqp`'s exchange: its queue is `<service>.signup-events`
+    /// unless `EVENTS_QUEUE` says otherwise.
+    pub fn load(amqp: &AmqpSettings, service: &str, types: &'static [&'static str]) -> Result<Self, SettingsError> {
         let raw: RawSubscription = crate::settings::load()?;
         Ok(Self {
             exchange: amqp.events_exchange.clone(),
             queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
             delivery_limit: raw.events_delivery_limit.get(),
             prefetch: raw.events_prefetch.get(),
+            types,
         })
     }
 }
