@@ -101,13 +101,23 @@ const DEDICATED_QUEUE_PER_THREAD: usize = 3;
 /// A stack whose password service hashes on `threads` threads with a queue of `queue_per_thread` each.
 async fn stack_hashing_on(threads: usize, queue_per_thread: usize) -> anyhow::Result<(Stack, Vec<(String, Duration)>)> {
     let env = |name: &'static str, value: usize| ("password", name, value.to_string());
-    let options = Options {
-        env: vec![env("HASHING_THREADS", threads), env("HASHING_QUEUE_LIMIT", queue_per_thread * threads)],
-        ..Options::default()
-    };
+    let mut env = vec![env("HASHING_THREADS", threads), env("HASHING_QUEUE_LIMIT", queue_per_thread * threads)];
+    env.extend(production_polling());
+    let options = Options { env, ..Options::default() };
     let mut stack = Stack::start_with(options).await?;
     let ready = stack.wait_ready().await?;
     Ok((stack, ready))
+}
+
+/// The test stack polls its outboxes and mail queue every 100-200 ms so tests do not wait; measured here are the
+/// defaults a deployment runs with (new work wakes them at once by notification either way).
+fn production_polling() -> Vec<(&'static str, &'static str, String)> {
+    let every_second = |service, name| (service, name, "1000".to_owned());
+    vec![
+        every_second("user-metadata", "OUTBOX_POLL_INTERVAL_MS"),
+        every_second("password", "OUTBOX_POLL_INTERVAL_MS"),
+        every_second("email-verification", "MAIL_POLL_INTERVAL_MS"),
+    ]
 }
 
 /// Everything on one machine: throughput and CPU per signup, new vs existing, twice the load, memory.
@@ -211,7 +221,8 @@ async fn launch_times(stack: &mut Stack) -> anyhow::Result<()> {
 /// probes, heartbeats: measured just before), is divided by the signups refused.
 async fn refusal_cost(rate: f64) -> anyhow::Result<()> {
     let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
-    let env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "2000")];
+    let mut env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "2000")];
+    env.extend(production_polling());
     let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
     stack.wait_ready().await?;
     let password = stack.member("password").process.pid().unwrap_or(0);
