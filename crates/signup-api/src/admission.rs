@@ -7,11 +7,22 @@
 //! window: a refusal by password sets it to what password was holding then; every signup password takes raises it
 //! by 1/limit, so it probes for room about once per `limit` signups and follows password when it scales. It starts
 //! unlimited: nothing is refused here before password has refused something.
+//!
+//! A refusal while this process held nothing else means password is full with work it did not get from here
+//! (other replicas' signups, or ones whose callers gave up): then the window is closed, and one signup per
+//! [`PROBE_INTERVAL`] goes through to find out when password has room again (as TCP probes a zero window), so the
+//! others are refused here rather than one after another by password.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 /// The learned limit never exceeds this (it starts here: unlimited in practice).
 const UNLIMITED: f64 = 1_000_000.0;
+
+/// With the window closed, how often one signup goes through to password to probe for room.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The admission state of this process. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -21,21 +32,32 @@ pub struct Admission(Arc<Mutex<Window>>);
 struct Window {
     in_flight: usize,
     limit: f64,
+    /// While the window is closed: when the next probe may go through.
+    next_probe: Option<Instant>,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(Window { in_flight: 0, limit: UNLIMITED })))
+        Self(Arc::new(Mutex::new(Window { in_flight: 0, limit: UNLIMITED, next_probe: None })))
     }
 }
 
 impl Admission {
-    /// A ticket for one signup, or `None` when as many are in flight as password was last seen to take.
+    /// A ticket for one signup, or `None` when as many are in flight as password was last seen to take, or the
+    /// window is closed and this is not the moment for a probe.
     pub(crate) fn admit(&self) -> Option<Ticket> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<Ticket> {
         let mut window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if window.in_flight as f64 >= window.limit {
+        let probe_due = window.next_probe.is_none_or(|at| now >= at);
+        if window.in_flight as f64 >= window.limit || !probe_due {
             metrics::counter!("signups_shed_total").increment(1);
             return None;
+        }
+        if window.next_probe.is_some() {
+            window.next_probe = Some(now + PROBE_INTERVAL);
         }
         window.in_flight += 1;
         Some(Ticket(self.clone()))
@@ -57,14 +79,28 @@ impl Admission {
 pub(crate) struct Ticket(Admission);
 
 impl Ticket {
-    /// password took the signup: there may be room for one more.
+    /// password took the signup: there may be room for one more (and the window is open).
     pub(crate) fn taken(&self) {
-        self.0.with(|w| w.limit = (w.limit + 1.0 / w.limit).min(UNLIMITED));
+        self.0.with(|w| {
+            w.limit = (w.limit + 1.0 / w.limit).min(UNLIMITED);
+            w.next_probe = None;
+        });
     }
 
-    /// password refused the signup for capacity: it holds the others in flight, and no more.
+    /// password refused the signup for capacity: it holds the others in flight, and no more. Holding none, the
+    /// window closes until a probe is taken.
     pub(crate) fn refused_for_capacity(&self) {
-        self.0.with(|w| w.limit = (w.in_flight.saturating_sub(1) as f64).max(1.0));
+        self.refused_for_capacity_at(Instant::now());
+    }
+
+    fn refused_for_capacity_at(&self, now: Instant) {
+        self.0.with(|w| {
+            let held = w.in_flight.saturating_sub(1);
+            w.limit = (held as f64).max(1.0);
+            if held == 0 {
+                w.next_probe = Some(now + PROBE_INTERVAL);
+            }
+        });
     }
 }
 
@@ -93,5 +129,27 @@ mod tests {
         assert!(admission.limit() > 6.0 && admission.limit() < 7.0, "{}", admission.limit());
         let again: Vec<Ticket> = (0..7).filter_map(|_| admission.admit()).collect();
         assert_eq!(again.len(), 7, "room again once password took one and the others finished");
+    }
+
+    #[test]
+    fn refused_while_holding_nothing_one_probe_per_interval_goes_through_until_password_takes_one() {
+        let admission = Admission::default();
+        let start = Instant::now();
+        let probe = admission.admit_at(start).expect("unlimited before any refusal");
+        probe.refused_for_capacity_at(start);
+        drop(probe);
+        let soon = start + PROBE_INTERVAL / 2;
+        assert!(admission.admit_at(soon).is_none(), "password is full: refused here until the next probe");
+
+        let later = start + PROBE_INTERVAL;
+        let probe = admission.admit_at(later).expect("one probe per interval");
+        drop(probe);
+        assert!(admission.admit_at(later).is_none(), "only one probe per interval, even once it has finished");
+
+        let probe = admission.admit_at(later + PROBE_INTERVAL).expect("the next interval's probe");
+        probe.taken();
+        drop(probe);
+        let open: Vec<Ticket> = (0..2).filter_map(|_| admission.admit_at(later + PROBE_INTERVAL)).collect();
+        assert_eq!(open.len(), 2, "the window opens once password takes a probe");
     }
 }

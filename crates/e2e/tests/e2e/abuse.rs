@@ -7,7 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use e2e::{
@@ -361,6 +361,52 @@ async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<(
     assert_eq!(filled, vec![202, 202], "the signups password held were not served");
     Ok(())
 }
+
+/// Attack: a signup flood while password is full of signups this signup-api no longer holds (their callers gave
+/// up at the gRPC deadline, or another replica sent them). Nothing is in flight here, so the learned limit alone
+/// would let every flooding signup through to the strength check and to password, one refusal after another; the
+/// closed window lets one probe per interval through and refuses the rest itself.
+#[tokio::test]
+async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refused_here() -> anyhow::Result<()> {
+    // One hashing thread and one waiting place, a hash of seconds, and a one-second gRPC deadline: the two signups
+    // that fill password are answered 503 by signup-api long before password is done with them.
+    let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
+    let mut env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "400")];
+    env.push(("signup-api", "GRPC_DEADLINE_MS", "1000".to_owned()));
+    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
+    let (api, password) = (stack.member("signup-api").ops_port, stack.member("password").ops_port);
+    let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
+    let filling = [signup("fill"), signup("fill")].map(|body| {
+        let stack = stack.clone();
+        tokio::spawn(async move { stack.signup(&body, None).await.map(|r| r.status().as_u16()) })
+    });
+    let filled: Vec<u16> = futures_util::future::try_join_all(filling).await?.into_iter().collect::<Result<_, _>>()?;
+    assert_eq!(filled, vec![503, 503], "the filling signups were not given up at the deadline");
+    let held = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
+    assert_eq!(held, 2.0, "password no longer holds the signups given up on");
+
+    // password refuses this one for capacity, with nothing else in flight here: the window closes.
+    assert_eq!(stack.signup(&signup("third"), None).await?.status(), 503);
+    let started_at = Instant::now();
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(stack.signup(&signup("flood"), None).await?.status().as_u16());
+    }
+    let probes_due = 1.0 + (started_at.elapsed().as_millis() / PROBE_INTERVAL.as_millis()) as f64;
+    let refused_by_password = metric(password, "password_hashing_rejected_total", "kind=\"signup\"").await?;
+    let shed = metric(api, "signups_shed_total", "").await?;
+
+    assert_eq!(flood, vec![503; 20], "a flooding signup was served");
+    assert!(
+        refused_by_password - 1.0 <= probes_due,
+        "{refused_by_password} refusals by password: the flood got through"
+    );
+    assert!(shed >= 20.0 - probes_due, "signup-api refused only {shed} of the flood itself");
+    Ok(())
+}
+
+/// With the window closed, how often signup-api lets one signup through to probe password (admission.rs).
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 #[tokio::test]
 async fn operational_endpoints_are_served_off_the_public_port() -> anyhow::Result<()> {
