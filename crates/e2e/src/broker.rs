@@ -113,6 +113,16 @@ pub async fn delete_topology(exchange: &str, queues: &[String]) -> anyhow::Resul
     Ok(())
 }
 
+/// Binds `queue` to `exchange` with no arguments (as a fanout binding is).
+pub async fn bind_queue(queue: &str, exchange: &str) -> anyhow::Result<()> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    let options = lapin::options::QueueBindOptions::default();
+    channel.queue_bind(queue.into(), exchange.into(), "".into(), options, FieldTable::default()).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
 /// Messages waiting in `queue`, or an error if it does not exist.
 pub async fn queue_depth(queue: &str) -> anyhow::Result<u32> {
     let connection = connect().await?;
