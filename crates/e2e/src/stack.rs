@@ -247,9 +247,11 @@ impl Stack {
         Ok(())
     }
 
-    /// Starts `name` again with the same ports and environment, and waits until it is ready.
+    /// Starts `name` again with the same ports and environment, and waits until it is ready. It must have been
+    /// stopped or killed (a second process could not bind the ports, and the first would answer the probe).
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         let member = self.member_mut(name);
+        anyhow::ensure!(member.process.pid().is_none(), "{name} is still running: stop or kill it before restarting");
         let process = ServiceProcess::spawn(name, &["serve"], &member.env)?;
         let old = std::mem::replace(&mut member.process, process);
         member.past.push(old);

@@ -316,19 +316,30 @@ async fn metric(port: u16, metric: &str, label: &str) -> anyhow::Result<f64> {
     Ok(samples.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
 }
 
+/// A stack whose password hashes one signup at a time (`iterations` passes each) with one waiting place, so two
+/// signups fill it, and whose signup-api waits `deadline_ms` for an upstream; with signup-api's and password's
+/// operational ports.
+async fn two_signups_fill_password(iterations: u32, deadline_ms: u32) -> anyhow::Result<(Arc<Stack>, u16, u16)> {
+    let password = |name: &'static str, value: String| ("password", name, value);
+    let env = vec![
+        password("HASHING_THREADS", "1".to_owned()),
+        password("HASHING_QUEUE_LIMIT", "1".to_owned()),
+        password("ARGON2_ITERATIONS", iterations.to_string()),
+        ("signup-api", "GRPC_DEADLINE_MS", deadline_ms.to_string()),
+    ];
+    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
+    let ports = (stack.member("signup-api").ops_port, stack.member("password").ops_port);
+    Ok((stack, ports.0, ports.1))
+}
+
 /// Attack: a signup flood meant to burn CPU. Once password has refused one signup for capacity, signup-api refuses
 /// the excess itself, before reading the body: the flood's requests (even malformed ones) get a 503 and never reach
 /// password, the strength check or any database.
 #[tokio::test]
 async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<()> {
-    // One hashing thread, one waiting place, and a hash of about half a second: two signups fill password. The
-    // second waits for the first: on a busy machine longer than the default gRPC deadline, which would answer it
-    // 503 (deadlines have tests of their own).
-    let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
-    let mut env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "50")];
-    env.push(("signup-api", "GRPC_DEADLINE_MS", "60000".to_owned()));
-    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
-    let (api, password) = (stack.member("signup-api").ops_port, stack.member("password").ops_port);
+    // A hash of about half a second: two signups fill password. The second waits for the first: on a busy machine
+    // longer than the default gRPC deadline, which would answer it 503 (deadlines have tests of their own).
+    let (stack, api, password) = two_signups_fill_password(50, 60_000).await?;
     let filling: Vec<_> = (0..2)
         .map(|_| {
             let stack = stack.clone();
@@ -368,13 +379,9 @@ async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<(
 /// closed window lets one probe per interval through and refuses the rest itself.
 #[tokio::test]
 async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refused_here() -> anyhow::Result<()> {
-    // One hashing thread and one waiting place, a hash of seconds, and a one-second gRPC deadline: the two signups
-    // that fill password are answered 503 by signup-api long before password is done with them.
-    let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
-    let mut env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "400")];
-    env.push(("signup-api", "GRPC_DEADLINE_MS", "1000".to_owned()));
-    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
-    let (api, password) = (stack.member("signup-api").ops_port, stack.member("password").ops_port);
+    // A hash of seconds and a one-second gRPC deadline: the two signups that fill password are answered 503 by
+    // signup-api long before password is done with them.
+    let (stack, api, password) = two_signups_fill_password(400, 1000).await?;
     let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
     let filling = [signup("fill"), signup("fill")].map(|body| {
         let stack = stack.clone();
