@@ -38,6 +38,16 @@ pub fn subscribers_of(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Events of type `kind` (all types when `None`) recorded as processed in the subscriber database `connection` is
+/// open on: for a caller that polls and keeps its connection (a new one per poll forks a backend each time).
+pub async fn processed_on(connection: &mut sqlx::PgConnection, kind: Option<&str>) -> anyhow::Result<i64> {
+    let count = sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE $1::text IS NULL OR event_type = $1")
+        .bind(kind)
+        .fetch_one(connection)
+        .await?;
+    Ok(count)
+}
+
 /// What email-verification puts in front of the links it mails; tests take the token from the link and confirm
 /// through the stack's real signup-api.
 pub const PUBLIC_BASE_URL: &str = "http://signup.test";
@@ -365,13 +375,7 @@ impl Stack {
 
     /// Events of type `kind` (all types when `None`) a subscriber has recorded as processed.
     pub async fn processed(&self, subscriber: &str, kind: Option<&str>) -> anyhow::Result<i64> {
-        let mut connection = self.database(subscriber).connect().await?;
-        let count =
-            sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE $1::text IS NULL OR event_type = $1")
-                .bind(kind)
-                .fetch_one(&mut connection)
-                .await?;
-        Ok(count)
+        processed_on(&mut self.database(subscriber).connect().await?, kind).await
     }
 
     /// Waits until every subscriber that acts on `kind` has processed `expected` events of that type.
