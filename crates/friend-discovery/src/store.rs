@@ -31,37 +31,38 @@ pub(crate) enum Applied {
 /// Applies a signup attempt: it waits as pending until its account is verified, or, if the verification through
 /// this very attempt arrived first, it fills in the member.
 pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<Applied> {
-    if !lock_user(conn, attempt.user_id).await? {
+    lock(conn, attempt.user_id).await?;
+    let (deleted, verified, verified_through): (bool, bool, Option<Uuid>) = sqlx::query_as(SIGNED_UP)
+        .bind(attempt.signup_id)
+        .bind(attempt.user_id)
+        .bind(attempt.email_hash)
+        .bind(attempt.display_name)
+        .bind(attempt.discoverable)
+        .bind(attempt.contact_hashes)
+        .fetch_one(&mut *conn)
+        .await?;
+    if deleted || !verified {
+        return Ok(if deleted { Applied::Ignored } else { Applied::Pending });
+    }
+    if verified_through != Some(attempt.signup_id) {
         return Ok(Applied::Ignored);
     }
-    let verified_through: Option<Option<Uuid>> =
-        sqlx::query_scalar("SELECT signup_id FROM members WHERE user_id = $1 AND verified_at IS NOT NULL")
-            .bind(attempt.user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match verified_through {
-        Some(Some(signup_id)) if signup_id == attempt.signup_id => {
-            become_member(conn, attempt).await?;
-            Ok(Applied::Member)
-        }
-        Some(_) => Ok(Applied::Ignored),
-        None => {
-            sqlx::query(
-                "INSERT INTO pending_signups (signup_id, user_id, email_hash, display_name, discoverable, contact_hashes) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (signup_id) DO NOTHING",
-            )
-            .bind(attempt.signup_id)
-            .bind(attempt.user_id)
-            .bind(attempt.email_hash)
-            .bind(attempt.display_name)
-            .bind(attempt.discoverable)
-            .bind(attempt.contact_hashes)
-            .execute(conn)
-            .await?;
-            Ok(Applied::Pending)
-        }
-    }
+    become_member(conn, attempt).await?;
+    Ok(Applied::Member)
 }
+
+/// After the user's lock, in one statement (a signup's round trips are most of its cost here): whether the user
+/// was deleted, whether it is verified and through which attempt, and the attempt kept as pending unless either.
+const SIGNED_UP: &str = "\
+WITH state AS ( \
+  SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2) AS deleted, \
+         EXISTS (SELECT 1 FROM members WHERE user_id = $2 AND verified_at IS NOT NULL) AS verified, \
+         (SELECT signup_id FROM members WHERE user_id = $2 AND verified_at IS NOT NULL) AS verified_through), \
+pending AS ( \
+  INSERT INTO pending_signups (signup_id, user_id, email_hash, display_name, discoverable, contact_hashes) \
+  SELECT $1, $2, $3, $4, $5, $6 FROM state WHERE NOT deleted AND NOT verified \
+  ON CONFLICT (signup_id) DO NOTHING) \
+SELECT deleted, verified, verified_through FROM state";
 
 /// Marks a member verified through attempt `signup_id`: that attempt's profile and contacts become the member's
 /// (if it has arrived; otherwise it fills them in when it does), and every other attempt is dropped. An event from
@@ -192,11 +193,17 @@ pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Res
 /// and a signup applied at the same moment cannot both miss each other; then says whether the user is still
 /// there (not deleted). Two statements: the check must see what committed while the lock was awaited.
 async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    lock(conn, user_id).await?;
+    Ok(!platform::events::was_deleted(conn, user_id).await?)
+}
+
+/// The user's lock alone: what is read after it, in a later statement, sees what committed while it was awaited.
+async fn lock(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
         .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(!platform::events::was_deleted(conn, user_id).await?)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Where a page of suggestions starts: after this position in the order (mutual, user id, both descending).
