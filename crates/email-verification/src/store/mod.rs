@@ -125,7 +125,7 @@ pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBud
         locale: &locale,
         signup_id: Some(signup_id),
     };
-    insert_mail(conn, &mail).await?;
+    insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
 }
 
@@ -158,7 +158,7 @@ pub(crate) async fn request_password_reset(
         locale: &locale,
         signup_id: None,
     };
-    insert_mail(conn, &mail).await?;
+    insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
 }
 
@@ -243,7 +243,7 @@ pub(crate) async fn password_changed(conn: &mut PgConnection, mail_id: Uuid, use
         locale: &locale,
         signup_id: None,
     };
-    insert_mail(conn, &mail).await?;
+    insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
 }
 
@@ -253,38 +253,14 @@ pub(crate) async fn account_deleted(pool: &PgPool, recipient: &str, locale: &str
     let mut conn = pool.acquire().await?;
     let mail =
         NewMail { id: Uuid::now_v7(), kind: Kind::AccountDeleted, user_id: None, recipient, locale, signup_id: None };
-    insert_mail(&mut conn, &mail).await?;
+    insert_mail(&mut conn, &mail, None).await?;
     Ok(Queued::Yes)
 }
 
-/// Queues `mail` if one more to its recipient stays within the address's budget (counted as [`lock_budget`]
-/// counts, under the same lock): the count and the insert are one statement, a round trip less per mail.
+/// Queues `mail` if one more to its recipient stays within the address's budget, under the address's lock.
 async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget: MailBudget) -> sqlx::Result<Queued> {
     lock_address(conn, mail.recipient).await?;
-    let trace = platform::propagation::TraceContext::current();
-    let within: bool = sqlx::query_scalar(
-        "WITH sent AS ( \
-           SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < $9 \
-                  AND count(*) < $10 AS within \
-           FROM mails WHERE recipient = $4 AND created_at > now() - interval '1 day'), \
-         queued AS ( \
-           INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM sent WHERE within ON CONFLICT (id) DO NOTHING) \
-         SELECT within FROM sent",
-    )
-    .bind(mail.id)
-    .bind(mail.kind.as_str())
-    .bind(mail.user_id)
-    .bind(mail.recipient)
-    .bind(mail.locale)
-    .bind(mail.signup_id)
-    .bind(trace.traceparent)
-    .bind(trace.tracestate)
-    .bind(budget.per_hour)
-    .bind(budget.per_day)
-    .fetch_one(conn)
-    .await?;
-    Ok(if within { Queued::Yes } else { Queued::OverBudget })
+    Ok(if insert_mail(conn, mail, Some(budget)).await? { Queued::Yes } else { Queued::OverBudget })
 }
 
 /// Whether one more mail to `recipient` stays within its budget, counted over the mail queued to it in the last
@@ -313,12 +289,21 @@ async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<
 }
 
 /// Queues a mail with the current trace context (its send continues the trace); the table's trigger wakes the
-/// sender at commit.
-async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Result<()> {
+/// sender at commit. With a budget, only if one more mail to the recipient stays within it, counted as
+/// [`lock_budget`] counts (the caller holds the address's lock) in the same statement: a round trip less per mail.
+/// Returns whether it is queued.
+async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option<MailBudget>) -> sqlx::Result<bool> {
+    let (per_hour, per_day) = budget.map_or((i64::MAX, i64::MAX), |b| (b.per_hour, b.per_day));
     let trace = platform::propagation::TraceContext::current();
-    sqlx::query(
-        "INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    sqlx::query_scalar(
+        "WITH sent AS ( \
+           SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < $9 \
+                  AND count(*) < $10 AS within \
+           FROM mails WHERE recipient = $4 AND created_at > now() - interval '1 day'), \
+         queued AS ( \
+           INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM sent WHERE within ON CONFLICT (id) DO NOTHING) \
+         SELECT within FROM sent",
     )
     .bind(mail.id)
     .bind(mail.kind.as_str())
@@ -328,9 +313,10 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>) -> sqlx::Resul
     .bind(mail.signup_id)
     .bind(trace.traceparent)
     .bind(trace.tracestate)
-    .execute(conn)
+    .bind(per_hour)
+    .bind(per_day)
+    .fetch_one(conn)
     .await
-    .map(drop)
 }
 
 /// Counts one more event of `kind` for `recipient` in a fixed window; returns whether it stays within `limit`.
