@@ -141,13 +141,19 @@ macro_rules! columns {
 }
 
 // The queries, as literals with the column list spliced in at compile time.
+/// A new user's first attempt is recorded in the same statement (a round trip less per new account).
 const LOCK_OR_CREATE_USER: &str = concat!(
-    "INSERT INTO users (id, email, display_name, locale, discoverable, signup_id, status) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending_verification') \
-     ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email \
-     RETURNING ",
+    "WITH u AS ( \
+       INSERT INTO users (id, email, display_name, locale, discoverable, signup_id, status) \
+       VALUES ($1, $2, $3, $4, $5, $6, 'pending_verification') \
+       ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email \
+       RETURNING ",
     columns!(),
-    ", (xmax = 0) AS created"
+    ", (xmax = 0) AS created), \
+     first_attempt AS ( \
+       INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable) \
+       SELECT signup_id, id, display_name, locale, discoverable FROM u WHERE created) \
+     SELECT * FROM u"
 );
 const ADD_ATTEMPT_TO_USER: &str = concat!(
     "UPDATE users SET signup_id = $2, display_name = $3, locale = $4, discoverable = $5, \
@@ -234,16 +240,17 @@ async fn add_attempt(
         if live_attempts(tx, user.id, signup.attempts.window).await? >= signup.attempts.limit {
             return Ok(Registered::Dropped { user_id: user.id });
         }
-        sqlx::query_as(ADD_ATTEMPT_TO_USER)
+        let user: User = sqlx::query_as(ADD_ATTEMPT_TO_USER)
             .bind(user.id)
             .bind(signup.signup_id)
             .bind(&profile.display_name)
             .bind(&profile.locale)
             .bind(profile.discoverable)
             .fetch_one(&mut **tx)
-            .await?
+            .await?;
+        record_attempt(tx, user.id, signup).await?;
+        user
     };
-    record_attempt(tx, user.id, signup).await?;
     platform::outbox::enqueue(tx, &announce(&user, profile, false)).await?;
     Ok(Registered::Announced { user, existing: false })
 }
