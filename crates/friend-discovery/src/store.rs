@@ -41,8 +41,11 @@ pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -
         .bind(attempt.contact_hashes)
         .fetch_one(&mut *conn)
         .await?;
-    if deleted || !verified {
-        return Ok(if deleted { Applied::Ignored } else { Applied::Pending });
+    if deleted {
+        return Ok(Applied::Ignored);
+    }
+    if !verified {
+        return Ok(Applied::Pending);
     }
     if verified_through != Some(attempt.signup_id) {
         return Ok(Applied::Ignored);
