@@ -263,19 +263,34 @@ async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget
     Ok(if insert_mail(conn, mail, Some(budget)).await? { Queued::Yes } else { Queued::OverBudget })
 }
 
-/// Whether one more mail to `recipient` stays within its budget, counted over the mail queued to it in the last
-/// hour and day. Holds a lock on the address until the transaction ends, so concurrent callers (across replicas)
-/// count one after the other and the budget holds exactly.
+/// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient stays
+/// within the hourly and daily limits, counted over the mail queued to it in the last hour and day. The arguments
+/// are the statement's parameters for the recipient and the two limits.
+macro_rules! within_budget {
+    ($recipient:literal, $per_hour:literal, $per_day:literal) => {
+        concat!(
+            "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < ",
+            $per_hour,
+            " AND count(*) < ",
+            $per_day,
+            " AS within FROM mails WHERE recipient = ",
+            $recipient,
+            " AND created_at > now() - interval '1 day'"
+        )
+    };
+}
+
+/// Whether one more mail to `recipient` stays within its budget. Holds a lock on the address until the
+/// transaction ends, so concurrent callers (across replicas) count one after the other and the budget holds
+/// exactly.
 async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudget) -> sqlx::Result<bool> {
     lock_address(conn, recipient).await?;
-    let (hour, day): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour'), count(*) FROM mails \
-         WHERE recipient = $1 AND created_at > now() - interval '1 day'",
-    )
-    .bind(recipient)
-    .fetch_one(conn)
-    .await?;
-    Ok(hour < budget.per_hour && day < budget.per_day)
+    sqlx::query_scalar(within_budget!("$1", "$2", "$3"))
+        .bind(recipient)
+        .bind(budget.per_hour)
+        .bind(budget.per_day)
+        .fetch_one(conn)
+        .await
 }
 
 /// The lock on an address's budget, held until the transaction ends; what is counted after it, in a later
@@ -289,22 +304,21 @@ async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<
 }
 
 /// Queues a mail with the current trace context (its send continues the trace); the table's trigger wakes the
-/// sender at commit. With a budget, only if one more mail to the recipient stays within it, counted as
-/// [`lock_budget`] counts (the caller holds the address's lock) in the same statement: a round trip less per mail.
+/// sender at commit. With a budget, only if one more mail to the recipient stays within it (the caller holds the
+/// address's lock), counted in the same statement: a round trip less per mail.
 /// Returns whether it is queued.
 async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option<MailBudget>) -> sqlx::Result<bool> {
     let (per_hour, per_day) = budget.map_or((i64::MAX, i64::MAX), |b| (b.per_hour, b.per_day));
     let trace = platform::propagation::TraceContext::current();
-    sqlx::query_scalar(
-        "WITH sent AS ( \
-           SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < $9 \
-                  AND count(*) < $10 AS within \
-           FROM mails WHERE recipient = $4 AND created_at > now() - interval '1 day'), \
+    sqlx::query_scalar(concat!(
+        "WITH sent AS (",
+        within_budget!("$4", "$9", "$10"),
+        "), \
          queued AS ( \
            INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
            SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM sent WHERE within ON CONFLICT (id) DO NOTHING) \
          SELECT within FROM sent",
-    )
+    ))
     .bind(mail.id)
     .bind(mail.kind.as_str())
     .bind(mail.user_id)
