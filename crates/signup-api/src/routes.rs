@@ -9,7 +9,6 @@ use axum::{
     routing::{MethodRouter, delete, get, post, put},
 };
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     problem::Problem,
@@ -22,10 +21,7 @@ use crate::{
 /// client's budget for its kind of request. Every error is a problem document carrying its `instance`, 404 and
 /// 405 included; a panic is a 500 problem, logged in the request's span.
 pub fn router(state: AppState) -> Router {
-    // The page loads everything from this binary: no CDN, and no call to the public validator service.
-    let docs = SwaggerUi::new("/docs")
-        .external_url_unchecked("/openapi.json", crate::openapi::constrained(&state.limits))
-        .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"));
+    let docs = crate::docs::router(crate::openapi::constrained(&state.limits));
     let api = v1(&state.rate_limits)
         .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)

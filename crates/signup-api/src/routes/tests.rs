@@ -197,7 +197,7 @@ async fn every_problem_type_has_its_page_and_the_docs_come_from_the_binary() {
         assert!(html.contains(kind.title), "{html}");
     }
     problem(get("/problems/no-such-type"), 404, "not-found").await;
-    let (status, headers, body) = send(get("/docs/")).await;
+    let (status, headers, body) = send(accepting_gzip("/docs/")).await;
     assert_eq!(status, StatusCode::OK);
     // The assets are stored and served gzip-compressed (a third of the binary otherwise).
     assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
@@ -207,7 +207,8 @@ async fn every_problem_type_has_its_page_and_the_docs_come_from_the_binary() {
     assert!(references.contains(&"./swagger-ui-bundle.js"), "{page}");
     for reference in references {
         assert!(!reference.contains("://"), "{reference} is loaded from elsewhere");
-        let (status, headers, body) = send(get(&format!("/docs/{}", reference.trim_start_matches("./")))).await;
+        let (status, headers, body) =
+            send(accepting_gzip(&format!("/docs/{}", reference.trim_start_matches("./")))).await;
         assert_eq!(status, StatusCode::OK, "{reference}");
         if headers.get(header::CONTENT_ENCODING).is_some() {
             assert!(!gunzip(&body).is_empty(), "{reference}");
@@ -219,4 +220,34 @@ async fn every_problem_type_has_its_page_and_the_docs_come_from_the_binary() {
         initializer.contains("\"/openapi.json\"") && initializer.contains("\"validatorUrl\": \"none\""),
         "{initializer}"
     );
+}
+
+fn accepting_gzip(path: &str) -> Request<Body> {
+    let request = Request::get(path).header(header::ACCEPT_ENCODING, "br, gzip;q=0.8");
+    request.body(Body::empty()).unwrap_or_else(|e| panic!("request: {e}"))
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_accept_gzip_gets_the_docs_as_they_are() {
+    // `curl localhost:8080/docs/` sends no Accept-Encoding: it must get the page, not gzip bytes it did not ask for.
+    for accept in [None, Some("identity"), Some("gzip;q=0, *"), Some("br")] {
+        let mut request = Request::get("/docs/");
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT_ENCODING, accept);
+        }
+        let (status, headers, body) = send(request.body(Body::empty()).unwrap_or_else(|e| panic!("{e}"))).await;
+        assert_eq!(status, StatusCode::OK, "{accept:?}");
+        assert!(headers.get(header::CONTENT_ENCODING).is_none(), "{accept:?}: {headers:?}");
+        let page = String::from_utf8(body).unwrap_or_else(|e| panic!("{accept:?}: not text: {e}"));
+        assert!(page.contains("swagger-ui-bundle.js"), "{accept:?}: {page}");
+        assert_eq!(headers[header::VARY], "accept-encoding", "{accept:?}");
+    }
+    for accept in ["gzip", "GZIP", "deflate, gzip;q=0.5", "*"] {
+        let request = Request::get("/docs/swagger-ui.css").header(header::ACCEPT_ENCODING, accept);
+        let (status, headers, body) = send(request.body(Body::empty()).unwrap_or_else(|e| panic!("{e}"))).await;
+        assert_eq!(status, StatusCode::OK, "{accept}");
+        assert_eq!(headers[header::CONTENT_ENCODING], "gzip", "{accept}");
+        assert_eq!(headers[header::VARY], "accept-encoding", "{accept}");
+        assert!(gunzip(&body).contains(".swagger-ui"), "{accept}");
+    }
 }
