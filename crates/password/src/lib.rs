@@ -50,6 +50,7 @@ impl platform::service::Service for Password {
         "20261126000002_processed_events",
         "20261129000001_attempts_sessions_throttling",
         "20261129000002_outbox",
+        "20261130000001_outbox_retention",
     ];
     type Settings = Settings;
     type Admin = Admin;

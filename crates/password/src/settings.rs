@@ -19,7 +19,8 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// When consecutive failed sign-ins slow down and then lock out an email.
     pub throttle: Throttle,
-    /// How the relay publishes `PasswordChanged` (`OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`).
+    /// How the relay publishes `PasswordChanged` (`OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`,
+    /// `OUTBOX_RETENTION_HOURS`).
     pub outbox: platform::outbox::OutboxSettings,
 }
 

@@ -2,6 +2,8 @@
 //! as the change they describe; the relay publishes them to the events exchange with publisher confirms and
 //! marks them published only after the broker confirmed. A crash anywhere leaves rows unpublished, and the
 //! next relay (of this or another replica) picks them up: every committed event is published at least once.
+//! Published rows are kept for `OUTBOX_RETENTION_HOURS` (to look at what went out), then the relay deletes them:
+//! nothing else reads them, and an outbox kept forever only grows.
 //!
 //! The table (created by each service's own migration):
 //! `outbox(id uuid pk, event_type text, payload bytea, traceparent text, tracestate text, user_id uuid, created_at,
@@ -30,8 +32,13 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// subscriber's queue exists (subscribers' `migrate` declares them, so normally it always does).
 const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, immediate: false };
 
-/// How often the lag gauges are refreshed: often enough for alerts, rarely enough to cost nothing.
-const LAG_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the lag gauges are refreshed and events past the retention forgotten: often enough for alerts,
+/// rarely enough to cost nothing.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Published events deleted per upkeep at most: a backlog (an outbox from before the retention) drains at this
+/// many per second without holding the relay up for long.
+const FORGET_BATCH: i64 = 1000;
 
 /// Restarting the relay, and retrying an event the broker did not take: 0.1 s doubling to 30 s, with full jitter.
 const RETRY: Backoff = Backoff::jittered(Duration::from_millis(100), Duration::from_secs(30));
@@ -106,13 +113,14 @@ pub async fn make_due(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// The relay's variables, for every service with an outbox: `OUTBOX_BATCH_SIZE` (100, at most 10000: events
-/// published per transaction) and `OUTBOX_POLL_INTERVAL_MS` (1000: how often due events are looked for when no
-/// notification arrives).
+/// published per transaction), `OUTBOX_POLL_INTERVAL_MS` (1000: how often due events are looked for when no
+/// notification arrives) and `OUTBOX_RETENTION_HOURS` (168: how long a published event is kept).
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(default)]
 pub struct OutboxSettings {
     outbox_batch_size: std::num::NonZeroUsize,
     outbox_poll_interval_ms: std::num::NonZeroU64,
+    outbox_retention_hours: u32,
 }
 
 impl Default for OutboxSettings {
@@ -120,6 +128,7 @@ impl Default for OutboxSettings {
         Self {
             outbox_batch_size: std::num::NonZeroUsize::new(100).unwrap_or(std::num::NonZeroUsize::MIN),
             outbox_poll_interval_ms: std::num::NonZeroU64::new(1000).unwrap_or(std::num::NonZeroU64::MIN),
+            outbox_retention_hours: 7 * 24,
         }
     }
 }
@@ -142,6 +151,7 @@ impl OutboxSettings {
             source: format!("/{name}"),
             batch_size: i64::try_from(self.outbox_batch_size.get()).unwrap_or(i64::MAX),
             poll_interval: Duration::from_millis(self.outbox_poll_interval_ms.get()),
+            retention: Duration::from_secs(u64::from(self.outbox_retention_hours) * 3600),
         }
     }
 }
@@ -157,6 +167,8 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// How often to look for due rows when no notification arrives (retries, missed notifications).
     pub poll_interval: Duration,
+    /// How long a published row is kept before the relay deletes it.
+    pub retention: Duration,
 }
 
 /// Publishes the outbox until `cancel` fires. Reconnects to the broker and the database as needed.
@@ -182,12 +194,13 @@ async fn relay_on(
     let mut listener = PgListener::connect_with(pool).await.context("listening for outbox notifications")?;
     listener.listen(CHANNEL).await?;
     tracing::info!(exchange = %settings.exchange, "outbox relay running");
-    let mut lag_recorded = tokio::time::Instant::now() - LAG_INTERVAL;
+    let mut upkept: Option<tokio::time::Instant> = None;
     loop {
         let published = publish_due(pool, &channel, settings).await?;
-        if lag_recorded.elapsed() >= LAG_INTERVAL {
+        if upkept.is_none_or(|at| at.elapsed() >= UPKEEP_INTERVAL) {
             record_lag(pool).await;
-            lag_recorded = tokio::time::Instant::now();
+            forget_published(pool, settings.retention).await;
+            upkept = Some(tokio::time::Instant::now());
         }
         if published == settings.batch_size as usize {
             continue;
@@ -351,6 +364,23 @@ impl Confirmed {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Deletes up to [`FORGET_BATCH`] events published more than `retention` ago (replicas skip each other's rows).
+/// A failure only waits for the next upkeep.
+async fn forget_published(pool: &PgPool, retention: Duration) {
+    let forgotten = sqlx::query(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+         ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(FORGET_BATCH)
+    .execute(pool)
+    .await;
+    match forgotten {
+        Ok(done) => metrics::counter!("outbox_forgotten_total").increment(done.rows_affected()),
+        Err(error) => tracing::warn!(%error, "could not delete published events past the retention"),
     }
 }
 

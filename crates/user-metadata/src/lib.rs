@@ -64,6 +64,7 @@ impl platform::service::Service for UserMetadata {
         "20261129000002_outbox_tracestate",
         "20261129000003_outbox_user",
         "20261129000004_users_changed",
+        "20261130000001_outbox_retention",
     ];
     type Settings = Settings;
     type Admin = Admin;

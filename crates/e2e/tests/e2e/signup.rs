@@ -225,6 +225,49 @@ async fn a_signup_accepted_while_the_broker_is_unreachable_is_announced_after_re
 }
 
 #[tokio::test]
+async fn the_relay_forgets_events_published_before_the_retention_and_keeps_every_other() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    for label in ["old", "recent"] {
+        assert_eq!(stack.signup(&body(&unique_email(label), PASSWORD), None).await?.status(), 202);
+    }
+    stack.wait_processed(SIGNED_UP, 2).await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(outbox_count(&stack, true).await? == 0, "not marked published yet");
+        Ok(())
+    })
+    .await?;
+    let mut outbox = stack.database("user-metadata").connect().await?;
+    // The first signup's event went out eight days ago (the retention is seven); an event as old that was never
+    // published (due tomorrow) must stay until it is.
+    let backdated = sqlx::query(
+        "UPDATE outbox SET created_at = now() - interval '8 days', published_at = now() - interval '8 days' \
+         WHERE id = (SELECT id FROM outbox ORDER BY created_at LIMIT 1)",
+    )
+    .execute(&mut outbox)
+    .await?;
+    assert_eq!(backdated.rows_affected(), 1);
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, payload, created_at, next_attempt_at) \
+         VALUES ($1, 'signup.events.v1.UserSignedUp', '', now() - interval '8 days', now() + interval '1 day')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&mut outbox)
+    .await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(outbox_count(&stack, false).await? == 2, "the event published eight days ago is still kept");
+        Ok(())
+    })
+    .await?;
+    let kept: Vec<(bool, bool)> = sqlx::query_as(
+        "SELECT published_at IS NOT NULL, created_at > now() - interval '1 hour' FROM outbox ORDER BY created_at",
+    )
+    .fetch_all(&mut outbox)
+    .await?;
+    assert_eq!(kept, [(false, false), (true, true)], "the unpublished one and the recent one are kept");
+    Ok(())
+}
+
+#[tokio::test]
 async fn killing_the_relay_mid_stream_neither_loses_nor_duplicates_an_event() -> anyhow::Result<()> {
     let options =
         Options { proxy_user_metadata_broker: true, env: vec![("user-metadata", "OUTBOX_BATCH_SIZE", "1".to_owned())] };
