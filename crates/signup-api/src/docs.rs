@@ -1,7 +1,7 @@
 //! Swagger UI at `/docs`, served from the binary. `utoipa-swagger-ui` stores its assets gzip-compressed (a third
-//! of the binary otherwise) and serves them so whatever the request accepts; here a client that does not accept
-//! gzip (`curl` without `--compressed`, say) gets them decompressed, and every compressed answer says it varies
-//! with `Accept-Encoding`, so no cache hands gzip to a client that cannot read it.
+//! of the binary otherwise) and serves them compressed whatever the request accepts; here a client that does not
+//! accept gzip (`curl` without `--compressed`, say) gets them decompressed, and every answer says it varies with
+//! `Accept-Encoding`, so no cache hands gzip to a client that cannot read it.
 
 use std::io::Read as _;
 
@@ -56,8 +56,8 @@ async fn as_accepted(request: Request, next: Next) -> Response {
 }
 
 /// Whether `Accept-Encoding` accepts gzip (RFC 9110 §12.5.3): named with a weight above zero, or not named and
-/// `*` is. No header at all means no preference, but a client that sends none may not decode anything (curl
-/// does not): it gets the asset as it is.
+/// `*` is. No header at all means no preference, but a client that sends none may decode nothing (curl does
+/// not): it gets the asset decompressed.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     let (mut gzip, mut any) = (None, None);
     let codings = headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|value| value.to_str().ok());
