@@ -233,7 +233,7 @@ pub struct Common {
     pub database: DatabaseSettings,
     /// `AMQP_URL`, `EVENTS_EXCHANGE`.
     pub amqp: AmqpSettings,
-    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`, for a subscriber.
+    /// `EVENTS_QUEUE`, `EVENTS_DELIVERY_LIMIT`, `EVENTS_PREFETCH`, `EVENTS_DEDUP_WINDOW_HOURS`, for a subscriber.
     pub subscription: Option<crate::events::Subscription>,
     /// `SHUTDOWN_GRACE_PERIOD_SECS`.
     pub shutdown: ShutdownSettings,

@@ -342,6 +342,91 @@ async fn a_redelivered_event_has_no_second_effect() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_redelivery_older_than_the_dedup_window_is_dead_lettered_not_applied_a_second_time() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("long-ago");
+    assert_eq!(stack.signup(&body(&email, PASSWORD), None).await?.status(), 202);
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?;
+    let original = eventually(DELIVERY_TIMEOUT, || async {
+        tap.of_type(SIGNED_UP).into_iter().next().ok_or_else(|| anyhow::anyhow!("not seen yet"))
+    })
+    .await?;
+    // 31 days later (the window is 30): the subscribers have forgotten that they applied it, and it comes again
+    // (a relay whose mark was lost, back after a month).
+    for subscriber in subscribers_of(SIGNED_UP) {
+        let mut db = stack.database(subscriber).connect().await?;
+        sqlx::query("DELETE FROM processed_events").execute(&mut db).await?;
+    }
+    let mut headers = original.properties.headers().clone().unwrap_or_default();
+    let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(31)).to_rfc3339();
+    headers.insert("cloudEvents_time".into(), lapin::types::AMQPValue::LongString(long_ago.as_str().into()));
+    publish(&stack.exchange, original.properties.clone().with_headers(headers), &original.data).await?;
+
+    for subscriber in subscribers_of(SIGNED_UP) {
+        let dead_letters = format!("{}.dlq", stack.queue(subscriber));
+        eventually(DELIVERY_TIMEOUT, || async {
+            let depth = e2e::broker::queue_depth(&dead_letters).await?;
+            anyhow::ensure!(depth == 1, "{dead_letters} holds {depth}, expected the expired event");
+            Ok(())
+        })
+        .await?;
+        assert_eq!(stack.processed(subscriber, None).await?, 0, "{subscriber} applied the event a second time");
+    }
+    assert_eq!(stack.smtp.messages_to(&email).len(), 1, "a second verification mail was sent");
+    tap.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_consumer_forgets_the_records_of_events_past_the_dedup_window_and_keeps_every_other() -> anyhow::Result<()> {
+    let mut stack = started(Options::default()).await?;
+    assert_eq!(stack.signup(&body(&unique_email("recorded"), PASSWORD), None).await?.status(), 202);
+    stack.wait_processed(SIGNED_UP, 1).await?;
+    let days_ago = |days: u64| {
+        let at = std::time::SystemTime::now() - Duration::from_secs(days * 86_400);
+        let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, since_epoch.as_secs(), 0))
+    };
+    // Beside the signup's own record: one applied 32 days ago (past the 30-day window and its hour of margin),
+    // one 29 days ago, and one an hour ago whose id (not a v7 one) sorts before every other.
+    let (past, inside, low) = (days_ago(32), days_ago(29), uuid::Uuid::from_u128(1));
+    for subscriber in subscribers_of(SIGNED_UP) {
+        let mut db = stack.database(subscriber).connect().await?;
+        for (id, age) in [(past, "32 days"), (inside, "29 days"), (low, "1 hour")] {
+            sqlx::query(
+                "INSERT INTO processed_events (event_id, event_type, processed_at) \
+                 VALUES ($1, 'signup.events.v1.UserSignedUp', now() - $2::interval)",
+            )
+            .bind(id)
+            .bind(age)
+            .execute(&mut db)
+            .await?;
+        }
+        // A consumer forgets when it starts, then every minute.
+        stack.stop(subscriber).await?;
+        stack.restart(subscriber).await?;
+    }
+    for subscriber in subscribers_of(SIGNED_UP) {
+        let query = "SELECT count(*) FROM processed_events WHERE event_id = $1";
+        eventually(DELIVERY_TIMEOUT, || async {
+            let mut db = stack.database(subscriber).connect().await?;
+            let count: i64 = sqlx::query_scalar(query).bind(past).fetch_one(&mut db).await?;
+            anyhow::ensure!(count == 0, "{subscriber} still remembers the event applied 32 days ago");
+            Ok(())
+        })
+        .await?;
+        let mut db = stack.database(subscriber).connect().await?;
+        let kept: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM processed_events ORDER BY event_id").fetch_all(&mut db).await?;
+        assert_eq!(kept.len(), 3, "{subscriber} kept {kept:?}");
+        assert!([low, inside].iter().all(|id| kept.contains(id)), "{subscriber} forgot a record inside the window");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_idempotent_retry_creates_nothing_new_and_another_body_with_the_same_key_is_refused() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let email = unique_email("idempotent");
@@ -414,11 +499,12 @@ fn hex(text: &str) -> String {
 fn event_properties(kind: &str, complete: bool) -> lapin::BasicProperties {
     let mut headers = lapin::types::FieldTable::default();
     let id = uuid::Uuid::now_v7().to_string();
+    let time = chrono::Utc::now().to_rfc3339();
     let attributes = [
         ("cloudEvents_type", kind),
         ("cloudEvents_id", id.as_str()),
         ("cloudEvents_source", "/somewhere"),
-        ("cloudEvents_time", "2026-11-26T00:00:00Z"),
+        ("cloudEvents_time", time.as_str()),
     ];
     for (key, value) in attributes.into_iter().take(if complete { 4 } else { 1 }) {
         headers.insert(key.into(), lapin::types::AMQPValue::LongString(value.into()));

@@ -3,6 +3,10 @@
 //! is acked before its effect is committed, and a redelivered event finds its record and changes nothing. When a
 //! batch fails, its events are applied one at a time, so one event's failure is that event's alone: a poison event
 //! is dead-lettered, a transient failure is retried in place with backoff, holding the message.
+//!
+//! Records are kept for the subscription's dedup window (and an hour for the clocks), then forgotten: an event
+//! older than the window is dead-lettered on arrival instead of applied, so an event whose record may be gone is
+//! never applied twice.
 
 use std::{
     sync::Arc,
@@ -21,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{Envelope, Subscription, record_once, transient};
+use super::{Envelope, Subscription, idempotency::forget_processed, record_once, transient};
 use crate::{amqp::Broker, backoff::Backoff};
 
 /// What a handler says about an event it could not apply.
@@ -64,6 +68,13 @@ const MAX_IN_PLACE_RETRIES: u32 = 20;
 /// retrying the same outage spread out.
 const IN_PLACE_RETRY: Backoff = Backoff::jittered(Duration::from_millis(200), Duration::from_secs(30));
 
+/// How often a consumer forgets the records of events older than its window, the first time when it starts.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// How much longer than the window a record is kept: the producer's clock (an event's time), the consumer's (the
+/// check on arrival) and its database's (the record's) may differ by this much without an event being applied twice.
+const CLOCK_MARGIN: Duration = Duration::from_secs(3600);
+
 /// Whether a consumer is attached to its queue right now: reported (informationally) on `/readyz`, so a
 /// consumer stuck outside its queue (say, redeclaring it with other arguments fails) is visible.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +96,8 @@ impl ConsumerStatus {
 }
 
 /// Consumes `subscription` with `handler`, applying events to `pool`, until `cancel` fires, reconnecting whenever
-/// the broker goes away. One batch is handled at a time per consumer; scale by running more replicas.
+/// the broker goes away; beside it, forgets the records of events older than the window. One batch is handled at
+/// a time per consumer; scale by running more replicas.
 pub async fn consume<H: Handler>(
     broker: Broker,
     subscription: Subscription,
@@ -95,16 +107,34 @@ pub async fn consume<H: Handler>(
     cancel: CancellationToken,
 ) {
     let what = format!("consumer of {}", subscription.queue);
-    RESTART
-        .restart(&what, &cancel, || async {
-            let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
-            let applier =
-                Applier { handler: handler.as_ref(), pool: &pool, subscription: &subscription, cancel: &cancel };
-            let consumed = consume_on(&connection, &subscription, &applier, &status).await;
-            status.set(false);
-            consumed
-        })
-        .await;
+    let consuming = RESTART.restart(&what, &cancel, || async {
+        let Some(connection) = broker.connection_until(&cancel).await else { return Ok(()) };
+        let applier = Applier { handler: handler.as_ref(), pool: &pool, subscription: &subscription, cancel: &cancel };
+        let consumed = consume_on(&connection, &subscription, &applier, &status).await;
+        status.set(false);
+        consumed
+    });
+    tokio::join!(consuming, forget_old_records(&pool, &subscription, &cancel));
+}
+
+/// Every [`FORGET_EVERY`] until `cancel` fires, forgets the records of events processed more than the window (and
+/// the clock margin) ago; a failure waits for the next round.
+async fn forget_old_records(pool: &PgPool, subscription: &Subscription, cancel: &CancellationToken) {
+    let keep = subscription.dedup_window + CLOCK_MARGIN;
+    loop {
+        match forget_processed(pool, keep).await {
+            Ok(0) => {}
+            Ok(forgotten) => {
+                tracing::info!(forgotten, queue = %subscription.queue, "forgot the records of events past the window");
+                metrics::counter!("events_records_forgotten_total", "queue" => subscription.queue.clone())
+                    .increment(forgotten);
+            }
+            Err(error) => tracing::warn!(error = %error, "could not forget old event records; trying next round"),
+        }
+        if !crate::backoff::pause(FORGET_EVERY, cancel).await {
+            return;
+        }
+    }
 }
 
 /// Returns `Ok` when cancelled, `Err` when the channel failed.
@@ -235,8 +265,7 @@ impl<H: Handler> Applier<'_, H> {
     fn observe(&self, envelope: &Envelope, start: Instant) {
         let labels = [("queue", self.subscription.queue.clone()), ("event_type", envelope.kind.clone())];
         metrics::histogram!("event_processing_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
-        let age = (chrono::Utc::now() - envelope.time).to_std().unwrap_or_default();
-        metrics::histogram!("event_age_seconds", &labels).record(age.as_secs_f64());
+        metrics::histogram!("event_age_seconds", &labels).record(envelope.age().as_secs_f64());
     }
 
     /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
@@ -298,16 +327,14 @@ impl<H: Handler> Applier<'_, H> {
         Ok(())
     }
 
-    /// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores, and
-    /// decodes the rest.
+    /// Dead-letters a malformed, undecodable or expired delivery, sets aside one of a type this subscriber ignores,
+    /// and decodes the rest.
     async fn sort(&self, delivery: Delivery) -> anyhow::Result<Sorted<H::Event>> {
         let envelope = match Envelope::from_delivery(&delivery) {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::error!(error = format!("{error:#}"), "malformed event; dead-lettering it");
-                self.count("unknown", "malformed");
-                delivery.reject(BasicRejectOptions { requeue: false }).await?;
-                return Ok(Sorted::Settled);
+                return self.dead_letter(delivery, "unknown", "malformed").await;
             }
         };
         // Only the types it acts on are routed to the queue; another arrives through a binding an earlier release
@@ -317,16 +344,37 @@ impl<H: Handler> Applier<'_, H> {
             self.count(&envelope.kind, "ignored");
             return Ok(Sorted::Ignored(delivery));
         }
+        if self.expired(&envelope) {
+            let (id, window_hours) = (envelope.id, self.subscription.dedup_window.as_secs() / 3600);
+            tracing::error!(event.id = %id, window_hours, "event older than the dedup window; dead-lettering it");
+            return self.dead_letter(delivery, &envelope.kind, "expired").await;
+        }
         match self.handler.decode(&envelope) {
             Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
             Err(error) => {
                 let span = event_span(&envelope, &delivery);
                 tracing::error!(parent: &span, error = format!("{error:#}"), "event does not decode; dead-lettering it");
-                self.count(&envelope.kind, "poison");
-                delivery.reject(BasicRejectOptions { requeue: false }).await?;
-                Ok(Sorted::Settled)
+                self.dead_letter(delivery, &envelope.kind, "poison").await
             }
         }
+    }
+
+    /// Whether `envelope` happened longer ago than the window: a record of it may be forgotten, so it might have
+    /// been applied already.
+    fn expired(&self, envelope: &Envelope) -> bool {
+        envelope.age() > self.subscription.dedup_window
+    }
+
+    /// Rejects `delivery` to the dead-letter queue, counting it under `outcome`.
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        kind: &str,
+        outcome: &'static str,
+    ) -> anyhow::Result<Sorted<H::Event>> {
+        self.count(kind, outcome);
+        delivery.reject(BasicRejectOptions { requeue: false }).await?;
+        Ok(Sorted::Settled)
     }
 }
 

@@ -60,6 +60,11 @@ impl Envelope {
             .with_headers(headers)
     }
 
+    /// How long ago it happened (zero if its time is ahead of this clock).
+    pub fn age(&self) -> std::time::Duration {
+        (Utc::now() - self.time).to_std().unwrap_or_default()
+    }
+
     /// Reads an envelope back from a delivery; an error means the message can never be processed.
     pub fn from_delivery(delivery: &Delivery) -> anyhow::Result<Self> {
         let headers = delivery.properties.headers().as_ref().context("no headers")?;

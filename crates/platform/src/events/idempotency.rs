@@ -16,6 +16,31 @@ pub async fn record_once(conn: &mut sqlx::PgConnection, envelope: &Envelope) -> 
     Ok(inserted.rows_affected() == 1)
 }
 
+/// The most records [`forget_processed`] deletes in one statement.
+const FORGET_BATCH: i64 = 1000;
+
+/// Forgets the records of events processed more than `keep` ago, [`FORGET_BATCH`] per statement until none is
+/// left; returns how many. Our producers mint event ids as UUID v7, which sort by the millisecond they were minted,
+/// so the primary key finds the old records and no index of their own is written with every event: every id minted
+/// before the cutoff sorts below the v7 id of the cutoff with no random bits. The id only narrows the search; the
+/// time the record was written decides (an id of another kind that sorts high is never forgotten).
+pub(super) async fn forget_processed(pool: &sqlx::PgPool, keep: std::time::Duration) -> sqlx::Result<u64> {
+    let cutoff = chrono::Utc::now() - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+    let millis = u128::try_from(cutoff.timestamp_millis()).unwrap_or_default();
+    let sql = "DELETE FROM processed_events WHERE event_id IN (SELECT event_id FROM processed_events \
+               WHERE event_id < $1 AND processed_at < now() - make_interval(secs => $2) \
+               ORDER BY event_id LIMIT $3 FOR UPDATE SKIP LOCKED)";
+    let mut forgotten = 0;
+    loop {
+        let query = sqlx::query(sql).bind(uuid::Uuid::from_u128(millis << 80)).bind(keep.as_secs_f64());
+        let deleted = query.bind(FORGET_BATCH).execute(pool).await?.rows_affected();
+        forgotten += deleted;
+        if deleted < FORGET_BATCH.unsigned_abs() {
+            return Ok(forgotten);
+        }
+    }
+}
+
 /// Remembers, in the subscriber's `deleted_users` table, that `user_id` was deleted: events about the user that
 /// arrive later (a redelivered or late signup) must change nothing.
 pub async fn remember_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {

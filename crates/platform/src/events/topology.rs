@@ -33,6 +33,9 @@ pub struct Subscription {
     pub prefetch: u16,
     /// The event types (`cloudEvents_type`) the subscriber acts on: the only ones routed to its queue.
     pub types: &'static [&'static str],
+    /// How long the subscriber remembers that it applied an event: a redelivery within it changes nothing, an event
+    /// older than it is dead-lettered instead of applied, since its record may be forgotten.
+    pub dedup_window: std::time::Duration,
 }
 
 impl Subscription {
@@ -124,13 +127,15 @@ pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscr
 }
 
 /// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
-/// (10 deliveries before dead-lettering) and `EVENTS_PREFETCH` (16 unacked messages in flight).
+/// (10 deliveries before dead-lettering), `EVENTS_PREFETCH` (16 unacked messages in flight) and
+/// `EVENTS_DEDUP_WINDOW_HOURS` (720: 30 days).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 struct RawSubscription {
     events_queue: Option<String>,
     events_delivery_limit: std::num::NonZeroU32,
     events_prefetch: std::num::NonZeroU16,
+    events_dedup_window_hours: std::num::NonZeroU32,
 }
 
 impl Default for RawSubscription {
@@ -139,6 +144,7 @@ impl Default for RawSubscription {
             events_queue: None,
             events_delivery_limit: std::num::NonZeroU32::MIN.saturating_add(9),
             events_prefetch: std::num::NonZeroU16::MIN.saturating_add(15),
+            events_dedup_window_hours: std::num::NonZeroU32::MIN.saturating_add(719),
         }
     }
 }
@@ -154,6 +160,7 @@ impl Subscription {
             delivery_limit: raw.events_delivery_limit.get(),
             prefetch: raw.events_prefetch.get(),
             types,
+            dedup_window: std::time::Duration::from_secs(u64::from(raw.events_dedup_window_hours.get()) * 3600),
         })
     }
 }
