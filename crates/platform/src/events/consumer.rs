@@ -270,6 +270,12 @@ impl<H: Handler> Applier<'_, H> {
 
     /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
     async fn apply_recorded(&self, tx: &mut PgConnection, item: &Work<H::Event>) -> Result<bool, HandleError> {
+        // Checked again here: retries in place may have held it past the window since it was sorted.
+        if self.expired(&item.envelope) {
+            return Err(HandleError::Poison(anyhow::anyhow!(
+                "older than the dedup window: its record may be forgotten"
+            )));
+        }
         if !record_once(tx, &item.envelope).await.map_err(transient)? {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(false);

@@ -25,8 +25,8 @@ const FORGET_BATCH: i64 = 1000;
 /// before the cutoff sorts below the v7 id of the cutoff with no random bits. The id only narrows the search; the
 /// time the record was written decides (an id of another kind that sorts high is never forgotten).
 pub(super) async fn forget_processed(pool: &sqlx::PgPool, keep: std::time::Duration) -> sqlx::Result<u64> {
-    let cutoff = chrono::Utc::now() - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
-    let millis = u128::try_from(cutoff.timestamp_millis()).unwrap_or_default();
+    let cutoff = chrono::TimeDelta::from_std(keep).ok().and_then(|keep| chrono::Utc::now().checked_sub_signed(keep));
+    let Some(millis) = cutoff.and_then(|cutoff| u128::try_from(cutoff.timestamp_millis()).ok()) else { return Ok(0) };
     let sql = "DELETE FROM processed_events WHERE event_id IN (SELECT event_id FROM processed_events \
                WHERE event_id < $1 AND processed_at < now() - make_interval(secs => $2) \
                ORDER BY event_id LIMIT $3 FOR UPDATE SKIP LOCKED)";

@@ -126,6 +126,9 @@ pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscr
     Ok(())
 }
 
+/// The longest dedup window: ten years.
+const MAX_DEDUP_WINDOW_HOURS: u32 = 87_600;
+
 /// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
 /// (10 deliveries before dead-lettering), `EVENTS_PREFETCH` (16 unacked messages in flight) and
 /// `EVENTS_DEDUP_WINDOW_HOURS` (720: 30 days).
@@ -154,6 +157,9 @@ impl Subscription {
     /// unless `EVENTS_QUEUE` says otherwise.
     pub fn load(amqp: &AmqpSettings, service: &str, types: &'static [&'static str]) -> Result<Self, SettingsError> {
         let raw: RawSubscription = crate::settings::load()?;
+        if raw.events_dedup_window_hours.get() > MAX_DEDUP_WINDOW_HOURS {
+            return Err(SettingsError::invalid("EVENTS_DEDUP_WINDOW_HOURS", "at most 87600 (ten years)"));
+        }
         Ok(Self {
             exchange: amqp.events_exchange.clone(),
             queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
