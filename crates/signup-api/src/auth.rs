@@ -41,8 +41,8 @@ pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Ses
     Ok(Session { token, user_id })
 }
 
-/// Asks the password service whose session `token` opens, and remembers the answer unless the session may end
-/// without a request through the API.
+/// Asks the password service whose session `token` opens, and remembers the answer. A session an earlier release
+/// opened with an unverified account's signup attempt is refused: only a verified account signs in.
 async fn checked(state: &AppState, token: &str) -> Result<String, ApiError> {
     let request = AuthenticateSessionRequest { token: token.to_owned() };
     let response = match state.upstreams.passwords.clone().authenticate_session(request).await {
@@ -50,11 +50,12 @@ async fn checked(state: &AppState, token: &str) -> Result<String, ApiError> {
         Err(status) if status.code() == Code::Unauthenticated => return Err(ApiError::Unauthorized),
         Err(status) => return Err(ApiError::from_status("password", &status)),
     };
-    if !response.attempt_bound {
-        let ends = platform::time::from_proto(response.idle_expires_at).unwrap_or_else(chrono::Utc::now);
-        let lasts = (ends - chrono::Utc::now()).to_std().unwrap_or_default();
-        state.sessions.remember(token, &response.user_id, lasts);
+    if response.attempt_bound {
+        return Err(ApiError::Unauthorized);
     }
+    let ends = platform::time::from_proto(response.idle_expires_at).unwrap_or_else(chrono::Utc::now);
+    let lasts = (ends - chrono::Utc::now()).to_std().unwrap_or_default();
+    state.sessions.remember(token, &response.user_id, lasts);
     Ok(response.user_id)
 }
 

@@ -150,7 +150,9 @@ impl ApiError {
                 password you chose when you signed up for this link (a few wrong tries end the link; signing up again \
                 sends a new one)"
                 .to_owned(),
-            Self::InvalidCredentials => "the email or the password is wrong".to_owned(),
+            Self::InvalidCredentials => {
+                "the email or the password is wrong, or the email is not verified yet".to_owned()
+            }
             Self::SignInThrottled { .. } => {
                 "too many failed sign-ins for this email; wait before trying again".to_owned()
             }

@@ -1,7 +1,9 @@
 //! Signing in and out. `POST /v1/sessions` checks the password once (argon2id, in the password service) and
 //! answers an opaque bearer token; every later request costs a keyed lookup of that token, not a hash. An unknown
 //! email and a wrong password get the same `401` after the same hashing work, and consecutive failures per email
-//! are throttled whether or not an account exists.
+//! are throttled whether or not an account exists. Only a verified account signs in: the password of a signup not
+//! yet confirmed opens nothing (it could be anyone's, and a session that worked for a new or pending address and not
+//! for a verified one would tell which addresses have an account).
 
 use axum::{
     Json,
@@ -35,7 +37,7 @@ pub(crate) struct SignInRequest {
     /// The account's email.
     #[schema(example = "ada@example.com")]
     email: String,
-    /// The account's password (for an account not verified yet: the password of its newest signup).
+    /// The account's password. An account signs in once its email is verified.
     #[schema(example = "correct horse battery staple")]
     password: String,
 }
@@ -64,7 +66,7 @@ pub(crate) struct SessionCreated {
         (status = 201, description = "Signed in", body = SessionCreated,
             headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown email, wrong password, or an email not verified yet (one answer for all)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or malformed fields", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this email, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -129,10 +131,10 @@ pub(crate) async fn open(
     if !password.could_be_anyones() {
         return Err(ApiError::InvalidCredentials);
     }
-    let (user_id, signup_id) = account(state, email).await?;
+    let user_id = verified_account(state, email).await?;
     let request = CreateSessionRequest {
         user_id: user_id.clone(),
-        signup_id,
+        signup_id: String::new(),
         email_hash: state.hasher.hash(email),
         password: password.expose().to_owned(),
     };
@@ -147,8 +149,8 @@ pub(crate) async fn open(
     }
 }
 
-/// The account and signup attempt whose password signs in with `email`: empty ids when there is none.
-async fn account(state: &AppState, email: &Email) -> Result<(String, String), ApiError> {
+/// The verified account of `email`, whose password signs in: empty when there is none.
+async fn verified_account(state: &AppState, email: &Email) -> Result<String, ApiError> {
     let request = GetUserByEmailRequest { email: email.as_str().to_owned() };
     let user = match state.upstreams.users.clone().get_user_by_email(request).await {
         Ok(response) => response.into_inner().user,
@@ -156,11 +158,10 @@ async fn account(state: &AppState, email: &Email) -> Result<(String, String), Ap
         Err(status) => return Err(ApiError::from_status("user-metadata", &status)),
     };
     Ok(match user {
-        Some(user) if user.status() == UserStatus::Verified => (user.user_id, String::new()),
-        // Not verified yet: the password of its newest signup attempt signs in, until one attempt is verified.
-        Some(user) if user.status() == UserStatus::PendingVerification => (user.user_id, user.signup_id),
-        // No account (or a signup an earlier release left half-made): the check runs against a decoy.
-        _ => (String::new(), String::new()),
+        Some(user) if user.status() == UserStatus::Verified => user.user_id,
+        // No account, one not verified yet (whoever signed up with this address, its password proves nothing), or a
+        // signup an earlier release left half-made: the check runs against a decoy, as much work as a real one.
+        _ => String::new(),
     })
 }
 

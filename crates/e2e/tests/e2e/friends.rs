@@ -132,10 +132,9 @@ async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out
     assert_eq!(seen, ["c", "a", "g", "f", "d", "b"]);
     assert_eq!(token, None);
 
-    // The opted-out user still gets their own suggestions; the unverified one may not ask.
+    // The opted-out user still gets their own suggestions; the unverified one cannot sign in to ask.
     expect(&stack, &o, &[("u", "mutual")]).await?;
-    let unverified = stack.session(&h.email, PASSWORD).await?;
-    assert_eq!(stack.get_as(&unverified, "/v1/me/friend-suggestions").await?.status(), 403);
+    assert_eq!(stack.sign_in(&h.email, PASSWORD).await?.status(), 401);
     assert_eq!(stack.get_as(&session, "/v1/me/friend-suggestions?page_token=nope").await?.status(), 400);
     Ok(())
 }
