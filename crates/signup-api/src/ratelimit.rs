@@ -202,18 +202,33 @@ pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, request: 
 }
 
 /// The client a request is from: the peer, or, when the peer is a trusted proxy, the right-most address of
-/// `X-Forwarded-For` that is not a trusted proxy. Without a peer (a request built in a test), the unspecified
-/// address.
+/// `X-Forwarded-For` that is not a trusted proxy (with or without a port, as proxies write it). The header is read
+/// from the right, where our proxies append, and only as far as it can be read: anything left of an entry that is
+/// not an address is the client's own word, so such an entry makes the peer the client. Without a peer (a request
+/// built in a test), the unspecified address.
 pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
-    let hops: Vec<IpAddr> =
-        forwarded.flat_map(|value| value.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
-    hops.into_iter().rev().find(|hop| !is_trusted(hop)).unwrap_or(peer)
+    let forwarded = headers.get_all("x-forwarded-for").iter().map(|value| value.to_str().unwrap_or_default());
+    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
+    for hop in hops.into_iter().rev() {
+        match hop_address(hop.trim()) {
+            Some(ip) if is_trusted(&ip) => {}
+            Some(ip) => return ip,
+            None => return peer,
+        }
+    }
+    peer
+}
+
+/// One `X-Forwarded-For` entry's address: `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:443`.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let bracketed = || hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok();
+    hop.parse().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|address| address.ip())).or_else(bracketed)
 }
 
 /// The bucket a client counts against: its IPv4 address, or the /64 of its IPv6 address.
@@ -256,6 +271,23 @@ mod tests {
         assert_eq!(client(Some(ip("10.9.9.9")), &HeaderMap::new(), &trusted), ip("10.9.9.9"), "no header");
         assert_eq!(client(Some(ip("10.9.9.9")), &forwarded("garbage"), &trusted), ip("10.9.9.9"));
         assert_eq!(client(Some(ip("::ffff:10.9.9.9")), &headers, &trusted), ip("203.0.113.9"), "v4-mapped peer");
+    }
+
+    #[test]
+    fn a_proxy_that_writes_ports_is_read_and_nothing_left_of_an_unreadable_entry_is_believed() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = Some(ip("10.9.9.9"));
+        let cases = [
+            ("203.0.113.1, 198.51.100.7:443", "198.51.100.7"),
+            ("203.0.113.1, [2001:db8::7]:443, 10.1.2.3:80", "2001:db8::7"),
+            ("[2001:db8::8]", "2001:db8::8"),
+            // The client's own entries (left) are skipped only when they are trusted proxies, never when unreadable.
+            ("203.0.113.1, not-an-address", "10.9.9.9"),
+            ("203.0.113.1, , 10.1.2.3", "10.9.9.9"),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(client(proxy, &forwarded(header), &trusted), ip(expected), "{header}");
+        }
     }
 
     #[test]

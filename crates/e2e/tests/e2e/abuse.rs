@@ -216,7 +216,8 @@ async fn sign_ins_slow_down_then_lock_out_per_email_and_recover_after_the_time_o
 }
 
 /// Attack: one client hammering an endpoint. It gets its budget, then 429s with the standard headers; another
-/// client is unaffected; `X-Forwarded-For` picks the client only when the peer is a trusted proxy.
+/// client is unaffected; `X-Forwarded-For` picks the client only when the peer is a trusted proxy, and only from
+/// what that proxy wrote (attack: varying the left of the header behind a proxy that writes ports).
 #[tokio::test]
 async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow::Result<()> {
     let env = vec![
@@ -247,6 +248,16 @@ async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow
     assert_eq!(limited.json::<Value>().await?["type"], "/problems/rate-limited");
     assert_eq!(other.status(), 401, "another client was limited");
     assert_eq!(other.headers()["ratelimit"].to_str()?, "\"reads\";r=2;t=20");
+
+    // Behind a proxy that appends the client with its port, the left of the header is still the client's word:
+    // varying it buys no fresh budget. Before, the entry with a port was skipped and the client's own word counted.
+    let mut spoofed = Vec::new();
+    for i in 0..4 {
+        let request = stack.http().get(format!("{}/v1/me", stack.api_url()));
+        let request = request.header("x-forwarded-for", format!("203.0.113.{i}, 198.51.100.9:40000"));
+        spoofed.push(request.send().await?.status().as_u16());
+    }
+    assert_eq!(spoofed, [401, 401, 401, 429], "varying the left of X-Forwarded-For bought a fresh budget");
 
     // The same API without trusted proxies: the header is the client's word, and every request counts against the
     // peer, whatever it claims.
