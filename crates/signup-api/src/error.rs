@@ -41,7 +41,7 @@ pub(crate) enum ApiError {
     /// A live verification link confirmed with a password that is not its signup's.
     #[error("the link and the password belong to different signups")]
     LinkPasswordMismatch,
-    /// A sign-in with an unknown email or a wrong password: one answer for both.
+    /// A sign-in with an unknown email, a wrong password or an email not verified yet: one answer for all.
     #[error("invalid credentials")]
     InvalidCredentials,
     /// Too many consecutive failed sign-ins for this email; try again after the given seconds.

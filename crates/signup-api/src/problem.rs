@@ -99,7 +99,7 @@ pub mod types {
         StatusCode::UNAUTHORIZED,
         "invalid-credentials",
         "Invalid Credentials",
-        "The email or the password is wrong: one answer for both, so it says nothing about whether an account exists.",
+        "The email or the password is wrong, or the email is not verified yet (confirm it with the link from the verification email first): one answer for all, so it says nothing about whether an account exists.",
     );
     /// 429.
     pub const TOO_MANY_SIGN_IN_ATTEMPTS: ProblemType = kind(
