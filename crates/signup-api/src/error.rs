@@ -26,6 +26,9 @@ pub(crate) enum ApiError {
     /// The body is larger than the configured limit.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The body did not arrive within `REQUEST_BODY_TIMEOUT_MS`.
+    #[error("request body timed out")]
+    RequestTimeout,
     /// Fields failed validation.
     #[error("{} invalid field(s)", .0.len())]
     Invalid(Vec<FieldError>),
@@ -119,6 +122,7 @@ impl ApiError {
             Self::Malformed(_) => &types::MALFORMED_REQUEST,
             Self::UnsupportedMediaType => &types::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => &types::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => &types::REQUEST_TIMEOUT,
             Self::Invalid(_) => &types::VALIDATION_FAILED,
             Self::BadIdempotencyKey => &types::BAD_IDEMPOTENCY_KEY,
             Self::IdempotencyKeyReused => &types::IDEMPOTENCY_KEY_REUSED,
@@ -140,6 +144,7 @@ impl ApiError {
             Self::Malformed(detail) => detail.clone(),
             Self::UnsupportedMediaType => "send the body as application/json".to_owned(),
             Self::PayloadTooLarge => "the body is larger than this endpoint accepts".to_owned(),
+            Self::RequestTimeout => "the body did not arrive in time; send the request again".to_owned(),
             Self::Invalid(_) => "one or more fields are invalid; see errors".to_owned(),
             Self::BadIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
             Self::IdempotencyKeyReused => {

@@ -25,6 +25,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             BytesRejection::FailedToBufferBody(e) if e.body_text().contains("length limit") => {
                 ApiError::PayloadTooLarge
             }
+            BytesRejection::FailedToBufferBody(e) if timed_out(&e) => ApiError::RequestTimeout,
             _ => ApiError::Malformed("the body could not be read".to_owned()),
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
@@ -33,6 +34,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             Err(error) => Err(ApiError::Malformed(format!("the body is not valid JSON: {error}"))),
         }
     }
+}
+
+/// Whether reading the body failed because it did not arrive in time (`REQUEST_BODY_TIMEOUT_MS`).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.

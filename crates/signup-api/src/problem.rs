@@ -59,6 +59,13 @@ pub mod types {
         "Payload Too Large",
         "The body is larger than this API accepts (`MAX_BODY_BYTES`, 128 KiB by default).",
     );
+    /// 408.
+    pub const REQUEST_TIMEOUT: ProblemType = kind(
+        StatusCode::REQUEST_TIMEOUT,
+        "request-timeout",
+        "Request Timeout",
+        "The body did not arrive within `REQUEST_BODY_TIMEOUT_MS` (10 s by default) of the request's head. Nothing was done: send the request again.",
+    );
     /// 422, with `errors`.
     pub const VALIDATION_FAILED: ProblemType = kind(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -166,10 +173,11 @@ pub mod types {
     );
 
     /// Every type, for the pages.
-    pub const ALL: [&ProblemType; 18] = [
+    pub const ALL: [&ProblemType; 19] = [
         &MALFORMED_REQUEST,
         &UNSUPPORTED_MEDIA_TYPE,
         &PAYLOAD_TOO_LARGE,
+        &REQUEST_TIMEOUT,
         &VALIDATION_FAILED,
         &BAD_IDEMPOTENCY_KEY,
         &IDEMPOTENCY_KEY_REUSED,

@@ -8,7 +8,7 @@ use axum::{
     middleware,
     routing::{MethodRouter, delete, get, post, put},
 };
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::{catch_panic::CatchPanicLayer, timeout::RequestBodyDeadlineLayer};
 
 use crate::{
     problem::Problem,
@@ -18,7 +18,8 @@ use crate::{
 
 /// The versioned API under `/v1`, `/openapi.json` and its browsable form at `/docs` (Swagger UI, served from the
 /// binary), and the pages of the problem types at `/problems/{slug}`. Every `/v1` route counts against its
-/// client's budget for its kind of request. Every error is a problem document carrying its `instance`, 404 and
+/// client's budget for its kind of request; a body must arrive within `REQUEST_BODY_TIMEOUT_MS` of the request's head
+/// (a trickled one would hold what its request holds: an admitted signup's place). Every error is a problem document carrying its `instance`, 404 and
 /// 405 included; a panic is a 500 problem, logged in the request's span.
 pub fn router(state: AppState) -> Router {
     let docs = crate::docs::router(crate::openapi::constrained(&state.limits));
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(RequestBodyDeadlineLayer::new(state.request_body_timeout))
         .with_state(state)
         .merge(docs);
     api.layer(middleware::from_fn(crate::error::log_errors))

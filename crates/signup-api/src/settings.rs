@@ -29,6 +29,8 @@ pub struct Settings {
     pub limits: SignupLimits,
     /// `MAX_BODY_BYTES`: largest request body accepted, 131072 by default.
     pub max_body_bytes: usize,
+    /// `REQUEST_BODY_TIMEOUT_MS`: how long a request's body may take to arrive, from its head on, 10000 by default.
+    pub request_body_timeout: std::time::Duration,
     /// `CONTACT_HASH_KEY`: the secret contacts and emails are hashed under (at least 32 bytes).
     pub contact_hash_key: SecretString,
     /// `IDEMPOTENCY_FINGERPRINT_KEY`: the secret an `Idempotency-Key`'s request fingerprint is made under (at
@@ -113,6 +115,7 @@ impl SessionCacheSettings {
 #[serde(default)]
 struct Limits {
     max_body_bytes: NonZeroUsize,
+    request_body_timeout_ms: NonZeroU64,
     max_contacts: usize,
     password_min_length: usize,
     password_max_length: usize,
@@ -126,6 +129,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: NonZeroUsize::new(128 * 1024).unwrap_or(NonZeroUsize::MIN),
+            request_body_timeout_ms: NonZeroU64::new(10_000).unwrap_or(NonZeroU64::MIN),
             max_contacts: 1000,
             password_min_length: 15,
             password_max_length: 128,
@@ -250,6 +254,7 @@ impl Settings {
             upstreams,
             limits: signup,
             max_body_bytes: limits.max_body_bytes.get(),
+            request_body_timeout: std::time::Duration::from_millis(limits.request_body_timeout_ms.get()),
             contact_hash_key: secret_key("CONTACT_HASH_KEY", limits.contact_hash_key)?,
             fingerprint_key: secret_key("IDEMPOTENCY_FINGERPRINT_KEY", limits.idempotency_fingerprint_key)?,
             rate_limits: platform::settings::load::<RateLimits>()?.check()?,
@@ -282,6 +287,7 @@ impl Settings {
             },
             limits: limits.signup(),
             max_body_bytes: limits.max_body_bytes.get(),
+            request_body_timeout: std::time::Duration::from_millis(limits.request_body_timeout_ms.get()),
             contact_hash_key: SecretString::from("test-contact-hash-key-0123456789abcdef"),
             fingerprint_key: SecretString::from("test-fingerprint-key-0123456789abcdefgh"),
             rate_limits: RateLimits::default().check().unwrap_or_else(|e| panic!("default rate limits: {e}")),

@@ -75,6 +75,7 @@ pub(crate) struct SignupRequest {
     responses(
         (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account), within the address's mail budget", body = SignupAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within REQUEST_BODY_TIMEOUT_MS; nothing was done", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another email or body", body = crate::problem::Problem, content_type = "application/problem+json"),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub limits: SignupLimits,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive.
+    pub request_body_timeout: std::time::Duration,
     /// Per-client budgets.
     pub rate_limits: RateLimits,
     /// How many signups password takes at a time, as learned from its refusals.
@@ -52,6 +54,7 @@ impl AppState {
             fingerprints: KeyedHasher::new(settings.fingerprint_key.clone()),
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
+            request_body_timeout: settings.request_body_timeout,
             rate_limits: RateLimits::new(&settings.rate_limits),
             admission: crate::admission::Admission::default(),
             sessions: crate::auth::SessionCache::new(settings.session_cache.ttl(), settings.session_cache.capacity()),

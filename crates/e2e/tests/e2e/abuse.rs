@@ -386,6 +386,86 @@ async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<(
     Ok(())
 }
 
+/// Attack: once password has refused a signup for capacity, signup-api admits only as many signups at a time as
+/// password took. A few requests that send their head and trickle their body hold those places, and every other
+/// signup is refused for as long as they trickle. The body must arrive within `REQUEST_BODY_TIMEOUT_MS`: the trickles
+/// are answered 408 and their places go back. On the code before, signups stayed refused while the trickles lasted.
+#[tokio::test]
+async fn signups_whose_bodies_trickle_lose_their_place_at_the_body_deadline() -> anyhow::Result<()> {
+    let env = [
+        ("password", "HASHING_THREADS", "1"),
+        ("password", "HASHING_QUEUE_LIMIT", "1"),
+        ("password", "ARGON2_ITERATIONS", "50"),
+        ("signup-api", "GRPC_DEADLINE_MS", "60000"),
+        ("signup-api", "REQUEST_BODY_TIMEOUT_MS", "3000"),
+        ("signup-api", "RATE_LIMIT_SIGNUPS", "10000/60"),
+    ];
+    let env = env.into_iter().map(|(service, name, value)| (service, name, value.to_owned())).collect();
+    let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
+    // password holds two signups: four at once teach signup-api a limit below five.
+    let teaching = (0..4).map(|_| {
+        let stack = stack.clone();
+        let body = json!({ "email": unique_email("teach"), "password": PASSWORD, "display_name": "T" });
+        tokio::spawn(async move { stack.signup(&body, None).await.map(|r| r.status().as_u16()) })
+    });
+    let taught: Vec<u16> = futures_util::future::try_join_all(teaching).await?.into_iter().collect::<Result<_, _>>()?;
+    assert!(taught.contains(&503), "password refused none of {taught:?}: nothing was learned");
+
+    let port = stack.member("signup-api").port;
+    let mut trickles = Vec::new();
+    for _ in 0..5 {
+        trickles.push(trickle(port).await?);
+    }
+    let signup = || async {
+        let body = json!({ "email": unique_email("patient"), "password": PASSWORD, "display_name": "P" });
+        anyhow::Ok(stack.signup(&body, None).await?.status().as_u16())
+    };
+    // Once signup-api has read their heads, the trickles hold every place: a signup is refused.
+    eventually(Duration::from_secs(10), || async {
+        let status = signup().await?;
+        anyhow::ensure!(status == 503, "a signup was answered {status}: the trickles hold no place yet");
+        Ok(())
+    })
+    .await?;
+    // Until their bodies are past the deadline.
+    eventually(Duration::from_secs(15), || async {
+        let status = signup().await?;
+        anyhow::ensure!(status == 202, "a signup is still refused ({status}) while the trickles hold their places");
+        Ok(())
+    })
+    .await?;
+    let mut answers = Vec::new();
+    for stream in trickles {
+        answers.push(status_line(stream).await?);
+    }
+    assert!(answers.iter().any(|a| a.starts_with("HTTP/1.1 408")), "no trickle was timed out: {answers:?}");
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 408") || a.starts_with("HTTP/1.1 503")), "{answers:?}");
+    Ok(())
+}
+
+/// A signup whose head is sent and whose body stops after a few bytes, on its own connection.
+async fn trickle(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = "POST /v1/signups HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                Content-Length: 200\r\n\r\n{\"email\":";
+    stream.write_all(head.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// The status line of the answer on `stream`.
+async fn status_line(mut stream: tokio::net::TcpStream) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = Vec::new();
+    let mut buffer = [0; 512];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buffer)).await??;
+        anyhow::ensure!(read > 0, "the connection closed without an answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    Ok(String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned())
+}
+
 /// Attack: a signup flood while password is full of signups this signup-api no longer holds (their callers gave
 /// up at the gRPC deadline, or another replica sent them). Nothing is in flight here, so the learned limit alone
 /// would let every flooding signup through to the strength check and to password, one refusal after another; the

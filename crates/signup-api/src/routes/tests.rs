@@ -172,7 +172,7 @@ async fn the_openapi_document_states_the_constraints_and_the_errors() {
     let document: Value = serde_json::from_slice(&body).unwrap_or_default();
     assert_eq!(status, StatusCode::OK);
     let responses = &document["paths"]["/v1/signups"]["post"]["responses"];
-    for code in ["202", "400", "413", "415", "422", "429", "503"] {
+    for code in ["202", "400", "408", "413", "415", "422", "429", "503"] {
         assert!(responses.get(code).is_some(), "no {code} in {responses}");
     }
     for path in ["/v1/email-verifications", "/v1/email-verifications/confirm", "/v1/sessions", "/v1/me"] {
