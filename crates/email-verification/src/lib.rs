@@ -71,6 +71,7 @@ impl platform::service::Service for EmailVerification {
         "20261129000001_attempts_and_budgets",
         "20261129000002_mail_trace_context",
         "20261129000003_account_deleted_notice",
+        "20261130000001_mailbox_budget",
     ];
     type Settings = Settings;
     type Admin = Admin;

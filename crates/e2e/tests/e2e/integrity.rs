@@ -266,6 +266,32 @@ async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_m
 }
 
 /// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
+/// Attack: mail-bombing one mailbox through the spellings that reach it (`+tags`, Gmail's dots and its other
+/// domain), each of which had a budget of its own. On the code before, six tagged signups within an hour's budget of
+/// three delivered six mails to one mailbox.
+#[tokio::test]
+async fn the_spellings_of_one_mailbox_share_its_mail_budget() -> anyhow::Result<()> {
+    let stack = started(Options { env: budget(3, 10), ..Options::default() }).await?;
+    let user = format!("bombed{}", uuid::Uuid::now_v7().simple());
+    let (head, tail) = user.split_at(3);
+    let tagged: Vec<String> = (0..6).map(|i| format!("{user}+{i}@example.com")).collect();
+    let gmail = [
+        format!("{user}@gmail.com"),
+        format!("{head}.{tail}@gmail.com"),
+        format!("{user}+x@googlemail.com"),
+        format!("{head}.{tail}+y@gmail.com"),
+    ];
+    for email in tagged.iter().chain(&gmail) {
+        sign_up(&stack, email, ATTACKER_PASSWORD, "x").await?;
+    }
+    mail_settled(&stack, 10).await?;
+
+    let delivered = |spellings: &[String]| spellings.iter().map(|s| stack.smtp.messages_to(s).len()).sum::<usize>();
+    assert_eq!(delivered(&tagged), 3, "tagged spellings of one mailbox got more than its budget");
+    assert_eq!(delivered(&gmail), 3, "spellings of one Gmail mailbox got more than its budget");
+    Ok(())
+}
+
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {
     let env = vec![("email-verification", "MAIL_GLOBAL_PER_MINUTE", "2".to_owned())];

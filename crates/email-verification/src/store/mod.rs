@@ -263,9 +263,10 @@ async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget
     Ok(if insert_mail(conn, mail, Some(budget)).await? { Queued::Yes } else { Queued::OverBudget })
 }
 
-/// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient stays
-/// within the hourly and daily limits, counted over the mail queued to it in the last hour and day. The arguments
-/// are the statement's parameters for the recipient and the two limits.
+/// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient's mailbox
+/// stays within the hourly and daily limits, counted over the mail queued to that mailbox (every spelling of it:
+/// the database's `mailbox()` drops `+tags` and Gmail's dots) in the last hour and day. The arguments are the
+/// statement's parameters for the recipient and the two limits.
 macro_rules! within_budget {
     ($recipient:literal, $per_hour:literal, $per_day:literal) => {
         concat!(
@@ -273,9 +274,9 @@ macro_rules! within_budget {
             $per_hour,
             " AND count(*) < ",
             $per_day,
-            " AS within FROM mails WHERE recipient = ",
+            " AS within FROM mails WHERE mailbox = mailbox(",
             $recipient,
-            " AND created_at > now() - interval '1 day'"
+            ") AND created_at > now() - interval '1 day'"
         )
     };
 }
@@ -293,10 +294,10 @@ async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudge
         .await
 }
 
-/// The lock on an address's budget, held until the transaction ends; what is counted after it, in a later
+/// The lock on a mailbox's budget, held until the transaction ends; what is counted after it, in a later
 /// statement, sees every mail queued by whoever held it before.
 async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mail budget ' || $1, 0))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mail budget ' || mailbox($1), 0))")
         .bind(recipient)
         .execute(conn)
         .await
