@@ -12,6 +12,10 @@
 //! (other replicas' signups, or ones whose callers gave up): then the window is closed, and one signup per
 //! [`PROBE_INTERVAL`] goes through to find out when password has room again (as TCP probes a zero window), so the
 //! others are refused here rather than one after another by password.
+//!
+//! Whether there is room is asked before the body is read ([`Admission::has_room`]), so a refused signup costs
+//! nothing; the place is taken only once the body has arrived ([`Admission::admit`]), so a client that trickles its
+//! body holds no place while it does.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -43,6 +47,12 @@ impl Default for Admission {
 }
 
 impl Admission {
+    /// Whether a signup would be admitted now; counts it as shed when not. Takes nothing.
+    pub(crate) fn has_room(&self) -> bool {
+        let window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        window.has_room(Instant::now()) || shed()
+    }
+
     /// A ticket for one signup, or `None` when as many are in flight as password was last seen to take, or the
     /// window is closed and this is not the moment for a probe.
     pub(crate) fn admit(&self) -> Option<Ticket> {
@@ -51,9 +61,8 @@ impl Admission {
 
     fn admit_at(&self, now: Instant) -> Option<Ticket> {
         let mut window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let probe_due = window.next_probe.is_none_or(|at| now >= at);
-        if window.in_flight as f64 >= window.limit || !probe_due {
-            metrics::counter!("signups_shed_total").increment(1);
+        if !window.has_room(now) {
+            shed();
             return None;
         }
         if window.next_probe.is_some() {
@@ -72,6 +81,19 @@ impl Admission {
     fn limit(&self) -> f64 {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).limit
     }
+}
+
+impl Window {
+    /// Fewer in flight than the limit, and, with the window closed, a probe due.
+    fn has_room(&self, now: Instant) -> bool {
+        (self.in_flight as f64) < self.limit && self.next_probe.is_none_or(|at| now >= at)
+    }
+}
+
+/// Counts a signup refused here; false, for `||`.
+fn shed() -> bool {
+    metrics::counter!("signups_shed_total").increment(1);
+    false
 }
 
 /// One admitted signup, until password has answered it (dropping the ticket).

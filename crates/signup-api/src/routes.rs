@@ -19,7 +19,7 @@ use crate::{
 /// The versioned API under `/v1`, `/openapi.json` and its browsable form at `/docs` (Swagger UI, served from the
 /// binary), and the pages of the problem types at `/problems/{slug}`. Every `/v1` route counts against its
 /// client's budget for its kind of request; a body must arrive within `REQUEST_BODY_TIMEOUT_MS` of the request's head
-/// (a trickled one would hold what its request holds: an admitted signup's place). Every error is a problem document carrying its `instance`, 404 and
+/// (a trickled one holds a connection and a task until then). Every error is a problem document carrying its `instance`, 404 and
 /// 405 included; a panic is a 500 problem, logged in the request's span.
 pub fn router(state: AppState) -> Router {
     let docs = crate::docs::router(crate::openapi::constrained(&state.limits));

@@ -89,11 +89,16 @@ pub(crate) async fn create(
     headers: HeaderMap,
     request: Request,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
-    let result = match state.admission.admit() {
-        // As many signups in flight as password takes: refused before anything is read or checked.
-        None => Err(ApiError::Unavailable { reason: "password is at capacity".to_owned(), retry_after_secs: 1 }),
-        Some(ticket) => match JsonObject::from_request(request, &()).await {
-            Ok(JsonObject(body)) => accept(&state, &headers, &body, ticket).await,
+    let at_capacity = || ApiError::Unavailable { reason: "password is at capacity".to_owned(), retry_after_secs: 1 };
+    // As many signups in flight as password takes: refused before anything is read or checked. The place is taken
+    // once the body is here, so a body that trickles in holds none.
+    let result = match state.admission.has_room() {
+        false => Err(at_capacity()),
+        true => match JsonObject::from_request(request, &()).await {
+            Ok(JsonObject(body)) => match state.admission.admit() {
+                Some(ticket) => accept(&state, &headers, &body, ticket).await,
+                None => Err(at_capacity()),
+            },
             Err(error) => Err(error),
         },
     };

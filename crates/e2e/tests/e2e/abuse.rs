@@ -387,18 +387,17 @@ async fn a_signup_flood_is_refused_before_its_body_is_read() -> anyhow::Result<(
 }
 
 /// Attack: once password has refused a signup for capacity, signup-api admits only as many signups at a time as
-/// password took. A few requests that send their head and trickle their body hold those places, and every other
-/// signup is refused for as long as they trickle. The body must arrive within `REQUEST_BODY_TIMEOUT_MS`: the trickles
-/// are answered 408 and their places go back. On the code before, signups stayed refused while the trickles lasted.
+/// password took. Requests that sent their head and then trickled their body held those places for as long as they
+/// trickled, and every other signup was refused. A place is now taken once the body is here, and a body must arrive
+/// within `REQUEST_BODY_TIMEOUT_MS` (then 408).
 #[tokio::test]
-async fn signups_whose_bodies_trickle_lose_their_place_at_the_body_deadline() -> anyhow::Result<()> {
+async fn signups_whose_bodies_trickle_hold_no_place_and_end_at_the_body_deadline() -> anyhow::Result<()> {
     let env = [
         ("password", "HASHING_THREADS", "1"),
         ("password", "HASHING_QUEUE_LIMIT", "1"),
         ("password", "ARGON2_ITERATIONS", "50"),
         ("signup-api", "GRPC_DEADLINE_MS", "60000"),
-        ("signup-api", "REQUEST_BODY_TIMEOUT_MS", "3000"),
-        ("signup-api", "RATE_LIMIT_SIGNUPS", "10000/60"),
+        ("signup-api", "REQUEST_BODY_TIMEOUT_MS", "5000"),
     ];
     let env = env.into_iter().map(|(service, name, value)| (service, name, value.to_owned())).collect();
     let stack = Arc::new(started(Options { env, ..Options::default() }).await?);
@@ -416,52 +415,46 @@ async fn signups_whose_bodies_trickle_lose_their_place_at_the_body_deadline() ->
     for _ in 0..5 {
         trickles.push(trickle(port).await?);
     }
-    let signup = || async {
-        let body = json!({ "email": unique_email("patient"), "password": PASSWORD, "display_name": "P" });
-        anyhow::Ok(stack.signup(&body, None).await?.status().as_u16())
-    };
-    // Once signup-api has read their heads, the trickles hold every place: a signup is refused.
-    eventually(Duration::from_secs(10), || async {
-        let status = signup().await?;
-        anyhow::ensure!(status == 503, "a signup was answered {status}: the trickles hold no place yet");
-        Ok(())
-    })
-    .await?;
-    // Until their bodies are past the deadline.
-    eventually(Duration::from_secs(15), || async {
-        let status = signup().await?;
-        anyhow::ensure!(status == 202, "a signup is still refused ({status}) while the trickles hold their places");
-        Ok(())
-    })
-    .await?;
-    let mut answers = Vec::new();
-    for stream in trickles {
-        answers.push(status_line(stream).await?);
+    // Each head has been read and its body is awaited: signup-api says `100 Continue` (or refuses it at once).
+    let mut waiting = Vec::new();
+    for stream in &mut trickles {
+        waiting.push(status_line(stream).await?);
+        use tokio::io::AsyncWriteExt as _;
+        stream.write_all(b"{\"email\":").await?;
     }
-    assert!(answers.iter().any(|a| a.starts_with("HTTP/1.1 408")), "no trickle was timed out: {answers:?}");
-    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 408") || a.starts_with("HTTP/1.1 503")), "{answers:?}");
+    // A signup refused only for want of a place: an invalid body is 422 once admitted (nothing is hashed), 503 if not.
+    let invalid = stack.signup(&json!({ "email": "not an address" }), None).await?.status().as_u16();
+    let mut ended = Vec::new();
+    for stream in &mut trickles {
+        ended.push(status_line(stream).await.unwrap_or_else(|error| format!("{error:#}")));
+    }
+
+    assert_eq!(invalid, 422, "a signup was refused while bodies trickled (they were answered {waiting:?})");
+    assert!(waiting.iter().all(|line| line.starts_with("HTTP/1.1 100")), "a trickle was not read: {waiting:?}");
+    assert!(ended.iter().all(|line| line.starts_with("HTTP/1.1 408")), "a trickle outlived the deadline: {ended:?}");
     Ok(())
 }
 
-/// A signup whose head is sent and whose body stops after a few bytes, on its own connection.
+/// A signup whose head asks to go on (`Expect: 100-continue`), on its own connection.
 async fn trickle(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt as _;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let head = "POST /v1/signups HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-                Content-Length: 200\r\n\r\n{\"email\":";
+                Content-Length: 200\r\nExpect: 100-continue\r\n\r\n";
     stream.write_all(head.as_bytes()).await?;
     Ok(stream)
 }
 
-/// The status line of the answer on `stream`.
-async fn status_line(mut stream: tokio::net::TcpStream) -> anyhow::Result<String> {
+/// The status line of the next answer on `stream` (the rest of that answer is read and dropped).
+async fn status_line(stream: &mut tokio::net::TcpStream) -> anyhow::Result<String> {
     use tokio::io::AsyncReadExt as _;
     let mut answer = Vec::new();
-    let mut buffer = [0; 512];
-    while !answer.windows(2).any(|w| w == b"\r\n") {
-        let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buffer)).await??;
+    let mut buffer = [0; 1];
+    // Byte by byte up to the end of the head, so nothing of a later answer is consumed.
+    while !answer.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer)).await??;
         anyhow::ensure!(read > 0, "the connection closed without an answer");
-        answer.extend_from_slice(&buffer[..read]);
+        answer.push(buffer[0]);
     }
     Ok(String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned())
 }

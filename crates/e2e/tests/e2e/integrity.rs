@@ -265,7 +265,6 @@ async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_m
     Ok(())
 }
 
-/// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 /// Attack: mail-bombing one mailbox through the spellings that reach it (`+tags`, Gmail's dots and its other
 /// domain), each of which had a budget of its own. On the code before, six tagged signups within an hour's budget of
 /// three delivered six mails to one mailbox.
@@ -292,6 +291,7 @@ async fn the_spellings_of_one_mailbox_share_its_mail_budget() -> anyhow::Result<
     Ok(())
 }
 
+/// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {
     let env = vec![("email-verification", "MAIL_GLOBAL_PER_MINUTE", "2".to_owned())];
