@@ -274,7 +274,7 @@ macro_rules! within_budget {
             $per_hour,
             " AND count(*) < ",
             $per_day,
-            " AS within FROM mails WHERE mailbox = mailbox(",
+            " AS within FROM mails WHERE mailbox(recipient) = mailbox(",
             $recipient,
             ") AND created_at > now() - interval '1 day'"
         )
