@@ -3,7 +3,10 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request, rejection::BytesRejection},
+    extract::{
+        FromRequest, Request,
+        rejection::{BytesRejection, FormRejection},
+    },
     http::header,
 };
 use serde_json::{Map, Value};
@@ -21,18 +24,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if !is_json(request.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(e) if e.body_text().contains("length limit") => {
-                ApiError::PayloadTooLarge
-            }
-            BytesRejection::FailedToBufferBody(e) if timed_out(&e) => ApiError::RequestTimeout,
-            _ => ApiError::Malformed("the body could not be read".to_owned()),
-        })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(unread)?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(object)) => Ok(Self(object)),
             Ok(_) => Err(ApiError::Malformed("the body must be a JSON object".to_owned())),
             Err(error) => Err(ApiError::Malformed(format!("the body is not valid JSON: {error}"))),
         }
+    }
+}
+
+/// Why a body could not be read: over `MAX_BODY_BYTES` (413), not here within `REQUEST_BODY_TIMEOUT_MS` (408), or
+/// broken off.
+fn unread(rejection: BytesRejection) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(e) if e.body_text().contains("length limit") => ApiError::PayloadTooLarge,
+        BytesRejection::FailedToBufferBody(e) if timed_out(&e) => ApiError::RequestTimeout,
+        _ => ApiError::Malformed("the body could not be read".to_owned()),
+    }
+}
+
+/// A form that could not be read as [`unread`] says, or `otherwise` when it was read and does not parse.
+pub(crate) fn form_error(rejection: FormRejection, otherwise: ApiError) -> ApiError {
+    match rejection {
+        FormRejection::BytesRejection(rejection) => unread(rejection),
+        _ => otherwise,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::{
         signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
-    extract::{JsonObject, is_form, wants_html},
+    extract::{JsonObject, form_error, is_form, wants_html},
     pages,
     startup::AppState,
 };
@@ -217,7 +217,7 @@ async fn fields(request: Request, names: &[&str]) -> Result<HashMap<String, Stri
     if is_form(&request) {
         let Form(form) = Form::<HashMap<String, String>>::from_request(request, &())
             .await
-            .map_err(|_| ApiError::Malformed("the form does not parse".to_owned()))?;
+            .map_err(|rejection| form_error(rejection, ApiError::Malformed("the form does not parse".to_owned())))?;
         let unknown = form.keys().filter(|key| !names.contains(&key.as_str()));
         let unknown =
             unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"));

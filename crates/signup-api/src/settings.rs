@@ -267,8 +267,8 @@ impl Settings {
 
 #[cfg(test)]
 impl Settings {
-    /// The defaults, with test keys, a small body limit (2048 bytes, 2 contacts) and upstreams nobody listens on
-    /// (port 1 refuses at once): for the router's in-process tests.
+    /// The defaults, with test keys, a small body limit (2048 bytes, 2 contacts), a body deadline of 200 ms and
+    /// upstreams nobody listens on (port 1 refuses at once): for the router's in-process tests.
     pub(crate) fn for_tests() -> Self {
         let limits = Limits {
             max_body_bytes: NonZeroUsize::new(2048).unwrap_or(NonZeroUsize::MIN),
@@ -287,7 +287,7 @@ impl Settings {
             },
             limits: limits.signup(),
             max_body_bytes: limits.max_body_bytes.get(),
-            request_body_timeout: std::time::Duration::from_millis(limits.request_body_timeout_ms.get()),
+            request_body_timeout: std::time::Duration::from_millis(200),
             contact_hash_key: SecretString::from("test-contact-hash-key-0123456789abcdef"),
             fingerprint_key: SecretString::from("test-fingerprint-key-0123456789abcdefgh"),
             rate_limits: RateLimits::default().check().unwrap_or_else(|e| panic!("default rate limits: {e}")),

@@ -29,7 +29,7 @@ use crate::{
         signup::{FieldError, required_email, required_string, unknown_fields},
     },
     error::ApiError,
-    extract::{JsonObject, is_form, wants_html},
+    extract::{JsonObject, form_error, is_form, wants_html},
     pages,
     startup::AppState,
 };
@@ -267,7 +267,9 @@ async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
     if is_form(&request) {
         let missing = FieldError::new("token", "required", "the form must have token and password fields");
         let form = Form::<ConfirmRequest>::from_request(request, &()).await;
-        return form.map(|Form(form)| form).map_err(|_| ApiError::Invalid(vec![missing]));
+        return form
+            .map(|Form(form)| form)
+            .map_err(|rejection| form_error(rejection, ApiError::Invalid(vec![missing])));
     }
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;
     let mut errors = unknown_fields(&body, &["token", "password"], "is not a field of this request");

@@ -67,6 +67,22 @@ fn signup(email: &str, password: &str) -> Value {
     json!({ "email": email, "password": password, "display_name": "Ada" })
 }
 
+/// A body that never arrives: a JSON signup, the confirm form and the reset form are each a 408 problem at the body
+/// deadline (200 ms in the tests), decided before any service is asked.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408() {
+    let never = || Body::from_stream(futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+    let form = "application/x-www-form-urlencoded";
+    for (path, content_type) in [
+        ("/v1/signups", "application/json"),
+        ("/v1/email-verifications/confirm", form),
+        ("/v1/password-resets/confirm", form),
+    ] {
+        let document = problem(post(path, content_type, never()), 408, "request-timeout").await;
+        assert_eq!(document["instance"], path);
+    }
+}
+
 #[tokio::test]
 async fn every_malformed_signup_is_its_own_problem_decided_before_any_service_is_asked() {
     let json = |body: String| post("/v1/signups", "application/json", body);
