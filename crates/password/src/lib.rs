@@ -51,6 +51,7 @@ impl platform::service::Service for Password {
         "20261129000001_attempts_sessions_throttling",
         "20261129000002_outbox",
         "20261130000001_outbox_retention",
+        "20261130000002_no_attempt_sessions",
     ];
     type Settings = Settings;
     type Admin = Admin;

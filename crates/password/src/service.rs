@@ -67,7 +67,7 @@ impl PasswordService for Passwords {
         let (user_id, signup_id) = (uuid("user_id", &request.user_id)?, uuid("signup_id", &request.signup_id)?);
         record_ids(user_id, Some(signup_id));
         let password = password(request.password)?;
-        let stored = store::attempt_phc(&self.pool, user_id, signup_id, None).await.map_err(database_status)?;
+        let stored = store::attempt_phc(&self.pool, user_id, signup_id).await.map_err(database_status)?;
         let verified = self.hasher.verify(password, stored).await.map_err(hash_status)?;
         Ok(Response::new(VerifyAttemptPasswordResponse { valid: verified.valid }))
     }
@@ -99,12 +99,14 @@ impl PasswordService for Passwords {
         let request = request.into_inner();
         let email_hash = email_hash(&request.email_hash)?;
         let user_id = optional_uuid("user_id", &request.user_id)?;
-        let signup_id = optional_uuid("signup_id", &request.signup_id)?;
+        if !request.signup_id.is_empty() {
+            return Err(Status::invalid_argument("signup_id must be empty: sessions open only for verified accounts"));
+        }
         let password = password(request.password)?;
         if let Some(user_id) = user_id {
-            record_ids(user_id, signup_id);
+            record_ids(user_id, None);
         }
-        let response = self.sign_in(email_hash, user_id, signup_id, password).await?;
+        let response = self.sign_in(email_hash, user_id, password).await?;
         tracing::Span::current().record("outcome", tracing::field::debug(response.outcome()));
         metrics::counter!("sign_ins_total", "outcome" => outcome_label(response.outcome())).increment(1);
         Ok(Response::new(response))
@@ -153,7 +155,7 @@ impl PasswordService for Passwords {
         let answer = |outcome: SessionOutcome, retry_after_seconds| {
             Ok(Response::new(ChangePasswordResponse { outcome: outcome.into(), retry_after_seconds }))
         };
-        let checked = match self.check(email_hash, Some(user_id), None, current).await? {
+        let checked = match self.check(email_hash, Some(user_id), current).await? {
             Checked::Throttled(retry_after) => return answer(SessionOutcome::Throttled, retry_after),
             Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
             Checked::Valid(_, checked) => checked,
@@ -218,11 +220,10 @@ impl Passwords {
         &self,
         email_hash: &[u8],
         user_id: Option<Uuid>,
-        signup_id: Option<Uuid>,
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
-        match self.check(email_hash, user_id, signup_id, password).await? {
-            Checked::Valid(user_id, _) => self.open(user_id, signup_id).await,
+        match self.check(email_hash, user_id, password).await? {
+            Checked::Valid(user_id, _) => self.open(user_id).await,
             Checked::Invalid => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::InvalidCredentials.into(),
                 ..CreateSessionResponse::default()
@@ -235,26 +236,17 @@ impl Passwords {
         }
     }
 
-    /// Throttles and checks `password` (the account's, or an attempt's). The failure is counted before the check so
+    /// Throttles and checks `password` against the account's. The failure is counted before the check so
     /// concurrent guesses cannot slip past the count; a check that never ran (saturated hashing) is not held against
     /// anyone; a success forgets the count and rehashes under the current parameters.
-    async fn check(
-        &self,
-        email_hash: &[u8],
-        user_id: Option<Uuid>,
-        signup_id: Option<Uuid>,
-        password: SecretString,
-    ) -> Result<Checked, Status> {
+    async fn check(&self, email_hash: &[u8], user_id: Option<Uuid>, password: SecretString) -> Result<Checked, Status> {
         let reserved = store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?;
         if let Err(wait) = reserved {
             return Ok(Checked::Throttled(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)));
         }
-        let stored: Option<String> = match (user_id, signup_id) {
-            (None, _) => None,
-            (Some(user), Some(attempt)) => {
-                store::attempt_phc(&self.pool, user, attempt, Some(email_hash)).await.map_err(database_status)?
-            }
-            (Some(user), None) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
+        let stored: Option<String> = match user_id {
+            None => None,
+            Some(user) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
         };
         let verified = self.hasher.verify(password, stored.clone()).await;
         if verified.is_err()
@@ -264,9 +256,9 @@ impl Passwords {
         }
         let verified = verified.map_err(hash_status)?;
         let Some(user_id) = user_id.filter(|_| verified.valid) else { return Ok(Checked::Invalid) };
-        let current = match (signup_id, stored, verified.rehashed) {
-            (None, Some(old), Some(new)) if self.upgrade(user_id, &old, &new).await => Some(new),
-            (_, stored, _) => stored,
+        let current = match (stored, verified.rehashed) {
+            (Some(old), Some(new)) if self.upgrade(user_id, &old, &new).await => Some(new),
+            (stored, _) => stored,
         };
         store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
         Ok(Checked::Valid(user_id, current))
@@ -287,12 +279,12 @@ impl Passwords {
         }
     }
 
-    async fn open(&self, user_id: Uuid, signup_id: Option<Uuid>) -> Result<CreateSessionResponse, Status> {
+    async fn open(&self, user_id: Uuid) -> Result<CreateSessionResponse, Status> {
         let token = Token::generate().map_err(|error| {
             tracing::error!(%error, "the operating system's random generator failed");
             Status::internal("could not open a session")
         })?;
-        let new = NewSession { token_hash: &token.hash(), user_id, signup_id };
+        let new = NewSession { token_hash: &token.hash(), user_id };
         let session = store::open_session(&self.pool, &new, self.lifetimes()).await.map_err(database_status)?;
         Ok(CreateSessionResponse {
             outcome: SessionOutcome::Created.into(),

@@ -23,21 +23,14 @@ pub(crate) async fn store_attempt(pool: &PgPool, signup_id: Uuid, email_hash: &[
     .map(drop)
 }
 
-/// The credential of attempt `signup_id` of `user_id`: its own while it is pending (for `email_hash` only, when
-/// given), or the account's if that attempt is the one promoted (or stored before attempts had their own).
-pub(crate) async fn attempt_phc(
-    pool: &PgPool,
-    user_id: Uuid,
-    signup_id: Uuid,
-    email_hash: Option<&[u8]>,
-) -> sqlx::Result<Option<String>> {
+/// The credential of attempt `signup_id` of `user_id`: its own while it is pending, or the account's if that attempt is the one promoted (or stored before attempts had their own).
+pub(crate) async fn attempt_phc(pool: &PgPool, user_id: Uuid, signup_id: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
-        "SELECT phc FROM attempt_credentials WHERE signup_id = $1 AND ($2::bytea IS NULL OR email_hash = $2) \
-         UNION ALL SELECT phc FROM credentials WHERE user_id = $3 AND signup_id = $1 \
+        "SELECT phc FROM attempt_credentials WHERE signup_id = $1 \
+         UNION ALL SELECT phc FROM credentials WHERE user_id = $2 AND signup_id = $1 \
          LIMIT 1",
     )
     .bind(signup_id)
-    .bind(email_hash)
     .bind(user_id)
     .fetch_optional(pool)
     .await
@@ -123,8 +116,6 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_i
 pub(crate) struct NewSession<'a> {
     pub(crate) token_hash: &'a [u8],
     pub(crate) user_id: Uuid,
-    /// The attempt an unverified account signed in with.
-    pub(crate) signup_id: Option<Uuid>,
 }
 
 /// A live session.
@@ -153,14 +144,13 @@ const TOUCH_EVERY_SECS: f64 = 60.0;
 /// Opens a session and returns it.
 pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes: Lifetimes) -> sqlx::Result<Session> {
     sqlx::query_as(
-        "INSERT INTO sessions (token_hash, user_id, signup_id, idle_expires_at, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
+        "INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
+         VALUES ($1, $2, now() + make_interval(secs => $3), now() + make_interval(secs => $4)) \
          RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
          signup_id IS NOT NULL AS attempt_bound, last_used_at",
     )
     .bind(new.token_hash)
     .bind(new.user_id)
-    .bind(new.signup_id)
     .bind(lifetimes.idle.as_secs_f64())
     .bind(lifetimes.absolute.as_secs_f64())
     .fetch_one(pool)

@@ -46,7 +46,7 @@ pub(crate) struct PasswordChange {
         (status = 204, description = "Changed: every other session of the account ended; a notice is mailed"),
         (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No session, or the current password is wrong (`/problems/invalid-credentials`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The email is not verified yet (before that, sign up again to change the password)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing fields, or the new password fails the policy (listed in `errors`)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed passwords for this account, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),

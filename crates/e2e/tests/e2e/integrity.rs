@@ -9,7 +9,7 @@ use e2e::{
     smtp::Received,
     stack::{DELIVERY_TIMEOUT, Options, Stack},
 };
-use proto::user_metadata::v1::GetUserByEmailRequest;
+use proto::{password::v1::CreateSessionRequest, user_metadata::v1::GetUserByEmailRequest};
 use serde_json::{Value, json};
 
 const VICTIM_PASSWORD: &str = "the victim's own quiet passphrase";
@@ -121,9 +121,25 @@ async fn a_stranger_who_signs_up_a_pending_address_can_neither_sign_in_to_it_nor
         stack.http().delete(url).bearer_auth(token).json(&body).send().await?;
     }
 
+    // Nor does password open one for an attempt, whoever asks it (defence in depth behind signup-api).
+    let request = GetUserByEmailRequest { email: victim.clone() };
+    let pending = stack.users().await?.get_user_by_email(request).await?.into_inner().user.unwrap_or_default();
+    let request = CreateSessionRequest {
+        user_id: pending.user_id,
+        signup_id: pending.signup_id,
+        email_hash: vec![7; 32],
+        password: ATTACKER_PASSWORD.to_owned(),
+    };
+    let by_attempt = stack.passwords().await?.create_session(request).await.map(|r| r.into_inner().outcome);
+
     assert_eq!(stack.confirm(&victims_own, VICTIM_PASSWORD).await?.status(), 200, "the owner's link was voided");
     assert_eq!(profile(&stack, &victim, VICTIM_PASSWORD).await?["display_name"], "Victim");
     assert_eq!(status, 401, "the newest signup's password opened a session of the pending account");
+    assert_eq!(
+        by_attempt.map_err(|s| s.code()),
+        Err(tonic::Code::InvalidArgument),
+        "password opened an attempt's session"
+    );
     Ok(())
 }
 
