@@ -5,8 +5,9 @@
 //! is dead-lettered, a transient failure is retried in place with backoff, holding the message.
 //!
 //! Records are kept for the subscription's dedup window (and an hour for the clocks), then forgotten: an event
-//! older than the window is dead-lettered on arrival instead of applied, so an event whose record may be gone is
-//! never applied twice.
+//! older than the window that finds no record of itself is dead-lettered instead of applied (a redelivery that
+//! still finds its record is acknowledged as a duplicate), so an event whose record may be gone is never applied
+//! twice.
 
 use std::{
     sync::Arc,
@@ -37,6 +38,10 @@ pub enum HandleError {
     /// Can never succeed (an undecodable body, a value the schema refuses): dead-lettered at once.
     #[error("poison: {0:#}")]
     Poison(anyhow::Error),
+    /// Older than the dedup window and not recorded (the loop's own verdict, not a handler's): dead-lettered, never
+    /// applied.
+    #[error("older than the dedup window: it may have been applied and its record forgotten")]
+    Expired,
 }
 
 /// Applies events of the types it acts on to one database. The loop records each event as processed in the same
@@ -270,15 +275,14 @@ impl<H: Handler> Applier<'_, H> {
 
     /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
     async fn apply_recorded(&self, tx: &mut PgConnection, item: &Work<H::Event>) -> Result<bool, HandleError> {
-        // Checked again here: retries in place may have held it past the window since it was sorted.
-        if self.expired(&item.envelope) {
-            return Err(HandleError::Poison(anyhow::anyhow!(
-                "older than the dedup window: its record may be forgotten"
-            )));
-        }
         if !record_once(tx, &item.envelope).await.map_err(transient)? {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(false);
+        }
+        // Not recorded, and older than the window: it may have been applied and its record forgotten. Checked here,
+        // in the transaction that would record it, so no retry in place can carry it past the window unseen.
+        if self.expired(&item.envelope) {
+            return Err(HandleError::Expired);
         }
         self.handler.apply(tx, &item.envelope, item.event.clone()).await?;
         tracing::info!("event applied");
@@ -299,9 +303,12 @@ impl<H: Handler> Applier<'_, H> {
                     }
                     Err(HandleError::Poison(error)) => {
                         tracing::error!(error = format!("{error:#}"), "event can never be applied; dead-lettering it");
-                        self.count(&item.envelope.kind, "poison");
-                        item.delivery.reject(BasicRejectOptions { requeue: false }).await?;
-                        return Ok(());
+                        return self.reject(item, "poison").await;
+                    }
+                    Err(HandleError::Expired) => {
+                        let window_hours = self.subscription.dedup_window.as_secs() / 3600;
+                        tracing::error!(window_hours, "event older than the dedup window; dead-lettering it");
+                        return self.reject(item, "expired").await;
                     }
                     Err(HandleError::Transient(error)) => error,
                 };
@@ -333,7 +340,7 @@ impl<H: Handler> Applier<'_, H> {
         Ok(())
     }
 
-    /// Dead-letters a malformed, undecodable or expired delivery, sets aside one of a type this subscriber ignores,
+    /// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores,
     /// and decodes the rest.
     async fn sort(&self, delivery: Delivery) -> anyhow::Result<Sorted<H::Event>> {
         let envelope = match Envelope::from_delivery(&delivery) {
@@ -350,11 +357,6 @@ impl<H: Handler> Applier<'_, H> {
             self.count(&envelope.kind, "ignored");
             return Ok(Sorted::Ignored(delivery));
         }
-        if self.expired(&envelope) {
-            let (id, window_hours) = (envelope.id, self.subscription.dedup_window.as_secs() / 3600);
-            tracing::error!(event.id = %id, window_hours, "event older than the dedup window; dead-lettering it");
-            return self.dead_letter(delivery, &envelope.kind, "expired").await;
-        }
         match self.handler.decode(&envelope) {
             Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
             Err(error) => {
@@ -369,6 +371,11 @@ impl<H: Handler> Applier<'_, H> {
     /// been applied already.
     fn expired(&self, envelope: &Envelope) -> bool {
         envelope.age() > self.subscription.dedup_window
+    }
+
+    /// Rejects `item` to the dead-letter queue, counting it under `outcome`.
+    async fn reject(&self, item: Work<H::Event>, outcome: &'static str) -> anyhow::Result<()> {
+        self.dead_letter(item.delivery, &item.envelope.kind, outcome).await.map(drop)
     }
 
     /// Rejects `delivery` to the dead-letter queue, counting it under `outcome`.
