@@ -19,6 +19,12 @@ use crate::{
 /// Restarting after the database failed: 1 s doubling to 30 s, jittered.
 const RESTART: Backoff = Backoff::jittered(Duration::from_secs(1), Duration::from_secs(30));
 
+/// Retrying to record a mail's outcome: 0.2 s doubling to 5 s.
+const RECORD_RETRY: Backoff = Backoff::jittered(Duration::from_millis(200), Duration::from_secs(5));
+
+/// Recording stops this long before the mail's lease ends, when another claim may take it.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
 /// How often the queue's size is exported.
 const LAG_INTERVAL: Duration = Duration::from_secs(10);
 /// The global budget's log line is written at most this often while it holds mail back.
@@ -183,18 +189,18 @@ impl Sender {
         if !matches!(outcome, Outcome::Sent) {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
-        // A lost outcome means the mail is attempted again after its lease (sent twice, if it was sent): try hard.
-        for attempt in 1..=5u32 {
-            match store::record(&self.pool, mail.id, &outcome).await {
-                Ok(()) => return,
-                Err(error) if attempt == 5 => {
-                    tracing::error!(error = %error, "recording the mail's outcome failed; it will be attempted again")
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, attempt, "recording the mail's outcome failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-                }
+        // A lost outcome means the mail is attempted again once its lease ends (sent twice, if it was sent): keep
+        // trying until shortly before then, through a database restart or failover.
+        let until = start + self.lease().saturating_sub(RECORD_MARGIN);
+        for attempt in 1.. {
+            let Err(error) = store::record(&self.pool, mail.id, &outcome).await else { return };
+            let pause = RECORD_RETRY.delay(attempt);
+            if tokio::time::Instant::now() + pause >= until {
+                tracing::error!(error = %error, attempt, "recording the mail's outcome failed; it will be attempted again");
+                return;
             }
+            tracing::warn!(error = %error, attempt, "recording the mail's outcome failed; retrying");
+            tokio::time::sleep(pause).await;
         }
     }
 
