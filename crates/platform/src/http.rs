@@ -1,18 +1,23 @@
-//! The operational HTTP endpoints every process serves (`/livez`, `/readyz`, `/metrics`) and an axum server
-//! that drains in-flight requests on shutdown.
+//! The operational HTTP endpoints every process serves (`/livez`, `/readyz`, `/metrics`) and the HTTP server of an
+//! axum router: a request's head must arrive in time, and in-flight requests drain on shutdown.
 
 use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::{MatchedPath, State},
+    extract::{ConnectInfo, MatchedPath, State},
     http::StatusCode,
     response::IntoResponse,
     routing::get,
 };
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
     trace::{DefaultOnRequest, MakeSpan, OnResponse, TraceLayer},
@@ -69,18 +74,50 @@ impl<B> OnResponse<B> for LogResponse {
     }
 }
 
+/// How long a client may take to send a request's head before its connection is closed: one that trickles its head
+/// would otherwise hold a connection (and a file descriptor) for as long as it likes.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` on `listener` until `cancel` fires, then until in-flight requests have finished; the caller
-/// bounds that wait (`shutdown::drain`). Each request carries its TCP peer as `ConnectInfo<SocketAddr>`.
+/// bounds that wait (`shutdown::drain`). Each request carries its TCP peer as `ConnectInfo<SocketAddr>`. A request's
+/// head must arrive within [`HEADER_READ_TIMEOUT`] (what `axum::serve` leaves unbounded: it sets hyper no timer).
 pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
-    use axum::serve::ListenerExt as _;
-    // Responses go out in more than one write; without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to some.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        tracing::error!(%error, "HTTP server failed");
+    let connections = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = cancel.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, say: wait a moment rather than spin; the connections in hand go on.
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                match crate::backoff::pause(Duration::from_millis(100), &cancel).await {
+                    true => continue,
+                    false => break,
+                }
+            }
+        };
+        // Responses go out in more than one write; without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to some.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    connections.shutdown().await;
 }
 
 /// Alive means the process can answer at all; it checks no dependency, so a database outage never restarts us.

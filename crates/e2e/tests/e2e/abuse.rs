@@ -435,6 +435,23 @@ async fn signups_whose_bodies_trickle_hold_no_place_and_end_at_the_body_deadline
     Ok(())
 }
 
+/// Attack: slowloris. Connections that send part of a request's head and then nothing were held open for as long
+/// as the client liked (`axum::serve` gives hyper no timer, so its header timeout never ran): enough of them take
+/// every file descriptor. Now a head must arrive within 10 s, and the connection is closed.
+#[tokio::test]
+async fn a_connection_whose_request_head_trickles_is_closed() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stack = started(Options::default()).await?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.member("signup-api").port)).await?;
+    stream.write_all(b"POST /v1/signups HTTP/1.1\r\nHost: localhost\r\n").await?;
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+
+    assert!(closed.is_ok(), "the connection is still open after 30 s");
+    Ok(())
+}
+
 /// A signup whose head asks to go on (`Expect: 100-continue`), on its own connection.
 async fn trickle(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt as _;
