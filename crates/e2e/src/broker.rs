@@ -1,7 +1,16 @@
 //! The test's view of RabbitMQ: a tap on a stack's exchange to see exactly what was broadcast, publishing a
 //! message by hand (to redeliver one), and deleting the test's queues and exchange afterwards.
+//!
+//! A test that is killed (a timeout, Ctrl-C) cannot delete its queues, and a broker restarting with hundreds of
+//! leftover quorum queues spends minutes recovering them before it opens its listener (seen on a long-lived test
+//! machine). So every test's topology is written down first, one file per exchange in the temp directory, and the
+//! file goes once the topology is deleted; the first test of a process that cleans up also deletes the topologies
+//! whose file is over two hours old (no test runs that long), as the databases are swept.
 
-use std::time::Duration;
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
@@ -113,6 +122,54 @@ pub async fn delete_topology(exchange: &str, queues: &[String]) -> anyhow::Resul
     Ok(())
 }
 
+/// No test runs this long: a topology written down longer ago belongs to a test that was killed.
+const ABANDONED_AFTER: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Where topologies are written down, one file per exchange holding its queues' names, one per line.
+fn ledger() -> PathBuf {
+    std::env::temp_dir().join("signup-e2e-topologies")
+}
+
+/// Writes down `exchange` and its `queues` (again, with all of them, when one is added). Best effort.
+pub(crate) fn write_down(exchange: &str, queues: &[String]) {
+    let dir = ledger();
+    if let Err(error) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(exchange), queues.join("\n")))
+    {
+        eprintln!("could not write down the topology of {exchange}: {error}");
+    }
+}
+
+/// Whether this process has deleted the topologies of killed tests.
+static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Deletes a test's topology and crosses it out; the first call of a process also deletes abandoned ones.
+pub(crate) async fn clean_up(exchange: &str, queues: &[String]) {
+    if delete_topology(exchange, queues).await.is_ok() {
+        let _ = std::fs::remove_file(ledger().join(exchange));
+    }
+    SWEPT.get_or_init(delete_abandoned).await;
+}
+
+/// Deletes the topologies written down over [`ABANDONED_AFTER`] ago. Best effort.
+async fn delete_abandoned() {
+    let Ok(entries) = std::fs::read_dir(ledger()) else { return };
+    for entry in entries.flatten() {
+        let age =
+            entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+        let (Some(age), Some(exchange)) = (age, entry.file_name().to_str().map(str::to_owned)) else { continue };
+        if age <= ABANDONED_AFTER {
+            continue;
+        }
+        let queues = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let queues: Vec<String> = queues.lines().map(str::to_owned).collect();
+        match delete_topology(&exchange, &queues).await {
+            Ok(()) => drop(std::fs::remove_file(entry.path())),
+            Err(error) => eprintln!("could not delete the abandoned topology of {exchange}: {error:#}"),
+        }
+    }
+}
+
 /// Binds `queue` to `exchange` with no arguments (as a fanout binding is).
 pub async fn bind_queue(queue: &str, exchange: &str) -> anyhow::Result<()> {
     let connection = connect().await?;
@@ -159,6 +216,7 @@ impl TestTopology {
         let queue = format!("{}.{service}", self.exchange);
         if let Ok(mut queues) = self.queues.lock() {
             queues.push(queue.clone());
+            write_down(&self.exchange, &queues);
         }
         vec![("EVENTS_EXCHANGE".to_owned(), self.exchange.clone()), ("EVENTS_QUEUE".to_owned(), queue)]
     }
@@ -181,7 +239,8 @@ impl Drop for TestTopology {
         let queues = self.queues.lock().map(|q| q.clone()).unwrap_or_default();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(delete_topology(&exchange, &queues))
+            runtime.block_on(clean_up(&exchange, &queues));
+            anyhow::Ok(())
         });
         let _ = cleanup.join();
     }

@@ -161,6 +161,7 @@ impl Stack {
         let smtp = SmtpServer::start().await?;
         let databases = futures_util::future::try_join_all(GRPC_SERVICES.map(TestDatabase::create)).await?;
         let queues: Vec<String> = GRPC_SERVICES.iter().map(|name| format!("e2e.{id}.{name}")).collect();
+        crate::broker::write_down(&exchange, &queues);
         let grpc_env = |i: usize, user_metadata_port: Option<u16>| {
             let name = GRPC_SERVICES[i];
             let amqp_url = match (&broker_proxy, name) {
@@ -417,7 +418,8 @@ impl Drop for Stack {
         let (exchange, queues) = (self.exchange.clone(), self.queues.clone());
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(crate::broker::delete_topology(&exchange, &queues))
+            runtime.block_on(crate::broker::clean_up(&exchange, &queues));
+            anyhow::Ok(())
         });
         let _ = cleanup.join();
     }
