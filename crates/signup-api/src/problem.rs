@@ -129,6 +129,13 @@ pub mod types {
         "Email Not Verified",
         "This needs a verified account: confirm the email address with the link from the verification email first.",
     );
+    /// 403.
+    pub const CROSS_SITE_REQUEST: ProblemType = kind(
+        StatusCode::FORBIDDEN,
+        "cross-site-request",
+        "Cross-Site Request",
+        "A browser sent this request on behalf of another site (its `Sec-Fetch-Site` or `Origin` says so), and this API does not act on another site's forms. Post from the API's own pages, or from a client that is not a browser.",
+    );
     /// 429.
     pub const SUGGESTION_BUDGET_USED: ProblemType = kind(
         StatusCode::TOO_MANY_REQUESTS,
@@ -173,7 +180,7 @@ pub mod types {
     );
 
     /// Every type, for the pages.
-    pub const ALL: [&ProblemType; 19] = [
+    pub const ALL: [&ProblemType; 20] = [
         &MALFORMED_REQUEST,
         &UNSUPPORTED_MEDIA_TYPE,
         &PAYLOAD_TOO_LARGE,
@@ -187,6 +194,7 @@ pub mod types {
         &TOO_MANY_SIGN_IN_ATTEMPTS,
         &UNAUTHORIZED,
         &EMAIL_NOT_VERIFIED,
+        &CROSS_SITE_REQUEST,
         &SUGGESTION_BUDGET_USED,
         &RATE_LIMITED,
         &SERVICE_UNAVAILABLE,

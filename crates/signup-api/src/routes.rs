@@ -31,7 +31,8 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyDeadlineLayer::new(state.request_body_timeout))
         .with_state(state)
         .merge(docs);
-    api.layer(middleware::from_fn(crate::error::log_errors))
+    api.layer(middleware::from_fn(crate::cross_site::refuse))
+        .layer(middleware::from_fn(crate::error::log_errors))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             axum::response::IntoResponse::into_response(Problem::internal())

@@ -119,6 +119,7 @@ pub(crate) async fn confirm_page(query: Result<Query<ConfirmQuery>, QueryRejecti
         (status = 200, description = "The email is verified; the signup's password is the account's", body = Verified),
         (status = 400, description = "`/problems/invalid-token`: the token is unknown, used, expired or dead (one answer for all); `/problems/link-password-mismatch`: the link and the password belong to different signups (counts against the link: a few wrong tries end it); or the body is malformed", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body neither JSON nor a form", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A browser posted this from another site", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No token or password field", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; the link was not used, retry", body = crate::problem::Problem, content_type = "application/problem+json"),

@@ -275,6 +275,49 @@ async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow
     Ok(())
 }
 
+/// Attack: another site's page makes its visitors' browsers post the API's own reset form (a cross-site form post
+/// needs no CORS), so the victim's mailbox is mailed from thousands of addresses, each within its own budget. A
+/// browser's cross-site post is refused before anything is done; the API's own page and a non-browser client are
+/// served. Before, the forged post was accepted (202) and queued a mail.
+#[tokio::test]
+async fn another_sites_form_cannot_make_its_visitors_ask_for_password_resets() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("forged");
+    verified_account(&stack, &email).await?;
+    let mut mails = stack.database("email-verification").connect().await?;
+    let mut queued = async || -> anyhow::Result<i64> {
+        let count = "SELECT count(*) FROM mails WHERE recipient = $1";
+        Ok(sqlx::query_scalar(count).bind(&email).fetch_one(&mut mails).await?)
+    };
+    let form = |site: Option<&'static str>, origin: Option<&'static str>| {
+        let mut request = stack.http().post(format!("{}/v1/password-resets", stack.api_url()));
+        request = request.header("content-type", "application/x-www-form-urlencoded");
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.body(format!("email={}", email.replace('+', "%2B").replace('@', "%40"))).send()
+    };
+
+    let forged = form(Some("cross-site"), Some("https://evil.example")).await?;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(forged.headers()["content-type"], "application/problem+json");
+    assert_eq!(forged.json::<Value>().await?["type"], "/problems/cross-site-request");
+    let old_browser = form(None, Some("https://evil.example")).await?;
+    assert_eq!(old_browser.status(), 403, "a browser that sends only Origin was believed");
+    assert_eq!(queued().await?, 1, "a forged post queued a mail (only the verification should be there)");
+
+    let own_page = form(Some("same-origin"), None).await?;
+    assert_eq!(own_page.status(), 202, "the API's own page was refused");
+    assert_eq!(queued().await?, 2);
+    let curl = stack.http().post(format!("{}/v1/password-resets", stack.api_url())).json(&json!({ "email": email }));
+    assert_eq!(curl.send().await?.status(), 202, "a client that is not a browser was refused");
+    assert_eq!(queued().await?, 3);
+    Ok(())
+}
+
 /// Attack: a flood of signups meant to starve sign-ins (and so lock everyone out). Signup hashing saturates and
 /// refuses at once; sign-ins have a lane of their own and are served meanwhile. A refused signup wrote nothing.
 #[tokio::test]
