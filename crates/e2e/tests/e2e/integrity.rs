@@ -307,6 +307,39 @@ async fn the_spellings_of_one_mailbox_share_its_mail_budget() -> anyhow::Result<
     Ok(())
 }
 
+/// Attack: the same, through quoted local parts. `"ada"@…`, `"a\\da"@…` (and 2ⁿ more for an n-letter name) are
+/// legal RFC 5322 spellings that many mail servers deliver to `ada`, and each was an account and a mail budget of
+/// its own. They are refused as addresses now, as are ones that hide characters; before, each was accepted (202)
+/// and mailed.
+#[tokio::test]
+async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result<()> {
+    let stack = started(Options { env: budget(3, 10), ..Options::default() }).await?;
+    let user = format!("quoted{}", uuid::Uuid::now_v7().simple());
+    let (head, tail) = user.split_at(3);
+    let spellings = [
+        format!("\"{user}\"@example.com"),
+        format!("\"{head}\\{tail}\"@example.com"),
+        format!("\"\\{user}\"@example.com"),
+        format!("{head}\u{200B}{tail}@example.com"),
+    ];
+    let mut answers = Vec::new();
+    for email in &spellings {
+        let body = json!({ "email": email, "password": ATTACKER_PASSWORD, "display_name": "x" });
+        let answer = stack.signup(&body, None).await?;
+        let status = answer.status().as_u16();
+        let problem: Value = answer.json().await?;
+        answers.push((status, problem["errors"][0]["field"].as_str().map(str::to_owned)));
+    }
+    let plain = format!("{user}@example.com");
+    sign_up(&stack, &plain, VICTIM_PASSWORD, "Ada").await?;
+    stack.smtp.wait_for(&plain, 1, DELIVERY_TIMEOUT).await?;
+    mail_settled(&stack, 1).await?;
+
+    assert!(answers.iter().all(|a| *a == (422, Some("email".to_owned()))), "{answers:?}");
+    assert_eq!(stack.smtp.received(), 1, "a refused spelling was mailed");
+    Ok(())
+}
+
 /// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {

@@ -1,9 +1,15 @@
 //! Email addresses: RFC 5321/5322 syntax, internationalised domains accepted and stored in their ASCII
-//! (punycode) form, the whole address lower-cased so one mailbox has one spelling.
+//! (punycode) form, the whole address lower-cased (and the local part in Unicode NFC) so one mailbox has one
+//! spelling.
+//!
+//! Quoted local parts (`"ada"@…`, `"a\da"@…`) are refused, though RFC 5322 allows them: they spell one mailbox in
+//! many ways, each of which would be an account and a mail budget of its own, and no mail provider hands them out.
+//! So are characters that do not show what they are (controls, bidirectional marks, zero-width characters).
 
 use std::fmt;
 
 use email_address::{EmailAddress, Options};
+use unicode_normalization::UnicodeNormalization as _;
 
 /// Longest address SMTP can carry (RFC 5321 path limit less the angle brackets).
 const MAX_LEN: usize = 254;
@@ -43,6 +49,11 @@ impl Email {
             return Err(EmailError::Empty);
         }
         let (local, domain) = raw.rsplit_once('@').ok_or(EmailError::Syntax)?;
+        if local.contains(['"', '\\']) || local.chars().any(|c| c.is_whitespace() || super::profile::is_hidden(c)) {
+            return Err(EmailError::Syntax);
+        }
+        // Bounded as it is stored: lower-casing can lengthen a local part (`İ` becomes two characters).
+        let local: String = local.to_lowercase().nfc().collect();
         if local.is_empty() || local.len() > MAX_LOCAL {
             return Err(EmailError::Syntax);
         }
@@ -58,7 +69,7 @@ impl Email {
         if address.len() > MAX_LEN {
             return Err(EmailError::TooLong);
         }
-        Ok(Self(address.to_lowercase()))
+        Ok(Self(address))
     }
 
     /// The normalised address.
@@ -113,6 +124,33 @@ mod tests {
         assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(65))), Err(EmailError::Syntax));
         assert_eq!(Email::parse(&format!("a@{}.com", "b".repeat(260))), Err(EmailError::TooLong));
         assert_eq!(Email::parse(&format!("{}a@example.com", " ".repeat(250))), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn quoted_local_parts_and_hidden_characters_are_refused() {
+        for spelling in [
+            "\"ada\"@example.com",
+            "\"a\\da\"@example.com",
+            "\"a da\"@example.com",
+            "ada\u{200B}@example.com",
+            "a\u{202E}da@example.com",
+            "ada\u{85}@example.com",
+            "ada\u{2028}@example.com",
+            "ad\u{E0061}a@example.com",
+        ] {
+            assert_eq!(Email::parse(spelling), Err(EmailError::Syntax), "{spelling:?}");
+        }
+        assert!(Email::parse("zoë@example.com").is_ok() && Email::parse("李小龍@example.com").is_ok());
+    }
+
+    #[test]
+    fn one_mailbox_has_one_spelling_whatever_its_unicode_form() {
+        let composed = Email::parse("Zo\u{00CB}@example.com").unwrap();
+        let decomposed = Email::parse("zoe\u{0308}@example.com").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed.as_str(), "zo\u{00EB}@example.com");
+        // 32 `İ` are 64 bytes as sent and 96 once lower-cased: over the local part's limit as stored.
+        assert_eq!(Email::parse(&format!("{}@example.com", "İ".repeat(32))), Err(EmailError::Syntax));
     }
 
     #[test]

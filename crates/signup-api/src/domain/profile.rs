@@ -16,7 +16,7 @@ impl DisplayName {
         if raw.chars().count() > max_chars {
             return Err(("display_name_too_long", format!("must be at most {max_chars} characters")));
         }
-        if trimmed.chars().any(|c| c.is_control() || is_bidi_control(c) || is_invisible(c)) {
+        if trimmed.chars().any(is_hidden) {
             return Err((
                 "display_name_invalid",
                 "must not contain control, bidirectional-override or zero-width characters".to_owned(),
@@ -34,14 +34,41 @@ impl DisplayName {
     }
 }
 
-/// Explicit bidirectional formatting (embeddings, overrides, isolates, marks): they reorder what readers see.
+/// Characters that do not show what they are: controls (line breaks included), explicit bidirectional formatting
+/// (it reorders what readers see), and characters that take no space or look like a blank (they hide what a name or
+/// an address really is).
+pub(crate) fn is_hidden(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || is_invisible(c)
+}
+
+/// Explicit bidirectional formatting (embeddings, overrides, isolates, marks).
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that take no space: they hide what a name really is.
+/// Zero-width and format characters, fillers that render as blanks, line and paragraph separators, interlinear
+/// annotation, tag characters and private use.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{E000}'..='\u{F8FF}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{F0000}'..
+    )
 }
 
 /// A scheme (`x://`), `www.`, or a domain name: a dot between a letter or digit and two or more letters, as in
@@ -105,6 +132,10 @@ mod tests {
             "Ad\u{200B}a",
             "A\u{2066}da",
             "Mr.Smith",
+            "Ada\u{3164}",
+            "\u{2800}",
+            "Ada\u{2028}Lovelace",
+            "Ada\u{E0041}",
         ] {
             assert_eq!(DisplayName::parse(bad, 100).map_err(|e| e.0), Err("display_name_invalid"), "{bad}");
         }
