@@ -52,6 +52,7 @@ impl platform::service::Service for Password {
         "20261129000002_outbox",
         "20261130000001_outbox_retention",
         "20261130000002_no_attempt_sessions",
+        "20261201000001_sign_in_failures_per_client",
     ];
     type Settings = Settings;
     type Admin = Admin;
@@ -64,7 +65,7 @@ impl platform::service::Service for Password {
         let (sessions, throttle) = (settings.sessions, settings.throttle);
         let service = PasswordServiceServer::new(Passwords { pool: pool.clone(), hasher, sessions, throttle });
         let janitor = Worker::every("janitor", JANITOR_INTERVAL, shutdown.clone(), move || {
-            store::purge(pool.clone(), sessions.attempt_ttl(), throttle.memory())
+            store::purge(pool.clone(), sessions.attempt_ttl(), throttle)
         });
         let (relay_settings, relay_cancel) =
             (settings.outbox.relay(&host.common().amqp.events_exchange, Self::NAME), shutdown.clone());

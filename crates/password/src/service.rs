@@ -97,7 +97,7 @@ impl PasswordService for Passwords {
         request: Request<CreateSessionRequest>,
     ) -> Result<Response<CreateSessionResponse>, Status> {
         let request = request.into_inner();
-        let email_hash = email_hash(&request.email_hash)?;
+        let asker = asker(&request.email_hash, &request.client_hash)?;
         let user_id = optional_uuid("user_id", &request.user_id)?;
         if !request.signup_id.is_empty() {
             return Err(Status::invalid_argument("signup_id must be empty: sessions open only for verified accounts"));
@@ -106,7 +106,7 @@ impl PasswordService for Passwords {
         if let Some(user_id) = user_id {
             record_ids(user_id, None);
         }
-        let response = self.sign_in(email_hash, user_id, password).await?;
+        let response = self.sign_in(asker, user_id, password).await?;
         tracing::Span::current().record("outcome", tracing::field::debug(response.outcome()));
         metrics::counter!("sign_ins_total", "outcome" => outcome_label(response.outcome())).increment(1);
         Ok(Response::new(response))
@@ -149,13 +149,13 @@ impl PasswordService for Passwords {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let request = request.into_inner();
-        let email_hash = email_hash(&request.email_hash)?;
+        let asker = asker(&request.email_hash, &request.client_hash)?;
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
         let (current, new) = (password(request.current_password)?, password(request.new_password)?);
         let answer = |outcome: SessionOutcome, retry_after_seconds| {
             Ok(Response::new(ChangePasswordResponse { outcome: outcome.into(), retry_after_seconds }))
         };
-        let checked = match self.check(email_hash, Some(user_id), current).await? {
+        let checked = match self.check(asker, Some(user_id), current).await? {
             Checked::Throttled(retry_after) => return answer(SessionOutcome::Throttled, retry_after),
             Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
             Checked::Valid(_, checked) => checked,
@@ -186,7 +186,7 @@ impl PasswordService for Passwords {
         }
         // The owner proved the mailbox: failed sign-ins before the reset no longer hold the account back.
         if let Ok(email_hash) = email_hash(&request.email_hash) {
-            store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
+            store::forget_failures(&self.pool, email_hash).await.map_err(database_status)?;
         }
         tracing::info!("password reset; every session of the account ended");
         Ok(Response::new(ResetPasswordResponse {}))
@@ -218,11 +218,11 @@ impl Passwords {
     /// Throttle, check, and open a session on success.
     async fn sign_in(
         &self,
-        email_hash: &[u8],
+        asker: store::Asker<'_>,
         user_id: Option<Uuid>,
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
-        match self.check(email_hash, user_id, password).await? {
+        match self.check(asker, user_id, password).await? {
             Checked::Valid(user_id, _) => self.open(user_id).await,
             Checked::Invalid => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::InvalidCredentials.into(),
@@ -238,9 +238,14 @@ impl Passwords {
 
     /// Throttles and checks `password` against the account's. The failure is counted before the check so
     /// concurrent guesses cannot slip past the count; a check that never ran (saturated hashing) is not held against
-    /// anyone; a success forgets the count and rehashes under the current parameters.
-    async fn check(&self, email_hash: &[u8], user_id: Option<Uuid>, password: SecretString) -> Result<Checked, Status> {
-        let reserved = store::reserve_attempt(&self.pool, email_hash, &self.throttle).await.map_err(database_status)?;
+    /// anyone; a success forgets this client's count and rehashes under the current parameters.
+    async fn check(
+        &self,
+        asker: store::Asker<'_>,
+        user_id: Option<Uuid>,
+        password: SecretString,
+    ) -> Result<Checked, Status> {
+        let reserved = store::reserve_attempt(&self.pool, asker, &self.throttle).await.map_err(database_status)?;
         if let Err(wait) = reserved {
             return Ok(Checked::Throttled(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)));
         }
@@ -250,7 +255,7 @@ impl Passwords {
         };
         let verified = self.hasher.verify(password, stored.clone()).await;
         if verified.is_err()
-            && let Err(error) = store::release_attempt(&self.pool, email_hash).await
+            && let Err(error) = store::release_attempt(&self.pool, asker).await
         {
             tracing::warn!(%error, "could not give back an attempt that was never checked");
         }
@@ -260,7 +265,7 @@ impl Passwords {
             (Some(old), Some(new)) if self.upgrade(user_id, &old, &new).await => Some(new),
             (stored, _) => stored,
         };
-        store::succeeded(&self.pool, email_hash).await.map_err(database_status)?;
+        store::succeeded(&self.pool, asker).await.map_err(database_status)?;
         Ok(Checked::Valid(user_id, current))
     }
 
@@ -332,6 +337,14 @@ fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
         return Err(Status::invalid_argument("email_hash must be 32 bytes"));
     }
     Ok(value)
+}
+
+/// The email and client a sign-in's failures count against: a 32-byte email hash, and a 32-byte client hash or none.
+fn asker<'a>(email: &'a [u8], client: &'a [u8]) -> Result<store::Asker<'a>, Status> {
+    if !matches!(client.len(), 0 | 32) {
+        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
+    }
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash: client })
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

@@ -48,6 +48,9 @@ impl Load for Settings {
                 "must not exceed LOGIN_LOCKOUT_AFTER_FAILURES",
             ));
         }
+        if throttle.login_trusted_client_days > 365 {
+            return Err(SettingsError::invalid("LOGIN_TRUSTED_CLIENT_DAYS", "must be at most 365"));
+        }
         let outbox = platform::outbox::OutboxSettings::load()?;
         Ok(Self { hashing, sessions, throttle, outbox })
     }
@@ -147,10 +150,13 @@ impl SessionSettings {
     }
 }
 
-/// Sign-in throttling per email (NIST SP 800-63B-4 §3.2.2: at most 100 consecutive failures): after
-/// `LOGIN_THROTTLE_AFTER_FAILURES` (10) consecutive failures each further attempt must wait
+/// Sign-in throttling (NIST SP 800-63B-4 §3.2.2: at most 100 consecutive failures per account). Per email and
+/// client: after `LOGIN_THROTTLE_AFTER_FAILURES` (10) consecutive failures each further attempt must wait
 /// `LOGIN_THROTTLE_FIRST_DELAY_MS` (1000), doubling per failure up to `LOGIN_THROTTLE_MAX_DELAY_SECS` (300); after
-/// `LOGIN_LOCKOUT_AFTER_FAILURES` (100) failures, `LOGIN_LOCKOUT_SECS` (3600). A success forgets the failures.
+/// `LOGIN_LOCKOUT_AFTER_FAILURES` (100), `LOGIN_LOCKOUT_SECS` (3600); a success forgets that client's failures. Per
+/// email: once its failures from all clients reach `LOGIN_LOCKOUT_AFTER_FAILURES`, it is locked out as long, except
+/// for clients that signed in to it within `LOGIN_TRUSTED_CLIENT_DAYS` (30). Per client: after failing on
+/// `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` (30) emails within an hour, it may try no other until the hour has passed.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default)]
 pub struct Throttle {
@@ -159,6 +165,8 @@ pub struct Throttle {
     login_throttle_max_delay_secs: u64,
     login_lockout_after_failures: NonZeroU32,
     login_lockout_secs: u64,
+    login_trusted_client_days: u32,
+    login_client_accounts_per_hour: NonZeroU32,
 }
 
 impl Default for Throttle {
@@ -169,6 +177,8 @@ impl Default for Throttle {
             login_throttle_max_delay_secs: 300,
             login_lockout_after_failures: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             login_lockout_secs: 3600,
+            login_trusted_client_days: 30,
+            login_client_accounts_per_hour: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
@@ -197,6 +207,16 @@ impl Throttle {
     /// How long a lockout lasts.
     pub fn lockout(&self) -> Duration {
         Duration::from_secs(self.login_lockout_secs)
+    }
+
+    /// How long after its last sign-in a client escapes the per-email lockout.
+    pub fn trusted_for(&self) -> Duration {
+        Duration::from_secs(u64::from(self.login_trusted_client_days) * 86_400)
+    }
+
+    /// Other emails a client may fail on within an hour.
+    pub fn client_accounts_per_hour(&self) -> u32 {
+        self.login_client_accounts_per_hour.get()
     }
 
     /// How long failure counts are kept once nothing happens: long enough to outlast any delay they impose.

@@ -232,40 +232,99 @@ pub(crate) async fn revoke_all(pool: &PgPool, user_id: Uuid) -> sqlx::Result<()>
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(pool).await.map(drop)
 }
 
+/// Whose failed sign-ins an attempt counts as: the email's (keyed hash) from one client (keyed hash of its
+/// network; empty when the caller does not know it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asker<'a> {
+    /// HMAC-SHA256 of the normalised email.
+    pub email_hash: &'a [u8],
+    /// HMAC-SHA256 of the client's network, or empty.
+    pub client_hash: &'a [u8],
+}
+
 /// The delay before the next attempt after `failures` consecutive failures, in SQL, over the columns of
-/// `login_failures` and the parameters $2..$6 that [`bind_throttle`] binds.
+/// `sign_in_failures` and the parameters $2..$6 that [`bind_throttle`] binds.
 const DELAY: &str = "CASE WHEN failures < $2 THEN interval '0' \
                           WHEN failures >= $5 THEN make_interval(secs => $6) \
                           ELSE make_interval(secs => least($3 * power(2, failures - $2), $4)) END";
 
-/// Counts a sign-in attempt for `email_hash` as a failure before its password is checked (so concurrent attempts
-/// cannot slip past the count), unless the failures so far make it wait: then returns how long.
+/// Counts a sign-in attempt as a failure of its email and client before its password is checked (so concurrent
+/// attempts cannot slip past the count), unless one of the three limits makes it wait: then returns how long.
+/// The limits: the client's consecutive failures on this email (slow down, then lock out); the email's failures
+/// from every client, for a client that has not signed in to it lately (the lockout, which the owner's own clients
+/// escape); and the other emails this client failed on in the last hour (guessing many accounts).
 pub(crate) async fn reserve_attempt(
     pool: &PgPool,
-    email_hash: &[u8],
+    asker: Asker<'_>,
     throttle: &Throttle,
 ) -> sqlx::Result<Result<(), Duration>> {
+    if let Some(wait) = client_budget_wait(pool, asker, throttle).await? {
+        return Ok(Err(wait));
+    }
+    if let Some(wait) = email_lockout_wait(pool, asker, throttle).await? {
+        return Ok(Err(wait));
+    }
     let reserve = format!(
-        "INSERT INTO login_failures AS f (email_hash, failures, last_failure_at) VALUES ($1, 1, now()) \
-         ON CONFLICT (email_hash) DO UPDATE SET failures = f.failures + 1, last_failure_at = now() \
+        "INSERT INTO sign_in_failures AS f (email_hash, client_hash, failures, last_failure_at) \
+         VALUES ($1, $7, 1, now()) \
+         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = f.failures + 1, last_failure_at = now() \
          WHERE f.last_failure_at + ({}) <= now() RETURNING failures",
         DELAY.replace("failures", "f.failures")
     );
-    let reserved: Option<i32> =
-        bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(reserve)).bind(email_hash), throttle)
-            .fetch_optional(pool)
-            .await?;
+    let reserve = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(reserve)).bind(asker.email_hash), throttle);
+    let reserved: Option<i32> = reserve.bind(asker.client_hash).fetch_optional(pool).await?;
     if reserved.is_some() {
         return Ok(Ok(()));
     }
     let wait = format!(
         "SELECT greatest(EXTRACT(EPOCH FROM last_failure_at + ({DELAY}) - now()), 1)::float8 \
-         FROM login_failures WHERE email_hash = $1"
+         FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $7"
     );
-    let secs: Option<f64> = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(wait)).bind(email_hash), throttle)
-        .fetch_optional(pool)
-        .await?;
+    let wait = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(wait)).bind(asker.email_hash), throttle);
+    let secs: Option<f64> = wait.bind(asker.client_hash).fetch_optional(pool).await?;
     Ok(Err(Duration::from_secs_f64(secs.unwrap_or(1.0))))
+}
+
+/// When the client has failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` other emails within the hour: how long until
+/// the oldest of them leaves the hour. A caller that does not know its client is never held to this.
+async fn client_budget_wait(pool: &PgPool, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<Option<Duration>> {
+    if asker.client_hash.is_empty() {
+        return Ok(None);
+    }
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT greatest(EXTRACT(EPOCH FROM last_failure_at + interval '1 hour' - now()), 1)::float8 \
+         FROM sign_in_failures \
+         WHERE client_hash = $1 AND failures > 0 AND email_hash <> $2 AND last_failure_at > now() - interval '1 hour' \
+         ORDER BY last_failure_at DESC OFFSET $3 - 1 LIMIT 1",
+    )
+    .bind(asker.client_hash)
+    .bind(asker.email_hash)
+    .bind(i64::from(throttle.client_accounts_per_hour()))
+    .fetch_optional(pool)
+    .await?;
+    Ok(secs.map(Duration::from_secs_f64))
+}
+
+/// When the email's newest failures, from every client, reach `LOGIN_LOCKOUT_AFTER_FAILURES` and the newest of them
+/// is less than `LOGIN_LOCKOUT_SECS` old, and this client has not signed in to it within
+/// `LOGIN_TRUSTED_CLIENT_DAYS`: how long until the lockout ends.
+async fn email_lockout_wait(pool: &PgPool, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM max(last_failure_at) + make_interval(secs => $4) - now())::float8 \
+         FROM (SELECT failures, last_failure_at FROM sign_in_failures WHERE email_hash = $1 AND failures > 0 \
+               ORDER BY last_failure_at DESC LIMIT $3) AS newest \
+         HAVING sum(failures) >= $3 AND NOT EXISTS ( \
+             SELECT 1 FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2 \
+             AND last_success_at > now() - make_interval(secs => $5))",
+    )
+    .bind(asker.email_hash)
+    .bind(asker.client_hash)
+    .bind(i64::from(throttle.lock_after()))
+    .bind(throttle.lockout().as_secs_f64())
+    .bind(throttle.trusted_for().as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(secs.filter(|secs| *secs > 0.0).map(|secs| Duration::from_secs_f64(secs.max(1.0))))
 }
 
 /// Binds the throttle's thresholds as $2..$6 of [`DELAY`].
@@ -281,18 +340,37 @@ fn bind_throttle<'q, O>(
         .bind(throttle.lockout().as_secs_f64())
 }
 
-/// A right password: the failures are forgotten.
-pub(crate) async fn succeeded(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM login_failures WHERE email_hash = $1").bind(email_hash).execute(pool).await.map(drop)
+/// A right password: this client's failures on this email are forgotten, and the client is remembered as one the
+/// owner signs in from. Other clients' failures stay: a guesser's count does not tell them the owner signed in.
+pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sign_in_failures (email_hash, client_hash, failures, last_failure_at, last_success_at) \
+         VALUES ($1, $2, 0, now(), now()) \
+         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = 0, last_success_at = now()",
+    )
+    .bind(asker.email_hash)
+    .bind(asker.client_hash)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
-/// An attempt that was counted but never checked (hashing was saturated): it is not held against the email.
-pub(crate) async fn release_attempt(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE login_failures SET failures = failures - 1 WHERE email_hash = $1 AND failures > 0")
-        .bind(email_hash)
-        .execute(pool)
-        .await
-        .map(drop)
+/// A reset: the owner proved the mailbox, so no failure before it holds the account back.
+pub(crate) async fn forget_failures(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sign_in_failures WHERE email_hash = $1").bind(email_hash).execute(pool).await.map(drop)
+}
+
+/// An attempt that was counted but never checked (hashing was saturated): it is not held against anyone.
+pub(crate) async fn release_attempt(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE sign_in_failures SET failures = failures - 1 \
+         WHERE email_hash = $1 AND client_hash = $2 AND failures > 0",
+    )
+    .bind(asker.email_hash)
+    .bind(asker.client_hash)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// What the janitor removed.
@@ -304,10 +382,10 @@ struct Purged {
 }
 
 /// Removes expired sessions, attempt credentials older than `attempt_ttl`, and failure counts no longer
-/// throttling anything (untouched for `failures_ttl`), and logs what it did. Expiry is also checked wherever a row
-/// is read, so this only keeps the tables small.
-pub(crate) async fn purge(pool: PgPool, attempt_ttl: Duration, failures_ttl: Duration) {
-    match delete_expired(&pool, attempt_ttl, failures_ttl).await {
+/// throttling anything (no failure for the throttle's memory, no success for as long as a client is trusted), and
+/// logs what it did. Expiry is also checked wherever a row is read, so this only keeps the tables small.
+pub(crate) async fn purge(pool: PgPool, attempt_ttl: Duration, throttle: Throttle) {
+    match delete_expired(&pool, attempt_ttl, &throttle).await {
         Ok(Purged { sessions, attempts, failures }) => {
             tracing::debug!(sessions, attempts, failures, "expired rows removed");
         }
@@ -315,7 +393,7 @@ pub(crate) async fn purge(pool: PgPool, attempt_ttl: Duration, failures_ttl: Dur
     }
 }
 
-async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Duration) -> sqlx::Result<Purged> {
+async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, throttle: &Throttle) -> sqlx::Result<Purged> {
     let older_than = |sql: &'static str, age: Duration| async move {
         sqlx::query(sql).bind(age.as_secs_f64()).execute(pool).await.map(|done| done.rows_affected())
     };
@@ -327,11 +405,15 @@ async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, failures_ttl: Dura
             attempt_ttl,
         )
         .await?,
-        failures: older_than(
-            "DELETE FROM login_failures WHERE last_failure_at < now() - make_interval(secs => $1)",
-            failures_ttl,
+        failures: sqlx::query(
+            "DELETE FROM sign_in_failures WHERE last_failure_at < now() - make_interval(secs => $1) \
+             AND (last_success_at IS NULL OR last_success_at < now() - make_interval(secs => $2))",
         )
-        .await?,
+        .bind(throttle.memory().as_secs_f64())
+        .bind(throttle.trusted_for().as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected(),
     })
 }
 

@@ -1,5 +1,5 @@
 //! Changing the password: `PUT /v1/me/password` with a session, the current password and a new one that passes the
-//! signup policy. The current one is checked as a sign-in checks it (throttled per email); the change ends every
+//! signup policy. The current one is checked as a sign-in checks it (throttled per email and client); the change ends every
 //! other session of the account and announces `PasswordChanged`, which mails its owner a notice.
 
 use axum::{
@@ -49,13 +49,14 @@ pub(crate) struct PasswordChange {
         (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing fields, or the new password fails the policy (listed in `errors`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed passwords for this account, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed passwords (for this account, or from this client), or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; nothing changed; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn put(
     State(state): State<AppState>,
+    client: crate::ratelimit::Client,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
@@ -79,6 +80,7 @@ pub(crate) async fn put(
         current_password: current.expose().to_owned(),
         new_password: new.expose().to_owned(),
         keep_session_token: session.token,
+        client_hash: client.hash(&state.hasher),
     };
     let response = state.upstreams.passwords.clone().change_password(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();

@@ -50,21 +50,23 @@ pub(crate) struct Leaving {
         (status = 401, description = "No session, or the password is wrong (`/problems/invalid-credentials`)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No password field, or an unknown one", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed passwords for this account, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed passwords (for this account, or from this client), or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; nothing was deleted (or, once the sessions ended, retry after signing in again)", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    client: crate::ratelimit::Client,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let password = parse(&body).map_err(ApiError::Invalid)?;
     let (_, user) = crate::auth::user(&state, &headers).await?;
     let email = crate::auth::email(&user)?;
-    // The password is checked as a sign-in checks it (throttled per email); the session it opens ends below.
-    let (user_id, _) = crate::sessions::open(&state, &email, &password).await?;
+    // The password is checked as a sign-in checks it (throttled per email and client); the session it opens ends
+    // below.
+    let (user_id, _) = crate::sessions::open(&state, client, &email, &password).await?;
     // Deleted first: from then on no session authenticates (the user is gone) and no sign-in finds the account.
     let deleted = state.upstreams.users.clone().delete_user(DeleteUserRequest { user_id: user_id.clone() }).await;
     deleted.map_err(|status| ApiError::from_status("user-metadata", &status))?;

@@ -113,7 +113,7 @@ pub mod types {
         StatusCode::TOO_MANY_REQUESTS,
         "too-many-sign-in-attempts",
         "Too Many Sign-In Attempts",
-        "Too many consecutive failed sign-ins for this email. Wait for `Retry-After` seconds; a successful sign-in resets the count.",
+        "Too many failed sign-ins: for this email from this client, for this email from clients it has not signed in from, or for other emails from this client. Wait for `Retry-After` seconds; a successful sign-in resets this client's count for this email.",
     );
     /// 401.
     pub const UNAUTHORIZED: ProblemType = kind(

@@ -16,8 +16,8 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderValue},
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{HeaderMap, HeaderValue, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -140,11 +140,10 @@ impl RateLimits {
         }
     }
 
-    /// Takes one token of `class` for the client of a request from `peer` with `headers`.
-    fn check(&self, class: Class, peer: Option<IpAddr>, headers: &HeaderMap) -> Verdict {
+    /// Takes one token of `class` for the client `key` (a [`bucket`]).
+    fn check(&self, class: Class, key: IpAddr) -> Verdict {
         let index = Class::ALL.iter().position(|c| *c == class).unwrap_or_default();
         let (policy, limiter) = &self.inner.limiters[index];
-        let key = bucket(client(peer, headers, &self.inner.trusted_proxies));
         let period = policy.window / policy.requests.get();
         match limiter.check_key(&key) {
             Ok(snapshot) => {
@@ -184,11 +183,14 @@ impl Verdict {
     }
 }
 
-/// The middleware: one token of `class` per request, or `429` without calling the handler.
-pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, request: Request, next: Next) -> Response {
+/// The middleware: one token of `class` per request, or `429` without calling the handler. The handler finds the
+/// client it counted against as the [`Client`] extractor.
+pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let verdict = limits.check(class, peer, request.headers());
+    let key = bucket(client(peer, request.headers(), &limits.inner.trusted_proxies));
+    let verdict = limits.check(class, key);
     let mut response = if verdict.allowed {
+        request.extensions_mut().insert(Client(Some(key)));
         next.run(request).await
     } else {
         metrics::counter!("rate_limited_total", "class" => class.name()).increment(1);
@@ -199,6 +201,31 @@ pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, request: 
     };
     verdict.annotate(response.headers_mut());
     response
+}
+
+/// The client a request counted against, as [`limit`] found it (its IPv4 address or its IPv6 /64); unknown for a
+/// request that did not pass the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Client(Option<IpAddr>);
+
+impl Client {
+    /// The client under `hasher`'s key, as password counts failed sign-ins against it: empty when unknown.
+    pub(crate) fn hash(self, hasher: &crate::contacts::KeyedHasher) -> Vec<u8> {
+        let octets = match self.0 {
+            Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+            Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+            None => return Vec::new(),
+        };
+        hasher.mac(b"client\0", &octets)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Client>().copied().unwrap_or(Client(None)))
+    }
 }
 
 /// The client a request is from: the peer, or, when the peer is a trusted proxy, the right-most address of
@@ -302,15 +329,15 @@ mod tests {
         let policy = Policy::parse(Class::Signups, "2/60").unwrap();
         let settings = RateLimitSettings { policies: [policy; 5], trusted_proxies: Vec::new() };
         let limits = RateLimits::new(&settings);
-        let (a, b) = (Some(ip("192.0.2.1")), Some(ip("192.0.2.2")));
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
 
-        let verdicts: Vec<bool> = (0..3).map(|_| limits.check(Class::Signups, a, &HeaderMap::new()).allowed).collect();
-        let other = limits.check(Class::Signups, b, &HeaderMap::new());
-        let other_class = limits.check(Class::Reads, a, &HeaderMap::new());
+        let verdicts: Vec<bool> = (0..3).map(|_| limits.check(Class::Signups, a).allowed).collect();
+        let other = limits.check(Class::Signups, b);
+        let other_class = limits.check(Class::Reads, a);
 
         assert_eq!(verdicts, [true, true, false]);
         assert!(other.allowed && other_class.allowed);
-        let denied = limits.check(Class::Signups, a, &HeaderMap::new());
+        let denied = limits.check(Class::Signups, a);
         let mut headers = HeaderMap::new();
         denied.annotate(&mut headers);
         assert_eq!(headers["ratelimit-policy"], "\"signups\";q=2;w=60");

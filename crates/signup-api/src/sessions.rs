@@ -1,7 +1,7 @@
 //! Signing in and out. `POST /v1/sessions` checks the password once (argon2id, in the password service) and
 //! answers an opaque bearer token; every later request costs a keyed lookup of that token, not a hash. An unknown
-//! email and a wrong password get the same `401` after the same hashing work, and consecutive failures per email
-//! are throttled whether or not an account exists. Only a verified account signs in: the password of a signup not
+//! email and a wrong password get the same `401` after the same hashing work, and failures are throttled (per email
+//! and client, per email, per client: see the password service) whether or not an account exists. Only a verified account signs in: the password of a signup not
 //! yet confirmed opens nothing (it could be anyone's, and a session that worked for a new or pending address and not
 //! for a verified one would tell which addresses have an account).
 
@@ -27,6 +27,7 @@ use crate::{
     },
     error::ApiError,
     extract::JsonObject,
+    ratelimit::Client,
     startup::AppState,
 };
 
@@ -69,13 +70,17 @@ pub(crate) struct SessionCreated {
         (status = 401, description = "Unknown email, wrong password, or an email not verified yet (one answer for all)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or malformed fields", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed sign-ins for this email, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins (for this email, or from this client), or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
-pub(crate) async fn create(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    let result = sign_in(&state, &body).await;
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    client: Client,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let result = sign_in(&state, client, &body).await;
     let outcome = match &result {
         Ok(_) => "created",
         Err(ApiError::InvalidCredentials) => "invalid",
@@ -108,9 +113,9 @@ pub(crate) async fn delete_current(State(state): State<AppState>, headers: Heade
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {
+async fn sign_in(state: &AppState, client: Client, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {
     let (email, password) = parse(body).map_err(ApiError::Invalid)?;
-    let (user_id, response) = open(state, &email, &password).await?;
+    let (user_id, response) = open(state, client, &email, &password).await?;
     tracing::Span::current().record("user_id", user_id.as_str());
     let rfc3339 = |t| platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(SessionCreated {
@@ -121,10 +126,11 @@ async fn sign_in(state: &AppState, body: &Map<String, Value>) -> Result<SessionC
     })
 }
 
-/// Checks `password` for the account of `email` as a sign-in does (throttled per email, the same work whether or
-/// not the account exists) and opens a session: the account's id and the session, or why not.
+/// Checks `password` for the account of `email` as a sign-in does (throttled per email and `client`, the same work
+/// whether or not the account exists) and opens a session: the account's id and the session, or why not.
 pub(crate) async fn open(
     state: &AppState,
+    client: Client,
     email: &Email,
     password: &Password,
 ) -> Result<(String, CreateSessionResponse), ApiError> {
@@ -137,6 +143,7 @@ pub(crate) async fn open(
         signup_id: String::new(),
         email_hash: state.hasher.hash(email),
         password: password.expose().to_owned(),
+        client_hash: client.hash(&state.hasher),
     };
     let response = state.upstreams.passwords.clone().create_session(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();

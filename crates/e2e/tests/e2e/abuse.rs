@@ -150,7 +150,7 @@ async fn an_unknown_email_a_wrong_password_and_an_unverified_account_get_one_ans
 
 /// Moves an email's last failed sign-in `secs` into the past: controlled time instead of waiting out a delay.
 async fn time_passes(stack: &Stack, secs: u32) -> anyhow::Result<()> {
-    sqlx::query("UPDATE login_failures SET last_failure_at = last_failure_at - make_interval(secs => $1)")
+    sqlx::query("UPDATE sign_in_failures SET last_failure_at = last_failure_at - make_interval(secs => $1)")
         .bind(f64::from(secs))
         .execute(&mut sessions(stack).await?)
         .await?;
@@ -212,6 +212,102 @@ async fn sign_ins_slow_down_then_lock_out_per_email_and_recover_after_the_time_o
     time_passes(&stack, 3601).await?;
     assert_eq!(attempt(&stack, &account, PASSWORD).await?.0, 201, "the owner is locked out for good");
     assert_eq!(attempt(&stack, &account, wrong).await?.0, 401, "a success did not forget the failures");
+    Ok(())
+}
+
+/// Signs in once as `client` (behind a trusted proxy) and returns the status and, for a 429, its `Retry-After`.
+async fn attempt_from(stack: &Stack, client: &str, email: &str, password: &str) -> anyhow::Result<(u16, Option<u64>)> {
+    let request = stack.http().post(format!("{}/v1/sessions", stack.api_url()));
+    let request = request.header("x-forwarded-for", client).json(&json!({ "email": email, "password": password }));
+    let response = request.send().await?;
+    let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+    Ok((response.status().as_u16(), retry))
+}
+
+fn throttle_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str, String)> {
+    let mut env = vec![
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+        ("password", "LOGIN_THROTTLE_AFTER_FAILURES", "3".to_owned()),
+        ("password", "LOGIN_THROTTLE_FIRST_DELAY_MS", "30000".to_owned()),
+        ("password", "LOGIN_LOCKOUT_AFTER_FAILURES", "10".to_owned()),
+    ];
+    env.extend(extra.iter().map(|(name, value)| ("password", *name, (*value).to_owned())));
+    env
+}
+
+/// Attacks: (1) locking the owner out by failing on purpose: a guesser's failures slowed every client of the email,
+/// the owner's right password included, and one more failure an hour kept it so. (2) Learning when the owner signs
+/// in: a success forgot every client's failures, so a guesser whose next tries were no longer slowed knew the
+/// account exists and was just used. Now failures count per email and client: the guesser slows only themselves,
+/// and the owner's success forgets only the owner's. Guessing from many clients is still bounded: the email's
+/// failures from every client lock it out, except for clients the owner has signed in from. Before: the owner got
+/// 429, and the account's probe answered `[401, 401]` against the unknown address's `[401, 429]`.
+#[tokio::test]
+async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_sign_in() -> anyhow::Result<()> {
+    let stack = started(Options { env: throttle_env(&[]), ..Options::default() }).await?;
+    let (account, nobody) = (unique_email("owner"), unique_email("nobody"));
+    verified_account(&stack, &account).await?;
+    let (home, travelling, guesser) = ("198.51.100.1", "198.51.100.2", "203.0.113.1");
+    let wrong = "a wrong guess at the passphrase";
+    assert_eq!(attempt_from(&stack, home, &account, PASSWORD).await?.0, 201);
+
+    let mut guesses = Vec::new();
+    for email in [&account, &nobody] {
+        for _ in 0..4 {
+            guesses.push(attempt_from(&stack, guesser, email, wrong).await?.0);
+        }
+    }
+    let owner_meanwhile = attempt_from(&stack, travelling, &account, PASSWORD).await?.0;
+    time_passes(&stack, 31).await?;
+    let owner_later = attempt_from(&stack, travelling, &account, PASSWORD).await?.0;
+    let mut probes = Vec::new();
+    for email in [&account, &nobody] {
+        let first = attempt_from(&stack, guesser, email, wrong).await?.0;
+        probes.push([first, attempt_from(&stack, guesser, email, wrong).await?.0]);
+    }
+    // Many clients, two failures each (under their own slow-down): the email's failures reach the lockout.
+    for i in 0..3 {
+        for _ in 0..2 {
+            attempt_from(&stack, &format!("203.0.113.{}", 10 + i), &account, wrong).await?;
+        }
+    }
+    let stranger = attempt_from(&stack, "192.0.2.77", &account, PASSWORD).await?;
+    let owner_at_home = attempt_from(&stack, home, &account, PASSWORD).await?.0;
+
+    assert_eq!(guesses, [401, 401, 401, 429, 401, 401, 401, 429], "the guesser was not slowed down");
+    assert_eq!(probes[0], probes[1], "the guesser's probe tells that the owner signed in");
+    assert_eq!(probes[1], [401, 429]);
+    assert_eq!(owner_meanwhile, 201, "a guesser elsewhere locked the owner out");
+    assert_eq!(owner_later, 201);
+    assert_eq!(stranger.0, 429, "guessing from many clients is not bounded per email");
+    assert!(stranger.1.is_some_and(|retry| (3000..=3600).contains(&retry)), "{stranger:?}");
+    assert_eq!(owner_at_home, 201, "the owner's own client was locked out with the strangers");
+    Ok(())
+}
+
+/// Attack: credential stuffing, one guess per account from one client, under every per-email limit. A client that
+/// failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` emails within the hour may try no other (an IPv6 client is its /64);
+/// other clients are unaffected. Before: every guess was checked (401).
+#[tokio::test]
+async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result<()> {
+    let env = throttle_env(&[("LOGIN_CLIENT_ACCOUNTS_PER_HOUR", "3")]);
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let emails: Vec<String> = (0..5).map(|i| unique_email(&format!("stuffed{i}"))).collect();
+    let wrong = "password from a leaked list";
+    let stuffer = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3", "2001:db8:1:2:ffff::9"];
+
+    let mut answers = Vec::new();
+    for (email, client) in emails.iter().zip(stuffer) {
+        answers.push(attempt_from(&stack, client, email, wrong).await?);
+    }
+    let again = attempt_from(&stack, stuffer[0], &emails[0], wrong).await?.0;
+    let other = attempt_from(&stack, "2001:db8:1:3::1", &emails[4], wrong).await?.0;
+
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "a fourth account was guessed at from the same /64");
+    assert!(answers[3].1.is_some_and(|retry| (3000..=3600).contains(&retry)), "{answers:?}");
+    assert_eq!(again, 401, "an email the client already failed on falls under its own limits only");
+    assert_eq!(other, 401, "another client was stopped");
     Ok(())
 }
 
