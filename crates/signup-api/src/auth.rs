@@ -44,6 +44,7 @@ pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Ses
 /// Asks the password service whose session `token` opens, and remembers the answer. A session an earlier release
 /// opened with an unverified account's signup attempt is refused: only a verified account signs in.
 async fn checked(state: &AppState, token: &str) -> Result<String, ApiError> {
+    let began = state.sessions.check_begins();
     let request = AuthenticateSessionRequest { token: token.to_owned() };
     let response = match state.upstreams.passwords.clone().authenticate_session(request).await {
         Ok(response) => response.into_inner(),
@@ -55,7 +56,7 @@ async fn checked(state: &AppState, token: &str) -> Result<String, ApiError> {
     }
     let ends = platform::time::from_proto(response.idle_expires_at).unwrap_or_else(chrono::Utc::now);
     let lasts = (ends - chrono::Utc::now()).to_std().unwrap_or_default();
-    state.sessions.remember(token, &response.user_id, lasts);
+    state.sessions.remember(began, token, &response.user_id, lasts);
     Ok(response.user_id)
 }
 
