@@ -1,14 +1,20 @@
 //! Swagger UI at `/docs`, served from the binary. `utoipa-swagger-ui` stores its assets gzip-compressed (a third
 //! of the binary otherwise) and serves them compressed whatever the request accepts; here a client that does not
 //! accept gzip (`curl` without `--compressed`, say) gets them decompressed, and every answer says it varies with
-//! `Accept-Encoding`, so no cache hands gzip to a client that cannot read it.
+//! `Accept-Encoding`, so no cache hands gzip to a client that cannot read it. Each asset is decompressed once and
+//! kept (a few MB in all): decompressing the 1.5 MB bundle per request let any client spend this process's CPU at
+//! will.
 
-use std::io::Read as _;
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Router,
-    body::Body,
-    extract::Request,
+    body::{Body, Bytes},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse as _, Response},
@@ -26,12 +32,17 @@ pub(crate) fn router(openapi: serde_json::Value) -> Router {
     let ui = SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", openapi)
         .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"));
-    Router::from(ui).layer(middleware::from_fn(as_accepted))
+    Router::from(ui).layer(middleware::from_fn_with_state(Decompressed::default(), as_accepted))
 }
 
+/// The assets decompressed so far, by path. Only answers that came gzip-compressed are kept, and only the assets
+/// are: the map is bounded by what the binary holds.
+type Decompressed = Arc<Mutex<HashMap<String, Bytes>>>;
+
 /// Decompresses a gzip answer for a request that does not accept gzip.
-async fn as_accepted(request: Request, next: Next) -> Response {
+async fn as_accepted(State(decompressed): State<Decompressed>, request: Request, next: Next) -> Response {
     let accepts_gzip = accepts_gzip(request.headers());
+    let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     if response.headers().get(header::CONTENT_ENCODING).is_none_or(|coding| coding != "gzip") {
         return response;
@@ -41,18 +52,32 @@ async fn as_accepted(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let mut plain = Vec::new();
-    let decompressed = match axum::body::to_bytes(body, MAX_ASSET_BYTES).await {
-        Ok(gzip) => flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut plain).map_err(anyhow::Error::from),
-        Err(error) => Err(anyhow::Error::from(error)),
+    let known = decompressed.lock().ok().and_then(|known| known.get(&path).cloned());
+    let plain = match known {
+        Some(plain) => plain,
+        None => match decompress(body).await {
+            Ok(plain) => {
+                if let Ok(mut known) = decompressed.lock() {
+                    known.insert(path, plain.clone());
+                }
+                plain
+            }
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "a Swagger UI asset does not decompress");
+                return Problem::internal().into_response();
+            }
+        },
     };
-    if let Err(error) = decompressed {
-        tracing::error!(error = format!("{error:#}"), "a Swagger UI asset does not decompress");
-        return Problem::internal().into_response();
-    }
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(plain))
+}
+
+async fn decompress(body: Body) -> anyhow::Result<Bytes> {
+    let gzip = axum::body::to_bytes(body, MAX_ASSET_BYTES).await?;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut plain)?;
+    Ok(Bytes::from(plain))
 }
 
 /// Whether `Accept-Encoding` accepts gzip (RFC 9110 §12.5.3): named with a weight above zero, or not named and
