@@ -35,7 +35,7 @@ pub(crate) enum ApiError {
     /// The `Idempotency-Key` header is malformed.
     #[error("malformed Idempotency-Key")]
     BadIdempotencyKey,
-    /// The `Idempotency-Key` was used before with another email or another request.
+    /// The `Idempotency-Key` was used before for this email with another request.
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
     /// A verification token that is unknown, used, dead or expired: one answer for all.
@@ -148,7 +148,7 @@ impl ApiError {
             Self::Invalid(_) => "one or more fields are invalid; see errors".to_owned(),
             Self::BadIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
             Self::IdempotencyKeyReused => {
-                "this Idempotency-Key was used with another email or a different request body".to_owned()
+                "this Idempotency-Key was used for this email with a different request body".to_owned()
             }
             Self::InvalidToken => "this link is invalid, already used or expired; ask for a new email".to_owned(),
             Self::LinkPasswordMismatch => "this link and this password do not belong to the same signup: enter the \

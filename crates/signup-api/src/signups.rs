@@ -71,14 +71,14 @@ pub(crate) struct SignupRequest {
     path = "/v1/signups",
     tag = "signups",
     request_body(content = SignupRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body get the same answer and create nothing new; the key with another email or another body is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key, email and body get the same answer and create nothing new; the key with another body for the same email is a 422 (a key is scoped to its email)")),
     responses(
         (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account), within the address's mail budget", body = SignupAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within REQUEST_BODY_TIMEOUT_MS; nothing was done", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused with another email or body", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (listed in `errors`), or an Idempotency-Key reused for this email with another body", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client's signup budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
@@ -163,7 +163,7 @@ async fn register(
         display_name: signup.display_name.as_str().to_owned(),
         locale: signup.locale.as_ref().map(|l| l.as_str().to_owned()).unwrap_or_default(),
         discoverable: signup.discoverable,
-        idempotency_key: key.unwrap_or_default().to_owned(),
+        idempotency_key: key.map(|key| scoped_key(state, &signup.email, key)).unwrap_or_default(),
         request_fingerprint: key.map(|_| fingerprint(state, signup)).unwrap_or_default(),
         signup_id: signup_id.to_string(),
         contact_hashes: signup.contacts.iter().map(|c| state.hasher.hash(c)).collect(),
@@ -189,6 +189,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Err(ApiError::BadIdempotencyKey);
     }
     Ok(Some(key.to_owned()))
+}
+
+/// The key as user-metadata keeps it: scoped to the signup's email, as a keyed hash under
+/// `IDEMPOTENCY_FINGERPRINT_KEY` (64 hex digits that say nothing of the address). Keys are the client's word and some
+/// are predictable (the README's example, a counter): unscoped, anyone who signed up any address with a key first
+/// made every later signup with it a 422 for `IDEMPOTENCY_KEY_TTL_HOURS`. The email stands for the client here: a
+/// signup has no other identity.
+fn scoped_key(state: &AppState, email: &crate::domain::email::Email, key: &str) -> String {
+    let message = [email.as_str().as_bytes(), b"\0", key.as_bytes()].concat();
+    let mac = state.fingerprints.mac(b"signup-api idempotency key v1\0", &message);
+    mac.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A keyed hash of the normalised request under `IDEMPOTENCY_FINGERPRINT_KEY`, so a retry with another body is
