@@ -248,22 +248,68 @@ const DELAY: &str = "CASE WHEN failures < $2 THEN interval '0' \
                           WHEN failures >= $5 THEN make_interval(secs => $6) \
                           ELSE make_interval(secs => least($3 * power(2, failures - $2), $4)) END";
 
-/// Counts a sign-in attempt as a failure of its email and client before its password is checked (so concurrent
-/// attempts cannot slip past the count), unless one of the three limits makes it wait: then returns how long.
-/// The limits: the client's consecutive failures on this email (slow down, then lock out); the email's failures
-/// from every client, for a client that has not signed in to it lately (the lockout, which the owner's own clients
-/// escape); and the other emails this client failed on in the last hour (guessing many accounts).
+/// Counts a sign-in attempt as a failure of its email and client before its password is checked, unless one of
+/// the three limits makes it wait: then returns how long. The limits: the client's consecutive failures on this
+/// email (slow down, then lock out); the email's failures from every client (the lockout); and the other emails
+/// this client failed on in the last hour (guessing many accounts). A client that signed in to this email within
+/// `LOGIN_TRUSTED_CLIENT_DAYS` is held only to the first: a guesser elsewhere cannot lock its owner out. Concurrent
+/// attempts of one client or one email take turns, so none slips past a count.
 pub(crate) async fn reserve_attempt(
     pool: &PgPool,
     asker: Asker<'_>,
     throttle: &Throttle,
 ) -> sqlx::Result<Result<(), Duration>> {
-    if let Some(wait) = client_budget_wait(pool, asker, throttle).await? {
-        return Ok(Err(wait));
+    let mut tx = pool.begin().await?;
+    take_turn(&mut tx, asker).await?;
+    if !trusted(&mut tx, asker, throttle).await? {
+        if let Some(wait) = client_budget_wait(&mut tx, asker, throttle).await? {
+            return Ok(Err(wait));
+        }
+        if let Some(wait) = email_lockout_wait(&mut tx, asker, throttle).await? {
+            return Ok(Err(wait));
+        }
     }
-    if let Some(wait) = email_lockout_wait(pool, asker, throttle).await? {
-        return Ok(Err(wait));
+    let counted = count_failure(&mut tx, asker, throttle).await?;
+    tx.commit().await?;
+    Ok(counted)
+}
+
+/// Waits for the attempts of this client, then of this email, that came first (client first everywhere: no two
+/// attempts wait for each other). Held until the transaction ends; the password is checked after.
+async fn take_turn(conn: &mut PgConnection, asker: Asker<'_>) -> sqlx::Result<()> {
+    // A hash's first 32 bits: two hashes that share them only take turns needlessly.
+    let key = |hash: &[u8]| hash.get(..4).and_then(|b| b.try_into().ok()).map_or(0, i32::from_be_bytes);
+    if !asker.client_hash.is_empty() {
+        let lock = sqlx::query("SELECT pg_advisory_xact_lock(1, $1)").bind(key(asker.client_hash));
+        lock.execute(&mut *conn).await?;
     }
+    let lock = sqlx::query("SELECT pg_advisory_xact_lock(2, $1)").bind(key(asker.email_hash));
+    lock.execute(&mut *conn).await.map(drop)
+}
+
+/// Whether this client signed in to this email within `LOGIN_TRUSTED_CLIENT_DAYS`. A caller that does not know its
+/// client never is.
+async fn trusted(conn: &mut PgConnection, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<bool> {
+    if asker.client_hash.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2 \
+         AND last_success_at > now() - make_interval(secs => $3))",
+    )
+    .bind(asker.email_hash)
+    .bind(asker.client_hash)
+    .bind(throttle.trusted_for().as_secs_f64())
+    .fetch_one(conn)
+    .await
+}
+
+/// Counts the failure against this email and client, unless their consecutive failures make it wait: then how long.
+async fn count_failure(
+    conn: &mut PgConnection,
+    asker: Asker<'_>,
+    throttle: &Throttle,
+) -> sqlx::Result<Result<(), Duration>> {
     let reserve = format!(
         "INSERT INTO sign_in_failures AS f (email_hash, client_hash, failures, last_failure_at) \
          VALUES ($1, $7, 1, now()) \
@@ -272,7 +318,7 @@ pub(crate) async fn reserve_attempt(
         DELAY.replace("failures", "f.failures")
     );
     let reserve = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(reserve)).bind(asker.email_hash), throttle);
-    let reserved: Option<i32> = reserve.bind(asker.client_hash).fetch_optional(pool).await?;
+    let reserved: Option<i32> = reserve.bind(asker.client_hash).fetch_optional(&mut *conn).await?;
     if reserved.is_some() {
         return Ok(Ok(()));
     }
@@ -281,13 +327,17 @@ pub(crate) async fn reserve_attempt(
          FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $7"
     );
     let wait = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(wait)).bind(asker.email_hash), throttle);
-    let secs: Option<f64> = wait.bind(asker.client_hash).fetch_optional(pool).await?;
+    let secs: Option<f64> = wait.bind(asker.client_hash).fetch_optional(conn).await?;
     Ok(Err(Duration::from_secs_f64(secs.unwrap_or(1.0))))
 }
 
 /// When the client has failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` other emails within the hour: how long until
 /// the oldest of them leaves the hour. A caller that does not know its client is never held to this.
-async fn client_budget_wait(pool: &PgPool, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<Option<Duration>> {
+async fn client_budget_wait(
+    conn: &mut PgConnection,
+    asker: Asker<'_>,
+    throttle: &Throttle,
+) -> sqlx::Result<Option<Duration>> {
     if asker.client_hash.is_empty() {
         return Ok(None);
     }
@@ -300,29 +350,29 @@ async fn client_budget_wait(pool: &PgPool, asker: Asker<'_>, throttle: &Throttle
     .bind(asker.client_hash)
     .bind(asker.email_hash)
     .bind(i64::from(throttle.client_accounts_per_hour()))
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(secs.map(Duration::from_secs_f64))
 }
 
 /// When the email's newest failures, from every client, reach `LOGIN_LOCKOUT_AFTER_FAILURES` and the newest of them
-/// is less than `LOGIN_LOCKOUT_SECS` old, and this client has not signed in to it within
-/// `LOGIN_TRUSTED_CLIENT_DAYS`: how long until the lockout ends.
-async fn email_lockout_wait(pool: &PgPool, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<Option<Duration>> {
+/// is less than `LOGIN_LOCKOUT_SECS` old: how long until the lockout ends. Each failure after it ends locks it again
+/// (as one client's own count does), until a reset or a success of that client forgets the failures.
+async fn email_lockout_wait(
+    conn: &mut PgConnection,
+    asker: Asker<'_>,
+    throttle: &Throttle,
+) -> sqlx::Result<Option<Duration>> {
     let secs: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM max(last_failure_at) + make_interval(secs => $4) - now())::float8 \
+        "SELECT EXTRACT(EPOCH FROM max(last_failure_at) + make_interval(secs => $3) - now())::float8 \
          FROM (SELECT failures, last_failure_at FROM sign_in_failures WHERE email_hash = $1 AND failures > 0 \
-               ORDER BY last_failure_at DESC LIMIT $3) AS newest \
-         HAVING sum(failures) >= $3 AND NOT EXISTS ( \
-             SELECT 1 FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2 \
-             AND last_success_at > now() - make_interval(secs => $5))",
+               ORDER BY last_failure_at DESC LIMIT $2) AS newest \
+         HAVING sum(failures) >= $2",
     )
     .bind(asker.email_hash)
-    .bind(asker.client_hash)
     .bind(i64::from(throttle.lock_after()))
     .bind(throttle.lockout().as_secs_f64())
-    .bind(throttle.trusted_for().as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(secs.filter(|secs| *secs > 0.0).map(|secs| Duration::from_secs_f64(secs.max(1.0))))
 }
@@ -355,9 +405,18 @@ pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<(
     .map(drop)
 }
 
-/// A reset: the owner proved the mailbox, so no failure before it holds the account back.
+/// A reset: the owner proved the mailbox, so no failure before it holds the account back. The clients the owner
+/// signed in from stay trusted.
 pub(crate) async fn forget_failures(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM sign_in_failures WHERE email_hash = $1").bind(email_hash).execute(pool).await.map(drop)
+    sqlx::query(
+        "WITH gone AS (DELETE FROM sign_in_failures WHERE email_hash = $1 AND last_success_at IS NULL) \
+         UPDATE sign_in_failures SET failures = 0 \
+         WHERE email_hash = $1 AND failures > 0 AND last_success_at IS NOT NULL",
+    )
+    .bind(email_hash)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// An attempt that was counted but never checked (hashing was saturated): it is not held against anyone.
