@@ -5,9 +5,10 @@
 //! (spending the mailbox's mail budget from thousands of addresses). Sessions travel as bearer tokens, never
 //! cookies, so a forged request carries no one's authority; it carries their address and their budget.
 //!
-//! Browsers say where a request comes from: `Sec-Fetch-Site` (every current browser), else `Origin`. A request
-//! with neither is not a browser's cross-site request (curl, a server, a browser navigating to the API itself)
-//! and goes through. Reading methods (`GET`, `HEAD`, `OPTIONS`) change nothing and always go through.
+//! Browsers say where a request comes from: `Sec-Fetch-Site` (current browsers, to HTTPS and localhost), else
+//! `Origin`, compared with the request's host (so a proxy in front must pass the `Host` on, as most do by default).
+//! A request with neither is not a browser's cross-site request (curl, a server) and goes through. Reading methods
+//! (`GET`, `HEAD`, `OPTIONS`) change nothing and always go through.
 
 use axum::{
     extract::Request,

@@ -138,7 +138,10 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let headers = [
         (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Nothing (the token in the address included) goes to another site; the pages' own form posts carry their
+        // `Origin`, which `no-referrer` would make `null` (and `cross_site` would refuse where no `Sec-Fetch-Site`
+        // is sent: plain HTTP beyond localhost, older browsers).
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CONTENT_SECURITY_POLICY, CSP),
     ];
