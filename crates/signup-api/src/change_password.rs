@@ -65,7 +65,7 @@ pub(crate) async fn put(
     if user.status() != UserStatus::Verified {
         return Err(ApiError::NotVerified);
     }
-    let email = crate::auth::email(&user)?;
+    let email = crate::auth::email(&user);
     let context = Context { email: Some(&email), display_name: Some(&user.display_name) };
     let new = state.limits.password.check(new, context).map_err(|problems| {
         ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())

@@ -63,7 +63,7 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     let password = parse(&body).map_err(ApiError::Invalid)?;
     let (_, user) = crate::auth::user(&state, &headers).await?;
-    let email = crate::auth::email(&user)?;
+    let email = crate::auth::email(&user);
     // The password is checked as a sign-in checks it (throttled per email and client); the session it opens ends
     // below.
     let (user_id, _) = crate::sessions::open(&state, client, &email, &password).await?;

@@ -193,7 +193,7 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
     };
     let begin = BeginPasswordResetRequest { token: token.to_owned() };
     let begun = state.upstreams.verifications.clone().begin_password_reset(begin).await.map_err(invalid_token)?;
-    let email = Email::parse(&begun.into_inner().email).map_err(|_| ApiError::InvalidToken)?;
+    let email = Email::stored(begun.into_inner().email);
     let context = Context { email: Some(&email), display_name: None };
     let new = state.limits.password.check(new_password, context).map_err(|problems| {
         ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())

@@ -482,10 +482,9 @@ async fn a_key_someone_else_used_first_for_another_address_refuses_nothing() -> 
     assert_eq!(owners_status, 202, "another address's earlier use of the key refused the owner: {owners_answer}");
     let retry = stack.signup(&body(&owner, PASSWORD), Some(key)).await?;
     let (retry_status, retry_answer): (_, Value) = (retry.status(), retry.json().await?);
-    let mail = stack.smtp.wait_for(&owner, 1, DELIVERY_TIMEOUT).await?;
+    stack.smtp.wait_for(&owner, 1, DELIVERY_TIMEOUT).await?;
 
     assert_eq!((retry_status, &retry_answer), (owners_status, &owners_answer), "the owner's retry is not idempotent");
-    assert_eq!(mail.len(), 1);
     assert_eq!(outbox_count(&stack, false).await?, 2, "a retry announced a second signup");
     Ok(())
 }

@@ -49,7 +49,7 @@ impl Email {
             return Err(EmailError::Empty);
         }
         let (local, domain) = raw.rsplit_once('@').ok_or(EmailError::Syntax)?;
-        if local.contains(['"', '\\']) || local.chars().any(|c| c.is_whitespace() || super::profile::is_hidden(c)) {
+        if local.contains(['"', '\\']) || local.chars().any(|c| c.is_whitespace() || is_hidden(c)) {
             return Err(EmailError::Syntax);
         }
         // Bounded as it is stored: lower-casing can lengthen a local part (`İ` becomes two characters).
@@ -72,6 +72,12 @@ impl Email {
         Ok(Self(address))
     }
 
+    /// An address an account holds, taken as stored: an earlier release may have accepted a spelling today's rules
+    /// refuse, and it is still that account's (its owner must be able to reset, change and delete).
+    pub fn stored(address: String) -> Self {
+        Self(address)
+    }
+
     /// The normalised address.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -81,6 +87,13 @@ impl Email {
     pub fn local_part(&self) -> &str {
         self.0.rsplit_once('@').map_or(self.0.as_str(), |(local, _)| local)
     }
+}
+
+/// What a local part must not hold: what a display name must not ([`super::profile::is_hidden`]), and variation
+/// selectors, which change no mailbox and only make another spelling of one.
+fn is_hidden(c: char) -> bool {
+    super::profile::is_hidden(c)
+        || matches!(c, '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 /// Addresses are personal data: debug output shows only the domain.
@@ -137,6 +150,8 @@ mod tests {
             "ada\u{85}@example.com",
             "ada\u{2028}@example.com",
             "ad\u{E0061}a@example.com",
+            "ada\u{FE0F}@example.com",
+            "ada\u{E0100}@example.com",
         ] {
             assert_eq!(Email::parse(spelling), Err(EmailError::Syntax), "{spelling:?}");
         }
