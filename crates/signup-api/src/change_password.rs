@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use proto::{
-    password::v1::{ChangePasswordRequest, SessionOutcome},
+    password::v1::{ChangePasswordRequest, ChangePasswordResponse, SessionOutcome},
     user_metadata::v1::UserStatus,
 };
 use serde_json::{Map, Value};
@@ -84,10 +84,15 @@ pub(crate) async fn put(
     };
     let response = state.upstreams.passwords.clone().change_password(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
+    answer(&state, &session.user_id, &response)
+}
+
+/// The answer to password's outcome. A change ended every other session of the account: none may be remembered
+/// here either.
+fn answer(state: &AppState, user_id: &str, response: &ChangePasswordResponse) -> Result<StatusCode, ApiError> {
     match response.outcome() {
         SessionOutcome::Created => {
-            // Every other session of the account has ended; none may be remembered here either.
-            state.sessions.forget_account(&session.user_id);
+            state.sessions.forget_account(user_id);
             Ok(StatusCode::NO_CONTENT)
         }
         SessionOutcome::Throttled => {
