@@ -177,6 +177,10 @@ impl Stack {
                 var("EVENTS_EXCHANGE", &exchange),
                 var("EVENTS_QUEUE", &queues[i]),
                 var("OUTBOX_POLL_INTERVAL_MS", 200),
+                // Every test's requests come from one client (loopback): the per-client shares of an address's
+                // attempts and mail would bite where a test means the address's own limits. Tests of the shares
+                // set them.
+                var("SIGNUP_ATTEMPTS_PER_CLIENT", 1000),
             ]);
             if let Some(port) = user_metadata_port {
                 env.extend([
@@ -184,6 +188,7 @@ impl Stack {
                     var("SMTP_URL", smtp.url()),
                     var("MAIL_BUDGET_PER_HOUR", 1000),
                     var("MAIL_BUDGET_PER_DAY", 1000),
+                    var("MAIL_BUDGET_PER_CLIENT_PER_DAY", 1000),
                     var("MAIL_GLOBAL_PER_MINUTE", 1_000_000),
                     var("PUBLIC_BASE_URL", PUBLIC_BASE_URL),
                     var("SMTP_TIMEOUT_SECS", 5),

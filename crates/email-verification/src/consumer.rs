@@ -78,6 +78,7 @@ impl EventHandler {
             signup_id: uuid("signup_id", &event.signup_id)?,
             email: &event.email,
             locale: &event.locale,
+            client_hash: &event.client_hash,
         };
         let queued = store::signed_up(tx, envelope.id, &attempt, self.policy.budget).await.map_err(transient)?;
         count(Kind::Verification, queued);
@@ -100,6 +101,7 @@ impl EventHandler {
             recipient: &event.email,
             locale: &event.locale,
             signup_id: None,
+            client_hash: &[],
         };
         let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
         let queued = store::existing_account(tx, &mail, interval, budget).await.map_err(transient)?;

@@ -108,12 +108,10 @@ impl EmailVerificationService for Verifications {
         &self,
         request: Request<ResendVerificationRequest>,
     ) -> Result<Response<ResendVerificationResponse>, Status> {
-        let email = request.into_inner().email;
-        if email.is_empty() || !email.contains('@') {
-            return Err(Status::invalid_argument("email must be a normalised email address"));
-        }
+        let ResendVerificationRequest { email, client_hash } = request.into_inner();
+        let client_hash = asked(&email, client_hash)?;
         let mut tx = self.pool.begin().await.map_err(database_status)?;
-        let queued = store::resend(&mut tx, &email, self.policy.budget).await.map_err(database_status)?;
+        let queued = store::resend(&mut tx, &email, &client_hash, self.policy.budget).await.map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
         metrics::counter!("verification_resends_total", "outcome" => queued.label()).increment(1);
         if queued == store::Queued::OverBudget {
@@ -145,13 +143,12 @@ impl EmailVerificationService for Verifications {
         &self,
         request: Request<RequestPasswordResetRequest>,
     ) -> Result<Response<RequestPasswordResetResponse>, Status> {
-        let email = request.into_inner().email;
-        if email.is_empty() || !email.contains('@') {
-            return Err(Status::invalid_argument("email must be a normalised email address"));
-        }
+        let RequestPasswordResetRequest { email, client_hash } = request.into_inner();
+        let client_hash = asked(&email, client_hash)?;
         let mut tx = self.pool.begin().await.map_err(database_status)?;
-        let queued =
-            store::request_password_reset(&mut tx, &email, self.policy.budget).await.map_err(database_status)?;
+        let queued = store::request_password_reset(&mut tx, &email, &client_hash, self.policy.budget)
+            .await
+            .map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
         metrics::counter!("password_reset_requests_total", "outcome" => queued.label()).increment(1);
         Ok(Response::new(RequestPasswordResetResponse {}))
@@ -218,4 +215,15 @@ impl Verifications {
 
 fn token(presented: &str) -> Result<Token, Status> {
     Token::parse(presented).ok_or_else(|| Status::failed_precondition(INVALID_TOKEN))
+}
+
+/// The address and client of a request for mail: a normalised address, and an empty or 32-byte client hash.
+fn asked(email: &str, client_hash: Vec<u8>) -> Result<Vec<u8>, Status> {
+    if email.is_empty() || !email.contains('@') {
+        return Err(Status::invalid_argument("email must be a normalised email address"));
+    }
+    if !matches!(client_hash.len(), 0 | 32) {
+        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
+    }
+    Ok(client_hash)
 }

@@ -134,13 +134,16 @@ pub struct Policy {
 }
 
 /// At most `per_hour` mails to one address in any hour and `per_day` in any day: `MAIL_BUDGET_PER_HOUR` (3) and
-/// `MAIL_BUDGET_PER_DAY` (10). Mail beyond is not sent, and nothing in any answer says so.
+/// `MAIL_BUDGET_PER_DAY` (10), of which at most `per_client_per_day` asked for by one client:
+/// `MAIL_BUDGET_PER_CLIENT_PER_DAY` (3). Mail beyond is not sent, and nothing in any answer says so.
 #[derive(Debug, Clone, Copy)]
 pub struct MailBudget {
     /// Mails per address per hour.
     pub per_hour: i64,
     /// Mails per address per day.
     pub per_day: i64,
+    /// Mails per address per day that one (known) client may ask for.
+    pub per_client_per_day: i64,
 }
 
 /// The variables as they come, with their defaults.
@@ -167,6 +170,7 @@ struct Own {
     existing_account_notice_interval_secs: NonZeroU64,
     mail_budget_per_hour: NonZeroI64,
     mail_budget_per_day: NonZeroI64,
+    mail_budget_per_client_per_day: NonZeroI64,
 }
 
 impl Default for Own {
@@ -195,6 +199,7 @@ impl Default for Own {
             existing_account_notice_interval_secs: n(86_400),
             mail_budget_per_hour: i(3),
             mail_budget_per_day: i(10),
+            mail_budget_per_client_per_day: i(3),
         }
     }
 }
@@ -240,7 +245,14 @@ impl Own {
     }
 
     fn policy(&self) -> Result<Policy, SettingsError> {
-        let budget = MailBudget { per_hour: self.mail_budget_per_hour.get(), per_day: self.mail_budget_per_day.get() };
+        let budget = MailBudget {
+            per_hour: self.mail_budget_per_hour.get(),
+            per_day: self.mail_budget_per_day.get(),
+            per_client_per_day: self.mail_budget_per_client_per_day.get(),
+        };
+        if budget.per_client_per_day < 1 {
+            return Err(SettingsError::invalid("MAIL_BUDGET_PER_CLIENT_PER_DAY", "must be at least 1"));
+        }
         if budget.per_hour < 1 || budget.per_day < budget.per_hour {
             return Err(SettingsError::invalid(
                 "MAIL_BUDGET_PER_DAY",

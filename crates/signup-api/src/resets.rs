@@ -95,7 +95,12 @@ pub(crate) async fn request_page() -> Response {
     )
 )]
 #[tracing::instrument(skip_all)]
-pub(crate) async fn request(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
+pub(crate) async fn request(
+    State(state): State<AppState>,
+    client: crate::ratelimit::Client,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
     let browser = wants_html(&headers);
     let result = async {
         let fields = fields(request, &["email"]).await?;
@@ -104,7 +109,8 @@ pub(crate) async fn request(State(state): State<AppState>, headers: HeaderMap, r
         let mut errors = Vec::new();
         let email = required_email(&body, "email", &mut errors);
         let email = email.filter(|_| errors.is_empty()).ok_or(ApiError::Invalid(errors))?;
-        let ask = RequestPasswordResetRequest { email: email.as_str().to_owned() };
+        let ask =
+            RequestPasswordResetRequest { email: email.as_str().to_owned(), client_hash: client.hash(&state.hasher) };
         let asked = state.upstreams.verifications.clone().request_password_reset(ask).await;
         asked.map_err(|status| ApiError::from_status("email-verification", &status)).map(drop)
     }

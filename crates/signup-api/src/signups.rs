@@ -86,6 +86,7 @@ pub(crate) struct SignupRequest {
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    client: crate::ratelimit::Client,
     headers: HeaderMap,
     request: Request,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
@@ -96,7 +97,7 @@ pub(crate) async fn create(
         false => Err(at_capacity()),
         true => match JsonObject::from_request(request, &()).await {
             Ok(JsonObject(body)) => match state.admission.admit() {
-                Some(ticket) => accept(&state, &headers, &body, ticket).await,
+                Some(ticket) => accept(&state, client, &headers, &body, ticket).await,
                 None => Err(at_capacity()),
             },
             Err(error) => Err(error),
@@ -114,6 +115,7 @@ pub(crate) async fn create(
 
 async fn accept(
     state: &AppState,
+    client: crate::ratelimit::Client,
     headers: &HeaderMap,
     body: &serde_json::Map<String, serde_json::Value>,
     ticket: Ticket,
@@ -123,7 +125,8 @@ async fn accept(
     let signup_id = Uuid::now_v7();
     let email_hash = state.hasher.hash(&signup.email);
     store_password(state, &signup, signup_id, &email_hash, ticket).await?;
-    register(state, &signup, signup_id, email_hash, key.as_deref()).await?;
+    let asked = Asked { email_hash, client_hash: client.hash(&state.hasher), key: key.as_deref() };
+    register(state, &signup, signup_id, asked).await?;
     let accepted = SignupAccepted { status: "verification_pending", email: signup.email.as_str().to_owned() };
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
@@ -151,13 +154,15 @@ async fn store_password(
     stored.map(drop).map_err(|status| ApiError::from_status("password", &status))
 }
 
-async fn register(
-    state: &AppState,
-    signup: &Signup,
-    signup_id: Uuid,
+/// Who asked for a signup: the email's keyed hash, the client's, and the request's `Idempotency-Key`.
+struct Asked<'a> {
     email_hash: Vec<u8>,
-    key: Option<&str>,
-) -> Result<(), ApiError> {
+    client_hash: Vec<u8>,
+    key: Option<&'a str>,
+}
+
+async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Asked<'_>) -> Result<(), ApiError> {
+    let Asked { email_hash, client_hash, key } = asked;
     let request = RegisterSignupRequest {
         email: signup.email.as_str().to_owned(),
         display_name: signup.display_name.as_str().to_owned(),
@@ -168,6 +173,7 @@ async fn register(
         signup_id: signup_id.to_string(),
         contact_hashes: signup.contacts.iter().map(|c| state.hasher.hash(c)).collect(),
         email_hash,
+        client_hash,
     };
     match state.upstreams.users.clone().register_signup(request).await {
         Ok(response) => {

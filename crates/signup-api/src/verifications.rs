@@ -184,12 +184,14 @@ fn page_for(error: &ApiError, token: Option<&str>) -> Option<Response> {
 #[tracing::instrument(skip_all)]
 pub(crate) async fn resend(
     State(state): State<AppState>,
+    client: crate::ratelimit::Client,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ResendAccepted>), ApiError> {
     let email = parse_email(&body).map_err(ApiError::Invalid)?;
     let mut verifications = state.upstreams.verifications.clone();
+    let client_hash = client.hash(&state.hasher);
     verifications
-        .resend_verification(ResendVerificationRequest { email: email.as_str().to_owned() })
+        .resend_verification(ResendVerificationRequest { email: email.as_str().to_owned(), client_hash })
         .await
         .map_err(|status| ApiError::from_status("email-verification", &status))?;
     Ok((StatusCode::ACCEPTED, Json(ResendAccepted { status: "accepted" })))

@@ -17,6 +17,8 @@ pub(crate) struct Attempt {
     pub(crate) signup_id: Uuid,
     pub(crate) contacts: Vec<Vec<u8>>,
     pub(crate) email_hash: Vec<u8>,
+    /// The requesting client's keyed hash, or empty: its verification mail is charged to it.
+    pub(crate) client_hash: Vec<u8>,
 }
 
 /// `UserSignedUp` for an attempt on a new or still pending user, with the attempt's own profile, or
@@ -45,6 +47,7 @@ pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &A
         discoverable: profile.discoverable,
         occurred_at,
         signup_id: attempt.signup_id.to_string(),
+        client_hash: attempt.client_hash.clone(),
     })
 }
 

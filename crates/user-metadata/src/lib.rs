@@ -65,6 +65,7 @@ impl platform::service::Service for UserMetadata {
         "20261129000003_outbox_user",
         "20261129000004_users_changed",
         "20261130000001_outbox_retention",
+        "20261201000001_attempt_client",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -54,8 +54,14 @@ impl UserMetadataService for Users {
             idempotency: idempotency(request.idempotency_key, request.request_fingerprint)?,
             key_ttl: self.key_ttl,
             attempts: self.attempts,
+            client_hash: client_hash(request.client_hash)?,
         };
-        let attempt = Attempt { signup_id, contacts: request.contact_hashes, email_hash: request.email_hash };
+        let attempt = Attempt {
+            signup_id,
+            contacts: request.contact_hashes,
+            email_hash: request.email_hash,
+            client_hash: signup.client_hash.clone(),
+        };
         let announce =
             |user: &User, profile: &Profile, existing: bool| events::signup(user, profile, existing, &attempt);
         let registered = store::register(&self.pool, &signup, &announce).await.map_err(status)?;
@@ -181,6 +187,14 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
 fn bounded(field: &str, value: String) -> Result<String, Status> {
     if value.len() > MAX_TEXT {
         return Err(Status::invalid_argument(format!("{field} is longer than {MAX_TEXT} bytes")));
+    }
+    Ok(value)
+}
+
+/// A client hash: empty (unknown) or 32 bytes.
+fn client_hash(value: Vec<u8>) -> Result<Vec<u8>, Status> {
+    if !matches!(value.len(), 0 | 32) {
+        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
     }
     Ok(value)
 }

@@ -29,6 +29,9 @@ pub struct Settings {
     /// pending account takes; beyond, new attempts are dropped (never earlier ones).
     signup_attempts_per_account: NonZeroUsize,
     signup_attempt_window_hours: NonZeroU64,
+    /// `SIGNUP_ATTEMPTS_PER_CLIENT` (3): how many of those one client's attempts may be, so that no single client
+    /// fills an account's attempts and drops its owner's.
+    signup_attempts_per_client: NonZeroUsize,
     /// `USER_CACHE_CAPACITY` (100000): how many users `GetUser` remembers between changes; 0 remembers none.
     user_cache_capacity: u64,
 }
@@ -42,6 +45,7 @@ impl Default for Settings {
             idempotency_key_ttl_hours: u64(24),
             signup_attempts_per_account: u(10),
             signup_attempt_window_hours: u64(24),
+            signup_attempts_per_client: u(3),
             user_cache_capacity: 100_000,
         }
     }
@@ -53,6 +57,9 @@ impl Load for Settings {
         own.outbox = OutboxSettings::load()?;
         if own.signup_attempts_per_account.get() > 1000 {
             return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_ACCOUNT", "must be at most 1000"));
+        }
+        if own.signup_attempts_per_client.get() > 1000 {
+            return Err(SettingsError::invalid("SIGNUP_ATTEMPTS_PER_CLIENT", "must be at most 1000"));
         }
         Ok(own)
     }
@@ -78,6 +85,7 @@ impl Settings {
     pub fn attempts(&self) -> AttemptLimit {
         AttemptLimit {
             limit: i64::try_from(self.signup_attempts_per_account.get()).unwrap_or(i64::MAX),
+            per_client: i64::try_from(self.signup_attempts_per_client.get()).unwrap_or(i64::MAX),
             window: Duration::from_secs(self.signup_attempt_window_hours.get() * 3600),
         }
     }

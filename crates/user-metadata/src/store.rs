@@ -80,6 +80,8 @@ platform::from_row!(Profile { display_name, locale, discoverable });
 pub struct AttemptLimit {
     /// Live attempts a pending account may have.
     pub limit: i64,
+    /// Of which one client's (a known one: attempts from an unknown client count only towards `limit`).
+    pub per_client: i64,
     /// How long an attempt counts as live.
     pub window: Duration,
 }
@@ -93,6 +95,8 @@ pub(crate) struct NewSignup {
     pub(crate) idempotency: Option<Idempotency>,
     pub(crate) key_ttl: Duration,
     pub(crate) attempts: AttemptLimit,
+    /// The requesting client's keyed hash, or empty.
+    pub(crate) client_hash: Vec<u8>,
 }
 
 /// A client's `Idempotency-Key` and the keyed fingerprint of the request it came with.
@@ -151,8 +155,8 @@ const LOCK_OR_CREATE_USER: &str = concat!(
     columns!(),
     ", (xmax = 0) AS created), \
      first_attempt AS ( \
-       INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable) \
-       SELECT signup_id, id, display_name, locale, discoverable FROM u WHERE created) \
+       INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable, client_hash) \
+       SELECT signup_id, id, display_name, locale, discoverable, $7 FROM u WHERE created) \
      SELECT * FROM u"
 );
 const ADD_ATTEMPT_TO_USER: &str = concat!(
@@ -228,6 +232,7 @@ async fn add_attempt(
         .bind(&profile.locale)
         .bind(profile.discoverable)
         .bind(signup.signup_id)
+        .bind(&signup.client_hash)
         .fetch_one(&mut **tx)
         .await?;
     if user.status() == Status::Verified {
@@ -237,7 +242,7 @@ async fn add_attempt(
     let user = if created {
         user
     } else {
-        if live_attempts(tx, user.id, signup.attempts.window).await? >= signup.attempts.limit {
+        if !room_for_attempt(tx, user.id, signup).await? {
             return Ok(Registered::Dropped { user_id: user.id });
         }
         let user: User = sqlx::query_as(ADD_ATTEMPT_TO_USER)
@@ -258,25 +263,32 @@ async fn add_attempt(
 /// Keeps the attempt's profile, for the verification that names it.
 async fn record_attempt(conn: &mut PgConnection, user_id: Uuid, signup: &NewSignup) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable, client_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(signup.signup_id)
     .bind(user_id)
     .bind(&signup.profile.display_name)
     .bind(&signup.profile.locale)
     .bind(signup.profile.discoverable)
+    .bind(&signup.client_hash)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-async fn live_attempts(conn: &mut PgConnection, user_id: Uuid, window: Duration) -> sqlx::Result<i64> {
+/// Whether the account takes another attempt: fewer live ones than the account's limit, and, from a known client,
+/// fewer of that client's than its share.
+async fn room_for_attempt(conn: &mut PgConnection, user_id: Uuid, signup: &NewSignup) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM signup_attempts WHERE user_id = $1 AND created_at > now() - make_interval(secs => $2)",
+        "SELECT count(*) < $3 AND (octet_length($4) = 0 OR count(*) FILTER (WHERE client_hash = $4) < $5) \
+         FROM signup_attempts WHERE user_id = $1 AND created_at > now() - make_interval(secs => $2)",
     )
     .bind(user_id)
-    .bind(window.as_secs_f64())
+    .bind(signup.attempts.window.as_secs_f64())
+    .bind(signup.attempts.limit)
+    .bind(&signup.client_hash)
+    .bind(signup.attempts.per_client)
     .fetch_one(conn)
     .await
 }

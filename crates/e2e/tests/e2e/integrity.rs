@@ -341,6 +341,49 @@ async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result
     Ok(())
 }
 
+/// Attack: keeping an address's owner from signing up, from one client. A few signups a day for the address
+/// filled its attempts (the owner's own was dropped, with the same 202) and spent its mail budget (the owner's mail
+/// was not sent): one client kept anyone from signing up with ten requests a day. A client now gets a share of each
+/// (`SIGNUP_ATTEMPTS_PER_CLIENT`, `MAIL_BUDGET_PER_CLIENT_PER_DAY`), and the rest stays for others, the owner among
+/// them. Before: no link confirmed with the owner's password, and the squatter held all six attempts.
+#[tokio::test]
+async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<()> {
+    let mut env = budget(3, 10);
+    env.extend([
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "6".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_CLIENT", "2".to_owned()),
+        ("email-verification", "MAIL_BUDGET_PER_CLIENT_PER_DAY", "2".to_owned()),
+    ]);
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let victim = unique_email("squatted");
+    let sign_up_from = |client: &'static str, password: &'static str| {
+        let body = json!({ "email": victim, "password": password, "display_name": "x" });
+        let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
+        let request = request.header("x-forwarded-for", client).json(&body);
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(sign_up_from("203.0.113.9", ATTACKER_PASSWORD).await?);
+    }
+    answers.push(sign_up_from("198.51.100.4", VICTIM_PASSWORD).await?);
+    let mails = stack.smtp.wait_for(&victim, 3, DELIVERY_TIMEOUT).await?;
+    let mut users = stack.database("user-metadata").connect().await?;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
+    let mut confirms = Vec::new();
+    for mail in &mails {
+        let token = mail.token().unwrap_or_default();
+        confirms.push(stack.confirm(&token, VICTIM_PASSWORD).await?.status().as_u16());
+    }
+
+    assert!(answers.iter().all(|status| *status == 202), "{answers:?}");
+    assert!(confirms.contains(&200), "no link confirmed with the owner's password: {confirms:?}");
+    assert!(verified(&stack, &victim).await?, "the owner's confirm did not verify the account");
+    assert_eq!(attempts, 3, "the squatter's two and the owner's");
+    Ok(())
+}
+
 /// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {

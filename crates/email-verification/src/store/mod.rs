@@ -48,6 +48,8 @@ pub(crate) struct SignedUp<'a> {
     pub(crate) signup_id: Uuid,
     pub(crate) email: &'a str,
     pub(crate) locale: &'a str,
+    /// The keyed hash of the client that signed up, or empty.
+    pub(crate) client_hash: &'a [u8],
 }
 
 /// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, queues
@@ -83,6 +85,7 @@ pub(crate) async fn signed_up(
         recipient: attempt.email,
         locale: attempt.locale,
         signup_id: Some(attempt.signup_id),
+        client_hash: attempt.client_hash,
     };
     queue_within_budget(conn, &mail, budget).await
 }
@@ -104,8 +107,13 @@ pub(crate) async fn existing_account(
 /// A resend: a new verification mail for the newest attempt of the pending account with `email`, within the
 /// address's budget. The budget is checked (and its lock taken) for every address, known or not, so the work does
 /// not depend on whether an account exists.
-pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBudget) -> sqlx::Result<Queued> {
-    let within = lock_budget(conn, email, budget).await?;
+pub(crate) async fn resend(
+    conn: &mut PgConnection,
+    email: &str,
+    client_hash: &[u8],
+    budget: MailBudget,
+) -> sqlx::Result<Queued> {
+    let within = lock_budget(conn, email, client_hash, budget).await?;
     let account: Option<(Uuid, Uuid, String)> = sqlx::query_as(
         "SELECT user_id, signup_id, locale FROM accounts WHERE email = $1 AND verified_at IS NULL \
          ORDER BY created_at DESC LIMIT 1",
@@ -124,6 +132,7 @@ pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBud
         recipient: email,
         locale: &locale,
         signup_id: Some(signup_id),
+        client_hash,
     };
     insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
@@ -135,9 +144,10 @@ pub(crate) async fn resend(conn: &mut PgConnection, email: &str, budget: MailBud
 pub(crate) async fn request_password_reset(
     conn: &mut PgConnection,
     email: &str,
+    client_hash: &[u8],
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    let within = lock_budget(conn, email, budget).await?;
+    let within = lock_budget(conn, email, client_hash, budget).await?;
     let account: Option<(Uuid, String, bool)> = sqlx::query_as(
         "SELECT user_id, locale, verified_at IS NOT NULL FROM accounts WHERE email = $1 \
          ORDER BY verified_at DESC NULLS LAST, created_at DESC LIMIT 1",
@@ -157,6 +167,7 @@ pub(crate) async fn request_password_reset(
         recipient: email,
         locale: &locale,
         signup_id: None,
+        client_hash,
     };
     insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
@@ -220,6 +231,8 @@ pub(crate) struct NewMail<'a> {
     pub(crate) locale: &'a str,
     /// For a verification mail: the attempt its links belong to.
     pub(crate) signup_id: Option<Uuid>,
+    /// The keyed hash of the client that asked for it (a signup, a resend, a reset request), or empty.
+    pub(crate) client_hash: &'a [u8],
 }
 
 /// Applies a PasswordChanged: ends the account's live reset links and queues the notice `mail_id` to its address.
@@ -242,6 +255,7 @@ pub(crate) async fn password_changed(conn: &mut PgConnection, mail_id: Uuid, use
         recipient: &email,
         locale: &locale,
         signup_id: None,
+        client_hash: &[],
     };
     insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
@@ -251,8 +265,15 @@ pub(crate) async fn password_changed(conn: &mut PgConnection, mail_id: Uuid, use
 /// someone with the password causes it, and a budget spent by strangers' requests must never keep it from the owner.
 pub(crate) async fn account_deleted(pool: &PgPool, recipient: &str, locale: &str) -> sqlx::Result<Queued> {
     let mut conn = pool.acquire().await?;
-    let mail =
-        NewMail { id: Uuid::now_v7(), kind: Kind::AccountDeleted, user_id: None, recipient, locale, signup_id: None };
+    let mail = NewMail {
+        id: Uuid::now_v7(),
+        kind: Kind::AccountDeleted,
+        user_id: None,
+        recipient,
+        locale,
+        signup_id: None,
+        client_hash: &[],
+    };
     insert_mail(&mut conn, &mail, None).await?;
     Ok(Queued::Yes)
 }
@@ -265,16 +286,23 @@ async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget
 
 /// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient's mailbox
 /// stays within the hourly and daily limits, counted over the mail queued to that mailbox (every spelling of it:
-/// the database's `mailbox()` drops `+tags` and Gmail's dots) in the last hour and day. The arguments are the
-/// statement's parameters for the recipient and the two limits.
+/// the database's `mailbox()` drops `+tags` and Gmail's dots) in the last hour and day, of which a known client's
+/// own may be no more than its share. The arguments are the statement's parameters for the recipient, the two
+/// limits, the client and its share.
 macro_rules! within_budget {
-    ($recipient:literal, $per_hour:literal, $per_day:literal) => {
+    ($recipient:literal, $per_hour:literal, $per_day:literal, $client:literal, $per_client:literal) => {
         concat!(
             "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < ",
             $per_hour,
             " AND count(*) < ",
             $per_day,
-            " AS within FROM mails WHERE mailbox(recipient) = mailbox(",
+            " AND (octet_length(",
+            $client,
+            ") = 0 OR count(*) FILTER (WHERE client_hash = ",
+            $client,
+            ") < ",
+            $per_client,
+            ") AS within FROM mails WHERE mailbox(recipient) = mailbox(",
             $recipient,
             ") AND created_at > now() - interval '1 day'"
         )
@@ -284,12 +312,19 @@ macro_rules! within_budget {
 /// Whether one more mail to `recipient` stays within its budget. Holds a lock on the address until the
 /// transaction ends, so concurrent callers (across replicas) count one after the other and the budget holds
 /// exactly.
-async fn lock_budget(conn: &mut PgConnection, recipient: &str, budget: MailBudget) -> sqlx::Result<bool> {
+async fn lock_budget(
+    conn: &mut PgConnection,
+    recipient: &str,
+    client_hash: &[u8],
+    budget: MailBudget,
+) -> sqlx::Result<bool> {
     lock_address(conn, recipient).await?;
-    sqlx::query_scalar(within_budget!("$1", "$2", "$3"))
+    sqlx::query_scalar(within_budget!("$1", "$2", "$3", "$4", "$5"))
         .bind(recipient)
         .bind(budget.per_hour)
         .bind(budget.per_day)
+        .bind(client_hash)
+        .bind(budget.per_client_per_day)
         .fetch_one(conn)
         .await
 }
@@ -309,15 +344,16 @@ async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<
 /// address's lock), counted in the same statement: a round trip less per mail.
 /// Returns whether it is queued.
 async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option<MailBudget>) -> sqlx::Result<bool> {
-    let (per_hour, per_day) = budget.map_or((i64::MAX, i64::MAX), |b| (b.per_hour, b.per_day));
+    let unbounded = MailBudget { per_hour: i64::MAX, per_day: i64::MAX, per_client_per_day: i64::MAX };
+    let budget = budget.unwrap_or(unbounded);
     let trace = platform::propagation::TraceContext::current();
     sqlx::query_scalar(concat!(
         "WITH sent AS (",
-        within_budget!("$4", "$9", "$10"),
+        within_budget!("$4", "$9", "$10", "$11", "$12"),
         "), \
          queued AS ( \
-           INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM sent WHERE within ON CONFLICT (id) DO NOTHING) \
+           INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate, client_hash) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11 FROM sent WHERE within ON CONFLICT (id) DO NOTHING) \
          SELECT within FROM sent",
     ))
     .bind(mail.id)
@@ -328,8 +364,10 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option
     .bind(mail.signup_id)
     .bind(trace.traceparent)
     .bind(trace.tracestate)
-    .bind(per_hour)
-    .bind(per_day)
+    .bind(budget.per_hour)
+    .bind(budget.per_day)
+    .bind(mail.client_hash)
+    .bind(budget.per_client_per_day)
     .fetch_one(conn)
     .await
 }
