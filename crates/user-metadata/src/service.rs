@@ -65,18 +65,8 @@ impl UserMetadataService for Users {
         let announce =
             |user: &User, profile: &Profile, existing: bool| events::signup(user, profile, existing, &attempt);
         let registered = store::register(&self.pool, &signup, &announce).await.map_err(status)?;
-        let (user_id, replayed, outcome) = match registered {
-            Registered::Announced { user, existing: false } => (user.id, false, "announced"),
-            Registered::Announced { user, existing: true } => (user.id, false, "existing_account"),
-            Registered::Dropped { user_id } => (user_id, false, "too_many_attempts"),
-            Registered::Replayed { user_id } => (user_id, true, "replayed"),
-        };
-        let span = tracing::Span::current();
-        span.record("user_id", tracing::field::display(user_id));
+        let (user_id, replayed) = record_outcome(&registered, signup_id);
         self.cache.forget(user_id);
-        span.record("signup_id", tracing::field::display(signup_id));
-        span.record("outcome", outcome);
-        metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
         Ok(Response::new(RegisterSignupResponse { user_id: user_id.to_string(), replayed }))
     }
 
@@ -189,6 +179,23 @@ fn bounded(field: &str, value: String) -> Result<String, Status> {
         return Err(Status::invalid_argument(format!("{field} is longer than {MAX_TEXT} bytes")));
     }
     Ok(value)
+}
+
+/// What a registration did, on the request's span and in `signup_attempts_total`: its account, and whether it was
+/// a replay.
+fn record_outcome(registered: &Registered, signup_id: uuid::Uuid) -> (uuid::Uuid, bool) {
+    let (user_id, replayed, outcome) = match registered {
+        Registered::Announced { user, existing: false } => (user.id, false, "announced"),
+        Registered::Announced { user, existing: true } => (user.id, false, "existing_account"),
+        Registered::Dropped { user_id } => (*user_id, false, "too_many_attempts"),
+        Registered::Replayed { user_id } => (*user_id, true, "replayed"),
+    };
+    let span = tracing::Span::current();
+    span.record("user_id", tracing::field::display(user_id));
+    span.record("signup_id", tracing::field::display(signup_id));
+    span.record("outcome", outcome);
+    metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
+    (user_id, replayed)
 }
 
 /// A client hash: empty (unknown) or 32 bytes.
