@@ -134,8 +134,9 @@ pub struct Policy {
 }
 
 /// At most `per_hour` mails to one address in any hour and `per_day` in any day: `MAIL_BUDGET_PER_HOUR` (3) and
-/// `MAIL_BUDGET_PER_DAY` (10), of which at most `per_client_per_day` asked for by one client:
-/// `MAIL_BUDGET_PER_CLIENT_PER_DAY` (3). Mail beyond is not sent, and nothing in any answer says so.
+/// `MAIL_BUDGET_PER_DAY` (10), of which at most `per_client_per_day` asked for by one client in a day,
+/// `MAIL_BUDGET_PER_CLIENT_PER_DAY` (3), and never all of an hour's. Mail beyond is not sent, and nothing in any answer
+/// says so.
 #[derive(Debug, Clone, Copy)]
 pub struct MailBudget {
     /// Mails per address per hour.
@@ -144,6 +145,9 @@ pub struct MailBudget {
     pub per_day: i64,
     /// Mails per address per day that one (known) client may ask for.
     pub per_client_per_day: i64,
+    /// Mails per address per hour that one (known) client may ask for: all but one of the hour's when the day is
+    /// shared, so one stays for others.
+    pub per_client_per_hour: i64,
 }
 
 /// The variables as they come, with their defaults.
@@ -245,11 +249,11 @@ impl Own {
     }
 
     fn policy(&self) -> Result<Policy, SettingsError> {
-        let budget = MailBudget {
-            per_hour: self.mail_budget_per_hour.get(),
-            per_day: self.mail_budget_per_day.get(),
-            per_client_per_day: self.mail_budget_per_client_per_day.get(),
-        };
+        let (per_hour, per_day) = (self.mail_budget_per_hour.get(), self.mail_budget_per_day.get());
+        let per_client_per_day = self.mail_budget_per_client_per_day.get();
+        let shared = per_client_per_day < per_day;
+        let per_client_per_hour = if shared { (per_hour - 1).max(1) } else { per_hour };
+        let budget = MailBudget { per_hour, per_day, per_client_per_day, per_client_per_hour };
         if budget.per_client_per_day < 1 {
             return Err(SettingsError::invalid("MAIL_BUDGET_PER_CLIENT_PER_DAY", "must be at least 1"));
         }

@@ -5,7 +5,7 @@
 //!
 //! The client is the TCP peer, unless the peer is a trusted proxy (`TRUSTED_PROXIES`): then it is the right-most
 //! address of `X-Forwarded-For` that is not itself a trusted proxy (the left part of the header is whatever the
-//! client wrote). IPv6 clients are counted per /64, the block one subscriber usually gets. The buckets live in this
+//! client wrote). IPv6 clients are counted per /64, the smallest block a subscriber gets. The buckets live in this
 //! process: each replica limits on its own, and the edge (ingress, WAF) adds the global limit.
 
 use std::{
@@ -204,16 +204,18 @@ pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, mut reque
 }
 
 /// The client a request counted against, as [`limit`] found it (its IPv4 address or its IPv6 /64); unknown for a
-/// request that did not pass the limiter.
+/// request that did not pass the limiter. Whatever counts per client beyond this process (sign-in failures, an
+/// address's attempts and mail) counts an IPv6 client per /48: a subscriber holds a /64 at least and often a /56 or
+/// a /48 (tunnel brokers give /48s away), so a /64 would let one subscriber be thousands of clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Client(Option<IpAddr>);
 
 impl Client {
-    /// The client under `hasher`'s key, as password counts failed sign-ins against it: empty when unknown.
+    /// The client under `hasher`'s key, as the services count it (an IPv6 client by its /48): empty when unknown.
     pub(crate) fn hash(self, hasher: &crate::contacts::KeyedHasher) -> Vec<u8> {
         let octets = match self.0 {
             Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
-            Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+            Some(IpAddr::V6(v6)) => (u128::from(v6) & !((1u128 << 80) - 1)).to_be_bytes().to_vec(),
             None => return Vec::new(),
         };
         hasher.mac(b"client\0", &octets)

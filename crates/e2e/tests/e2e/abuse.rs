@@ -286,7 +286,8 @@ async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_si
 }
 
 /// Attack: credential stuffing, one guess per account from one client, under every per-email limit. A client that
-/// failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` emails within the hour may try no other (an IPv6 client is its /64);
+/// failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` emails within the hour may try no other (an IPv6 client is its /48,
+/// whatever /64 in it each guess comes from);
 /// other clients are unaffected, and so is an owner who signed in from the same network before (an office, a
 /// carrier's NAT). Before: every guess was checked (401).
 #[tokio::test]
@@ -295,7 +296,7 @@ async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result
     let stack = started(Options { env, ..Options::default() }).await?;
     let emails: Vec<String> = (0..5).map(|i| unique_email(&format!("stuffed{i}"))).collect();
     let wrong = "password from a leaked list";
-    let stuffer = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3", "2001:db8:1:2:ffff::9"];
+    let stuffer = ["2001:db8:1:2::1", "2001:db8:1:3::2", "2001:db8:1:ff00::3", "2001:db8:1:4::9"];
     let neighbour = unique_email("neighbour");
     verified_account(&stack, &neighbour).await?;
     assert_eq!(attempt_from(&stack, "2001:db8:1:2::77", &neighbour, PASSWORD).await?.0, 201);
@@ -305,15 +306,15 @@ async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result
         answers.push(attempt_from(&stack, client, email, wrong).await?);
     }
     let again = attempt_from(&stack, stuffer[0], &emails[0], wrong).await?.0;
-    let other = attempt_from(&stack, "2001:db8:1:3::1", &emails[4], wrong).await?.0;
+    let other = attempt_from(&stack, "2001:db8:2::1", &emails[4], wrong).await?.0;
     let neighbour_again = attempt_from(&stack, "2001:db8:1:2::78", &neighbour, PASSWORD).await?.0;
     // A burst at once: the checks and the counts take turns, so no guess slips past the limit.
     let burst: Vec<String> = (0..8).map(|i| unique_email(&format!("burst{i}"))).collect();
-    let guesses = burst.iter().map(|email| attempt_from(&stack, "2001:db8:1:4::1", email, wrong));
+    let guesses = burst.iter().map(|email| attempt_from(&stack, "2001:db8:3::1", email, wrong));
     let burst: Vec<u16> = futures_util::future::try_join_all(guesses).await?.into_iter().map(|(s, _)| s).collect();
 
     let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
-    assert_eq!(statuses, [401, 401, 401, 429], "a fourth account was guessed at from the same /64");
+    assert_eq!(statuses, [401, 401, 401, 429], "a fourth account was guessed at from the same /48");
     assert!(answers[3].1.is_some_and(|retry| (3000..=3600).contains(&retry)), "{answers:?}");
     assert_eq!(again, 401, "an email the client already failed on falls under its own limits only");
     assert_eq!(other, 401, "another client was stopped");

@@ -345,7 +345,8 @@ async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result
 /// filled its attempts (the owner's own was dropped, with the same 202) and spent its mail budget (the owner's mail
 /// was not sent): one client kept anyone from signing up with ten requests a day. A client now gets a share of each
 /// (`SIGNUP_ATTEMPTS_PER_CLIENT`, `MAIL_BUDGET_PER_CLIENT_PER_DAY`), and the rest stays for others, the owner among
-/// them. Before: no link confirmed with the owner's password, and the squatter held all six attempts.
+/// them. Before: no link confirmed with the owner's password, and the squatter held all six attempts (with the
+/// attempts shared but not the mail, the squatter's resends spent the hour's budget before the owner's signup).
 #[tokio::test]
 async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<()> {
     let mut env = budget(3, 10);
@@ -366,6 +367,12 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
     let mut answers = Vec::new();
     for _ in 0..6 {
         answers.push(sign_up_from("203.0.113.9", ATTACKER_PASSWORD).await?);
+    }
+    // And resends, which would mail the squatter's newest link until the hour's budget was spent.
+    for _ in 0..3 {
+        let request = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
+        let request = request.header("x-forwarded-for", "203.0.113.9").json(&json!({ "email": victim }));
+        answers.push(request.send().await?.status().as_u16());
     }
     answers.push(sign_up_from("198.51.100.4", VICTIM_PASSWORD).await?);
     let mails = stack.smtp.wait_for(&victim, 3, DELIVERY_TIMEOUT).await?;

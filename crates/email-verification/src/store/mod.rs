@@ -287,10 +287,10 @@ async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget
 /// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient's mailbox
 /// stays within the hourly and daily limits, counted over the mail queued to that mailbox (every spelling of it:
 /// the database's `mailbox()` drops `+tags` and Gmail's dots) in the last hour and day, of which a known client's
-/// own may be no more than its share. The arguments are the statement's parameters for the recipient, the two
-/// limits, the client and its share.
+/// own may be no more than its shares of the day and the hour. The arguments are the statement's parameters for the
+/// recipient, the two limits, the client and its two shares.
 macro_rules! within_budget {
-    ($recipient:literal, $per_hour:literal, $per_day:literal, $client:literal, $per_client:literal) => {
+    ($recipient:literal, $per_hour:literal, $per_day:literal, $client:literal, $per_client:literal, $per_client_hour:literal) => {
         concat!(
             "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') < ",
             $per_hour,
@@ -298,11 +298,15 @@ macro_rules! within_budget {
             $per_day,
             " AND (octet_length(",
             $client,
-            ") = 0 OR count(*) FILTER (WHERE client_hash = ",
+            ") = 0 OR (count(*) FILTER (WHERE client_hash = ",
             $client,
             ") < ",
             $per_client,
-            ") AS within FROM mails WHERE mailbox(recipient) = mailbox(",
+            " AND count(*) FILTER (WHERE client_hash = ",
+            $client,
+            " AND created_at > now() - interval '1 hour') < ",
+            $per_client_hour,
+            ")) AS within FROM mails WHERE mailbox(recipient) = mailbox(",
             $recipient,
             ") AND created_at > now() - interval '1 day'"
         )
@@ -319,12 +323,13 @@ async fn lock_budget(
     budget: MailBudget,
 ) -> sqlx::Result<bool> {
     lock_address(conn, recipient).await?;
-    sqlx::query_scalar(within_budget!("$1", "$2", "$3", "$4", "$5"))
+    sqlx::query_scalar(within_budget!("$1", "$2", "$3", "$4", "$5", "$6"))
         .bind(recipient)
         .bind(budget.per_hour)
         .bind(budget.per_day)
         .bind(client_hash)
         .bind(budget.per_client_per_day)
+        .bind(budget.per_client_per_hour)
         .fetch_one(conn)
         .await
 }
@@ -344,12 +349,17 @@ async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<
 /// address's lock), counted in the same statement: a round trip less per mail.
 /// Returns whether it is queued.
 async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option<MailBudget>) -> sqlx::Result<bool> {
-    let unbounded = MailBudget { per_hour: i64::MAX, per_day: i64::MAX, per_client_per_day: i64::MAX };
+    let unbounded = MailBudget {
+        per_hour: i64::MAX,
+        per_day: i64::MAX,
+        per_client_per_day: i64::MAX,
+        per_client_per_hour: i64::MAX,
+    };
     let budget = budget.unwrap_or(unbounded);
     let trace = platform::propagation::TraceContext::current();
     sqlx::query_scalar(concat!(
         "WITH sent AS (",
-        within_budget!("$4", "$9", "$10", "$11", "$12"),
+        within_budget!("$4", "$9", "$10", "$11", "$12", "$13"),
         "), \
          queued AS ( \
            INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id, traceparent, tracestate, client_hash) \
@@ -368,6 +378,7 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option
     .bind(budget.per_day)
     .bind(mail.client_hash)
     .bind(budget.per_client_per_day)
+    .bind(budget.per_client_per_hour)
     .fetch_one(conn)
     .await
 }
