@@ -44,9 +44,8 @@ impl EmailVerificationService for Verifications {
         request: Request<BeginConfirmationRequest>,
     ) -> Result<Response<BeginConfirmationResponse>, Status> {
         let token = token(&request.into_inner().token)?;
-        let begun = store::begin_confirmation(&self.pool, &token, self.policy.confirm_attempts)
-            .await
-            .map_err(database_status)?;
+        let limits = (self.policy.confirm_attempts, self.policy.confirm_attempts_per_signup);
+        let begun = store::begin_confirmation(&self.pool, &token, limits).await.map_err(database_status)?;
         let Some((user_id, signup_id)) = begun else {
             metrics::counter!("verifications_total", "outcome" => "invalid_token").increment(1);
             return Err(Status::failed_precondition(INVALID_TOKEN));

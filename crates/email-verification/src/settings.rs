@@ -126,6 +126,9 @@ pub struct Policy {
     pub reset_token_ttl: Duration,
     /// `CONFIRM_ATTEMPTS_PER_TOKEN` (5): confirms with a wrong password a link survives; then it is dead.
     pub confirm_attempts: i32,
+    /// `CONFIRM_ATTEMPTS_PER_SIGNUP` (10): confirms a signup attempt survives over all its links (a resend is a new
+    /// link for the same attempt, and must not be five more guesses at its password); then no link of it works.
+    pub confirm_attempts_per_signup: i32,
     /// `EXISTING_ACCOUNT_NOTICE_INTERVAL_SECS` (86400): at most one "you already have an account" notice per
     /// address in this interval.
     pub notice_interval: Duration,
@@ -171,6 +174,7 @@ struct Own {
     verification_token_ttl_secs: NonZeroU64,
     password_reset_token_ttl_secs: NonZeroU64,
     confirm_attempts_per_token: NonZeroI32,
+    confirm_attempts_per_signup: NonZeroI32,
     existing_account_notice_interval_secs: NonZeroU64,
     mail_budget_per_hour: NonZeroI64,
     mail_budget_per_day: NonZeroI64,
@@ -200,6 +204,7 @@ impl Default for Own {
             verification_token_ttl_secs: n(86_400),
             password_reset_token_ttl_secs: n(3600),
             confirm_attempts_per_token: i32(5),
+            confirm_attempts_per_signup: i32(10),
             existing_account_notice_interval_secs: n(86_400),
             mail_budget_per_hour: i(3),
             mail_budget_per_day: i(10),
@@ -267,6 +272,7 @@ impl Own {
             token_ttl: Duration::from_secs(self.verification_token_ttl_secs.get()),
             reset_token_ttl: Duration::from_secs(self.password_reset_token_ttl_secs.get()),
             confirm_attempts: self.confirm_attempts_per_token.get().max(1),
+            confirm_attempts_per_signup: self.confirm_attempts_per_signup.get().max(1),
             notice_interval: Duration::from_secs(self.existing_account_notice_interval_secs.get()),
             budget,
         })

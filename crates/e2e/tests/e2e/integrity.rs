@@ -391,6 +391,43 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
     Ok(())
 }
 
+/// Attack: guessing a signup's password through its links. Wrong passwords end a link after five, but a resend is
+/// a new link for the same attempt: someone who reads the mailbox (a shared inbox, forwarded mail) had five more
+/// guesses per resend, about fifty a day. Tries now count per attempt too (`CONFIRM_ATTEMPTS_PER_SIGNUP`); once they
+/// are spent, the owner signs up again. Before: the second link took five wrong passwords and the third verified.
+#[tokio::test]
+async fn resends_give_no_more_guesses_at_a_signups_password() -> anyhow::Result<()> {
+    let env = vec![("email-verification", "CONFIRM_ATTEMPTS_PER_SIGNUP", "7".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let email = unique_email("guessed");
+    sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
+    let mut seen = HashSet::new();
+    let mut links = vec![next_link(&stack, &email, &mut seen).await?];
+    for _ in 0..2 {
+        let resend = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
+        anyhow::ensure!(resend.json(&json!({ "email": email })).send().await?.status() == 202, "resend");
+        links.push(next_link(&stack, &email, &mut seen).await?);
+    }
+
+    let mut guesses = Vec::new();
+    for link in &links[..2] {
+        for _ in 0..5 {
+            guesses.push(problem_type(stack.confirm(link, ATTACKER_PASSWORD).await?).await?.1);
+        }
+    }
+    let owner = stack.confirm(&links[2], VICTIM_PASSWORD).await?.status().as_u16();
+
+    let checked = guesses.iter().filter(|t| *t == "/problems/link-password-mismatch").count();
+    assert_eq!(checked, 7, "guesses checked against the signup's password: {guesses:?}");
+    assert!(guesses[7..].iter().all(|t| t == "/problems/invalid-token"), "{guesses:?}");
+    assert_eq!(owner, 400, "a link of a signup whose tries are spent still verified");
+    sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
+    let fresh = next_link(&stack, &email, &mut seen).await?;
+    let again = stack.confirm(&fresh, VICTIM_PASSWORD).await?.status().as_u16();
+    assert_eq!(again, 200, "signing up again did not give the owner a working link");
+    Ok(())
+}
+
 /// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {

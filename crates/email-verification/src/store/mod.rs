@@ -413,20 +413,40 @@ pub(crate) async fn within_limit(
 /// verified yet. `t` is the token, `a` its account.
 const LIVE_TOKEN: &str = "t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND a.verified_at IS NULL";
 
-/// Starts a confirm with `token`: counts the attempt if the token is live and has attempts left, and returns the
-/// account and attempt it belongs to. One statement, so concurrent confirms cannot exceed `max_attempts`.
+/// Starts a confirm with `token`: counts the try if the token is live and has tries left, and its signup attempt
+/// too (over every link of it: a resend is a new link for the same attempt, not more guesses at its password), and
+/// returns the account and attempt it belongs to. `(per_token, per_signup)` are the limits. The confirms of one
+/// attempt take turns, so concurrent ones cannot exceed either.
 pub(crate) async fn begin_confirmation(
     pool: &PgPool,
     token: &Token,
-    max_attempts: i32,
+    (per_token, per_signup): (i32, i32),
 ) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('confirm ' || m.signup_id::text, 0)) \
+         FROM tokens t JOIN mails m ON m.id = t.mail_id WHERE t.token_hash = $1 AND m.signup_id IS NOT NULL",
+    )
+    .bind(token.hash())
+    .execute(&mut *tx)
+    .await?;
     let query = format!(
         "UPDATE tokens t SET confirm_attempts = t.confirm_attempts + 1 FROM accounts a, mails m \
          WHERE a.user_id = t.user_id AND m.id = t.mail_id AND m.signup_id IS NOT NULL AND {LIVE_TOKEN} \
            AND t.confirm_attempts < $2 \
+           AND (SELECT coalesce(sum(other.confirm_attempts), 0) \
+                FROM tokens other JOIN mails sent ON sent.id = other.mail_id \
+                WHERE sent.user_id = t.user_id AND sent.signup_id = m.signup_id) < $3 \
          RETURNING t.user_id, m.signup_id"
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(query)).bind(token.hash()).bind(max_attempts).fetch_optional(pool).await
+    let begun = sqlx::query_as(sqlx::AssertSqlSafe(query))
+        .bind(token.hash())
+        .bind(per_token)
+        .bind(per_signup)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(begun)
 }
 
 /// Gives back an attempt [`begin_confirmation`] counted when no verdict on the password was reached.
