@@ -428,6 +428,30 @@ async fn resends_give_no_more_guesses_at_a_signups_password() -> anyhow::Result<
     Ok(())
 }
 
+/// Attack: choosing the language of someone's mail. An address's language followed its newest signup attempt, a
+/// stranger's included, and stayed so once the owner verified theirs: every later mail to the owner (a reset link, a
+/// password-changed notice) came in the stranger's language. Now the verifying attempt's language is the account's.
+/// Before: the owner's reset mail was French.
+#[tokio::test]
+async fn a_stranger_does_not_choose_the_language_of_the_owners_mail() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("polyglot");
+    let mut seen = HashSet::new();
+    let body = json!({ "email": email, "password": VICTIM_PASSWORD, "display_name": "Owner", "locale": "en" });
+    anyhow::ensure!(stack.signup(&body, None).await?.status() == 202, "owner's signup");
+    let owners = next_link(&stack, &email, &mut seen).await?;
+    let body = json!({ "email": email, "password": ATTACKER_PASSWORD, "display_name": "x", "locale": "fr" });
+    anyhow::ensure!(stack.signup(&body, None).await?.status() == 202, "stranger's signup");
+    next_link(&stack, &email, &mut seen).await?;
+    anyhow::ensure!(stack.confirm(&owners, VICTIM_PASSWORD).await?.status() == 200, "owner's confirm");
+    let reset = stack.http().post(format!("{}/v1/password-resets", stack.api_url()));
+    anyhow::ensure!(reset.json(&json!({ "email": email })).send().await?.status() == 202, "reset request");
+    let mail = stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?.remove(2);
+
+    assert_eq!(mail.header("Subject").as_deref(), Some("Reset your password"), "the owner's mail is not theirs");
+    Ok(())
+}
+
 /// The global budget: beyond it mail waits (it is neither sent nor lost) and the operator is told.
 #[tokio::test]
 async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Result<()> {

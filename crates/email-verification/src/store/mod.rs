@@ -65,7 +65,8 @@ pub(crate) async fn signed_up(
         "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
          SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
          ON CONFLICT (user_id) DO UPDATE SET \
-           locale = CASE WHEN accounts.signup_id < excluded.signup_id THEN excluded.locale ELSE accounts.locale END, \
+           locale = CASE WHEN accounts.verified_at IS NULL AND accounts.signup_id < excluded.signup_id \
+                         THEN excluded.locale ELSE accounts.locale END, \
            signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
          RETURNING verified_at IS NULL",
     )
@@ -505,7 +506,9 @@ pub(crate) async fn consume(
     Ok(true)
 }
 
-/// Marks the account verified (through `signup_id`, when known), which ends all of its tokens. Idempotent.
+/// Marks the account verified (through `signup_id`, when known), which ends all of its tokens. Idempotent. The
+/// account's language becomes the verifying attempt's (the one its mail was written in): until then it followed the
+/// newest attempt, which may be a stranger's, and the owner's later mail must not come in the stranger's language.
 pub(crate) async fn mark_verified(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -514,7 +517,10 @@ pub(crate) async fn mark_verified(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE accounts SET verified_at = coalesce(verified_at, $2), \
-           verified_signup_id = coalesce(verified_signup_id, $3), updated_at = now() \
+           verified_signup_id = coalesce(verified_signup_id, $3), updated_at = now(), \
+           locale = CASE WHEN verified_at IS NULL THEN coalesce( \
+             (SELECT locale FROM mails WHERE user_id = $1 AND signup_id = $3 ORDER BY created_at DESC LIMIT 1), \
+             locale) ELSE locale END \
          WHERE user_id = $1",
     )
     .bind(user_id)
