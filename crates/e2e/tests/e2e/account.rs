@@ -2,6 +2,7 @@
 
 use e2e::{
     poll::eventually,
+    smtp::Mode,
     stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Stack},
 };
 use serde_json::{Value, json};
@@ -94,6 +95,34 @@ async fn leaving_ends_the_account_at_once_and_every_service_forgets_it() -> anyh
     assert_eq!(stack.signup(&again, None).await?.status(), 202);
     stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?;
     assert!(before.len() >= 4, "the scan finds rows about a live account: {before:#?}");
+    Ok(())
+}
+
+/// Privacy (a leaver's): the last mail to a deleted account kept no address once sent, but kept it when the server
+/// refused the mail, in the mail log and so in its archives, for good. Before: the address stayed in
+/// email-verification's database.
+#[tokio::test]
+async fn a_deleted_accounts_address_is_not_kept_when_its_last_mail_fails() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("refused");
+    verified_account(&stack, &email).await?;
+    let session = stack.session(&email, PASSWORD).await?;
+    stack.smtp.set_mode_for(&email, Mode::PermanentFailure);
+    assert_eq!(leave(&stack, &session, PASSWORD).await?.status(), 202);
+
+    let database = stack.database("email-verification");
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = database.connect().await?;
+        let failed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM mails WHERE kind = 'account_deleted' AND status = 'failed'")
+                .fetch_one(&mut db)
+                .await?;
+        anyhow::ensure!(failed == 1, "the last mail has not failed yet");
+        anyhow::ensure!(!database.dump().await?.contains(&email), "the deleted account's address is still held");
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 

@@ -181,11 +181,15 @@ pub(crate) async fn record(pool: &PgPool, mail_id: Uuid, outcome: &Outcome) -> s
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(mail_id),
-        Outcome::Failed(error) => {
-            sqlx::query("UPDATE mails SET status = 'failed', last_error = $2 WHERE id = $1 AND status = 'pending'")
-                .bind(mail_id)
-                .bind(error)
-        }
+        // Nor once it failed (the server's answer may name the address too).
+        Outcome::Failed(error) => sqlx::query(
+            "UPDATE mails SET status = 'failed', \
+               last_error = CASE WHEN kind = 'account_deleted' THEN 'failed (the address is not kept)' ELSE $2 END, \
+               recipient = CASE WHEN kind = 'account_deleted' THEN '' ELSE recipient END \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(mail_id)
+        .bind(error),
         Outcome::Retry(pause, error) => sqlx::query(
             "UPDATE mails SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3 \
              WHERE id = $1 AND status = 'pending'",
