@@ -208,26 +208,30 @@ async fn confirm_with_password(state: &AppState, form: ConfirmRequest) -> Result
     let password = Password::presented(&form.password);
     let valid = match check_password(state, &begun, &password).await {
         Ok(valid) => valid,
-        Err(error) => {
-            // No verdict was reached: the try is given back, so an outage costs the link nothing.
-            let release = ReleaseConfirmationRequest { token: token.clone() };
-            if let Err(status) = state.upstreams.verifications.clone().release_confirmation(release).await {
-                tracing::warn!(code = ?status.code(), "could not give back a confirm try");
-            }
-            return Err(error);
-        }
+        Err(error) => return Err(give_back(state, &token, error).await),
     };
     if !valid {
         return Err(ApiError::LinkPasswordMismatch);
     }
-    let confirm = ConfirmEmailRequest { token, signup_id: begun.signup_id.clone() };
+    let confirm = ConfirmEmailRequest { token: token.clone(), signup_id: begun.signup_id.clone() };
     match state.upstreams.verifications.clone().confirm_email(confirm).await {
         Ok(_) => {}
         Err(status) if status.code() == Code::FailedPrecondition => return Err(ApiError::InvalidToken),
-        Err(status) => return Err(ApiError::from_status("email-verification", &status)),
+        // The right password, and an outage after it: the try was no guess, and the link must outlive the outage.
+        Err(status) => return Err(give_back(state, &token, ApiError::from_status("email-verification", &status)).await),
     }
     promote(state, begun).await;
     Ok(())
+}
+
+/// Gives back the try `begin` counted, when it ended in no verdict on the password (or in the right one): an
+/// outage costs the link nothing. Returns `error`, the answer.
+async fn give_back(state: &AppState, token: &str, error: ApiError) -> ApiError {
+    let release = ReleaseConfirmationRequest { token: token.to_owned() };
+    if let Err(status) = state.upstreams.verifications.clone().release_confirmation(release).await {
+        tracing::warn!(code = ?status.code(), "could not give back a confirm try");
+    }
+    error
 }
 
 async fn begin(state: &AppState, token: &str) -> Result<BeginConfirmationResponse, ApiError> {

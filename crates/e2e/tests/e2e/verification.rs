@@ -479,3 +479,26 @@ async fn file_transport_writes_mail_to_files_and_logs_the_file_not_the_link() ->
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// An outage after the right password must not cost the link: user-metadata down at the confirm answers 503 (retry),
+/// and the tries those confirms counted are given back, so the owner's link outlives more retries than a link has
+/// tries. Before: the sixth confirm after user-metadata came back was 400 invalid-token.
+#[tokio::test]
+async fn confirms_during_an_outage_after_the_right_password_cost_the_link_nothing() -> anyhow::Result<()> {
+    let mut stack = started(Options::default()).await?;
+    let email = unique_email("outage");
+    sign_up(&stack, &email, PASSWORD, None).await?;
+    let token = the_mail(&stack, &email).await?.token().unwrap_or_default();
+
+    stack.stop("user-metadata").await?;
+    let mut during = Vec::new();
+    for _ in 0..6 {
+        during.push(stack.confirm(&token, PASSWORD).await?.status().as_u16());
+    }
+    stack.restart("user-metadata").await?;
+    let after = stack.confirm(&token, PASSWORD).await?;
+
+    assert!(during.iter().all(|status| *status == 503), "{during:?}");
+    assert_eq!(after.status(), 200, "the outage spent the link: {}", after.text().await?);
+    Ok(())
+}
