@@ -38,6 +38,11 @@ impl Handler for EventHandler {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
     }
 
+    /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.
+    fn applies_twice_harmlessly(&self, event: &Event) -> bool {
+        matches!(event, Event::UserDeleted(_))
+    }
+
     async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
             Event::UserSignedUp(event) => self.signed_up(tx, envelope, &event).await?,

@@ -23,6 +23,11 @@ impl Handler for EventHandler {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
     }
 
+    /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.
+    fn applies_twice_harmlessly(&self, event: &Event) -> bool {
+        matches!(event, Event::UserDeleted(_))
+    }
+
     async fn apply(&self, tx: &mut PgConnection, _: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
             // An event from before attempts were named carries no signup id: its credential is the account's already.

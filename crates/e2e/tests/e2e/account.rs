@@ -1,6 +1,7 @@
 //! The rest of an account's life, through the real stack: leaving (`DELETE /v1/me`).
 
 use e2e::{
+    broker::{Tap, publish_to_queue, queue_depth},
     poll::eventually,
     smtp::Mode,
     stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Stack},
@@ -123,6 +124,60 @@ async fn a_deleted_accounts_address_is_not_kept_when_its_last_mail_fails() -> an
         Ok(())
     })
     .await?;
+    Ok(())
+}
+
+/// A deletion that reaches a subscriber after the dedup window (it was down for a month, or its dead letter was
+/// replayed late) still deletes: applying it twice does nothing more. Before, it was dead-lettered as expired however
+/// often it was replayed, and friend-discovery kept suggesting the deleted member under its name.
+#[tokio::test]
+async fn a_deletion_older_than_the_dedup_window_still_deletes() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("late-leaver");
+    let user_id = verified_account(&stack, &email).await?;
+    let friends = stack.database("friend-discovery");
+    let members = "SELECT count(*) FROM members WHERE user_id = $1::uuid";
+    let member: String = sqlx::query_scalar("SELECT row_to_json(m)::text FROM members m WHERE user_id = $1::uuid")
+        .bind(&user_id)
+        .fetch_one(&mut friends.connect().await?)
+        .await?;
+    let session = stack.session(&email, PASSWORD).await?;
+    assert_eq!(leave(&stack, &session, PASSWORD).await?.status(), 202);
+    let deletion = eventually(DELIVERY_TIMEOUT, || async {
+        tap.of_type("signup.events.v1.UserDeleted").into_iter().next().ok_or_else(|| anyhow::anyhow!("not seen yet"))
+    })
+    .await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        let left: i64 = sqlx::query_scalar(members).bind(&user_id).fetch_one(&mut friends.connect().await?).await?;
+        anyhow::ensure!(left == 0, "friend-discovery has not applied the deletion yet");
+        Ok(())
+    })
+    .await?;
+
+    // As if friend-discovery had missed it: the member back, and no record of having applied anything.
+    let mut db = friends.connect().await?;
+    sqlx::query("INSERT INTO members SELECT * FROM json_populate_record(NULL::members, $1::json)")
+        .bind(&member)
+        .execute(&mut db)
+        .await?;
+    sqlx::query("DELETE FROM processed_events").execute(&mut db).await?;
+    // The deletion again, 31 days old (the window is 30), as a replayed dead letter.
+    let mut headers = deletion.properties.headers().clone().unwrap_or_default();
+    let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(31)).to_rfc3339();
+    headers.insert("cloudEvents_time".into(), lapin::types::AMQPValue::LongString(long_ago.as_str().into()));
+    let queue = stack.queue("friend-discovery");
+    publish_to_queue(queue, deletion.properties.clone().with_headers(headers), &deletion.data).await?;
+
+    eventually(DELIVERY_TIMEOUT, || async {
+        let left: i64 = sqlx::query_scalar(members).bind(&user_id).fetch_one(&mut friends.connect().await?).await?;
+        anyhow::ensure!(left == 0, "the month-old deletion did not delete the member");
+        Ok(())
+    })
+    .await?;
+    assert_eq!(queue_depth(&format!("{queue}.dlq")).await?, 0, "the deletion was dead-lettered");
+    tap.close().await;
     Ok(())
 }
 

@@ -60,6 +60,13 @@ pub trait Handler: Send + Sync + 'static {
         envelope: &Envelope,
         event: Self::Event,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Whether applying `event` again does nothing more (a deletion): such an event is applied even when it is older
+    /// than the dedup window, where its record may be forgotten, instead of being dead-lettered. A deletion that
+    /// waited out the window (a subscriber down for a month, a dead letter replayed late) must still delete.
+    fn applies_twice_harmlessly(&self, _event: &Self::Event) -> bool {
+        false
+    }
 }
 
 /// Restarting after the broker channel failed: 1 s doubling to 30 s, jittered.
@@ -281,7 +288,7 @@ impl<H: Handler> Applier<'_, H> {
         }
         // Not recorded, and older than the window: it may have been applied and its record forgotten. Checked here,
         // in the transaction that would record it, so no retry in place can carry it past the window unseen.
-        if self.expired(&item.envelope) {
+        if self.expired(&item.envelope) && !self.handler.applies_twice_harmlessly(&item.event) {
             return Err(HandleError::Expired);
         }
         self.handler.apply(tx, &item.envelope, item.event.clone()).await?;
