@@ -102,7 +102,9 @@ impl AdminSettings {
     }
 }
 
-/// Marks verified in user-metadata what was verified here, and lists (and maybe replays) dead letters.
+/// Marks verified in user-metadata what was verified here, and lists (and maybe replays) dead letters. A
+/// verification that cannot be fixed is logged and the rest go on (one account restored from an old backup must not
+/// keep the others, and the dead letters, from repair); the run then fails, so the scheduler shows it.
 pub(crate) async fn repair(
     pool: &PgPool,
     (common, settings): (&Common, &Settings),
@@ -111,20 +113,29 @@ pub(crate) async fn repair(
 ) -> anyhow::Result<()> {
     let lookback = AdminSettings::days(admin.repair_lookback_days);
     let mut users = settings.user_metadata.client()?;
-    let mut fixed = 0usize;
+    let (mut fixed, mut unfixed) = (0usize, 0usize);
     for verification in store::recent_verifications(pool, lookback).await? {
-        fixed += usize::from(fix_verification(&mut users, &verification, args.dry_run).await?);
+        match fix_verification(&mut users, &verification, args.dry_run).await {
+            Ok(done) => fixed += usize::from(done),
+            Err(error) => {
+                unfixed += 1;
+                let user_id = verification.user_id;
+                tracing::warn!(%user_id, error = format!("{error:#}"), "could not fix a verification; going on");
+            }
+        }
     }
     let subscription = common.subscription.as_ref().ok_or_else(|| anyhow::anyhow!("no subscription"))?;
     let (letters, replayed) =
         platform::deadletters::repair(&common.amqp, subscription, args, proto::Event::render).await?;
     tracing::info!(
         verifications_fixed = fixed,
+        verifications_unfixed = unfixed,
         dead_letters = letters,
         replayed,
         dry_run = args.dry_run,
         "repair finished"
     );
+    anyhow::ensure!(unfixed == 0, "{unfixed} verifications could not be fixed (logged above)");
     Ok(())
 }
 
