@@ -5,10 +5,11 @@
 use axum::{
     Router,
     extract::DefaultBodyLimit,
+    http::{HeaderValue, header},
     middleware,
     routing::{MethodRouter, delete, get, post, put},
 };
-use tower_http::{catch_panic::CatchPanicLayer, timeout::RequestBodyDeadlineLayer};
+use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer, timeout::RequestBodyDeadlineLayer};
 
 use crate::{
     problem::Problem,
@@ -20,7 +21,8 @@ use crate::{
 /// binary), and the pages of the problem types at `/problems/{slug}`. Every `/v1` route counts against its
 /// client's budget for its kind of request; a body must arrive within `REQUEST_BODY_TIMEOUT_MS` of the request's head
 /// (a trickled one holds a connection and a task until then). Every error is a problem document carrying its `instance`, 404 and
-/// 405 included; a panic is a 500 problem, logged in the request's span.
+/// 405 included; a panic is a 500 problem, logged in the request's span. Every answer says `nosniff`: a browser
+/// takes it as the type it is labelled (JSON is never run as a script or shown as a page).
 pub fn router(state: AppState) -> Router {
     let docs = crate::docs::router(crate::openapi::constrained(&state.limits));
     let api = v1(&state.rate_limits)
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(Problem::internal())
         }))
         .layer(middleware::from_fn(crate::problem::with_instance))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(platform::http::trace_layer())
         .layer(middleware::from_fn(platform::metrics::track_http))
 }

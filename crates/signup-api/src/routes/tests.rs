@@ -157,6 +157,15 @@ async fn unknown_routes_wrong_methods_and_missing_sessions_are_problems() {
     .await;
     let (_, headers, _) = send(get("/v1/me")).await;
     assert_eq!(headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some(r#"Bearer realm="signup""#));
+    // Every answer, JSON and pages alike, is taken as the type it is labelled.
+    for path in ["/v1/me", "/openapi.json", "/v1/no-such-thing", "/problems/not-found", "/docs/"] {
+        let (_, headers, _) = send(get(path)).await;
+        assert_eq!(
+            headers.get(header::X_CONTENT_TYPE_OPTIONS).and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
     problem(get("/v1/me"), 401, "unauthorized").await;
     // A query never reaches the instance: it may hold a token.
     let document = problem(get("/v1/no-such-thing?token=secret"), 404, "not-found").await;
