@@ -73,6 +73,7 @@ impl platform::service::Service for EmailVerification {
         "20261129000003_account_deleted_notice",
         "20261130000001_mailbox_budget",
         "20261201000001_mail_client",
+        "20261201000002_confirm_tries",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -36,8 +36,8 @@ pub(crate) struct Verifications {
 
 #[tonic::async_trait]
 impl EmailVerificationService for Verifications {
-    /// Counts one confirm attempt against the token (in one statement, so concurrent attempts cannot exceed the
-    /// limit) and names the account and signup attempt it belongs to.
+    /// Counts one confirm try against the token and its signup attempt (the attempt's confirms take turns, so
+    /// concurrent ones cannot exceed the limits) and names the account and signup attempt it belongs to.
     #[tracing::instrument(skip_all, fields(user_id, signup_id))]
     async fn begin_confirmation(
         &self,
@@ -110,7 +110,8 @@ impl EmailVerificationService for Verifications {
         let ResendVerificationRequest { email, client_hash } = request.into_inner();
         let client_hash = asked(&email, client_hash)?;
         let mut tx = self.pool.begin().await.map_err(database_status)?;
-        let queued = store::resend(&mut tx, &email, &client_hash, self.policy.budget).await.map_err(database_status)?;
+        let (budget, tries) = (self.policy.budget, self.policy.confirm_attempts_per_signup);
+        let queued = store::resend(&mut tx, (&email, &client_hash), budget, tries).await.map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
         metrics::counter!("verification_resends_total", "outcome" => queued.label()).increment(1);
         if queued == store::Queued::OverBudget {

@@ -23,7 +23,7 @@ impl Handler for EventHandler {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
     }
 
-    /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.
+    /// A deletion deletes what is there, by the user's and its attempts' ids: the second time finds nothing to do.
     fn applies_twice_harmlessly(&self, event: &Event) -> bool {
         matches!(event, Event::UserDeleted(_))
     }

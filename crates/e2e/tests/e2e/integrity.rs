@@ -421,6 +421,14 @@ async fn resends_give_no_more_guesses_at_a_signups_password() -> anyhow::Result<
     assert_eq!(checked, 7, "guesses checked against the signup's password: {guesses:?}");
     assert!(guesses[7..].iter().all(|t| t == "/problems/invalid-token"), "{guesses:?}");
     assert_eq!(owner, 400, "a link of a signup whose tries are spent still verified");
+    // A week on, the links are archived (their rows gone): the attempt's tries are still spent, and a resend sends
+    // nothing (a link of it could never work).
+    let mut db = stack.database("email-verification").connect().await?;
+    sqlx::query("DELETE FROM tokens").execute(&mut db).await?;
+    let resend = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
+    anyhow::ensure!(resend.json(&json!({ "email": email })).send().await?.status() == 202, "resend");
+    let resent: i64 = sqlx::query_scalar("SELECT count(*) FROM mails").fetch_one(&mut db).await?;
+    assert_eq!(resent, 3, "a resend mailed a link of a signup whose tries are spent");
     sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
     let fresh = next_link(&stack, &email, &mut seen).await?;
     let again = stack.confirm(&fresh, VICTIM_PASSWORD).await?.status().as_u16();

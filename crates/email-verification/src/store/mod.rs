@@ -106,20 +106,23 @@ pub(crate) async fn existing_account(
 }
 
 /// A resend: a new verification mail for the newest attempt of the pending account with `email`, within the
-/// address's budget. The budget is checked (and its lock taken) for every address, known or not, so the work does
-/// not depend on whether an account exists.
+/// address's budget, unless that attempt has spent its `tries` (its links can never confirm: a mail would only spend
+/// the budget). The budget is checked (and its lock taken) for every address, known or not, so the work does not
+/// depend on whether an account exists.
 pub(crate) async fn resend(
     conn: &mut PgConnection,
-    email: &str,
-    client_hash: &[u8],
+    (email, client_hash): (&str, &[u8]),
     budget: MailBudget,
+    tries: i32,
 ) -> sqlx::Result<Queued> {
     let within = lock_budget(conn, email, client_hash, budget).await?;
     let account: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-        "SELECT user_id, signup_id, locale FROM accounts WHERE email = $1 AND verified_at IS NULL \
+        "SELECT user_id, signup_id, locale FROM accounts a WHERE email = $1 AND verified_at IS NULL \
+           AND coalesce((SELECT tries FROM confirm_tries c WHERE c.signup_id = a.signup_id), 0) < $2 \
          ORDER BY created_at DESC LIMIT 1",
     )
     .bind(email)
+    .bind(tries)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((user_id, signup_id, locale)) = account else { return Ok(Queued::NotNeeded) };
@@ -435,17 +438,25 @@ pub(crate) async fn begin_confirmation(
         "UPDATE tokens t SET confirm_attempts = t.confirm_attempts + 1 FROM accounts a, mails m \
          WHERE a.user_id = t.user_id AND m.id = t.mail_id AND m.signup_id IS NOT NULL AND {LIVE_TOKEN} \
            AND t.confirm_attempts < $2 \
-           AND (SELECT coalesce(sum(other.confirm_attempts), 0) \
-                FROM tokens other JOIN mails sent ON sent.id = other.mail_id \
-                WHERE sent.user_id = t.user_id AND sent.signup_id = m.signup_id) < $3 \
+           AND coalesce((SELECT tries FROM confirm_tries c WHERE c.signup_id = m.signup_id), 0) < $3 \
          RETURNING t.user_id, m.signup_id"
     );
-    let begun = sqlx::query_as(sqlx::AssertSqlSafe(query))
+    let begun: Option<(Uuid, Uuid)> = sqlx::query_as(sqlx::AssertSqlSafe(query))
         .bind(token.hash())
         .bind(per_token)
         .bind(per_signup)
         .fetch_optional(&mut *tx)
         .await?;
+    if let Some((user_id, signup_id)) = begun {
+        sqlx::query(
+            "INSERT INTO confirm_tries (signup_id, user_id, tries) VALUES ($1, $2, 1) \
+             ON CONFLICT (signup_id) DO UPDATE SET tries = confirm_tries.tries + 1",
+        )
+        .bind(signup_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(begun)
 }
@@ -453,8 +464,11 @@ pub(crate) async fn begin_confirmation(
 /// Gives back an attempt [`begin_confirmation`] counted when no verdict on the password was reached.
 pub(crate) async fn release_confirmation(pool: &PgPool, token: &Token) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE tokens SET confirm_attempts = confirm_attempts - 1 \
-         WHERE token_hash = $1 AND used_at IS NULL AND confirm_attempts > 0",
+        "WITH released AS ( \
+           UPDATE tokens SET confirm_attempts = confirm_attempts - 1 \
+           WHERE token_hash = $1 AND used_at IS NULL AND confirm_attempts > 0 RETURNING mail_id) \
+         UPDATE confirm_tries c SET tries = c.tries - 1 FROM released r JOIN mails m ON m.id = r.mail_id \
+         WHERE c.signup_id = m.signup_id AND c.tries > 0",
     )
     .bind(token.hash())
     .execute(pool)
@@ -526,9 +540,9 @@ pub(crate) async fn mark_verified(
     .bind(user_id)
     .bind(at)
     .bind(signup_id)
-    .execute(conn)
-    .await
-    .map(drop)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM confirm_tries WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
@@ -536,6 +550,7 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx:
     platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM confirm_tries WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM accounts WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
