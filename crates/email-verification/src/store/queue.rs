@@ -191,7 +191,8 @@ pub(crate) async fn record(pool: &PgPool, mail_id: Uuid, outcome: &Outcome) -> s
         .bind(mail_id)
         .bind(error),
         Outcome::Retry(pause, error) => sqlx::query(
-            "UPDATE mails SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3 \
+            "UPDATE mails SET next_attempt_at = now() + make_interval(secs => $2), \
+               last_error = CASE WHEN kind = 'account_deleted' THEN 'retrying (the answer is not kept)' ELSE $3 END \
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(mail_id)
