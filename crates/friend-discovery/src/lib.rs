@@ -49,7 +49,8 @@ impl platform::service::Service for FriendDiscovery {
     async fn serve(host: Host, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = host.pool().clone();
         let per_day = i32::try_from(settings.suggestions_per_day.get()).unwrap_or(i32::MAX);
-        let service = FriendDiscoveryServiceServer::new(Suggestions { pool: pool.clone(), per_day });
+        let sources = i64::from(settings.suggestion_sources.get());
+        let service = FriendDiscoveryServiceServer::new(Suggestions { pool: pool.clone(), per_day, sources });
         let consumer = host.consumer(EventHandler, &shutdown);
         host.run(service, consumer.into_iter().collect(), shutdown).await
     }

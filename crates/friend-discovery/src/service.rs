@@ -23,6 +23,8 @@ pub(crate) struct Suggestions {
     pub(crate) pool: PgPool,
     /// Suggestions each asker is served a day, at most.
     pub(crate) per_day: i32,
+    /// `SUGGESTION_SOURCES`: the newest members who have the asker and may be shown, matched per page.
+    pub(crate) sources: i64,
 }
 
 #[tonic::async_trait]
@@ -42,8 +44,9 @@ impl FriendDiscoveryService for Suggestions {
         }
         let limit = limit.min(u32::try_from(left).unwrap_or(0));
         // One more than asked tells whether another page follows.
-        let mut rows =
-            store::suggestions(&mut tx, user_id, after, i64::from(limit) + 1).await.map_err(database_status)?;
+        let mut rows = store::suggestions(&mut tx, user_id, (after, i64::from(limit) + 1), self.sources)
+            .await
+            .map_err(database_status)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let served = i32::try_from(rows.len()).unwrap_or(i32::MAX);

@@ -238,22 +238,27 @@ impl Suggestion {
 /// are in the user's contacts or have the user in theirs; mutual first, then newest (user ids are UUID v7).
 /// Nothing in a row depends on anyone who is not such a member. Each candidate is found through an index, from at
 /// most the user's own contacts and the members who have the user's email hash, so the cost does not grow with
-/// the number of members. Someone in very many address books is matched against the newest thousand of them only,
-/// which bounds every page.
+/// the number of members. Someone in very many address books is matched against the newest `sources` of them who
+/// may be shown (verified, discoverable), found among at most ten times as many: owners who may not be shown are
+/// skipped, so a crowd of hidden accounts listing someone cannot push the real ones out of the window, and the read
+/// stays bounded.
 pub(crate) async fn suggestions(
     conn: &mut PgConnection,
     user_id: Uuid,
-    after: Option<Cursor>,
-    limit: i64,
+    (after, limit): (Option<Cursor>, i64),
+    sources: i64,
 ) -> sqlx::Result<Vec<Suggestion>> {
     sqlx::query_as(
         "WITH related AS ( \
            SELECT m.user_id, true AS in_yours, false AS has_you \
              FROM contacts mine JOIN members m ON m.email_hash = mine.contact_hash WHERE mine.owner_id = $1 \
            UNION ALL \
-           (SELECT c.owner_id, false, true \
-              FROM members me JOIN contacts c ON c.contact_hash = me.email_hash WHERE me.user_id = $1 \
-             ORDER BY c.owner_id DESC LIMIT 1000) \
+           (SELECT newest.owner_id, false, true \
+              FROM (SELECT c.owner_id FROM members me JOIN contacts c ON c.contact_hash = me.email_hash \
+                     WHERE me.user_id = $1 ORDER BY c.owner_id DESC LIMIT $5 * 10) AS newest \
+              JOIN members o ON o.user_id = newest.owner_id \
+             WHERE o.verified_at IS NOT NULL AND o.discoverable AND o.display_name IS NOT NULL \
+             ORDER BY newest.owner_id DESC LIMIT $5) \
          ), \
          ranked AS ( \
            SELECT v.user_id, v.display_name, bool_or(r.in_yours) AS in_yours, bool_or(r.has_you) AS has_you \
@@ -270,6 +275,7 @@ pub(crate) async fn suggestions(
     .bind(after.map(|c| c.mutual))
     .bind(after.map(|c| c.user_id))
     .bind(limit)
+    .bind(sources)
     .fetch_all(conn)
     .await
 }

@@ -139,6 +139,25 @@ async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out
     Ok(())
 }
 
+/// Attack: hiding someone's real "people you may know". The members who have someone in their contacts were taken
+/// newest first and only then filtered for who may be shown, so a crowd of new opted-out accounts listing a victim
+/// filled the window (`SUGGESTION_SOURCES`, 1,000 by default; 2 here) and the victim's genuine contacts were never
+/// suggested. Now the window holds only members who may be shown. Before (the old query with the window at 2):
+/// the victim saw nothing.
+#[tokio::test]
+async fn opted_out_accounts_listing_someone_do_not_hide_their_real_contacts() -> anyhow::Result<()> {
+    let env = vec![("friend-discovery", "SUGGESTION_SOURCES", "2".to_owned())];
+    let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
+    stack.wait_ready().await?;
+    let [victim, friend, h1, h2, h3] = ["victim", "friend", "h1", "h2", "h3"].map(person);
+    join(&stack, &victim, &[], true, true).await?;
+    join(&stack, &friend, &[&victim], true, true).await?; // the genuine one, oldest
+    for hidden in [&h1, &h2, &h3] {
+        join(&stack, hidden, &[&victim], false, true).await?;
+    }
+    expect(&stack, &victim, &[("friend", "has_you_in_contacts")]).await
+}
+
 #[tokio::test]
 async fn suggestions_do_not_depend_on_the_order_of_signups_and_verifications() -> anyhow::Result<()> {
     let stack = started().await?;
