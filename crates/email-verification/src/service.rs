@@ -222,8 +222,5 @@ fn asked(email: &str, client_hash: Vec<u8>) -> Result<Vec<u8>, Status> {
     if email.is_empty() || !email.contains('@') {
         return Err(Status::invalid_argument("email must be a normalised email address"));
     }
-    if !matches!(client_hash.len(), 0 | 32) {
-        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
-    }
-    Ok(client_hash)
+    platform::grpc::client_hash_argument(client_hash)
 }

@@ -341,10 +341,8 @@ fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
 
 /// The email and client a sign-in's failures count against: a 32-byte email hash, and a 32-byte client hash or none.
 fn asker<'a>(email: &'a [u8], client: &'a [u8]) -> Result<store::Asker<'a>, Status> {
-    if !matches!(client.len(), 0 | 32) {
-        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
-    }
-    Ok(store::Asker { email_hash: email_hash(email)?, client_hash: client })
+    let client_hash = platform::grpc::client_hash_argument(client)?;
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash })
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

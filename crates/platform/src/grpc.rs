@@ -251,6 +251,15 @@ pub fn is_unavailable(status: &tonic::Status) -> bool {
     }
 }
 
+/// A `client_hash` argument: signup-api's keyed hash of the caller's network (32 bytes), or empty when unknown;
+/// anything else is INVALID_ARGUMENT.
+pub fn client_hash_argument<T: AsRef<[u8]>>(value: T) -> Result<T, tonic::Status> {
+    match value.as_ref().len() {
+        0 | 32 => Ok(value),
+        _ => Err(tonic::Status::invalid_argument("client_hash must be empty or 32 bytes")),
+    }
+}
+
 /// A UUID argument of a call; anything else is INVALID_ARGUMENT naming the field.
 pub fn uuid_argument(field: &str, value: &str) -> Result<uuid::Uuid, tonic::Status> {
     uuid::Uuid::parse_str(value).map_err(|_| tonic::Status::invalid_argument(format!("{field} must be a UUID")))

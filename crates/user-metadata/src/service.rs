@@ -54,7 +54,7 @@ impl UserMetadataService for Users {
             idempotency: idempotency(request.idempotency_key, request.request_fingerprint)?,
             key_ttl: self.key_ttl,
             attempts: self.attempts,
-            client_hash: client_hash(request.client_hash)?,
+            client_hash: platform::grpc::client_hash_argument(request.client_hash)?,
         };
         let attempt = Attempt {
             signup_id,
@@ -196,14 +196,6 @@ fn record_outcome(registered: &Registered, signup_id: uuid::Uuid) -> (uuid::Uuid
     span.record("outcome", outcome);
     metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
     (user_id, replayed)
-}
-
-/// A client hash: empty (unknown) or 32 bytes.
-fn client_hash(value: Vec<u8>) -> Result<Vec<u8>, Status> {
-    if !matches!(value.len(), 0 | 32) {
-        return Err(Status::invalid_argument("client_hash must be empty or 32 bytes"));
-    }
-    Ok(value)
 }
 
 fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<Idempotency>, Status> {
