@@ -1,6 +1,7 @@
-//! `make bench`: signups per second through the real stack (release binaries, real Postgres and RabbitMQ),
-//! next to the raw argon2id bound measured in the same run; latency percentiles; peak memory per process; and
-//! what happens at twice the sustainable load (only quick 503s, flat memory).
+//! `make bench`: signups per second through the real stack (release binaries, real Postgres and RabbitMQ, commits
+//! that wait for the disk as a deployment's do), next to the raw argon2id bound measured in the same run; latency
+//! percentiles; peak memory per process; and what happens at twice the sustainable load (only quick 503s, flat
+//! memory).
 //!
 //! Two placements, each against the argon2 bound of the CPUs the hashing gets:
 //! - everything on one machine: the five services, Postgres, RabbitMQ, the SMTP server and the load generator
@@ -57,9 +58,9 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     // `cargo bench -p e2e --bench signup -- whole` (or `-- dedicated`) runs one placement only; `-- refusal` only
     // what a refused signup costs (at a given rate: `-- refusal 100`); `-- sessions` only the session reads;
-    // `-- launch` only the exec-to-ready times.
+    // `-- launch` only the exec-to-ready times; `-- alike` only the known-vs-unknown answer times.
     let mut args = std::env::args().skip(1);
-    let only = args.find(|a| ["whole", "dedicated", "refusal", "sessions", "launch"].contains(&a.as_str()));
+    let only = args.find(|a| ["whole", "dedicated", "refusal", "sessions", "launch", "alike"].contains(&a.as_str()));
     println!("# signup benchmark ({cpus} CPUs, release binaries)\n");
     if only.as_deref() == Some("refusal") {
         return refusal_cost(args.next().and_then(|rate| rate.parse().ok()).unwrap_or(100.0)).await;
@@ -67,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     if only.as_deref() == Some("launch") {
         let (mut stack, _) = stack_hashing_on(cpus, SHARED_QUEUE_PER_THREAD).await?;
         return launch_times(&mut stack).await;
+    }
+    if only.as_deref() == Some("alike") {
+        let (stack, _) = stack_hashing_on(cpus, SHARED_QUEUE_PER_THREAD).await?;
+        return same_time(&stack).await;
     }
     if only.as_deref() == Some("sessions") {
         let (stack, _) = stack_hashing_on(cpus, SHARED_QUEUE_PER_THREAD).await?;
@@ -103,7 +108,7 @@ async fn stack_hashing_on(threads: usize, queue_per_thread: usize) -> anyhow::Re
     let env = |name: &'static str, value: usize| ("password", name, value.to_string());
     let mut env = vec![env("HASHING_THREADS", threads), env("HASHING_QUEUE_LIMIT", queue_per_thread * threads)];
     env.extend(production_polling());
-    let options = Options { env, ..Options::default() };
+    let options = Options { env, durable: true, ..Options::default() };
     let mut stack = Stack::start_with(options).await?;
     let ready = stack.wait_ready().await?;
     Ok((stack, ready))
@@ -153,9 +158,7 @@ async fn whole_machine(cpus: usize) -> anyhow::Result<()> {
         100.0 * projected / run.bound()
     );
 
-    let existing = existing_vs_new(&stack, 20).await?;
-    println!("### the same answer in comparable time (sequential, 20 each)");
-    println!("p50 new {:.1} ms, existing verified {:.1} ms\n", existing.0, existing.1);
+    same_time(&stack).await?;
 
     let account = verified_account(&stack).await?;
     session_phase(&stack, &account, run.bound()).await?;
@@ -225,7 +228,7 @@ async fn refusal_cost(rate: f64) -> anyhow::Result<()> {
     let env = |name: &'static str, value: &str| ("password", name, value.to_owned());
     let mut env = vec![env("HASHING_THREADS", "1"), env("HASHING_QUEUE_LIMIT", "1"), env("ARGON2_ITERATIONS", "2000")];
     env.extend(production_polling());
-    let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
+    let mut stack = Stack::start_with(Options { env, durable: true, ..Options::default() }).await?;
     stack.wait_ready().await?;
     let password = stack.member("password").process.pid().unwrap_or(0);
     let hashing_s = || -> f64 {
@@ -721,8 +724,29 @@ async fn sign_ins_during(stack: &Stack, email: &str, duration: Duration) -> anyh
     Ok((succeeded, attempted))
 }
 
-/// Median latency of `n` signups for new emails and of `n` for verified accounts, one at a time.
-async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<(f64, f64)> {
+/// Signups, resends and reset requests for known and unknown addresses, one at a time: the same answer must come in
+/// comparable time, or the time tells whether an account exists.
+async fn same_time(stack: &Stack) -> anyhow::Result<()> {
+    let alike = existing_vs_new(stack, 20).await?;
+    let resend = known_vs_unknown(stack, "/v1/email-verifications", &alike.pending).await?;
+    let reset = known_vs_unknown(stack, "/v1/password-resets", &alike.verified).await?;
+    println!("### the same answer in comparable time (sequential, 20 each)");
+    println!("signup p50: new {:.1} ms, existing verified {:.1} ms", alike.new_ms, alike.existing_ms);
+    println!("resend p50: pending {:.1} ms, unknown {:.1} ms", resend.0, resend.1);
+    println!("reset request p50: verified {:.1} ms, unknown {:.1} ms\n", reset.0, reset.1);
+    Ok(())
+}
+
+/// Signups for new emails and for verified accounts, one at a time: the median latency of each, and the accounts
+/// (the new ones still pending).
+struct Alike {
+    new_ms: f64,
+    existing_ms: f64,
+    verified: Vec<String>,
+    pending: Vec<String>,
+}
+
+async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<Alike> {
     let mut emails = Vec::new();
     for i in 0..n {
         let email = format!("verified-{i}-{}@example.com", uuid::Uuid::now_v7().simple());
@@ -738,13 +762,36 @@ async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<(f64, f64)> 
         let _ = stack.signup(&body, None).await;
         start.elapsed().as_secs_f64() * 1000.0
     };
-    let mut existing = Vec::new();
-    let mut fresh = Vec::new();
-    for email in emails {
-        existing.push(time(email).await);
-        fresh.push(time(format!("fresh-{}@example.com", uuid::Uuid::now_v7().simple())).await);
+    let (mut existing, mut fresh, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+    for email in &emails {
+        existing.push(time(email.clone()).await);
+        let new = format!("fresh-{}@example.com", uuid::Uuid::now_v7().simple());
+        fresh.push(time(new.clone()).await);
+        pending.push(new);
     }
-    Ok((percentiles(&fresh).0, percentiles(&existing).0))
+    Ok(Alike { new_ms: percentiles(&fresh).0, existing_ms: percentiles(&existing).0, verified: emails, pending })
+}
+
+/// Median latency of posting `{"email": …}` to `path` for each of `known`, and for as many unknown addresses, one
+/// at a time and alternating: a request that queues mail for a known address must not answer later than one that
+/// finds no account.
+async fn known_vs_unknown(stack: &Stack, path: &str, known: &[String]) -> anyhow::Result<(f64, f64)> {
+    let url = format!("{}{path}", stack.api_url());
+    let time = |email: String| {
+        let url = &url;
+        async move {
+            let start = Instant::now();
+            let response = stack.http().post(url).json(&json!({ "email": email })).send().await?;
+            anyhow::ensure!(response.status() == 202, "{url} answered {}", response.status());
+            Ok(start.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    let (mut with_account, mut without) = (Vec::new(), Vec::new());
+    for email in known {
+        with_account.push(time(email.clone()).await?);
+        without.push(time(format!("unknown-{}@example.com", uuid::Uuid::now_v7().simple())).await?);
+    }
+    Ok((percentiles(&with_account).0, percentiles(&without).0))
 }
 
 /// Samples every process's resident memory and keeps each one's peak.

@@ -15,17 +15,26 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates `e2e_<label>_<random>`.
+    /// Creates `e2e_<label>_<random>`, whose commits need not wait for the disk: no test crashes the server.
     pub async fn create(label: &str) -> anyhow::Result<Self> {
+        Self::create_waiting(label, false).await
+    }
+
+    /// Creates `e2e_<label>_<random>`, whose commits wait for the disk as a deployment's do (for benchmarks).
+    pub async fn durable(label: &str) -> anyhow::Result<Self> {
+        Self::create_waiting(label, true).await
+    }
+
+    async fn create_waiting(label: &str, durable: bool) -> anyhow::Result<Self> {
         let name = format!("e2e_{}_{}", label.replace('-', "_"), uuid::Uuid::now_v7().simple());
         let mut admin = admin().await?;
         SWEPT.get_or_init(|| drop_abandoned(&mut admin)).await;
         let create = format!(r#"CREATE DATABASE "{name}""#);
         admin.execute(AssertSqlSafe(create)).await?;
-        // A test database need not outlive a crash of the server, which no test causes: commits need not wait
-        // for the disk.
-        let relax = format!(r#"ALTER DATABASE "{name}" SET synchronous_commit = off"#);
-        admin.execute(AssertSqlSafe(relax)).await?;
+        if !durable {
+            let relax = format!(r#"ALTER DATABASE "{name}" SET synchronous_commit = off"#);
+            admin.execute(AssertSqlSafe(relax)).await?;
+        }
         let url = database_url(&name);
         Ok(Self { name, url })
     }

@@ -68,6 +68,8 @@ pub struct Options {
     pub proxy_user_metadata_broker: bool,
     /// Extra variables for one service: `(service, name, value)`.
     pub env: Vec<(&'static str, &'static str, String)>,
+    /// Databases whose commits wait for the disk, as a deployment's do (tests need not: none crashes Postgres).
+    pub durable: bool,
 }
 
 /// One service of the stack: its process, its ports, and its environment.
@@ -159,7 +161,14 @@ impl Stack {
             false => None,
         };
         let smtp = SmtpServer::start().await?;
-        let databases = futures_util::future::try_join_all(GRPC_SERVICES.map(TestDatabase::create)).await?;
+        let durable = options.durable;
+        let create = |label| async move {
+            match durable {
+                true => TestDatabase::durable(label).await,
+                false => TestDatabase::create(label).await,
+            }
+        };
+        let databases = futures_util::future::try_join_all(GRPC_SERVICES.map(create)).await?;
         let queues: Vec<String> = GRPC_SERVICES.iter().map(|name| format!("e2e.{id}.{name}")).collect();
         crate::broker::write_down(&exchange, &queues);
         let grpc_env = |i: usize, user_metadata_port: Option<u16>| {

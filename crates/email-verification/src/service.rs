@@ -109,7 +109,7 @@ impl EmailVerificationService for Verifications {
     ) -> Result<Response<ResendVerificationResponse>, Status> {
         let ResendVerificationRequest { email, client_hash } = request.into_inner();
         let client_hash = asked(&email, client_hash)?;
-        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let mut tx = store::begin_alike(&self.pool).await.map_err(database_status)?;
         let (budget, tries) = (self.policy.budget, self.policy.confirm_attempts_per_signup);
         let queued = store::resend(&mut tx, (&email, &client_hash), budget, tries).await.map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
@@ -145,7 +145,7 @@ impl EmailVerificationService for Verifications {
     ) -> Result<Response<RequestPasswordResetResponse>, Status> {
         let RequestPasswordResetRequest { email, client_hash } = request.into_inner();
         let client_hash = asked(&email, client_hash)?;
-        let mut tx = self.pool.begin().await.map_err(database_status)?;
+        let mut tx = store::begin_alike(&self.pool).await.map_err(database_status)?;
         let queued = store::request_password_reset(&mut tx, &email, &client_hash, self.policy.budget)
             .await
             .map_err(database_status)?;

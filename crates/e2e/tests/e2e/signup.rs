@@ -269,8 +269,11 @@ async fn the_relay_forgets_events_published_before_the_retention_and_keeps_every
 
 #[tokio::test]
 async fn killing_the_relay_mid_stream_neither_loses_nor_duplicates_an_event() -> anyhow::Result<()> {
-    let options =
-        Options { proxy_user_metadata_broker: true, env: vec![("user-metadata", "OUTBOX_BATCH_SIZE", "1".to_owned())] };
+    let options = Options {
+        proxy_user_metadata_broker: true,
+        env: vec![("user-metadata", "OUTBOX_BATCH_SIZE", "1".to_owned())],
+        ..Options::default()
+    };
     let mut stack = started(options).await?;
     let tap = Tap::attach(&stack.exchange).await?;
     stack.broker_proxy.as_ref().expect("proxy").cut();

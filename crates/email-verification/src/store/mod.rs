@@ -105,6 +105,14 @@ pub(crate) async fn existing_account(
     queue_within_budget(conn, mail, budget).await
 }
 
+/// Begins the transaction of a request that answers alike for known and unknown addresses (a resend, a reset
+/// request): its commit does not wait for the disk, so a known address's queued mail costs no flush that an unknown
+/// one's request does not (a delay that would tell whether an account exists). A crash of Postgres within moments of
+/// the answer may lose that mail; whoever asked asks again.
+pub(crate) async fn begin_alike(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await
+}
+
 /// A resend: a new verification mail for the newest attempt of the pending account with `email`, within the
 /// address's budget, unless that attempt has spent its `tries` (its links can never confirm: a mail would only spend
 /// the budget). The budget is checked (and its lock taken) for every address, known or not, so the work does not
