@@ -223,11 +223,8 @@ impl Passwords {
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
         match self.check(asker, user_id, password).await? {
-            Checked::Valid(user_id, _) => self.open(user_id).await,
-            Checked::Invalid => Ok(CreateSessionResponse {
-                outcome: SessionOutcome::InvalidCredentials.into(),
-                ..CreateSessionResponse::default()
-            }),
+            Checked::Valid(user_id, Some(checked)) => self.open(user_id, &checked).await,
+            Checked::Valid(_, None) | Checked::Invalid => Ok(wrong_password()),
             Checked::Throttled(retry_after_seconds) => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::Throttled.into(),
                 retry_after_seconds,
@@ -284,13 +281,16 @@ impl Passwords {
         }
     }
 
-    async fn open(&self, user_id: Uuid) -> Result<CreateSessionResponse, Status> {
+    /// Opens a session for `user_id` whose credential was `checked`; a password changed or reset since (or an
+    /// account deleted) makes the sign-in's password wrong, so it opens none.
+    async fn open(&self, user_id: Uuid, checked: &str) -> Result<CreateSessionResponse, Status> {
         let token = Token::generate().map_err(|error| {
             tracing::error!(%error, "the operating system's random generator failed");
             Status::internal("could not open a session")
         })?;
-        let new = NewSession { token_hash: &token.hash(), user_id };
-        let session = store::open_session(&self.pool, &new, self.lifetimes()).await.map_err(database_status)?;
+        let new = NewSession { token_hash: &token.hash(), user_id, checked };
+        let opened = store::open_session(&self.pool, &new, self.lifetimes()).await.map_err(database_status)?;
+        let Some(session) = opened else { return Ok(wrong_password()) };
         Ok(CreateSessionResponse {
             outcome: SessionOutcome::Created.into(),
             token: token.expose().to_owned(),
@@ -299,6 +299,11 @@ impl Passwords {
             retry_after_seconds: 0,
         })
     }
+}
+
+/// A sign-in's answer when the password is not the account's (or there is no account).
+fn wrong_password() -> CreateSessionResponse {
+    CreateSessionResponse { outcome: SessionOutcome::InvalidCredentials.into(), ..CreateSessionResponse::default() }
 }
 
 /// What a password check found.

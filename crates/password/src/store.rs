@@ -116,6 +116,8 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_i
 pub(crate) struct NewSession<'a> {
     pub(crate) token_hash: &'a [u8],
     pub(crate) user_id: Uuid,
+    /// The credential whose password was checked: the session opens only while it is still the account's.
+    pub(crate) checked: &'a str,
 }
 
 /// A live session.
@@ -141,11 +143,18 @@ pub(crate) struct Lifetimes {
 /// Use refreshes a session's idle expiry at most this often, so reading a session is a read, not a write.
 const TOUCH_EVERY_SECS: f64 = 60.0;
 
-/// Opens a session and returns it.
-pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes: Lifetimes) -> sqlx::Result<Session> {
+/// Opens a session, if the account's credential is still `new.checked` (the one whose password was just checked),
+/// and returns it. The credential's row is share-locked: a change or reset that committed meanwhile leaves no row
+/// to open it from, and one that commits after waits for this session and then ends it with the others.
+pub(crate) async fn open_session(
+    pool: &PgPool,
+    new: &NewSession<'_>,
+    lifetimes: Lifetimes,
+) -> sqlx::Result<Option<Session>> {
     sqlx::query_as(
         "INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
-         VALUES ($1, $2, now() + make_interval(secs => $3), now() + make_interval(secs => $4)) \
+         SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4) \
+         FROM credentials WHERE user_id = $2 AND phc = $5 FOR SHARE \
          RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
          signup_id IS NOT NULL AS attempt_bound, last_used_at",
     )
@@ -153,7 +162,8 @@ pub(crate) async fn open_session(pool: &PgPool, new: &NewSession<'_>, lifetimes:
     .bind(new.user_id)
     .bind(lifetimes.idle.as_secs_f64())
     .bind(lifetimes.absolute.as_secs_f64())
-    .fetch_one(pool)
+    .bind(new.checked)
+    .fetch_optional(pool)
     .await
 }
 

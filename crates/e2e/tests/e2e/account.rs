@@ -7,6 +7,7 @@ use e2e::{
     stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Stack},
 };
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -257,6 +258,52 @@ async fn changing_the_password_takes_the_current_one_ends_the_other_sessions_and
     // PasswordChanged, from password's outbox, reaches email-verification: the owner is told.
     let mails = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?;
     assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("password was changed"))), "no notice");
+    Ok(())
+}
+
+/// Attack: someone who knows the password keeps signing in while its owner changes it. A sign-in whose check had
+/// passed before the change committed used to open its session after the change had ended the others, and keep it.
+#[tokio::test]
+async fn a_sign_in_under_way_when_the_password_changes_keeps_no_session() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("racing");
+    verified_account(&stack, &email).await?;
+    let owner = stack.session(&email, PASSWORD).await?;
+    let (opened, changed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let attacker = || async {
+        let mut sessions = Vec::new();
+        while !changed.load(Ordering::SeqCst) {
+            let response = stack.sign_in(&email, PASSWORD).await?;
+            if response.status() == 201 {
+                let body: Value = response.json().await?;
+                sessions.push(body["token"].as_str().unwrap_or_default().to_owned());
+                opened.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        anyhow::Ok(sessions)
+    };
+    let owner_changes = async {
+        // Every attacker is signing in, one after another, by the time the change begins.
+        eventually(DELIVERY_TIMEOUT, || async {
+            anyhow::ensure!(opened.load(Ordering::SeqCst) >= 8, "the attackers have not begun");
+            Ok(())
+        })
+        .await?;
+        let answer = change_password(&stack, &owner, PASSWORD, "a quite different battery staple horse").await;
+        changed.store(true, Ordering::SeqCst);
+        answer
+    };
+    let (sessions, answer) =
+        tokio::join!(futures_util::future::try_join_all((0..4).map(|_| attacker())), owner_changes);
+    assert_eq!(answer?.status(), 204);
+    for session in sessions?.concat() {
+        assert_eq!(
+            stack.me(&session).await?.status(),
+            401,
+            "a session opened with the old password outlived the change"
+        );
+    }
     Ok(())
 }
 
