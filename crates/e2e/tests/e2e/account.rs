@@ -399,6 +399,53 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
 }
 
 /// user-metadata's `user_reads_total` for `source` (remembered or database), from its metrics.
+/// `SELECT count(*) FROM mails WHERE recipient = $1 AND {condition}` in email-verification's database.
+async fn mails_to(stack: &Stack, email: &str, condition: &str) -> anyhow::Result<i64> {
+    let mut db = stack.database("email-verification").connect().await?;
+    let query = format!("SELECT count(*) FROM mails WHERE recipient = $1 AND {condition}");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(query)).bind(email).fetch_one(&mut db).await?)
+}
+
+/// Attack: someone asks for a reset of the victim's account while its mail server defers (greylisting), so the
+/// reset mail waits for a retry; the owner changes the password meanwhile. The mail used to get a fresh, live link
+/// at its next try, and that link took the account back; now the change ends the mail with the links.
+#[tokio::test]
+async fn a_reset_mail_still_queued_when_the_password_changes_carries_no_live_link() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("greylisted");
+    verified_account(&stack, &email).await?;
+    let owner = stack.session(&email, PASSWORD).await?;
+    stack.smtp.set_mode_for(&email, Mode::TemporaryFailure);
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    eventually(DELIVERY_TIMEOUT, || async {
+        let tried = mails_to(&stack, &email, "kind = 'password_reset' AND attempts > 0").await?;
+        anyhow::ensure!(tried == 1, "the reset mail has not been tried yet");
+        Ok(())
+    })
+    .await?;
+
+    let new = "a quite different battery staple horse";
+    assert_eq!(change_password(&stack, &owner, PASSWORD, new).await?.status(), 204);
+    stack.wait_processed(proto::Event::PASSWORD_CHANGED, 1).await?;
+    stack.smtp.set_mode_for(&email, Mode::Accept);
+    eventually(DELIVERY_TIMEOUT, || async {
+        let left = mails_to(&stack, &email, "status = 'pending'").await?;
+        anyhow::ensure!(left == 0, "{left} mails to the owner still queued");
+        Ok(())
+    })
+    .await?;
+    let is_reset = |mail: &e2e::smtp::Received| mail.part("text/plain").is_some_and(|t| t.contains("password-resets"));
+    for mail in stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await? {
+        if let Some(token) = mail.token().filter(|_| is_reset(&mail)) {
+            let (status, answer) = reset(&stack, &token, "the attacker's battery staple horse").await?;
+            assert_eq!(status, 400, "a reset link mailed after the change took the account: {answer}");
+        }
+    }
+    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+    Ok(())
+}
+
 async fn user_reads(stack: &Stack, source: &str) -> anyhow::Result<u64> {
     let url = format!("http://127.0.0.1:{}/metrics", stack.member("user-metadata").ops_port);
     let text = reqwest::get(&url).await?.text().await?;

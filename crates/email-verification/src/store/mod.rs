@@ -218,8 +218,15 @@ pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<
     Ok(user_id)
 }
 
-/// Ends every live reset link of `user_id` (its password was just reset or changed).
+/// Ends every reset link of `user_id` (its password was just reset or changed): the reset mails not yet sent (a
+/// mail being retried would otherwise get a fresh, live link at its next claim) and the live links of those sent.
+/// The mails first: that waits for a claim under way, whose link the second statement then sees and ends.
 async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE mails SET status = 'superseded' WHERE user_id = $1 AND kind = $2 AND status = 'pending'")
+        .bind(user_id)
+        .bind(Kind::PasswordReset.as_str())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "UPDATE tokens t SET used_at = now() FROM mails m \
          WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND t.used_at IS NULL",
