@@ -241,10 +241,12 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> I
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded = headers.get_all("x-forwarded-for").iter().map(|value| value.to_str().unwrap_or_default());
-    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
+    // Split before decoding: bytes the client wrote that are not text spoil only its own entries, never the ones
+    // our proxies appended to the same line.
+    let forwarded = headers.get_all("x-forwarded-for").iter().map(HeaderValue::as_bytes);
+    let hops: Vec<&[u8]> = forwarded.flat_map(|value| value.split(|byte| *byte == b',')).collect();
     for hop in hops.into_iter().rev() {
-        match hop_address(hop.trim()) {
+        match std::str::from_utf8(hop).ok().and_then(|hop| hop_address(hop.trim())) {
             Some(ip) if is_trusted(&ip) => {}
             Some(ip) => return ip,
             None => return peer,

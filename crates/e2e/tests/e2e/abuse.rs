@@ -368,6 +368,16 @@ async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow
     }
     assert_eq!(spoofed, [401, 401, 401, 429], "varying the left of X-Forwarded-For bought a fresh budget");
 
+    // Nor do bytes that are not text on the left of the line the proxy appends to: they used to spoil the whole
+    // line, the proxy's entry with it, and make the proxy the client (a fresh budget per proxy).
+    let mut unreadable = Vec::new();
+    for left in [&b"198.51.100.10"[..], b"198.51.100.10", b"198.51.100.10", b"\xff"] {
+        let line = reqwest::header::HeaderValue::from_bytes(&[left, b", 198.51.100.10"].concat())?;
+        let request = stack.http().get(format!("{}/v1/me", stack.api_url())).header("x-forwarded-for", line);
+        unreadable.push(request.send().await?.status().as_u16());
+    }
+    assert_eq!(unreadable, [401, 401, 401, 429], "unreadable bytes in X-Forwarded-For bought a fresh budget");
+
     // The same API without trusted proxies: the header is the client's word, and every request counts against the
     // peer, whatever it claims.
     let mut env = stack.member("signup-api").env.clone();
