@@ -85,7 +85,7 @@ pub mod types {
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency-key-reused",
         "Idempotency Key Reused",
-        "This `Idempotency-Key` was used before for this email with another body (a key is scoped to its email). Use a new key for a new request; send the same body to retry.",
+        "This `Idempotency-Key` was used before for this email with another body (a key is scoped to its email and your network). Use a new key for a new request; send the same body to retry.",
     );
     /// 400.
     pub const INVALID_TOKEN: ProblemType = kind(

@@ -71,7 +71,7 @@ pub(crate) struct SignupRequest {
     path = "/v1/signups",
     tag = "signups",
     request_body(content = SignupRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key, email and body get the same answer and create nothing new; the key with another body for the same email is a 422 (a key is scoped to its email)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key, email and body get the same answer and create nothing new; the key with another body for the same email from the same network is a 422 (a key is scoped to its email and the client's network: from another network it is a new key)")),
     responses(
         (status = 202, description = "Committed; a verification email is on its way (or a notice, for an existing account), within the address's mail budget", body = SignupAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -168,7 +168,7 @@ async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Ask
         display_name: signup.display_name.as_str().to_owned(),
         locale: signup.locale.as_ref().map(|l| l.as_str().to_owned()).unwrap_or_default(),
         discoverable: signup.discoverable,
-        idempotency_key: key.map(|key| scoped_key(state, &signup.email, key)).unwrap_or_default(),
+        idempotency_key: key.map(|key| scoped_key(state, &signup.email, &client_hash, key)).unwrap_or_default(),
         request_fingerprint: key.map(|_| fingerprint(state, signup)).unwrap_or_default(),
         signup_id: signup_id.to_string(),
         contact_hashes: signup.contacts.iter().map(|c| state.hasher.hash(c)).collect(),
@@ -197,14 +197,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// The key as user-metadata keeps it: scoped to the signup's email, as a keyed hash under
-/// `IDEMPOTENCY_FINGERPRINT_KEY` (64 hex digits that say nothing of the address). Keys are the client's word and some
-/// are predictable (the README's example, a counter): unscoped, anyone who signed up any address with a key first
-/// made every later signup with it a 422 for `IDEMPOTENCY_KEY_TTL_HOURS`. The email stands for the client here: a
-/// signup has no other identity.
-fn scoped_key(state: &AppState, email: &crate::domain::email::Email, key: &str) -> String {
-    let message = [email.as_str().as_bytes(), b"\0", key.as_bytes()].concat();
-    let mac = state.fingerprints.mac(b"signup-api idempotency key v1\0", &message);
+/// The key as user-metadata keeps it: scoped to the signup's email and to the client (its network, as the rate
+/// limits count it), as a keyed hash under `IDEMPOTENCY_FINGERPRINT_KEY` (64 hex digits that say nothing of the
+/// address). Keys are the client's word and some are predictable (the README's example, a counter): scoped to the
+/// email alone, someone elsewhere could send the victim's key with another body and learn from the 422 that the
+/// address signed up (or, knowing the rest of the body, whether a guessed password was the one sent), or use the
+/// key first and make the victim's signup a 422. A retry from another network is a new attempt, not a replay.
+fn scoped_key(state: &AppState, email: &crate::domain::email::Email, client_hash: &[u8], key: &str) -> String {
+    let message = [email.as_str().as_bytes(), b"\0", client_hash, b"\0", key.as_bytes()].concat();
+    let mac = state.fingerprints.mac(b"signup-api idempotency key v2\0", &message);
     mac.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

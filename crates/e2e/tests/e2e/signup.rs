@@ -492,6 +492,41 @@ async fn a_key_someone_else_used_first_for_another_address_refuses_nothing() -> 
     Ok(())
 }
 
+/// `POST /v1/signups` from `client` (as the trusted proxy in front says) with `key`; the status and the answer.
+async fn signup_from(stack: &Stack, client: &str, body: &Value, key: &str) -> anyhow::Result<(u16, Value)> {
+    let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
+    let request = request.header("x-forwarded-for", client).header("idempotency-key", key).json(body);
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+/// Attack: the victim's (predictable) `Idempotency-Key` sent from another network with the victim's address and
+/// another body. Scoped to the email alone, the 422 told the attacker that the address had signed up that day (and,
+/// knowing the rest of the body, whether a guessed password was the one sent), and a key used first made the
+/// victim's own signup a 422. A key is now scoped to the client's network too. Before: both were
+/// `422 /problems/idempotency-key-reused`.
+#[tokio::test]
+async fn the_victims_key_from_another_network_tells_nothing_and_blocks_nothing() -> anyhow::Result<()> {
+    let env = vec![("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (victim, attacker) = ("198.51.100.20", "203.0.113.20");
+    let email = unique_email("victim");
+    let (key, squatted_key) = ("7f1c2a", "7f1c2b");
+
+    assert_eq!(signup_from(&stack, victim, &body(&email, PASSWORD), key).await?.0, 202);
+    let probe = signup_from(&stack, attacker, &body(&email, "a guessed battery staple horse"), key).await?;
+    assert_eq!(probe.0, 202, "another network's use of the victim's key told it apart: {}", probe.1);
+    let squat = signup_from(&stack, attacker, &body(&email, "a guessed battery staple horse"), squatted_key).await?;
+    let owners = signup_from(&stack, victim, &body(&email, PASSWORD), squatted_key).await?;
+    assert_eq!((squat.0, owners.0), (202, 202), "a key another network used first refused the owner: {}", owners.1);
+
+    // The victim's own retry is still a replay: the same answer, nothing new announced.
+    let retry = signup_from(&stack, victim, &body(&email, PASSWORD), key).await?;
+    assert_eq!(retry, owners, "the owner's retry is not idempotent");
+    assert_eq!(outbox_count(&stack, false).await?, 4, "a retry announced another signup");
+    Ok(())
+}
+
 #[tokio::test]
 async fn canary_secrets_appear_in_no_log_line_database_or_message() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
