@@ -3,7 +3,7 @@
 //! queue in front of it turns overload into an immediate "try later" instead of a growing pile of requests.
 //!
 //! Two kinds of work share the threads: hashing a new signup's password, and checking a password (sign-in,
-//! confirm). Each has its own queue and its own admission limit, and a free thread takes from the two queues in
+//! confirm; an owner's new password, after a reset or a change, is hashed with the checks). Each has its own queue and its own admission limit, and a free thread takes from the two queues in
 //! turn, so a flood of one kind can neither shut the other out nor take more than half the threads from it.
 //!
 //! Memory is allocated once: each thread owns one block buffer of `ARGON2_MEMORY_KIB` and reuses it for every
@@ -13,6 +13,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Condvar, Mutex},
+    time::Duration,
 };
 
 use argon2::{
@@ -22,6 +23,9 @@ use argon2::{
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::{OnceCell, Semaphore, oneshot};
 
+/// How long an owner's new password waits for a place in a full lane before the answer is "try later".
+const OWNER_WAIT: Duration = Duration::from_secs(2);
+
 /// Work for a hashing thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -30,7 +34,7 @@ type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 pub(crate) enum Lane {
     /// Hashing the password of a new signup attempt.
     Signup,
-    /// Checking a password: signing in, confirming an email.
+    /// Checking a password: signing in, confirming an email; and an owner's new password.
     Check,
 }
 
@@ -115,7 +119,14 @@ impl Hasher {
 
     /// Hashes `password` into a PHC string with a fresh random salt.
     pub(crate) async fn hash(&self, password: SecretString) -> Result<String, HashError> {
-        self.run(Lane::Signup, move |engine| engine.hash(&password)).await?
+        self.run(Lane::Signup, None, move |engine| engine.hash(&password)).await?
+    }
+
+    /// Hashes the new password of an account whose owner proved the right to set it (a reset link already used, the
+    /// current password already checked), in the check lane, waiting up to [`OWNER_WAIT`] for a place rather than
+    /// failing at once: a flood of signups or sign-ins must not make a reset fail after its link was used up.
+    pub(crate) async fn hash_for_owner(&self, password: SecretString) -> Result<String, HashError> {
+        self.run(Lane::Check, Some(OWNER_WAIT), move |engine| engine.hash(&password)).await?
     }
 
     /// Checks `password` against `stored`, or against a decoy of equal cost when there is no stored hash.
@@ -126,7 +137,7 @@ impl Hasher {
             None => self.decoy().await?,
         };
         let verified = self
-            .run(Lane::Check, move |engine| {
+            .run(Lane::Check, None, move |engine| {
                 let parsed = PasswordHash::new(&phc).map_err(internal)?;
                 let valid = engine.verify(&password, &parsed)?;
                 let rehashed =
@@ -154,24 +165,28 @@ impl Hasher {
             .get_or_try_init(|| async move {
                 let random: [u8; 32] = rand::random();
                 let password = SecretString::from(format!("{random:?}"));
-                hasher.run(Lane::Check, move |engine| engine.hash(&password)).await?
+                hasher.run(Lane::Check, None, move |engine| engine.hash(&password)).await?
             })
             .await?;
         Ok(decoy.clone())
     }
 
-    /// Runs `work` on a hashing thread in `lane`, waiting in its queue if needed; fails at once when the lane is
-    /// full.
-    async fn run<T, F>(&self, lane: Lane, work: F) -> Result<T, HashError>
+    /// Runs `work` on a hashing thread in `lane`, waiting in its queue if needed; when the lane is full, fails at
+    /// once, or once `patience` has passed without a place.
+    async fn run<T, F>(&self, lane: Lane, patience: Option<Duration>, work: F) -> Result<T, HashError>
     where
         F: FnOnce(&mut Engine) -> T + Send + 'static,
         T: Send + 'static,
     {
         let permits = match lane {
-            Lane::Signup => &self.signups,
-            Lane::Check => &self.checks,
+            Lane::Signup => self.signups.clone(),
+            Lane::Check => self.checks.clone(),
         };
-        let admitted = permits.clone().try_acquire_owned().map_err(|_| {
+        let admitted = match patience {
+            None => permits.try_acquire_owned().ok(),
+            Some(patience) => tokio::time::timeout(patience, permits.acquire_owned()).await.ok().and_then(Result::ok),
+        };
+        let admitted = admitted.ok_or_else(|| {
             metrics::counter!("password_hashing_rejected_total", "kind" => lane.label()).increment(1);
             HashError::Saturated
         })?;

@@ -160,7 +160,7 @@ impl PasswordService for Passwords {
             Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
             Checked::Valid(_, checked) => checked,
         };
-        let phc = self.hasher.hash(new).await.map_err(hash_status)?;
+        let phc = self.hasher.hash_for_owner(new).await.map_err(hash_status)?;
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
         let change = store::Change { user_id, phc: &phc, replacing: checked.as_deref(), keep: keep.as_deref() };
@@ -179,7 +179,7 @@ impl PasswordService for Passwords {
     ) -> Result<Response<ResetPasswordResponse>, Status> {
         let request = request.into_inner();
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
-        let phc = self.hasher.hash(password(request.new_password)?).await.map_err(hash_status)?;
+        let phc = self.hasher.hash_for_owner(password(request.new_password)?).await.map_err(hash_status)?;
         let change = store::Change { user_id, phc: &phc, replacing: None, keep: None };
         if !store::change_password(&self.pool, &change).await.map_err(database_status)? {
             return Err(Status::failed_precondition("the account has no password to reset"));

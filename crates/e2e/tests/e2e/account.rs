@@ -399,6 +399,48 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
 }
 
 /// user-metadata's `user_reads_total` for `source` (remembered or database), from its metrics.
+/// Attack: a flood of signups keeps password's hashing full while the victim uses a reset link. The link is used
+/// up before the new password is hashed; the hash was refused with the signups' (a `503`), and the retry found the
+/// link used: the flood cost the owner the reset. The owner's new password now waits its turn with the checks.
+#[tokio::test]
+async fn a_signup_flood_does_not_cost_the_owner_a_used_reset_link() -> anyhow::Result<()> {
+    let env = ["HASHING_THREADS", "HASHING_QUEUE_LIMIT"].map(|name| ("password", name, "1".to_owned())).to_vec();
+    let mut stack = Stack::start_with(e2e::stack::Options { env, ..Default::default() }).await?;
+    stack.wait_ready().await?;
+    let email = unique_email("flooded");
+    verified_account(&stack, &email).await?;
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let token = reset_token(&stack, &email, 2).await?;
+
+    let (refused, done) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let flood = || async {
+        while !done.load(Ordering::SeqCst) {
+            let body = json!({ "email": unique_email("flood"), "password": PASSWORD, "display_name": "F" });
+            if stack.signup(&body, None).await?.status() == 503 {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        anyhow::Ok(())
+    };
+    let victim = async {
+        // The flood is refused for capacity: hashing is full.
+        eventually(DELIVERY_TIMEOUT, || async {
+            anyhow::ensure!(refused.load(Ordering::SeqCst) >= 20, "hashing is not full yet");
+            Ok(())
+        })
+        .await?;
+        let answer = reset(&stack, &token, "a quite different battery staple horse").await;
+        done.store(true, Ordering::SeqCst);
+        answer
+    };
+    let (flooded, answer) = tokio::join!(futures_util::future::try_join_all((0..10).map(|_| flood())), victim);
+    flooded?;
+    let (status, answer) = answer?;
+    assert_eq!(status, 200, "the reset failed under the flood: {answer}");
+    assert_eq!(stack.sign_in(&email, "a quite different battery staple horse").await?.status(), 201);
+    Ok(())
+}
+
 /// `SELECT count(*) FROM mails WHERE recipient = $1 AND {condition}` in email-verification's database.
 async fn mails_to(stack: &Stack, email: &str, condition: &str) -> anyhow::Result<i64> {
     let mut db = stack.database("email-verification").connect().await?;
