@@ -32,7 +32,8 @@ pub const SUBSCRIBERS: [&str; 3] = ["password", "email-verification", "friend-di
 pub fn subscribers_of(kind: &str) -> &'static [&'static str] {
     match kind {
         proto::Event::USER_DELETED | proto::Event::EMAIL_VERIFIED => &SUBSCRIBERS,
-        proto::Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT | proto::Event::PASSWORD_CHANGED => &["email-verification"],
+        proto::Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT => &["password", "email-verification"],
+        proto::Event::PASSWORD_CHANGED => &["email-verification"],
         proto::Event::DISCOVERABILITY_CHANGED => &["friend-discovery"],
         _ => &["email-verification", "friend-discovery"],
     }

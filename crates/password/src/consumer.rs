@@ -1,7 +1,9 @@
 //! The events password acts on. `EmailVerified` promotes the verified attempt's credential to the account's
-//! password (signup-api also asks at once; this makes it certain, whatever crashed in between), and `UserDeleted`
-//! removes the account's credential, its sessions and its attempts' credentials. No other event reaches its queue
-//! (`EVENTS`), so a signup costs this service nothing beyond storing the hash.
+//! password (signup-api also asks at once; this makes it certain, whatever crashed in between),
+//! `SignupAttemptedForExistingAccount` removes the credential of an attempt on a verified account (stored only so
+//! every signup costs the same), and `UserDeleted` removes the account's credential, its sessions and its attempts'
+//! credentials. No other event reaches its queue (`EVENTS`), so a signup costs this service nothing beyond storing
+//! the hash.
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
@@ -14,7 +16,8 @@ use crate::store::{self, Promotion};
 pub(crate) struct EventHandler;
 
 /// The event types this service acts on: its queue receives these and no others.
-pub(crate) const EVENTS: &[&str] = &[Event::EMAIL_VERIFIED, Event::USER_DELETED];
+pub(crate) const EVENTS: &[&str] =
+    &[Event::EMAIL_VERIFIED, Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT, Event::USER_DELETED];
 
 impl Handler for EventHandler {
     type Event = Event;
@@ -25,7 +28,7 @@ impl Handler for EventHandler {
 
     /// A deletion deletes what is there, by the user's and its attempts' ids: the second time finds nothing to do.
     fn applies_twice_harmlessly(&self, event: &Event) -> bool {
-        matches!(event, Event::UserDeleted(_))
+        matches!(event, Event::UserDeleted(_) | Event::SignupAttemptedForExistingAccount(_))
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &Envelope, event: Event) -> Result<(), HandleError> {
@@ -37,6 +40,9 @@ impl Handler for EventHandler {
                 if promotion == Promotion::Unknown {
                     tracing::warn!(%user_id, %signup_id, "verified attempt has no credential here; nothing promoted");
                 }
+            }
+            Event::SignupAttemptedForExistingAccount(event) if !event.signup_id.is_empty() => {
+                store::discard_attempt(tx, uuid("signup_id", &event.signup_id)?).await.map_err(transient)?;
             }
             Event::UserDeleted(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;

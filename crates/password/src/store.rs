@@ -99,6 +99,11 @@ pub(crate) async fn promote(conn: &mut PgConnection, user_id: Uuid, signup_id: U
     Ok(Promotion::Promoted)
 }
 
+/// Removes the credential of attempt `signup_id`, which nothing will use (it was on a verified account).
+pub(crate) async fn discard_attempt(conn: &mut PgConnection, signup_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM attempt_credentials WHERE signup_id = $1").bind(signup_id).execute(conn).await.map(drop)
+}
+
 /// Removes everything held about a user: the account's credential, its sessions, and the credentials of its
 /// attempts `signup_ids`.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_ids: &[Uuid]) -> sqlx::Result<()> {

@@ -33,6 +33,7 @@ pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &A
                 // The notice goes to the account's owner: in the account's language, not the attempt's.
                 locale: user.locale.clone(),
                 occurred_at,
+                signup_id: attempt.signup_id.to_string(),
             }
         });
     }

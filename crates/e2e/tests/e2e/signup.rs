@@ -492,6 +492,28 @@ async fn a_key_someone_else_used_first_for_another_address_refuses_nothing() -> 
     Ok(())
 }
 
+/// A signup for an address with a verified account stores its password's hash (so it costs what any signup costs),
+/// which nothing will use: password removes it once the attempt is announced, rather than keep a stranger's (or the
+/// owner's) typed password for `ATTEMPT_CREDENTIAL_TTL_DAYS`, even past the account's deletion.
+#[tokio::test]
+async fn a_signup_for_a_verified_address_leaves_no_password_hash_behind() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("verified");
+    assert_eq!(stack.signup(&body(&email, PASSWORD), None).await?.status(), 202);
+    stack.mark_verified(&email).await?;
+    stack.wait_processed(proto::Event::EMAIL_VERIFIED, 1).await?;
+    let mut passwords = stack.database("password").connect().await?;
+    let count = "SELECT count(*) FROM attempt_credentials";
+    assert_eq!(sqlx::query_scalar::<_, i64>(count).fetch_one(&mut passwords).await?, 0, "the verified attempt's");
+
+    let stranger = body(&email, "a stranger's battery staple horse");
+    assert_eq!(stack.signup(&stranger, None).await?.status(), 202);
+    stack.wait_processed(EXISTING, 1).await?;
+    let left: i64 = sqlx::query_scalar(count).fetch_one(&mut passwords).await?;
+    assert_eq!(left, 0, "the attempt's password hash outlived its announcement");
+    Ok(())
+}
+
 /// `POST /v1/signups` from `client` (as the trusted proxy in front says) with `key`; the status and the answer.
 async fn signup_from(stack: &Stack, client: &str, body: &Value, key: &str) -> anyhow::Result<(u16, Value)> {
     let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
