@@ -656,8 +656,8 @@ async fn a_queue_receives_only_the_event_types_its_service_acts_on() -> anyhow::
     }
     // Published with confirms: each is routed and stored by the time its publish returns.
     let acted_on = kinds.iter().filter(|kind| subscribers_of(kind).contains(&"password")).count();
-    assert_eq!(acted_on, 1, "of these, password acts on UserDeleted only");
-    assert_eq!(e2e::broker::queue_depth(&queue).await?, 1, "password's queue took types it does not act on");
+    assert_eq!(acted_on, 2, "of these, password acts on SignupAttemptedForExistingAccount and UserDeleted only");
+    assert_eq!(e2e::broker::queue_depth(&queue).await?, 2, "password's queue took types it does not act on");
     Ok(())
 }
 
