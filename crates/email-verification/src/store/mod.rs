@@ -133,10 +133,10 @@ pub(crate) async fn resend(
     .bind(tries)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((user_id, signup_id, locale)) = account else { return Ok(Queued::NotNeeded) };
-    if !within {
-        return Ok(Queued::OverBudget);
-    }
+    let known = account.is_some();
+    let Some((user_id, signup_id, locale)) = account.filter(|_| within) else {
+        return queue_nothing(conn, (email, client_hash), budget, known).await;
+    };
     let mail = NewMail {
         id: Uuid::now_v7(),
         kind: Kind::Verification,
@@ -167,10 +167,10 @@ pub(crate) async fn request_password_reset(
     .bind(email)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((user_id, locale, verified)) = account else { return Ok(Queued::NotNeeded) };
-    if !within {
-        return Ok(Queued::OverBudget);
-    }
+    let known = account.is_some();
+    let Some((user_id, locale, verified)) = account.filter(|_| within) else {
+        return queue_nothing(conn, (email, client_hash), budget, known).await;
+    };
     let kind = if verified { Kind::PasswordReset } else { Kind::ResetNotVerified };
     let mail = NewMail {
         id: Uuid::now_v7(),
@@ -183,6 +183,19 @@ pub(crate) async fn request_password_reset(
     };
     insert_mail(conn, &mail, None).await?;
     Ok(Queued::Yes)
+}
+
+/// What a resend or reset request that queues no mail (no such account, or a spent budget) does instead of the
+/// insert: the budget count the insert makes, so the statements, and their round trips, are the same whether or not
+/// an account exists. Returns why nothing was queued.
+async fn queue_nothing(
+    conn: &mut PgConnection,
+    (email, client_hash): (&str, &[u8]),
+    budget: MailBudget,
+    known: bool,
+) -> sqlx::Result<Queued> {
+    count_budget(conn, email, client_hash, budget).await?;
+    Ok(if known { Queued::OverBudget } else { Queued::NotNeeded })
 }
 
 /// The live reset token's verified account: its id and address. Uses nothing.
@@ -342,6 +355,16 @@ async fn lock_budget(
     budget: MailBudget,
 ) -> sqlx::Result<bool> {
     lock_address(conn, recipient).await?;
+    count_budget(conn, recipient, client_hash, budget).await
+}
+
+/// Whether one more mail to `recipient` stays within its budget, counted now.
+async fn count_budget(
+    conn: &mut PgConnection,
+    recipient: &str,
+    client_hash: &[u8],
+    budget: MailBudget,
+) -> sqlx::Result<bool> {
     sqlx::query_scalar(within_budget!("$1", "$2", "$3", "$4", "$5", "$6"))
         .bind(recipient)
         .bind(budget.per_hour)
