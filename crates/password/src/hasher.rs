@@ -3,8 +3,9 @@
 //! queue in front of it turns overload into an immediate "try later" instead of a growing pile of requests.
 //!
 //! Two kinds of work share the threads: hashing a new signup's password, and checking a password (sign-in,
-//! confirm; an owner's new password, after a reset or a change, is hashed with the checks). Each has its own queue and its own admission limit, and a free thread takes from the two queues in
-//! turn, so a flood of one kind can neither shut the other out nor take more than half the threads from it.
+//! confirm; an owner's new password, after a reset or a change, is hashed with the checks). Each has its own queue
+//! and its own admission limit, and a free thread takes from the two queues in turn, so a flood of one kind can
+//! neither shut the other out nor take more than half the threads from it.
 //!
 //! Memory is allocated once: each thread owns one block buffer of `ARGON2_MEMORY_KIB` and reuses it for every
 //! hash. Letting argon2 allocate per hash (64-byte aligned, zeroed) fragmented the allocator's heaps until the
