@@ -54,6 +54,7 @@ impl platform::service::Service for Password {
         "20261130000002_no_attempt_sessions",
         "20261201000001_sign_in_failures_per_client",
         "20261201000002_sign_in_failures_carried_over",
+        "20261202000001_credential_generation",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -163,7 +163,7 @@ impl PasswordService for Passwords {
         let phc = self.hasher.hash_for_owner(new).await.map_err(hash_status)?;
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
-        let change = store::Change { user_id, phc: &phc, replacing: checked.as_deref(), keep: keep.as_deref() };
+        let change = store::Change { user_id, phc: &phc, replacing: checked, keep: keep.as_deref() };
         let changed = store::change_password(&self.pool, &change).await.map_err(database_status)?;
         if !changed {
             return answer(SessionOutcome::InvalidCredentials, 0);
@@ -223,7 +223,7 @@ impl Passwords {
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
         match self.check(asker, user_id, password).await? {
-            Checked::Valid(user_id, Some(checked)) => self.open(user_id, &checked).await,
+            Checked::Valid(user_id, Some(checked)) => self.open(user_id, checked).await,
             Checked::Valid(_, None) | Checked::Invalid => Ok(wrong_password()),
             Checked::Throttled(retry_after_seconds) => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::Throttled.into(),
@@ -246,10 +246,11 @@ impl Passwords {
         if let Err(wait) = reserved {
             return Ok(Checked::Throttled(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)));
         }
-        let stored: Option<String> = match user_id {
+        let stored = match user_id {
             None => None,
             Some(user) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
         };
+        let (stored, generation) = stored.unzip();
         let verified = self.hasher.verify(password, stored.clone()).await;
         if verified.is_err()
             && let Err(error) = store::release_attempt(&self.pool, asker).await
@@ -258,32 +259,25 @@ impl Passwords {
         }
         let verified = verified.map_err(hash_status)?;
         let Some(user_id) = user_id.filter(|_| verified.valid) else { return Ok(Checked::Invalid) };
-        let current = match (stored, verified.rehashed) {
-            (Some(old), Some(new)) if self.upgrade(user_id, &old, &new).await => Some(new),
-            (stored, _) => stored,
-        };
+        if let (Some(old), Some(new)) = (stored, verified.rehashed) {
+            self.upgrade(user_id, &old, &new).await;
+        }
         store::succeeded(&self.pool, asker).await.map_err(database_status)?;
-        Ok(Checked::Valid(user_id, current))
+        Ok(Checked::Valid(user_id, generation))
     }
 
     /// Stores the credential rehashed under the current parameters. Best effort: the sign-in already succeeded;
     /// the next one retries the upgrade.
-    async fn upgrade(&self, user_id: Uuid, old: &str, new: &str) -> bool {
+    async fn upgrade(&self, user_id: Uuid, old: &str, new: &str) {
         match store::replace(&self.pool, user_id, old, new).await {
-            Ok(()) => {
-                tracing::info!("credential rehashed under the current parameters");
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not store the rehashed credential");
-                false
-            }
+            Ok(()) => tracing::info!("credential rehashed under the current parameters"),
+            Err(error) => tracing::warn!(%error, "could not store the rehashed credential"),
         }
     }
 
-    /// Opens a session for `user_id` whose credential was `checked`; a password changed or reset since (or an
-    /// account deleted) makes the sign-in's password wrong, so it opens none.
-    async fn open(&self, user_id: Uuid, checked: &str) -> Result<CreateSessionResponse, Status> {
+    /// Opens a session for `user_id` whose password of generation `checked` was just checked; a password changed
+    /// or reset since (or an account deleted) makes the sign-in's password wrong, so it opens none.
+    async fn open(&self, user_id: Uuid, checked: i64) -> Result<CreateSessionResponse, Status> {
         let token = Token::generate().map_err(|error| {
             tracing::error!(%error, "the operating system's random generator failed");
             Status::internal("could not open a session")
@@ -308,8 +302,8 @@ fn wrong_password() -> CreateSessionResponse {
 
 /// What a password check found.
 enum Checked {
-    /// The password is the account's (or the attempt's): the account, and the credential as stored now.
-    Valid(Uuid, Option<String>),
+    /// The password is the account's: the account, and the generation of its password that was checked.
+    Valid(Uuid, Option<i64>),
     /// Unknown user or wrong password.
     Invalid,
     /// Too many failures: not checked; retry after these seconds.

@@ -37,8 +37,11 @@ pub(crate) async fn attempt_phc(pool: &PgPool, user_id: Uuid, signup_id: Uuid) -
 }
 
 /// The account's own credential, if it has one.
-pub(crate) async fn account_phc(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT phc FROM credentials WHERE user_id = $1").bind(user_id).fetch_optional(pool).await
+pub(crate) async fn account_phc(pool: &PgPool, user_id: Uuid) -> sqlx::Result<Option<(String, i64)>> {
+    sqlx::query_as("SELECT phc, generation FROM credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Replaces `old` with `new` (a rehash under current parameters) unless the credential changed meanwhile.
@@ -82,7 +85,8 @@ pub(crate) async fn promote(conn: &mut PgConnection, user_id: Uuid, signup_id: U
     };
     sqlx::query(
         "INSERT INTO credentials (user_id, phc, signup_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, signup_id = EXCLUDED.signup_id, updated_at = now()",
+         ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, signup_id = EXCLUDED.signup_id, updated_at = now(), \
+         generation = credentials.generation + 1",
     )
     .bind(user_id)
     .bind(&phc)
@@ -121,8 +125,8 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_i
 pub(crate) struct NewSession<'a> {
     pub(crate) token_hash: &'a [u8],
     pub(crate) user_id: Uuid,
-    /// The credential whose password was checked: the session opens only while it is still the account's.
-    pub(crate) checked: &'a str,
+    /// The generation of the password that was checked: the session opens only while it is still the account's.
+    pub(crate) checked: i64,
 }
 
 /// A live session.
@@ -148,8 +152,8 @@ pub(crate) struct Lifetimes {
 /// Use refreshes a session's idle expiry at most this often, so reading a session is a read, not a write.
 const TOUCH_EVERY_SECS: f64 = 60.0;
 
-/// Opens a session, if the account's credential is still `new.checked` (the one whose password was just checked),
-/// and returns it. The credential's row is share-locked: a change or reset that committed meanwhile leaves no row
+/// Opens a session, if the account's password is still generation `new.checked` (the one just checked), and
+/// returns it. The credential's row is share-locked: a change or reset that committed meanwhile leaves no row
 /// to open it from, and one that commits after waits for this session and then ends it with the others.
 pub(crate) async fn open_session(
     pool: &PgPool,
@@ -159,7 +163,7 @@ pub(crate) async fn open_session(
     sqlx::query_as(
         "INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
          SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4) \
-         FROM credentials WHERE user_id = $2 AND phc = $5 FOR SHARE \
+         FROM credentials WHERE user_id = $2 AND generation = $5 FOR SHARE \
          RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
          signup_id IS NOT NULL AS attempt_bound, last_used_at",
     )
@@ -209,8 +213,8 @@ pub(crate) struct Change<'a> {
     pub(crate) user_id: Uuid,
     /// The new credential.
     pub(crate) phc: &'a str,
-    /// The credential it must replace (a change: the one whose password was just checked); `None` for a reset.
-    pub(crate) replacing: Option<&'a str>,
+    /// The generation it must replace (a change: the password just checked); `None` for a reset.
+    pub(crate) replacing: Option<i64>,
     /// The hash of the session that stays open; `None` ends them all.
     pub(crate) keep: Option<&'a [u8]>,
 }
@@ -221,7 +225,8 @@ pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx:
     let (user_id, keep) = (change.user_id, change.keep);
     let mut tx = pool.begin().await?;
     let changed = sqlx::query(
-        "UPDATE credentials SET phc = $2, updated_at = now() WHERE user_id = $1 AND ($3::text IS NULL OR phc = $3)",
+        "UPDATE credentials SET phc = $2, updated_at = now(), generation = generation + 1 \
+         WHERE user_id = $1 AND ($3::bigint IS NULL OR generation = $3)",
     )
     .bind(user_id)
     .bind(change.phc)

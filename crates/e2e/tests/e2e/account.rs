@@ -307,6 +307,35 @@ async fn a_sign_in_under_way_when_the_password_changes_keeps_no_session() -> any
     Ok(())
 }
 
+/// After an `ARGON2_*` change, the first sign-ins rehash the password under the new parameters. Several at once for
+/// one account race to store their rehash; the password is the same, so every one of them opens a session (only a
+/// new password may refuse a sign-in under way).
+#[tokio::test]
+async fn sign_ins_racing_to_rehash_a_password_all_open_sessions() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("rehashed");
+    verified_account(&stack, &email).await?;
+    stack.stop("password").await?;
+    let password = stack.members.iter_mut().find(|m| m.process.name() == "password");
+    let password = password.ok_or_else(|| anyhow::anyhow!("no password member"))?;
+    password.env.retain(|(name, _)| name != "ARGON2_ITERATIONS");
+    password.env.push(("ARGON2_ITERATIONS".to_owned(), "3".to_owned()));
+    stack.restart("password").await?;
+
+    let sign_ins = futures_util::future::try_join_all((0..4).map(|_| async {
+        let response = stack.sign_in(&email, PASSWORD).await?;
+        anyhow::Ok((response.status().as_u16(), response.text().await?))
+    }))
+    .await?;
+    let refused: Vec<&(u16, String)> = sign_ins.iter().filter(|(status, _)| *status != 201).collect();
+    assert!(refused.is_empty(), "a right password was refused while another sign-in rehashed it: {refused:?}");
+    let mut db = stack.database("password").connect().await?;
+    let phc: String = sqlx::query_scalar("SELECT phc FROM credentials").fetch_one(&mut db).await?;
+    assert!(phc.contains("t=3"), "the password was not rehashed: {phc}");
+    Ok(())
+}
+
 async fn ask_reset(stack: &Stack, email: &str) -> anyhow::Result<(u16, Value)> {
     let url = format!("{}/v1/password-resets", stack.api_url());
     let response = stack.http().post(url).json(&json!({ "email": email })).send().await?;
