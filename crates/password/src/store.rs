@@ -325,6 +325,8 @@ async fn trusted(conn: &mut PgConnection, asker: Asker<'_>, throttle: &Throttle)
 }
 
 /// Counts the failure against this email and client, unless their consecutive failures make it wait: then how long.
+/// Timed by the statement, not the transaction: an attempt that waited its turn began before the one it waited for
+/// counted its failure, and measured from its own start it would find that failure in the future and wait for it.
 async fn count_failure(
     conn: &mut PgConnection,
     asker: Asker<'_>,
@@ -332,9 +334,10 @@ async fn count_failure(
 ) -> sqlx::Result<Result<(), Duration>> {
     let reserve = format!(
         "INSERT INTO sign_in_failures AS f (email_hash, client_hash, failures, last_failure_at) \
-         VALUES ($1, $7, 1, now()) \
-         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = f.failures + 1, last_failure_at = now() \
-         WHERE f.last_failure_at + ({}) <= now() RETURNING failures",
+         VALUES ($1, $7, 1, statement_timestamp()) \
+         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = f.failures + 1, \
+           last_failure_at = statement_timestamp() \
+         WHERE f.last_failure_at + ({}) <= statement_timestamp() RETURNING failures",
         DELAY.replace("failures", "f.failures")
     );
     let reserve = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(reserve)).bind(asker.email_hash), throttle);
@@ -343,7 +346,7 @@ async fn count_failure(
         return Ok(Ok(()));
     }
     let wait = format!(
-        "SELECT greatest(EXTRACT(EPOCH FROM last_failure_at + ({DELAY}) - now()), 1)::float8 \
+        "SELECT greatest(EXTRACT(EPOCH FROM last_failure_at + ({DELAY}) - statement_timestamp()), 1)::float8 \
          FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $7"
     );
     let wait = bind_throttle(sqlx::query_scalar(sqlx::AssertSqlSafe(wait)).bind(asker.email_hash), throttle);
