@@ -13,7 +13,7 @@ use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLaye
 
 use crate::{
     problem::Problem,
-    ratelimit::{self, Class, RateLimits},
+    ratelimit::{self, Class},
     startup::AppState,
 };
 
@@ -25,7 +25,7 @@ use crate::{
 /// takes it as the type it is labelled (JSON is never run as a script or shown as a page).
 pub fn router(state: AppState) -> Router {
     let docs = crate::docs::router(crate::openapi::constrained(&state.limits));
-    let api = v1(&state.rate_limits)
+    let api = v1(&state)
         .route("/problems/{slug}", get(crate::problem::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -45,13 +45,17 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(platform::metrics::track_http))
 }
 
-/// The versioned API: every route counts against its client's budget for its kind of request.
-fn v1(limits: &RateLimits) -> Router<AppState> {
+/// The versioned API: every route counts against its client's budget for its kind of request; a signup refused
+/// for capacity (password is full) is refused before it counts.
+fn v1(state: &AppState) -> Router<AppState> {
+    let limits = &state.rate_limits;
     let limited = |class: Class, route: MethodRouter<AppState>| {
         route.route_layer(middleware::from_fn_with_state((limits.clone(), class), ratelimit::limit))
     };
+    let signups = limited(Class::Signups, post(crate::signups::create))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::signups::room));
     Router::new()
-        .route("/v1/signups", limited(Class::Signups, post(crate::signups::create)))
+        .route("/v1/signups", signups)
         .route("/v1/email-verifications", limited(Class::Resends, post(crate::verifications::resend)))
         .route(
             "/v1/email-verifications/confirm",

@@ -13,6 +13,8 @@ use axum::{
     Json,
     extract::{FromRequest as _, Request, State},
     http::{HeaderMap, StatusCode},
+    middleware::Next,
+    response::{IntoResponse as _, Response},
 };
 use proto::{password::v1::StoreAttemptCredentialRequest, user_metadata::v1::RegisterSignupRequest};
 use serde::Serialize;
@@ -90,9 +92,9 @@ pub(crate) async fn create(
     headers: HeaderMap,
     request: Request,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
-    let at_capacity = || ApiError::Unavailable { reason: "password is at capacity".to_owned(), retry_after_secs: 1 };
-    // As many signups in flight as password takes: refused before anything is read or checked. The place is taken
-    // once the body is here, so a body that trickles in holds none.
+    // As many signups in flight as password takes: refused before anything is read or checked ([`room`] asked
+    // already, before the client's budget; asked again here for the requests that waited for it). The place is
+    // taken once the body is here, so a body that trickles in holds none.
     let result = match state.admission.has_room() {
         false => Err(at_capacity()),
         true => match JsonObject::from_request(request, &()).await {
@@ -103,14 +105,34 @@ pub(crate) async fn create(
             Err(error) => Err(error),
         },
     };
-    let outcome = match &result {
+    count(&result);
+    result
+}
+
+/// Refuses a signup at once while password has no room for it, before it counts against its client's budget: a
+/// signup refused for capacity is no signup, and a client that retries after `Retry-After`, as told, must not spend
+/// its budget on 503s and find a 429 once the overload is over.
+pub(crate) async fn room(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.admission.has_room() {
+        return next.run(request).await;
+    }
+    metrics::counter!("signups_total", "outcome" => "unavailable").increment(1);
+    at_capacity().into_response()
+}
+
+fn at_capacity() -> ApiError {
+    ApiError::Unavailable { reason: "password is at capacity".to_owned(), retry_after_secs: 1 }
+}
+
+/// Counts a signup's outcome in `signups_total`.
+fn count<T>(result: &Result<T, ApiError>) {
+    let outcome = match result {
         Ok(_) => "accepted",
         Err(ApiError::Invalid(_)) => "invalid",
         Err(ApiError::Unavailable { .. }) => "unavailable",
         Err(_) => "failed",
     };
     metrics::counter!("signups_total", "outcome" => outcome).increment(1);
-    result
 }
 
 async fn accept(

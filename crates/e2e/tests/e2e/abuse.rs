@@ -324,6 +324,67 @@ async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result
     Ok(())
 }
 
+/// Attack: keep password's signup hashing full (from anywhere: its other callers), so every signup is refused for
+/// capacity with `Retry-After: 1`. A client that retried as told spent its signup budget on those 503s and met a
+/// 429 once the overload was over; a signup refused for capacity now counts against nothing.
+#[tokio::test]
+async fn signups_refused_for_capacity_do_not_spend_the_clients_budget() -> anyhow::Result<()> {
+    let env = vec![
+        ("password", "HASHING_THREADS", "1".to_owned()),
+        ("password", "HASHING_QUEUE_LIMIT", "1".to_owned()),
+        ("signup-api", "RATE_LIMIT_SIGNUPS", "4/600".to_owned()),
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+    ];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (busy, done) = (AtomicUsize::new(0), AtomicBool::new(false));
+    // password's other callers: hashes back to back, more than it takes at once.
+    let filler = || async {
+        let mut passwords = stack.passwords().await?;
+        while !done.load(Ordering::SeqCst) {
+            let request = proto::password::v1::StoreAttemptCredentialRequest {
+                signup_id: uuid::Uuid::now_v7().to_string(),
+                email_hash: vec![7; 32],
+                password: PASSWORD.to_owned(),
+            };
+            if passwords.store_attempt_credential(request).await.is_err() {
+                busy.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        anyhow::Ok(())
+    };
+    let signup = |email: String| {
+        let request =
+            stack.http().post(format!("{}/v1/signups", stack.api_url())).header("x-forwarded-for", "198.51.100.30");
+        async move {
+            let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
+            anyhow::Ok(request.json(&body).send().await?.status().as_u16())
+        }
+    };
+    let client = async {
+        eventually(DELIVERY_TIMEOUT, || async {
+            anyhow::ensure!(busy.load(Ordering::SeqCst) >= 10, "password is not full yet");
+            Ok(())
+        })
+        .await?;
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            statuses.push(signup(unique_email("retrying")).await?);
+        }
+        done.store(true, Ordering::SeqCst);
+        anyhow::Ok(statuses)
+    };
+    let (filled, statuses) = tokio::join!(futures_util::future::try_join_all((0..4).map(|_| filler())), client);
+    filled?;
+    assert_eq!(statuses?, [503; 8], "a signup refused for capacity was counted against the client");
+    // Overload over: the client's budget is whole (its next signup gets through once password is probed again).
+    eventually(DELIVERY_TIMEOUT, || async {
+        let status = signup(unique_email("after")).await?;
+        anyhow::ensure!(status == 202, "answered {status}");
+        Ok(())
+    })
+    .await
+}
+
 /// Attack: one client hammering an endpoint. It gets its budget, then 429s with the standard headers; another
 /// client is unaffected; `X-Forwarded-For` picks the client only when the peer is a trusted proxy, and only from
 /// what that proxy wrote (attack: varying the left of the header behind a proxy that writes ports).
