@@ -506,6 +506,8 @@ async fn a_reset_mail_still_queued_when_the_password_changes_carries_no_live_lin
         Ok(())
     })
     .await?;
+    let superseded = mails_to(&stack, &email, "kind = 'password_reset' AND status = 'superseded'").await?;
+    assert_eq!(superseded, 1, "the change did not end the reset mail still queued");
     let is_reset = |mail: &e2e::smtp::Received| mail.part("text/plain").is_some_and(|t| t.contains("password-resets"));
     for mail in stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await? {
         if let Some(token) = mail.token().filter(|_| is_reset(&mail)) {
