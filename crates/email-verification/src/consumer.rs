@@ -61,7 +61,8 @@ impl Handler for EventHandler {
             // Never delivered here: not in `EVENTS`.
             Event::PasswordChanged(event) => {
                 let user_id = uuid("user_id", &event.user_id)?;
-                let queued = store::password_changed(tx, envelope.id, user_id).await.map_err(transient)?;
+                let changed_at = platform::time::from_proto(event.occurred_at);
+                let queued = store::password_changed(tx, envelope.id, user_id, changed_at).await.map_err(transient)?;
                 count(Kind::PasswordChanged, queued);
             }
             Event::DiscoverabilityChanged(_) | Event::Unknown(_) => {}

@@ -519,6 +519,45 @@ async fn a_reset_mail_still_queued_when_the_password_changes_carries_no_live_lin
     Ok(())
 }
 
+/// A `PasswordChanged` that arrives late (email-verification was down, the broker slow) ends the reset mails asked
+/// for before the change, not one the owner asked for after it: that one still arrives, and its link works.
+#[tokio::test]
+async fn a_late_password_change_spares_a_reset_asked_for_after_it() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let email = unique_email("late-change");
+    verified_account(&stack, &email).await?;
+    let owner = stack.session(&email, PASSWORD).await?;
+    let changed_to = "a quite different battery staple horse";
+    assert_eq!(change_password(&stack, &owner, PASSWORD, changed_to).await?.status(), 204);
+    let changed = eventually(DELIVERY_TIMEOUT, || async {
+        tap.of_type(proto::Event::PASSWORD_CHANGED).into_iter().next().ok_or_else(|| anyhow::anyhow!("not seen yet"))
+    })
+    .await?;
+    stack.wait_processed(proto::Event::PASSWORD_CHANGED, 1).await?;
+
+    // The owner asks for a reset after the change; then the change arrives again, as if for the first time.
+    stack.smtp.set_mode_for(&email, Mode::TemporaryFailure);
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(mails_to(&stack, &email, "kind = 'password_reset'").await? == 1, "no reset mail queued yet");
+        Ok(())
+    })
+    .await?;
+    let mut db = stack.database("email-verification").connect().await?;
+    sqlx::query("DELETE FROM processed_events").execute(&mut db).await?;
+    publish_to_queue(stack.queue("email-verification"), changed.properties.clone(), &changed.data).await?;
+    stack.wait_processed(proto::Event::PASSWORD_CHANGED, 1).await?;
+
+    stack.smtp.set_mode_for(&email, Mode::Accept);
+    let token = reset_token(&stack, &email, 3).await?;
+    let (status, answer) = reset(&stack, &token, "yet another battery staple horse").await?;
+    assert_eq!(status, 200, "the reset asked for after the change was ended by it: {answer}");
+    tap.close().await;
+    Ok(())
+}
+
 async fn user_reads(stack: &Stack, source: &str) -> anyhow::Result<u64> {
     let url = format!("http://127.0.0.1:{}/metrics", stack.member("user-metadata").ops_port);
     let text = reqwest::get(&url).await?.text().await?;

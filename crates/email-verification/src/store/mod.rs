@@ -225,27 +225,34 @@ pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(user_id) = user_id {
-        end_reset_links(&mut tx, user_id).await?;
+        end_reset_links(&mut tx, user_id, None).await?;
     }
     tx.commit().await?;
     Ok(user_id)
 }
 
-/// Ends every reset link of `user_id` (its password was just reset or changed): the reset mails not yet sent (a
-/// mail being retried would otherwise get a fresh, live link at its next claim) and the live links of those sent.
-/// The mails first: that waits for a claim under way, whose link the second statement then sees and ends.
-async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE mails SET status = 'superseded' WHERE user_id = $1 AND kind = $2 AND status = 'pending'")
-        .bind(user_id)
-        .bind(Kind::PasswordReset.as_str())
-        .execute(&mut *conn)
-        .await?;
+/// Ends every reset link of `user_id` (its password was just reset or changed) asked for up to `until` (all, when
+/// `None`): the reset mails not yet sent (a mail being retried would otherwise get a fresh, live link at its next
+/// claim) and the live links of those sent. A late `PasswordChanged` thus spares a reset asked for after the
+/// change. The mails first: that waits for a claim under way, whose link the second statement then sees and ends.
+async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid, until: Option<DateTime<Utc>>) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE tokens t SET used_at = now() FROM mails m \
-         WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND t.used_at IS NULL",
+        "UPDATE mails SET status = 'superseded' \
+         WHERE user_id = $1 AND kind = $2 AND status = 'pending' AND ($3::timestamptz IS NULL OR created_at <= $3)",
     )
     .bind(user_id)
     .bind(Kind::PasswordReset.as_str())
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE tokens t SET used_at = now() FROM mails m \
+         WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND t.used_at IS NULL \
+           AND ($3::timestamptz IS NULL OR m.created_at <= $3)",
+    )
+    .bind(user_id)
+    .bind(Kind::PasswordReset.as_str())
+    .bind(until)
     .execute(conn)
     .await
     .map(drop)
@@ -267,11 +274,17 @@ pub(crate) struct NewMail<'a> {
     pub(crate) client_hash: &'a [u8],
 }
 
-/// Applies a PasswordChanged: ends the account's live reset links and queues the notice `mail_id` to its address.
+/// Applies a PasswordChanged made at `changed_at`: ends the account's reset links asked for before then and queues
+/// the notice `mail_id` to its address.
 /// The notice is outside the address's budget: only someone with the password (or a reset link) causes it, and
 /// a budget spent by strangers' requests must never keep it from the owner.
-pub(crate) async fn password_changed(conn: &mut PgConnection, mail_id: Uuid, user_id: Uuid) -> sqlx::Result<Queued> {
-    end_reset_links(conn, user_id).await?;
+pub(crate) async fn password_changed(
+    conn: &mut PgConnection,
+    mail_id: Uuid,
+    user_id: Uuid,
+    changed_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<Queued> {
+    end_reset_links(conn, user_id, changed_at).await?;
     let account: Option<(String, String)> = sqlx::query_as(
         "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
          ORDER BY verified_at DESC LIMIT 1",
