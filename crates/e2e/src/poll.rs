@@ -24,3 +24,19 @@ where
         }
     }
 }
+
+/// Waits until `counter` (counted by tasks running beside the caller) reaches `at_least`; `what` names it in the
+/// error once `timeout` has passed.
+pub async fn counted(
+    counter: &std::sync::atomic::AtomicUsize,
+    at_least: usize,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    eventually(timeout, || async {
+        let count = counter.load(std::sync::atomic::Ordering::SeqCst);
+        anyhow::ensure!(count >= at_least, "{what}: {count} of {at_least}");
+        Ok(())
+    })
+    .await
+}

@@ -361,11 +361,7 @@ async fn signups_refused_for_capacity_do_not_spend_the_clients_budget() -> anyho
         }
     };
     let client = async {
-        eventually(DELIVERY_TIMEOUT, || async {
-            anyhow::ensure!(busy.load(Ordering::SeqCst) >= 10, "password is not full yet");
-            Ok(())
-        })
-        .await?;
+        e2e::poll::counted(&busy, 10, DELIVERY_TIMEOUT, "calls password refused for capacity").await?;
         let mut statuses = Vec::new();
         for _ in 0..8 {
             statuses.push(signup(unique_email("retrying")).await?);

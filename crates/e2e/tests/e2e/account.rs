@@ -285,11 +285,7 @@ async fn a_sign_in_under_way_when_the_password_changes_keeps_no_session() -> any
     };
     let owner_changes = async {
         // Every attacker is signing in, one after another, by the time the change begins.
-        eventually(DELIVERY_TIMEOUT, || async {
-            anyhow::ensure!(opened.load(Ordering::SeqCst) >= 8, "the attackers have not begun");
-            Ok(())
-        })
-        .await?;
+        e2e::poll::counted(&opened, 8, DELIVERY_TIMEOUT, "sessions the attackers opened").await?;
         let answer = change_password(&stack, &owner, PASSWORD, "a quite different battery staple horse").await;
         changed.store(true, Ordering::SeqCst);
         answer
@@ -453,11 +449,7 @@ async fn a_signup_flood_does_not_cost_the_owner_a_used_reset_link() -> anyhow::R
     };
     let victim = async {
         // The flood is refused for capacity: hashing is full.
-        eventually(DELIVERY_TIMEOUT, || async {
-            anyhow::ensure!(refused.load(Ordering::SeqCst) >= 20, "hashing is not full yet");
-            Ok(())
-        })
-        .await?;
+        e2e::poll::counted(&refused, 20, DELIVERY_TIMEOUT, "signups refused for capacity").await?;
         let answer = reset(&stack, &token, "a quite different battery staple horse").await;
         done.store(true, Ordering::SeqCst);
         answer
