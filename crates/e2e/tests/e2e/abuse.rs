@@ -332,7 +332,7 @@ async fn signups_refused_for_capacity_do_not_spend_the_clients_budget() -> anyho
     let env = vec![
         ("password", "HASHING_THREADS", "1".to_owned()),
         ("password", "HASHING_QUEUE_LIMIT", "1".to_owned()),
-        ("signup-api", "RATE_LIMIT_SIGNUPS", "4/600".to_owned()),
+        ("signup-api", "RATE_LIMIT_SIGNUPS", "6/600".to_owned()),
         ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
     ];
     let stack = started(Options { env, ..Options::default() }).await?;
@@ -363,15 +363,18 @@ async fn signups_refused_for_capacity_do_not_spend_the_clients_budget() -> anyho
     let client = async {
         e2e::poll::counted(&busy, 10, DELIVERY_TIMEOUT, "calls password refused for capacity").await?;
         let mut statuses = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..12 {
             statuses.push(signup(unique_email("retrying")).await?);
         }
         done.store(true, Ordering::SeqCst);
         anyhow::Ok(statuses)
     };
-    let (filled, statuses) = tokio::join!(futures_util::future::try_join_all((0..4).map(|_| filler())), client);
+    let (filled, statuses) = tokio::join!(futures_util::future::try_join_all((0..6).map(|_| filler())), client);
     filled?;
-    assert_eq!(statuses?, [503; 8], "a signup refused for capacity was counted against the client");
+    // One that found password with room between two of the others' hashes is a signup like any other (202).
+    let statuses = statuses?;
+    assert!(!statuses.contains(&429), "signups refused for capacity were counted against the client: {statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 503).count() >= 8, "password was not full: {statuses:?}");
     // Overload over: the client's budget is whole (its next signup gets through once password is probed again).
     eventually(DELIVERY_TIMEOUT, || async {
         let status = signup(unique_email("after")).await?;
