@@ -74,6 +74,7 @@ impl platform::service::Service for EmailVerification {
         "20261130000001_mailbox_budget",
         "20261201000001_mail_client",
         "20261201000002_confirm_tries",
+        "20261203000001_reset_retry",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -174,10 +174,12 @@ impl EmailVerificationService for Verifications {
     ) -> Result<Response<ConsumePasswordResetResponse>, Status> {
         let invalid = || Status::failed_precondition(INVALID_TOKEN);
         let token = Token::parse(&request.into_inner().token).ok_or_else(invalid)?;
-        let user_id = store::consume_reset(&self.pool, &token).await.map_err(database_status)?.ok_or_else(invalid)?;
+        let (user_id, asked_at) =
+            store::consume_reset(&self.pool, &token).await.map_err(database_status)?.ok_or_else(invalid)?;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         metrics::counter!("password_resets_total").increment(1);
-        Ok(Response::new(ConsumePasswordResetResponse { user_id: user_id.to_string() }))
+        let asked_at = Some(platform::time::to_proto(asked_at));
+        Ok(Response::new(ConsumePasswordResetResponse { user_id: user_id.to_string(), asked_at }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]

@@ -123,9 +123,9 @@ impl Hasher {
         self.run(Lane::Signup, None, move |engine| engine.hash(&password)).await?
     }
 
-    /// Hashes the new password of an account whose owner proved the right to set it (a reset link already used, the
-    /// current password already checked), in the check lane, waiting up to [`OWNER_WAIT`] for a place rather than
-    /// failing at once: a flood of signups or sign-ins must not make a reset fail after its link was used up.
+    /// Hashes the new password of an account whose owner proved the right to set it (a reset link used, the current
+    /// password already checked), in the check lane, waiting up to [`OWNER_WAIT`] for a place rather than
+    /// failing at once: a flood of signups or sign-ins must not make the owner try again.
     pub(crate) async fn hash_for_owner(&self, password: SecretString) -> Result<String, HashError> {
         self.run(Lane::Check, Some(OWNER_WAIT), move |engine| engine.hash(&password)).await?
     }

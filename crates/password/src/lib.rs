@@ -55,6 +55,7 @@ impl platform::service::Service for Password {
         "20261201000001_sign_in_failures_per_client",
         "20261201000002_sign_in_failures_carried_over",
         "20261202000001_credential_generation",
+        "20261203000001_credential_set_at",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -163,7 +163,7 @@ impl PasswordService for Passwords {
         let phc = self.hasher.hash_for_owner(new).await.map_err(hash_status)?;
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
-        let change = store::Change { user_id, phc: &phc, replacing: checked, keep: keep.as_deref() };
+        let change = store::Change { user_id, phc: &phc, replacing: checked, asked_at: None, keep: keep.as_deref() };
         let changed = store::change_password(&self.pool, &change).await.map_err(database_status)?;
         if !changed {
             return answer(SessionOutcome::InvalidCredentials, 0);
@@ -179,10 +179,13 @@ impl PasswordService for Passwords {
     ) -> Result<Response<ResetPasswordResponse>, Status> {
         let request = request.into_inner();
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let asked_at = platform::time::from_proto(request.asked_at);
         let phc = self.hasher.hash_for_owner(password(request.new_password)?).await.map_err(hash_status)?;
-        let change = store::Change { user_id, phc: &phc, replacing: None, keep: None };
+        let change = store::Change { user_id, phc: &phc, replacing: None, asked_at, keep: None };
         if !store::change_password(&self.pool, &change).await.map_err(database_status)? {
-            return Err(Status::failed_precondition("the account has no password to reset"));
+            return Err(Status::failed_precondition(
+                "the account has no password to reset, or it was set after the link was asked for",
+            ));
         }
         // The owner proved the mailbox: failed sign-ins before the reset no longer hold the account back.
         if let Ok(email_hash) = email_hash(&request.email_hash) {

@@ -86,7 +86,7 @@ pub(crate) async fn promote(conn: &mut PgConnection, user_id: Uuid, signup_id: U
     sqlx::query(
         "INSERT INTO credentials (user_id, phc, signup_id) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET phc = EXCLUDED.phc, signup_id = EXCLUDED.signup_id, updated_at = now(), \
-         generation = credentials.generation + 1",
+         generation = credentials.generation + 1, set_at = now()",
     )
     .bind(user_id)
     .bind(&phc)
@@ -215,22 +215,27 @@ pub(crate) struct Change<'a> {
     pub(crate) phc: &'a str,
     /// The generation it must replace (a change: the password just checked); `None` for a reset.
     pub(crate) replacing: Option<i64>,
+    /// For a reset, when its link was asked for: a password set since then is not replaced (the link is stale, or
+    /// this reset already applied and is being retried).
+    pub(crate) asked_at: Option<DateTime<Utc>>,
     /// The hash of the session that stays open; `None` ends them all.
     pub(crate) keep: Option<&'a [u8]>,
 }
 
 /// Replaces the account's password, ends every session but `keep`, and announces `PasswordChanged`, in one
-/// transaction; returns whether there was a password to replace (the one `replacing` names, when given).
+/// transaction; returns whether there was a password to replace (the one `replacing` names, or one not set since
+/// `asked_at`, when given).
 pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx::Result<bool> {
     let (user_id, keep) = (change.user_id, change.keep);
     let mut tx = pool.begin().await?;
     let changed = sqlx::query(
-        "UPDATE credentials SET phc = $2, updated_at = now(), generation = generation + 1 \
-         WHERE user_id = $1 AND ($3::bigint IS NULL OR generation = $3)",
+        "UPDATE credentials SET phc = $2, updated_at = now(), generation = generation + 1, set_at = now() \
+         WHERE user_id = $1 AND ($3::bigint IS NULL OR generation = $3) AND ($4::timestamptz IS NULL OR set_at <= $4)",
     )
     .bind(user_id)
     .bind(change.phc)
     .bind(change.replacing)
+    .bind(change.asked_at)
     .execute(&mut *tx)
     .await?
     .rows_affected();

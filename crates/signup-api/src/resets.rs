@@ -142,7 +142,7 @@ pub(crate) async fn confirm_page(query: Result<Query<ResetQuery>, QueryRejection
     }
 }
 
-/// Sets a new password with a reset link's token: the token is used once; every session of the account ends.
+/// Sets a new password with a reset link's token, which sets one password; every session of the account ends.
 #[utoipa::path(
     post,
     path = "/v1/password-resets/confirm",
@@ -153,12 +153,12 @@ pub(crate) async fn confirm_page(query: Result<Query<ResetQuery>, QueryRejection
     )),
     responses(
         (status = 200, description = "The new password is set; every session of the account ended", body = ResetAnswer),
-        (status = 400, description = "`/problems/invalid-token`: the token is unknown, used or expired (one answer for all); or the body is malformed", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`/problems/invalid-token`: the token is unknown, used, ended or expired (one answer for all); or the body is malformed", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body neither JSON nor a form", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "A browser posted this from another site", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing fields, or the new password fails the policy (listed in `errors`)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down; see Retry-After. The link still works: retry with it", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
@@ -187,8 +187,9 @@ pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, r
     }
 }
 
-/// The reset: the token must be live, the new password must pass the policy, then the token is used (once) and
-/// the password set, every session ended.
+/// The reset: the token must be live, the new password must pass the policy, then the token is used and the
+/// password set, every session ended, unless it was set since the link was asked for (so a link sets one password,
+/// and a reset that failed here, a `503`, may be retried with it).
 async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), ApiError> {
     if !platform::token::shaped(token) {
         return Err(ApiError::InvalidToken);
@@ -207,10 +208,13 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
     let consume = ConsumePasswordResetRequest { token: token.to_owned() };
     let consumed =
         state.upstreams.verifications.clone().consume_password_reset(consume).await.map_err(invalid_token)?;
-    let user_id = consumed.into_inner().user_id;
+    let consumed = consumed.into_inner();
+    let user_id = consumed.user_id;
     tracing::Span::current().record("user_id", user_id.as_str());
     let email_hash = state.hasher.hash(&email);
-    let request = ResetPasswordRequest { user_id: user_id.clone(), new_password: new.expose().to_owned(), email_hash };
+    let new_password = new.expose().to_owned();
+    let request =
+        ResetPasswordRequest { user_id: user_id.clone(), new_password, email_hash, asked_at: consumed.asked_at };
     state.upstreams.passwords.clone().reset_password(request).await.map_err(|status| match status.code() {
         Code::FailedPrecondition => ApiError::InvalidToken,
         _ => ApiError::from_status("password", &status),

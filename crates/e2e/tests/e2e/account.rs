@@ -462,6 +462,54 @@ async fn a_signup_flood_does_not_cost_the_owner_a_used_reset_link() -> anyhow::R
     Ok(())
 }
 
+/// Asks for a reset of `email`'s password and uses its link (in the `mails`-th mail) while password is down: a
+/// `503`. Returns the link's token, password running again.
+async fn reset_while_password_is_down(
+    stack: &mut Stack,
+    email: &str,
+    mails: usize,
+    new: &str,
+) -> anyhow::Result<String> {
+    assert_eq!(ask_reset(stack, email).await?.0, 202);
+    let token = reset_token(stack, email, mails).await?;
+    stack.stop("password").await?;
+    let (status, answer) = reset(stack, &token, new).await?;
+    assert_eq!(status, 503, "{answer}");
+    stack.restart("password").await?;
+    Ok(token)
+}
+
+/// A reset whose new password password never set (it was down: a `503`) can be retried with the same link, which
+/// then sets one password and no more. A link used that way sets nothing once the password changed after it was
+/// asked for: left half-used, it cannot take the account back from a later change.
+#[tokio::test]
+async fn a_reset_that_password_never_set_can_be_retried_with_its_link_and_sets_one_password() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("retried-reset");
+    verified_account(&stack, &email).await?;
+    let (new, newer) = ("a quite different battery staple horse", "yet another battery staple horse");
+
+    let token = reset_while_password_is_down(&mut stack, &email, 2, new).await?;
+    let (status, answer) = reset(&stack, &token, new).await?;
+    assert_eq!(status, 200, "the retry found the link spent by a reset that set nothing: {answer}");
+    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+    let (status, answer) = reset(&stack, &token, newer).await?;
+    assert_eq!((status, &answer["type"]), (400, &json!("/problems/invalid-token")), "the link set a second password");
+    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+
+    // A link its reset left half-used, then a change by the owner: the link is stale.
+    let mails = stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?.len();
+    let stale =
+        reset_while_password_is_down(&mut stack, &email, mails + 1, "the attacker's battery staple horse").await?;
+    let owner = stack.session(&email, new).await?;
+    assert_eq!(change_password(&stack, &owner, new, newer).await?.status(), 204);
+    let (status, answer) = reset(&stack, &stale, "the attacker's battery staple horse").await?;
+    assert_eq!(status, 400, "a link asked for before the change set the password after it: {answer}");
+    assert_eq!(stack.sign_in(&email, newer).await?.status(), 201);
+    Ok(())
+}
+
 /// `SELECT count(*) FROM mails WHERE recipient = $1 AND {condition}` in email-verification's database.
 async fn mails_to(stack: &Stack, email: &str, condition: &str) -> anyhow::Result<i64> {
     let mut db = stack.database("email-verification").connect().await?;

@@ -198,12 +198,13 @@ async fn queue_nothing(
     Ok(if known { Queued::OverBudget } else { Queued::NotNeeded })
 }
 
-/// The live reset token's verified account: its id and address. Uses nothing.
+/// The live reset token's verified account: its id and address. Uses nothing. Live: unexpired, and unused or
+/// used only by its own reset, which a retry may finish (it may never have reached password).
 pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<Option<(Uuid, String)>> {
     sqlx::query_as(
         "SELECT a.user_id, a.email FROM tokens t JOIN mails m ON m.id = t.mail_id JOIN accounts a ON a.user_id = t.user_id \
-         WHERE t.token_hash = $1 AND m.kind = $2 AND t.used_at IS NULL AND t.expires_at > now() \
-           AND a.verified_at IS NOT NULL",
+         WHERE t.token_hash = $1 AND m.kind = $2 AND a.verified_at IS NOT NULL \
+           AND t.expires_at > now() AND (t.used_at IS NULL OR t.consumed_at IS NOT NULL)",
     )
     .bind(token.hash())
     .bind(Kind::PasswordReset.as_str())
@@ -211,31 +212,40 @@ pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<
     .await
 }
 
-/// Uses a live reset token, once (a concurrent use finds it used), and ends every other reset link of its account
-/// with it: an older reset mail must not take the account back. Returns the account.
-pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<Uuid>> {
+/// Uses a live reset token and ends every other reset link of its account with it: an older reset mail must not
+/// take the account back. Returns the account and when the link was asked for (its mail queued): password sets
+/// the new password only if it was not set since, so the link sets one password however often its reset is tried
+/// (a retry, after password failed to answer, uses the token again and gets the same answer).
+pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<(Uuid, DateTime<Utc>)>> {
     let mut tx = pool.begin().await?;
-    let user_id: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE tokens t SET used_at = now() FROM mails m \
-         WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 AND t.used_at IS NULL AND t.expires_at > now() \
-         RETURNING t.user_id",
+    let used: Option<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE tokens t SET used_at = coalesce(t.used_at, now()), consumed_at = coalesce(t.consumed_at, now()) \
+         FROM mails m WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 \
+           AND t.expires_at > now() AND (t.used_at IS NULL OR t.consumed_at IS NOT NULL) \
+         RETURNING t.user_id, m.created_at",
     )
     .bind(token.hash())
     .bind(Kind::PasswordReset.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(user_id) = user_id {
-        end_reset_links(&mut tx, user_id, None).await?;
+    if let Some((user_id, _)) = used {
+        end_reset_links(&mut tx, user_id, None, Some(token)).await?;
     }
     tx.commit().await?;
-    Ok(user_id)
+    Ok(used)
 }
 
 /// Ends every reset link of `user_id` (its password was just reset or changed) asked for up to `until` (all, when
-/// `None`): the reset mails not yet sent (a mail being retried would otherwise get a fresh, live link at its next
-/// claim) and the live links of those sent. A late `PasswordChanged` thus spares a reset asked for after the
-/// change. The mails first: that waits for a claim under way, whose link the second statement then sees and ends.
-async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid, until: Option<DateTime<Utc>>) -> sqlx::Result<()> {
+/// `None`), but `using`'s: the reset mails not yet sent (a mail being retried would otherwise get a fresh, live link
+/// at its next claim) and the links of those sent, live or used by a reset that may be retried. A late
+/// `PasswordChanged` thus spares a reset asked for after the change. The mails first: that waits for a claim under
+/// way, whose link the second statement then sees and ends.
+async fn end_reset_links(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    until: Option<DateTime<Utc>>,
+    using: Option<&Token>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE mails SET status = 'superseded' \
          WHERE user_id = $1 AND kind = $2 AND status = 'pending' AND ($3::timestamptz IS NULL OR created_at <= $3)",
@@ -246,13 +256,14 @@ async fn end_reset_links(conn: &mut PgConnection, user_id: Uuid, until: Option<D
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE tokens t SET used_at = now() FROM mails m \
-         WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND t.used_at IS NULL \
-           AND ($3::timestamptz IS NULL OR m.created_at <= $3)",
+        "UPDATE tokens t SET used_at = coalesce(t.used_at, now()), consumed_at = NULL FROM mails m \
+         WHERE m.id = t.mail_id AND t.user_id = $1 AND m.kind = $2 AND (t.used_at IS NULL OR t.consumed_at IS NOT NULL) \
+           AND ($3::timestamptz IS NULL OR m.created_at <= $3) AND t.token_hash IS DISTINCT FROM $4",
     )
     .bind(user_id)
     .bind(Kind::PasswordReset.as_str())
     .bind(until)
+    .bind(using.map(Token::hash))
     .execute(conn)
     .await
     .map(drop)
@@ -284,7 +295,7 @@ pub(crate) async fn password_changed(
     user_id: Uuid,
     changed_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Queued> {
-    end_reset_links(conn, user_id, changed_at).await?;
+    end_reset_links(conn, user_id, changed_at, None).await?;
     let account: Option<(String, String)> = sqlx::query_as(
         "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
          ORDER BY verified_at DESC LIMIT 1",
