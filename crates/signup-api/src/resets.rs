@@ -102,24 +102,24 @@ pub(crate) async fn request(
     request: Request,
 ) -> Response {
     let browser = wants_html(&headers);
-    let result = async {
-        let fields = fields(request, &["email"]).await?;
-        let body: serde_json::Map<String, serde_json::Value> =
-            fields.into_iter().map(|(name, value)| (name, value.into())).collect();
-        let mut errors = Vec::new();
-        let email = required_email(&body, "email", &mut errors);
-        let email = email.filter(|_| errors.is_empty()).ok_or(ApiError::Invalid(errors))?;
-        let ask =
-            RequestPasswordResetRequest { email: email.as_str().to_owned(), client_hash: client.hash(&state.hasher) };
-        let asked = state.upstreams.verifications.clone().request_password_reset(ask).await;
-        asked.map_err(|status| ApiError::from_status("email-verification", &status)).map(drop)
-    }
-    .await;
-    match (result, browser) {
+    match (ask(&state, &client, request).await, browser) {
         (Ok(()), true) => pages::reset_requested(),
         (Ok(()), false) => (StatusCode::ACCEPTED, Json(ResetAnswer { status: "accepted" })).into_response(),
         (Err(error), _) => error.into_response(),
     }
+}
+
+/// Asks email-verification for the reset mail of the request's address.
+async fn ask(state: &AppState, client: &crate::ratelimit::Client, request: Request) -> Result<(), ApiError> {
+    let fields = fields(request, &["email"]).await?;
+    let body: serde_json::Map<String, serde_json::Value> =
+        fields.into_iter().map(|(name, value)| (name, value.into())).collect();
+    let mut errors = Vec::new();
+    let email = required_email(&body, "email", &mut errors);
+    let email = email.filter(|_| errors.is_empty()).ok_or(ApiError::Invalid(errors))?;
+    let ask = RequestPasswordResetRequest { email: email.as_str().to_owned(), client_hash: client.hash(&state.hasher) };
+    let asked = state.upstreams.verifications.clone().request_password_reset(ask).await;
+    asked.map_err(|status| ApiError::from_status("email-verification", &status)).map(drop)
 }
 
 /// The page behind the reset link: a form for the new password. Opening it (as mail scanners do) uses nothing.
@@ -164,13 +164,10 @@ pub(crate) async fn confirm_page(query: Result<Query<ResetQuery>, QueryRejection
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
     let browser = wants_html(&headers);
-    let mut token = None;
-    let result = async {
-        let fields = fields(request, &["token", "new_password"]).await?;
-        token = fields.get("token").cloned();
-        reset(&state, &fields["token"], &fields["new_password"]).await
-    }
-    .await;
+    let (token, result) = match fields(request, &["token", "new_password"]).await {
+        Ok(fields) => (fields.get("token").cloned(), reset(&state, &fields["token"], &fields["new_password"]).await),
+        Err(error) => (None, Err(error)),
+    };
     metrics::counter!("password_reset_confirms_total", "outcome" => if result.is_ok() { "reset" } else { "refused" })
         .increment(1);
     match (result, browser) {

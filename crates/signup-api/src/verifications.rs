@@ -128,13 +128,10 @@ pub(crate) async fn confirm_page(query: Result<Query<ConfirmQuery>, QueryRejecti
 #[tracing::instrument(skip_all)]
 pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
     let browser = wants_html(&headers);
-    let mut token = None;
-    let result = async {
-        let form = confirm_from(request).await?;
-        token = Some(form.token.clone());
-        confirm_with_password(&state, form).await
-    }
-    .await;
+    let (token, result) = match confirm_from(request).await {
+        Ok(form) => (Some(form.token.clone()), confirm_with_password(&state, form).await),
+        Err(error) => (None, Err(error)),
+    };
     let outcome = match &result {
         Ok(()) => "verified",
         Err(ApiError::InvalidToken) => "invalid_token",
