@@ -25,9 +25,9 @@ use tokio::{
 pub enum Mode {
     /// 250: accept everything.
     Accept,
-    /// 451: try again later.
+    /// 450: greylisted, try again later (the answer names the address, as real servers' do).
     TemporaryFailure,
-    /// 550: no such mailbox, never retry.
+    /// 550: no such mailbox, never retry (the answer names the address).
     PermanentFailure,
     /// No answer at all: the session hangs until the client gives up.
     Stall,
@@ -214,16 +214,16 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
         }
         let command = line.trim_end().to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or_default().to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-e2e.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
-            "HELO" | "NOOP" => b"250 OK\r\n",
+        let reply: std::borrow::Cow<'static, [u8]> = match verb.as_str() {
+            "EHLO" => b"250-e2e.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".into(),
+            "HELO" | "NOOP" => b"250 OK\r\n".into(),
             "RSET" => {
                 (from, to) = (String::new(), Vec::new());
-                b"250 OK\r\n"
+                b"250 OK\r\n".into()
             }
             "MAIL" => {
                 from = address(&command);
-                b"250 OK\r\n"
+                b"250 OK\r\n".into()
             }
             "RCPT" => {
                 shared.recipients_offered.fetch_add(1, Ordering::SeqCst);
@@ -232,31 +232,40 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 match mode {
                     Mode::Accept => {
                         to.push(address(&command));
-                        b"250 OK\r\n"
+                        b"250 OK\r\n".into()
                     }
-                    Mode::TemporaryFailure => b"451 4.3.0 try again later\r\n",
-                    Mode::PermanentFailure => b"550 5.1.1 no such mailbox\r\n",
+                    // As real servers answer: naming the address.
+                    Mode::TemporaryFailure => {
+                        format!("450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted\r\n")
+                            .into_bytes()
+                            .into()
+                    }
+                    Mode::PermanentFailure => {
+                        format!("550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n")
+                            .into_bytes()
+                            .into()
+                    }
                     Mode::Stall => {
                         std::future::pending::<()>().await;
-                        b""
+                        b"".into()
                     }
                 }
             }
-            "DATA" if to.is_empty() => b"554 5.5.1 no valid recipients\r\n",
+            "DATA" if to.is_empty() => b"554 5.5.1 no valid recipients\r\n".into(),
             "DATA" => {
                 write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 let data = read_data(&mut lines).await?;
                 let message = Received { from: std::mem::take(&mut from), to: std::mem::take(&mut to), data };
                 lock(&shared.messages).push(message);
-                b"250 OK queued\r\n"
+                b"250 OK queued\r\n".into()
             }
             "QUIT" => {
                 write.write_all(b"221 bye\r\n").await?;
                 return Ok(());
             }
-            _ => b"502 5.5.2 command not recognised\r\n",
+            _ => b"502 5.5.2 command not recognised\r\n".into(),
         };
-        write.write_all(reply).await?;
+        write.write_all(&reply).await?;
     }
 }
 

@@ -157,6 +157,34 @@ pub(crate) enum SendError {
     Permanent(String),
 }
 
+impl SendError {
+    /// The same failure, with the address it was sent to written `recipient`: servers name it in their answers
+    /// (`550 5.1.1 <ada@example.com>: User unknown`), and neither the log nor the queue's `last_error` repeats it.
+    pub(crate) fn naming_no_address(self, recipient: &str) -> Self {
+        match self {
+            Self::Temporary(answer) => Self::Temporary(without(&answer, recipient)),
+            Self::Permanent(answer) => Self::Permanent(without(&answer, recipient)),
+        }
+    }
+}
+
+/// `text` with each mention of `address`, in any letter case, replaced by the word `recipient`.
+fn without(text: &str, address: &str) -> String {
+    if address.is_empty() {
+        return text.to_owned();
+    }
+    // ASCII case folding keeps every byte offset (and so every char boundary) of the original.
+    let (folded, address) = (text.to_ascii_lowercase(), address.to_ascii_lowercase());
+    let (mut kept, mut from) = (String::with_capacity(text.len()), 0);
+    for (at, _) in folded.match_indices(&address) {
+        kept.push_str(&text[from..at]);
+        kept.push_str("recipient");
+        from = at + address.len();
+    }
+    kept.push_str(&text[from..]);
+    kept
+}
+
 /// Where mail goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Transport {
@@ -232,6 +260,24 @@ pub(crate) fn message_id(id: Uuid, from: &Mailbox) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_answer_keeps_no_address() {
+        let answer =
+            "550 5.1.1 <Ada.Lovelace@Example.com>: Recipient address rejected; ada.lovelace@example.com unknown";
+        let SendError::Permanent(kept) =
+            SendError::Permanent(answer.to_owned()).naming_no_address("ada.lovelace@example.com")
+        else {
+            panic!("the kind changed");
+        };
+        assert_eq!(kept, "550 5.1.1 <recipient>: Recipient address rejected; recipient unknown");
+        let answer = "451 4.3.0 try again later (Grüße)";
+        let SendError::Temporary(kept) = SendError::Temporary(answer.to_owned()).naming_no_address("ada@example.com")
+        else {
+            panic!("the kind changed");
+        };
+        assert_eq!(kept, answer);
+    }
 
     fn context() -> minijinja::Value {
         minijinja::context! {

@@ -218,7 +218,8 @@ impl Sender {
         // lettre bounds connecting, not a server that stops answering: the whole attempt gets the bound.
         let sent = tokio::time::timeout(self.settings.smtp_timeout, self.transport.send(message))
             .await
-            .unwrap_or_else(|_| Err(SendError::Temporary("the SMTP server did not answer in time".to_owned())));
+            .unwrap_or_else(|_| Err(SendError::Temporary("the SMTP server did not answer in time".to_owned())))
+            .map_err(|error| error.naming_no_address(&mail.recipient));
         if let (true, Ok(Some(file))) = (self.transport.is_files(), &sent) {
             // Development only (MAIL_TRANSPORT=file): the mail went to a file, so show where (not the link: a token
             // is never logged).

@@ -388,7 +388,7 @@ async fn retried(stack: &Stack, email: &str) -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_permanent_refusal_is_recorded_and_not_retried() -> anyhow::Result<()> {
+async fn a_permanent_refusal_is_recorded_not_retried_and_its_answer_keeps_no_address() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let email = unique_email("smtp-5xx");
     stack.smtp.set_mode(Mode::PermanentFailure);
@@ -408,6 +408,15 @@ async fn a_permanent_refusal_is_recorded_and_not_retried() -> anyhow::Result<()>
     .await?;
 
     assert!(error.contains("550"), "{error}");
+    // The server's answer names the address; the error kept, and the log, do not.
+    assert!(!error.to_lowercase().contains(&email), "the queue repeats the address the server named: {error}");
+    let logged = eventually(DELIVERY_TIMEOUT, || async {
+        let logged = stack.member("email-verification").all_stdout().join("\n").to_lowercase();
+        anyhow::ensure!(logged.contains("user unknown"), "the server's answer is not in the log yet");
+        Ok(logged)
+    })
+    .await?;
+    assert!(!logged.contains(&email), "email-verification logged the address the server named");
     // The failure is committed and the row is no longer pending, so no later attempt can happen.
     assert_eq!(mails(&stack, "pending").await?, 0);
     assert_eq!(stack.smtp.recipients_offered(), 1, "a 5xx was retried");
