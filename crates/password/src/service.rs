@@ -7,11 +7,11 @@ use platform::{
 };
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, ChangePasswordRequest, ChangePasswordResponse,
-    CreateSessionRequest, CreateSessionResponse, EndAccountSessionsRequest, EndAccountSessionsResponse,
-    ExportAccountRequest, ExportAccountResponse, PromoteAttemptRequest, PromoteAttemptResponse, ResetPasswordRequest,
-    ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest,
-    StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse,
-    password_service_server::PasswordService,
+    CreateSessionRequest, CreateSessionResponse, DiscardAttemptCredentialRequest, DiscardAttemptCredentialResponse,
+    EndAccountSessionsRequest, EndAccountSessionsResponse, ExportAccountRequest, ExportAccountResponse,
+    PromoteAttemptRequest, PromoteAttemptResponse, ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest,
+    RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest, StoreAttemptCredentialResponse,
+    VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse, password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -56,6 +56,17 @@ impl PasswordService for Passwords {
         let phc = self.hasher.hash(password(request.password)?).await.map_err(hash_status)?;
         store::store_attempt(&self.pool, signup_id, email_hash, &phc).await.map_err(database_status)?;
         Ok(Response::new(StoreAttemptCredentialResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(signup_id = %request.get_ref().signup_id))]
+    async fn discard_attempt_credential(
+        &self,
+        request: Request<DiscardAttemptCredentialRequest>,
+    ) -> Result<Response<DiscardAttemptCredentialResponse>, Status> {
+        let signup_id = uuid("signup_id", &request.into_inner().signup_id)?;
+        let mut conn = self.pool.acquire().await.map_err(database_status)?;
+        store::discard_attempt(&mut conn, signup_id).await.map_err(database_status)?;
+        Ok(Response::new(DiscardAttemptCredentialResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(user_id, signup_id))]

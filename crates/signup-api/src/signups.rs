@@ -16,7 +16,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse as _, Response},
 };
-use proto::{password::v1::StoreAttemptCredentialRequest, user_metadata::v1::RegisterSignupRequest};
+use proto::{
+    password::v1::{DiscardAttemptCredentialRequest, StoreAttemptCredentialRequest},
+    user_metadata::v1::RegisterSignupRequest,
+};
 use serde::Serialize;
 use serde_json::json;
 use tonic::Code;
@@ -201,10 +204,26 @@ async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Ask
         Ok(response) => {
             let response = response.into_inner();
             tracing::Span::current().record("user_id", response.user_id.as_str());
+            if response.replayed {
+                discard_password(state, signup_id).await;
+            }
             Ok(())
         }
-        Err(status) if status.code() == Code::FailedPrecondition => Err(ApiError::IdempotencyKeyReused),
+        Err(status) if status.code() == Code::FailedPrecondition => {
+            discard_password(state, signup_id).await;
+            Err(ApiError::IdempotencyKeyReused)
+        }
         Err(status) => Err(ApiError::from_status("user-metadata", &status)),
+    }
+}
+
+/// Removes the password stored for an attempt user-metadata did not record (the signup replayed an earlier one, or
+/// reused its key with another body): no event will name it, and it would outlive even the account's deletion.
+/// One left behind (password unreachable just now) expires with the attempts.
+async fn discard_password(state: &AppState, signup_id: Uuid) {
+    let request = DiscardAttemptCredentialRequest { signup_id: signup_id.to_string() };
+    if let Err(status) = state.upstreams.passwords.clone().discard_attempt_credential(request).await {
+        tracing::warn!(code = ?status.code(), "an unrecorded attempt's password was not removed; it expires with the attempts");
     }
 }
 

@@ -514,6 +514,33 @@ async fn a_signup_for_a_verified_address_leaves_no_password_hash_behind() -> any
     Ok(())
 }
 
+/// A signup user-metadata does not record (a replay under its `Idempotency-Key`, or the key reused with another
+/// body) leaves no password hash behind: no event names such an attempt, so nothing else would ever remove it, not
+/// even the account's deletion.
+#[tokio::test]
+async fn a_replayed_or_refused_signup_leaves_no_password_hash_behind() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("replayed");
+    let (client, key) = ("127.0.0.1", "a7f3-replayed");
+    let first = signup_from(&stack, client, &body(&email, PASSWORD), key).await?;
+    assert_eq!(first.0, 202);
+    assert_eq!(signup_from(&stack, client, &body(&email, PASSWORD), key).await?, first, "not a replay");
+    let other = signup_from(&stack, client, &body(&email, "another battery staple horse"), key).await?;
+    assert_eq!((other.0, &other.1["type"]), (422, &json!("/problems/idempotency-key-reused")));
+
+    let mut passwords = stack.database("password").connect().await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM attempt_credentials").fetch_one(&mut passwords).await?;
+    assert_eq!(stored, 1, "the replay's or the refused signup's password hash was kept");
+    // The one kept is the attempt user-metadata recorded.
+    let mut users = stack.database("user-metadata").connect().await?;
+    let recorded: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT signup_id FROM signup_attempts").fetch_all(&mut users).await?;
+    let kept: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT signup_id FROM attempt_credentials").fetch_all(&mut passwords).await?;
+    assert_eq!(kept, recorded);
+    Ok(())
+}
+
 /// `POST /v1/signups` from `client` (as the trusted proxy in front says) with `key`; the status and the answer.
 async fn signup_from(stack: &Stack, client: &str, body: &Value, key: &str) -> anyhow::Result<(u16, Value)> {
     let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
