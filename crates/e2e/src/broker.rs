@@ -180,6 +180,18 @@ pub async fn bind_queue(queue: &str, exchange: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Cuts `queue` off from the events published to `exchange`: removes the binding of its type filter (`<queue>.types`)
+/// to the exchange, as if its subscriber's events were held up on the way. Nothing is lost that was already queued.
+pub async fn cut_off(queue: &str, exchange: &str) -> anyhow::Result<()> {
+    let connection = connect().await?;
+    let channel = connection.create_channel().await?;
+    let filter = format!("{queue}.types");
+    let options = lapin::options::ExchangeUnbindOptions::default();
+    channel.exchange_unbind(filter.as_str().into(), exchange.into(), "".into(), options, FieldTable::default()).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
 /// Messages waiting in `queue`, or an error if it does not exist.
 pub async fn queue_depth(queue: &str) -> anyhow::Result<u32> {
     let connection = connect().await?;

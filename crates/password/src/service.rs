@@ -168,13 +168,15 @@ impl PasswordService for Passwords {
         };
         let checked = match self.check(asker, Some(user_id), current).await? {
             Checked::Throttled(retry_after) => return answer(SessionOutcome::Throttled, retry_after),
-            Checked::Invalid => return answer(SessionOutcome::InvalidCredentials, 0),
-            Checked::Valid(_, checked) => checked,
+            // A valid password has a generation: only a stored one can be.
+            Checked::Invalid | Checked::Valid(_, None) => return answer(SessionOutcome::InvalidCredentials, 0),
+            Checked::Valid(_, Some(checked)) => checked,
         };
         let phc = self.hasher.hash_for_owner(new).await.map_err(hash_status)?;
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
-        let change = store::Change { user_id, phc: &phc, replacing: checked, asked_at: None, keep: keep.as_deref() };
+        let by = store::ChangedBy::Password(checked);
+        let change = store::Change { user_id, phc: &phc, by, keep: keep.as_deref() };
         let changed = store::change_password(&self.pool, &change).await.map_err(database_status)?;
         if !changed {
             return answer(SessionOutcome::InvalidCredentials, 0);
@@ -190,17 +192,24 @@ impl PasswordService for Passwords {
     ) -> Result<Response<ResetPasswordResponse>, Status> {
         let request = request.into_inner();
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
-        let asked_at = platform::time::from_proto(request.asked_at);
-        let phc = self.hasher.hash_for_owner(password(request.new_password)?).await.map_err(hash_status)?;
-        let change = store::Change { user_id, phc: &phc, replacing: None, asked_at, keep: None };
-        if !store::change_password(&self.pool, &change).await.map_err(database_status)? {
-            return Err(Status::failed_precondition(
-                "the account has no password to reset, or it was set after the link was asked for",
-            ));
+        let link = store::Link {
+            asked_at: platform::time::from_proto(request.asked_at),
+            digest: &request.link_digest,
+            email_hash: email_hash(&request.email_hash).unwrap_or_default(),
+        };
+        let used_up = || {
+            Status::failed_precondition(
+                "the account has no password to reset, or it was set with this link or after the link was asked for",
+            )
+        };
+        // A link that can no longer set the password costs no hash.
+        if !store::link_usable(&self.pool, user_id, &link).await.map_err(database_status)? {
+            return Err(used_up());
         }
-        // The owner proved the mailbox: failed sign-ins before the reset no longer hold the account back.
-        if let Ok(email_hash) = email_hash(&request.email_hash) {
-            store::forget_failures(&self.pool, email_hash).await.map_err(database_status)?;
+        let phc = self.hasher.hash_for_owner(password(request.new_password)?).await.map_err(hash_status)?;
+        let change = store::Change { user_id, phc: &phc, by: store::ChangedBy::Link(link), keep: None };
+        if !store::change_password(&self.pool, &change).await.map_err(database_status)? {
+            return Err(used_up());
         }
         tracing::info!("password reset; every session of the account ended");
         Ok(Response::new(ResetPasswordResponse {}))

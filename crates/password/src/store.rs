@@ -213,32 +213,80 @@ pub(crate) struct Change<'a> {
     pub(crate) user_id: Uuid,
     /// The new credential.
     pub(crate) phc: &'a str,
-    /// The generation it must replace (a change: the password just checked); `None` for a reset.
-    pub(crate) replacing: Option<i64>,
-    /// For a reset, when its link was asked for: a password set since then is not replaced (the link is stale, or
-    /// this reset already applied and is being retried).
-    pub(crate) asked_at: Option<DateTime<Utc>>,
+    /// What gives the right to replace the password.
+    pub(crate) by: ChangedBy<'a>,
     /// The hash of the session that stays open; `None` ends them all.
     pub(crate) keep: Option<&'a [u8]>,
 }
 
-/// Replaces the account's password, ends every session but `keep`, and announces `PasswordChanged`, in one
-/// transaction; returns whether there was a password to replace (the one `replacing` names, or one not set since
-/// `asked_at`, when given).
+/// What gives the right to set a new password.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChangedBy<'a> {
+    /// The current password, just checked: its generation, which the new one must replace.
+    Password(i64),
+    /// A reset link.
+    Link(Link<'a>),
+}
+
+/// The reset link a new password is set with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Link<'a> {
+    /// When the link was asked for: a password set since then is not replaced (the link is stale, or its reset
+    /// already applied and is being retried). `None` from a caller older than the field.
+    pub(crate) asked_at: Option<DateTime<Utc>>,
+    /// The SHA-256 of the link's token: the link that last set the password sets nothing again, whatever the clocks
+    /// of the two databases say. Empty from a caller older than the field.
+    pub(crate) digest: &'a [u8],
+    /// The keyed hash of the account's email, whose failed sign-ins the reset forgets.
+    pub(crate) email_hash: &'a [u8],
+}
+
+impl Link<'_> {
+    fn digest(&self) -> Option<&[u8]> {
+        Some(self.digest).filter(|digest| !digest.is_empty())
+    }
+}
+
+/// The condition a new password is set under, over `credentials` and the parameters $2 (the generation a change
+/// replaces), $3 (when a reset's link was asked for) and $4 (the link's digest), each ignored when `NULL`.
+const REPLACEABLE: &str = "($2::bigint IS NULL OR generation = $2) AND ($3::timestamptz IS NULL OR set_at <= $3) \
+                           AND ($4::bytea IS NULL OR reset_by IS DISTINCT FROM $4)";
+
+/// Whether `link` may still set `user_id`'s password, before the new one is hashed: a link used up costs no hash.
+pub(crate) async fn link_usable(pool: &PgPool, user_id: Uuid, link: &Link<'_>) -> sqlx::Result<bool> {
+    let query = format!("SELECT EXISTS (SELECT 1 FROM credentials WHERE user_id = $1 AND {REPLACEABLE})");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+        .bind(user_id)
+        .bind(None::<i64>)
+        .bind(link.asked_at)
+        .bind(link.digest())
+        .fetch_one(pool)
+        .await
+}
+
+/// Replaces the account's password, ends every session but `keep`, announces `PasswordChanged` and, for a reset,
+/// forgets the email's failed sign-ins, in one transaction; returns whether there was a password to replace (one
+/// `by` still gives the right to replace).
 pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx::Result<bool> {
     let (user_id, keep) = (change.user_id, change.keep);
+    let (generation, link) = match change.by {
+        ChangedBy::Password(generation) => (Some(generation), None),
+        ChangedBy::Link(link) => (None, Some(link)),
+    };
     let mut tx = pool.begin().await?;
-    let changed = sqlx::query(
-        "UPDATE credentials SET phc = $2, updated_at = now(), generation = generation + 1, set_at = now() \
-         WHERE user_id = $1 AND ($3::bigint IS NULL OR generation = $3) AND ($4::timestamptz IS NULL OR set_at <= $4)",
-    )
-    .bind(user_id)
-    .bind(change.phc)
-    .bind(change.replacing)
-    .bind(change.asked_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let query = format!(
+        "UPDATE credentials SET phc = $5, updated_at = now(), generation = generation + 1, set_at = now(), \
+         reset_by = $4 WHERE user_id = $1 AND {REPLACEABLE}"
+    );
+    let changed = sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(user_id)
+        .bind(generation)
+        .bind(link.and_then(|link| link.asked_at))
+        .bind(link.as_ref().and_then(Link::digest))
+        .bind(change.phc)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     if changed == 0 {
         return Ok(false);
     }
@@ -247,6 +295,9 @@ pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx:
         .bind(keep)
         .execute(&mut *tx)
         .await?;
+    if let Some(link) = link.filter(|link| !link.email_hash.is_empty()) {
+        forget_failures(&mut tx, link.email_hash).await?;
+    }
     platform::outbox::enqueue(&mut tx, &crate::events::password_changed(user_id)).await?;
     tx.commit().await?;
     Ok(true)
@@ -435,14 +486,14 @@ pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<(
 
 /// A reset: the owner proved the mailbox, so no failure before it holds the account back. The clients the owner
 /// signed in from stay trusted.
-pub(crate) async fn forget_failures(pool: &PgPool, email_hash: &[u8]) -> sqlx::Result<()> {
+async fn forget_failures(conn: &mut PgConnection, email_hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query(
         "WITH gone AS (DELETE FROM sign_in_failures WHERE email_hash = $1 AND last_success_at IS NULL) \
          UPDATE sign_in_failures SET failures = 0 \
          WHERE email_hash = $1 AND failures > 0 AND last_success_at IS NOT NULL",
     )
     .bind(email_hash)
-    .execute(pool)
+    .execute(conn)
     .await
     .map(drop)
 }
@@ -513,7 +564,7 @@ pub(crate) async fn export(
 ) -> sqlx::Result<proto::password::v1::ExportAccountResponse> {
     use platform::time::to_proto;
     let credential: Option<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT phc, created_at, updated_at FROM credentials WHERE user_id = $1")
+        sqlx::query_as("SELECT phc, created_at, set_at FROM credentials WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(pool)
             .await?;
@@ -528,7 +579,7 @@ pub(crate) async fn export(
         algorithm,
         parameters,
         password_set_at: credential.as_ref().map(|(_, created, _)| to_proto(*created)),
-        password_changed_at: credential.as_ref().map(|(.., updated)| to_proto(*updated)),
+        password_changed_at: credential.as_ref().map(|(.., set)| to_proto(*set)),
         pending_attempt_passwords: u32::try_from(pending).unwrap_or(u32::MAX),
         sessions,
     })

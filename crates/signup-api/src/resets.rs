@@ -1,7 +1,7 @@
 //! Forgot password: asking for a reset (`POST /v1/password-resets`, the same `202` whether or not an account has
 //! the address), the page behind the mailed link (a GET uses nothing), and the reset itself
-//! (`POST /v1/password-resets/confirm`, JSON or the page's form): the link's token, used once, and a new password
-//! the signup policy accepts; every session of the account ends, and `PasswordChanged` tells the owner.
+//! (`POST /v1/password-resets/confirm`, JSON or the page's form): the link's token, which sets one password, and a
+//! new password the signup policy accepts; every session of the account ends, and `PasswordChanged` tells the owner.
 
 use std::collections::HashMap;
 
@@ -209,9 +209,9 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
     let user_id = consumed.user_id;
     tracing::Span::current().record("user_id", user_id.as_str());
     let email_hash = state.hasher.hash(&email);
-    let new_password = new.expose().to_owned();
-    let request =
-        ResetPasswordRequest { user_id: user_id.clone(), new_password, email_hash, asked_at: consumed.asked_at };
+    let (new_password, asked_at) = (new.expose().to_owned(), consumed.asked_at);
+    let link_digest = platform::token::Token::parse(token).map(|token| token.hash()).unwrap_or_default();
+    let request = ResetPasswordRequest { user_id: user_id.clone(), new_password, email_hash, asked_at, link_digest };
     state.upstreams.passwords.clone().reset_password(request).await.map_err(|status| match status.code() {
         Code::FailedPrecondition => ApiError::InvalidToken,
         _ => ApiError::from_status("password", &status),

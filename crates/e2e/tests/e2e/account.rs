@@ -480,33 +480,42 @@ async fn reset_while_password_is_down(
 }
 
 /// A reset whose new password password never set (it was down: a `503`) can be retried with the same link, which
-/// then sets one password and no more. A link used that way sets nothing once the password changed after it was
-/// asked for: left half-used, it cannot take the account back from a later change.
+/// then sets one password and no more, even used twice at once. A link used that way sets nothing once the password
+/// changed after it was asked for: left half-used, it cannot take the account back from a later change. Both hold
+/// in password itself: email-verification is cut off from events, so no `PasswordChanged` ends the link there.
 #[tokio::test]
 async fn a_reset_that_password_never_set_can_be_retried_with_its_link_and_sets_one_password() -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
     stack.wait_ready().await?;
     let email = unique_email("retried-reset");
     verified_account(&stack, &email).await?;
+    e2e::broker::cut_off(stack.queue("email-verification"), &stack.exchange).await?;
     let (new, newer) = ("a quite different battery staple horse", "yet another battery staple horse");
 
-    let token = reset_while_password_is_down(&mut stack, &email, 2, new).await?;
-    let (status, answer) = reset(&stack, &token, new).await?;
-    assert_eq!(status, 200, "the retry found the link spent by a reset that set nothing: {answer}");
-    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
-    let (status, answer) = reset(&stack, &token, newer).await?;
+    let token = reset_while_password_is_down(&mut stack, &email, 2, "a first battery staple horse").await?;
+    let (first, second) = tokio::join!(reset(&stack, &token, new), reset(&stack, &token, newer));
+    let mut answers = [first?, second?];
+    answers.sort_by_key(|(status, _)| *status);
+    assert_eq!(answers[0].0, 200, "the retry found the link spent by a reset that set nothing: {answers:?}");
+    assert_eq!((answers[1].0, &answers[1].1["type"]), (400, &json!("/problems/invalid-token")), "{answers:?}");
+    let set = if stack.sign_in(&email, new).await?.status() == 201 { new } else { newer };
+    assert_eq!(stack.sign_in(&email, set).await?.status(), 201, "neither password was set");
+    // Whatever the databases' clocks say: as if password's ran far behind email-verification's, the link that set
+    // the password still sets nothing.
+    let mut passwords = stack.database("password").connect().await?;
+    sqlx::query("UPDATE credentials SET set_at = '-infinity'").execute(&mut passwords).await?;
+    let (status, answer) = reset(&stack, &token, "a third battery staple horse").await?;
     assert_eq!((status, &answer["type"]), (400, &json!("/problems/invalid-token")), "the link set a second password");
-    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+    assert_eq!(stack.sign_in(&email, set).await?.status(), 201);
 
     // A link its reset left half-used, then a change by the owner: the link is stale.
-    let mails = stack.smtp.wait_for(&email, 3, DELIVERY_TIMEOUT).await?.len();
-    let stale =
-        reset_while_password_is_down(&mut stack, &email, mails + 1, "the attacker's battery staple horse").await?;
-    let owner = stack.session(&email, new).await?;
-    assert_eq!(change_password(&stack, &owner, new, newer).await?.status(), 204);
+    let stale = reset_while_password_is_down(&mut stack, &email, 3, "the attacker's battery staple horse").await?;
+    let owner = stack.session(&email, set).await?;
+    let changed = "the owner's battery staple horse";
+    assert_eq!(change_password(&stack, &owner, set, changed).await?.status(), 204);
     let (status, answer) = reset(&stack, &stale, "the attacker's battery staple horse").await?;
     assert_eq!(status, 400, "a link asked for before the change set the password after it: {answer}");
-    assert_eq!(stack.sign_in(&email, newer).await?.status(), 201);
+    assert_eq!(stack.sign_in(&email, changed).await?.status(), 201);
     Ok(())
 }
 

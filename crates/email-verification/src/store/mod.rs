@@ -218,21 +218,22 @@ pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<
 /// (a retry, after password failed to answer, uses the token again and gets the same answer).
 pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<(Uuid, DateTime<Utc>)>> {
     let mut tx = pool.begin().await?;
-    let used: Option<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+    let used: Option<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
         "UPDATE tokens t SET used_at = coalesce(t.used_at, now()), consumed_at = coalesce(t.consumed_at, now()) \
          FROM mails m WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 \
            AND t.expires_at > now() AND (t.used_at IS NULL OR t.consumed_at IS NOT NULL) \
-         RETURNING t.user_id, m.created_at",
+         RETURNING t.user_id, m.created_at, t.consumed_at = now()",
     )
     .bind(token.hash())
     .bind(Kind::PasswordReset.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((user_id, _)) = used {
+    // The first use ends the others; a retry spares any link asked for since.
+    if let Some((user_id, _, true)) = used {
         end_reset_links(&mut tx, user_id, None, Some(token)).await?;
     }
     tx.commit().await?;
-    Ok(used)
+    Ok(used.map(|(user_id, asked_at, _)| (user_id, asked_at)))
 }
 
 /// Ends every reset link of `user_id` (its password was just reset or changed) asked for up to `until` (all, when
@@ -635,11 +636,13 @@ pub(crate) async fn export(
     .bind(user_id)
     .fetch_all(pool)
     .await?;
-    let live: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM tokens WHERE user_id = $1 AND used_at IS NULL AND expires_at > now()")
-            .bind(user_id)
-            .fetch_one(pool)
-            .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tokens \
+             WHERE user_id = $1 AND (used_at IS NULL OR consumed_at IS NOT NULL) AND expires_at > now()",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
     Ok(proto::email_verification::v1::ExportAccountResponse {
         verified_at: verified_at.flatten().map(to_proto),
         mails: mails
