@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::{
     hasher::{HashError, Hasher},
     settings::{SessionSettings, Throttle},
-    store::{self, Lifetimes, NewSession, Promotion},
+    store::{self, NewSession, Promotion, SessionLimits},
 };
 
 /// Passwords longer than this are refused before hashing; signup-api's own limit is far lower.
@@ -37,8 +37,9 @@ pub(crate) struct Passwords {
 }
 
 impl Passwords {
-    fn lifetimes(&self) -> Lifetimes {
-        Lifetimes { idle: self.sessions.idle(), absolute: self.sessions.absolute() }
+    fn session_limits(&self) -> SessionLimits {
+        let sessions = &self.sessions;
+        SessionLimits { idle: sessions.idle(), absolute: sessions.absolute(), per_account: sessions.per_account() }
     }
 }
 
@@ -306,7 +307,7 @@ impl Passwords {
             Status::internal("could not open a session")
         })?;
         let new = NewSession { token_hash: &token.hash(), user_id, checked };
-        let opened = store::open_session(&self.pool, &new, self.lifetimes()).await.map_err(database_status)?;
+        let opened = store::open_session(&self.pool, &new, self.session_limits()).await.map_err(database_status)?;
         let Some(session) = opened else { return Ok(wrong_password()) };
         Ok(CreateSessionResponse {
             outcome: SessionOutcome::Created.into(),

@@ -120,6 +120,9 @@ pub struct SessionSettings {
     /// `ATTEMPT_CREDENTIAL_TTL_DAYS`: an attempt's credential not promoted within this is removed (30, as long as
     /// user-metadata keeps unverified accounts).
     attempt_credential_ttl_days: NonZeroU64,
+    /// `SESSIONS_PER_ACCOUNT`: the most sessions an account keeps; a sign-in beyond it ends the least recently used
+    /// (100).
+    sessions_per_account: NonZeroU32,
 }
 
 impl Default for SessionSettings {
@@ -129,6 +132,7 @@ impl Default for SessionSettings {
             session_idle_timeout_secs: days(1),
             session_max_lifetime_secs: days(30),
             attempt_credential_ttl_days: NonZeroU64::new(30).unwrap_or(NonZeroU64::MIN),
+            sessions_per_account: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
@@ -142,6 +146,11 @@ impl SessionSettings {
     /// How long a session lives at most.
     pub fn absolute(&self) -> Duration {
         Duration::from_secs(self.session_max_lifetime_secs.get())
+    }
+
+    /// The most sessions an account keeps.
+    pub fn per_account(&self) -> u32 {
+        self.sessions_per_account.get()
     }
 
     /// How long an attempt's credential is kept for its link to be confirmed.

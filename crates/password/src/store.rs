@@ -142,11 +142,12 @@ pub(crate) struct Session {
 
 platform::from_row!(Session { user_id, expires_at, idle_expires_at, attempt_bound, last_used_at });
 
-/// How long sessions last: `idle` without use, `absolute` whatever the use.
+/// How long sessions last (`idle` without use, `absolute` whatever the use), and how many an account keeps.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Lifetimes {
+pub(crate) struct SessionLimits {
     pub(crate) idle: Duration,
     pub(crate) absolute: Duration,
+    pub(crate) per_account: u32,
 }
 
 /// Use refreshes a session's idle expiry at most this often, so reading a session is a read, not a write.
@@ -154,24 +155,33 @@ const TOUCH_EVERY_SECS: f64 = 60.0;
 
 /// Opens a session, if the account's password is still generation `new.checked` (the one just checked), and
 /// returns it. The credential's row is share-locked: a change or reset that committed meanwhile leaves no row
-/// to open it from, and one that commits after waits for this session and then ends it with the others.
+/// to open it from, and one that commits after waits for this session and then ends it with the others. An
+/// account keeps at most `limits.per_account` sessions: opening one ends those least recently used beyond that,
+/// so signing in over and over piles up no rows (nor export lines).
 pub(crate) async fn open_session(
     pool: &PgPool,
     new: &NewSession<'_>,
-    lifetimes: Lifetimes,
+    limits: SessionLimits,
 ) -> sqlx::Result<Option<Session>> {
     sqlx::query_as(
-        "INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
-         SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4) \
-         FROM credentials WHERE user_id = $2 AND generation = $5 FOR SHARE \
-         RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
-         signup_id IS NOT NULL AS attempt_bound, last_used_at",
+        "WITH opened AS ( \
+           INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
+           SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4) \
+           FROM credentials WHERE user_id = $2 AND generation = $5 FOR SHARE \
+           RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
+           signup_id IS NOT NULL AS attempt_bound, last_used_at), \
+         ended AS ( \
+           DELETE FROM sessions WHERE token_hash IN ( \
+             SELECT token_hash FROM sessions WHERE user_id = $2 AND EXISTS (SELECT 1 FROM opened) \
+             ORDER BY last_used_at DESC, created_at DESC OFFSET $6 - 1)) \
+         SELECT * FROM opened",
     )
     .bind(new.token_hash)
     .bind(new.user_id)
-    .bind(lifetimes.idle.as_secs_f64())
-    .bind(lifetimes.absolute.as_secs_f64())
+    .bind(limits.idle.as_secs_f64())
+    .bind(limits.absolute.as_secs_f64())
     .bind(new.checked)
+    .bind(i64::from(limits.per_account))
     .fetch_optional(pool)
     .await
 }

@@ -42,7 +42,8 @@ pub(crate) struct PasswordPart {
     parameters: String,
     /// RFC 3339.
     password_set_at: Option<String>,
-    /// RFC 3339: when the stored hash last changed (a change, a reset, or a rehash under new parameters).
+    /// RFC 3339: when the password was last set (verified, changed, reset); a rehash under new parameters is not a
+    /// change.
     password_changed_at: Option<String>,
     /// Signup attempts still waiting for their link, each with its own password.
     pending_attempt_passwords: u32,

@@ -224,6 +224,29 @@ async fn an_export_holds_each_services_part_and_no_secret() -> anyhow::Result<()
     Ok(())
 }
 
+/// An account keeps at most `SESSIONS_PER_ACCOUNT` sessions. Signing in over and over (one address's sign-in budget
+/// allows tens of thousands a day) used to pile up a session each, every one of them read and listed by each export.
+#[tokio::test]
+async fn signing_in_over_and_over_keeps_only_the_newest_sessions() -> anyhow::Result<()> {
+    let env = vec![("password", "SESSIONS_PER_ACCOUNT", "3".to_owned())];
+    let mut stack = Stack::start_with(e2e::stack::Options { env, ..Default::default() }).await?;
+    stack.wait_ready().await?;
+    let email = unique_email("sessions");
+    verified_account(&stack, &email).await?;
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(stack.session(&email, PASSWORD).await?);
+    }
+    for (i, session) in sessions.iter().enumerate() {
+        let expected = if i < 2 { 401 } else { 200 };
+        assert_eq!(stack.me(session).await?.status(), expected, "session {i} of 5");
+    }
+    let export: Value = stack.get_as(&sessions[4], "/v1/me/export").await?.json().await?;
+    let listed = export["password"]["sessions"].as_array().map(Vec::len);
+    assert_eq!(listed, Some(3), "{export}");
+    Ok(())
+}
+
 async fn change_password(stack: &Stack, session: &str, current: &str, new: &str) -> anyhow::Result<reqwest::Response> {
     let url = format!("{}/v1/me/password", stack.api_url());
     let body = json!({ "current_password": current, "new_password": new });
