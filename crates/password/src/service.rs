@@ -7,11 +7,12 @@ use platform::{
 };
 use proto::password::v1::{
     AuthenticateSessionRequest, AuthenticateSessionResponse, ChangePasswordRequest, ChangePasswordResponse,
-    CreateSessionRequest, CreateSessionResponse, DiscardAttemptCredentialRequest, DiscardAttemptCredentialResponse,
-    EndAccountSessionsRequest, EndAccountSessionsResponse, ExportAccountRequest, ExportAccountResponse,
-    PromoteAttemptRequest, PromoteAttemptResponse, ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest,
-    RevokeSessionResponse, SessionOutcome, StoreAttemptCredentialRequest, StoreAttemptCredentialResponse,
-    VerifyAttemptPasswordRequest, VerifyAttemptPasswordResponse, password_service_server::PasswordService,
+    CheckPasswordRequest, CheckPasswordResponse, CreateSessionRequest, CreateSessionResponse,
+    DiscardAttemptCredentialRequest, DiscardAttemptCredentialResponse, EndAccountSessionsRequest,
+    EndAccountSessionsResponse, ExportAccountRequest, ExportAccountResponse, PromoteAttemptRequest,
+    PromoteAttemptResponse, ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse,
+    SessionOutcome, StoreAttemptCredentialRequest, StoreAttemptCredentialResponse, VerifyAttemptPasswordRequest,
+    VerifyAttemptPasswordResponse, password_service_server::PasswordService,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -161,8 +162,15 @@ impl PasswordService for Passwords {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let request = request.into_inner();
-        let asker = asker(&request.email_hash, &request.client_hash)?;
         let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
+        let own = self.own_session(user_id, keep.as_deref()).await?;
+        let asker = match own {
+            Some(session) => {
+                store::Asker { email_hash: email_hash(&request.email_hash)?, client_hash: session, signed_in: true }
+            }
+            None => asker(&request.email_hash, &request.client_hash)?,
+        };
         let (current, new) = (password(request.current_password)?, password(request.new_password)?);
         let answer = |outcome: SessionOutcome, retry_after_seconds| {
             Ok(Response::new(ChangePasswordResponse { outcome: outcome.into(), retry_after_seconds }))
@@ -174,7 +182,6 @@ impl PasswordService for Passwords {
             Checked::Valid(_, Some(checked)) => checked,
         };
         let phc = self.hasher.hash_for_owner(new).await.map_err(hash_status)?;
-        let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         // Only over the credential just checked: a reset that landed meanwhile wins, and this change is refused.
         let by = store::ChangedBy::Password(checked);
         let change = store::Change { user_id, phc: &phc, by, keep: keep.as_deref() };
@@ -184,6 +191,27 @@ impl PasswordService for Passwords {
         }
         tracing::info!("password changed; the account's other sessions ended");
         answer(SessionOutcome::Created, 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn check_password(
+        &self,
+        request: Request<CheckPasswordRequest>,
+    ) -> Result<Response<CheckPasswordResponse>, Status> {
+        let request = request.into_inner();
+        let user_id = platform::grpc::uuid_argument("user_id", &request.user_id)?;
+        let answer =
+            |valid, retry_after_seconds| Ok(Response::new(CheckPasswordResponse { valid, retry_after_seconds }));
+        let session = Token::parse(&request.session_token).map(|token| token.hash());
+        // A session that ended meanwhile proves nothing: the answer of a wrong password.
+        let Some(session) = self.own_session(user_id, session.as_deref()).await? else { return answer(false, 0) };
+        let asker =
+            store::Asker { email_hash: email_hash(&request.email_hash)?, client_hash: session, signed_in: true };
+        match self.check(asker, Some(user_id), password(request.password)?).await? {
+            Checked::Valid(..) => answer(true, 0),
+            Checked::Invalid => answer(false, 0),
+            Checked::Throttled(retry_after) => answer(false, retry_after),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
@@ -299,6 +327,13 @@ impl Passwords {
         }
     }
 
+    /// `token_hash`, if it is a live session of `user_id`.
+    async fn own_session<'t>(&self, user_id: Uuid, token_hash: Option<&'t [u8]>) -> Result<Option<&'t [u8]>, Status> {
+        let Some(token_hash) = token_hash else { return Ok(None) };
+        let owned = store::owns_session(&self.pool, user_id, token_hash).await.map_err(database_status)?;
+        Ok(owned.then_some(token_hash))
+    }
+
     /// Opens a session for `user_id` whose password of generation `checked` was just checked; a password changed
     /// or reset since (or an account deleted) makes the sign-in's password wrong, so it opens none.
     async fn open(&self, user_id: Uuid, checked: i64) -> Result<CreateSessionResponse, Status> {
@@ -365,7 +400,7 @@ fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
 /// The email and client a sign-in's failures count against: a 32-byte email hash, and a 32-byte client hash or none.
 fn asker<'a>(email: &'a [u8], client: &'a [u8]) -> Result<store::Asker<'a>, Status> {
     let client_hash = platform::grpc::client_hash_argument(client)?;
-    Ok(store::Asker { email_hash: email_hash(email)?, client_hash })
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash, signed_in: false })
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

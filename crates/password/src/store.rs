@@ -313,19 +313,43 @@ pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx:
     Ok(true)
 }
 
-/// Ends every session of `user_id`.
+/// Ends every session of `user_id` (it is leaving), and any sign-in under way.
 pub(crate) async fn revoke_all(pool: &PgPool, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(pool).await.map(drop)
+    let mut tx = pool.begin().await?;
+    // A sign-in whose password check passed opens its session only over the generation it checked: this one waits
+    // for a session being opened (then ends it below) and leaves none to open after.
+    sqlx::query("UPDATE credentials SET generation = generation + 1 WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
-/// Whose failed sign-ins an attempt counts as: the email's (keyed hash) from one client (keyed hash of its
-/// network; empty when the caller does not know it).
+/// Whose failed sign-ins an attempt counts as: the email's (keyed hash) from one client: a network (keyed hash;
+/// empty when the caller does not know it), or the owner's own live session (its token's hash).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Asker<'a> {
     /// HMAC-SHA256 of the normalised email.
     pub email_hash: &'a [u8],
-    /// HMAC-SHA256 of the client's network, or empty.
+    /// HMAC-SHA256 of the client's network, SHA-256 of the session's token, or empty.
     pub client_hash: &'a [u8],
+    /// The client is a live session of the account (a signed-in owner changing the password or leaving): held to
+    /// its own count only, as a trusted client is. Strangers' failures that lock the email out do not hold back its
+    /// signed-in owner on a new network, and a stolen session gets no more guesses from more networks.
+    pub signed_in: bool,
+}
+
+/// Whether `token_hash` is a live session of `user_id`.
+pub(crate) async fn owns_session(pool: &PgPool, user_id: Uuid, token_hash: &[u8]) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sessions WHERE token_hash = $1 AND user_id = $2 \
+         AND expires_at > now() AND idle_expires_at > now())",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .fetch_one(pool)
+    .await
 }
 
 /// The delay before the next attempt after `failures` consecutive failures, in SQL, over the columns of
@@ -347,7 +371,7 @@ pub(crate) async fn reserve_attempt(
 ) -> sqlx::Result<Result<(), Duration>> {
     let mut tx = pool.begin().await?;
     take_turn(&mut tx, asker).await?;
-    if !trusted(&mut tx, asker, throttle).await? {
+    if !asker.signed_in && !trusted(&mut tx, asker, throttle).await? {
         if let Some(wait) = client_budget_wait(&mut tx, asker, throttle).await? {
             return Ok(Err(wait));
         }

@@ -49,7 +49,7 @@ pub(crate) struct PasswordChange {
         (status = 403, description = "The email is not verified yet", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing fields, or the new password fails the policy (listed in `errors`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed passwords (for this account, or from this client), or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed passwords from this session, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down or saturated; nothing changed; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]

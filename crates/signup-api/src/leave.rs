@@ -4,7 +4,8 @@
 
 use axum::{Json, extract::State, http::HeaderMap, http::StatusCode, response::Response};
 use proto::{
-    email_verification::v1::SendAccountDeletedNoticeRequest, password::v1::EndAccountSessionsRequest,
+    email_verification::v1::SendAccountDeletedNoticeRequest,
+    password::v1::{CheckPasswordRequest, EndAccountSessionsRequest},
     user_metadata::v1::DeleteUserRequest,
 };
 use serde::Serialize;
@@ -50,32 +51,31 @@ pub(crate) struct Leaving {
         (status = 401, description = "No session, or the password is wrong (`/problems/invalid-credentials`)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No password field, or an unknown one", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed passwords (for this account, or from this client), or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed passwords from this session, or this client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; nothing was deleted (or, once the sessions ended, retry after signing in again)", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    client: crate::ratelimit::Client,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let password = parse(&body).map_err(ApiError::Invalid)?;
-    let (_, user) = crate::auth::user(&state, &headers).await?;
+    let (session, user) = crate::auth::user(&state, &headers).await?;
     let email = crate::auth::email(&user);
-    // The password is checked as a sign-in checks it (throttled per email and client); the session it opens ends
-    // below.
-    let (user_id, _) = crate::sessions::open(&state, client, &email, &password).await?;
+    check_password(&state, &session, &email, &password).await?;
+    let user_id = session.user_id;
     // Deleted first: from then on no session authenticates (the user is gone) and no sign-in finds the account.
     let deleted = state.upstreams.users.clone().delete_user(DeleteUserRequest { user_id: user_id.clone() }).await;
     deleted.map_err(|status| ApiError::from_status("user-metadata", &status))?;
-    state.sessions.forget_account(&user_id);
-    // Then the sessions end at once; were password unreachable now, UserDeleted ends them within seconds.
-    let sessions = EndAccountSessionsRequest { user_id };
+    // Then the sessions end at once, and a sign-in under way opens none; were password unreachable now,
+    // UserDeleted ends them within seconds. This replica forgets them after, so no check in between remembers one.
+    let sessions = EndAccountSessionsRequest { user_id: user_id.clone() };
     if let Err(status) = state.upstreams.passwords.clone().end_account_sessions(sessions).await {
         tracing::warn!(code = ?status.code(), "sessions not ended at once; UserDeleted will end them");
     }
+    state.sessions.forget_account(&user_id);
     // The last mail is a courtesy: the account is gone whether or not it can be queued now.
     let notice = SendAccountDeletedNoticeRequest { email: user.email, locale: user.locale };
     if let Err(status) = state.upstreams.verifications.clone().send_account_deleted_notice(notice).await {
@@ -83,6 +83,32 @@ pub(crate) async fn delete(
     }
     metrics::counter!("accounts_deleted_total").increment(1);
     Ok(crate::me::private((StatusCode::ACCEPTED, Json(Leaving { status: "deleted" }))))
+}
+
+/// Checks the account's password for the signed-in owner, opening nothing. Its failures count against the session,
+/// not the network: strangers who locked the email out do not keep its signed-in owner from leaving.
+async fn check_password(
+    state: &AppState,
+    session: &crate::auth::Session,
+    email: &crate::domain::email::Email,
+    password: &Password,
+) -> Result<(), ApiError> {
+    if !password.could_be_anyones() {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let request = CheckPasswordRequest {
+        user_id: session.user_id.clone(),
+        password: password.expose().to_owned(),
+        session_token: session.token.clone(),
+        email_hash: state.hasher.hash(email),
+    };
+    let checked = state.upstreams.passwords.clone().check_password(request).await;
+    let checked = checked.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
+    match (checked.valid, checked.retry_after_seconds) {
+        (true, _) => Ok(()),
+        (false, 0) => Err(ApiError::InvalidCredentials),
+        (false, retry_after) => Err(ApiError::SignInThrottled { retry_after_secs: u64::from(retry_after) }),
+    }
 }
 
 /// The password of a deletion, or every field's problem.

@@ -355,6 +355,93 @@ async fn sign_ins_racing_to_rehash_a_password_all_open_sessions() -> anyhow::Res
     Ok(())
 }
 
+/// A request from `client` (as the trusted proxy in front says), with `session` when given: its status.
+async fn from_client(
+    stack: &Stack,
+    client: &str,
+    (method, path): (reqwest::Method, &str),
+    session: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<u16> {
+    let request = stack.http().request(method, format!("{}{path}", stack.api_url())).header("x-forwarded-for", client);
+    let request = match session {
+        Some(session) => request.bearer_auth(session),
+        None => request,
+    };
+    Ok(request.json(body).send().await?.status().as_u16())
+}
+
+/// A stack whose signup-api trusts the loopback proxy's `X-Forwarded-For` and whose password locks an email out
+/// after four failures from all clients, slowing each client after two (for a minute).
+async fn throttled_stack() -> anyhow::Result<Stack> {
+    let mut env = vec![("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned())];
+    for (name, value) in [
+        ("LOGIN_LOCKOUT_AFTER_FAILURES", "4"),
+        ("LOGIN_THROTTLE_AFTER_FAILURES", "2"),
+        ("LOGIN_THROTTLE_FIRST_DELAY_MS", "60000"),
+    ] {
+        env.push(("password", name, value.to_owned()));
+    }
+    let mut stack = Stack::start_with(e2e::stack::Options { env, ..Default::default() }).await?;
+    stack.wait_ready().await?;
+    Ok(stack)
+}
+
+/// Attack: strangers fail to sign in to the victim's email from a few networks until the email is locked out, as
+/// the throttle means to (a guesser spread over many networks). Its owner, signed in but on a new network (a phone),
+/// could then neither change the password nor leave: those checked the current password as a sign-in from that
+/// network, and got the lockout's `429`. Now a signed-in owner's check counts against the session.
+#[tokio::test]
+async fn strangers_locking_the_email_out_do_not_stop_its_signed_in_owner() -> anyhow::Result<()> {
+    let stack = throttled_stack().await?;
+    let email = unique_email("locked-out-owner");
+    verified_account(&stack, &email).await?;
+    let sign_in = (reqwest::Method::POST, "/v1/sessions");
+    let owner = stack.session(&email, PASSWORD).await?;
+    for stranger in ["203.0.113.1", "203.0.113.2"] {
+        for _ in 0..2 {
+            let guess = json!({ "email": email, "password": "a guessed battery staple horse" });
+            assert_eq!(from_client(&stack, stranger, sign_in.clone(), None, &guess).await?, 401);
+        }
+    }
+    let right = json!({ "email": email, "password": PASSWORD });
+    assert_eq!(from_client(&stack, "192.0.2.50", sign_in, None, &right).await?, 429, "the email is not locked out");
+
+    let new = "a quite different battery staple horse";
+    let change = json!({ "current_password": PASSWORD, "new_password": new });
+    let changed = from_client(&stack, "192.0.2.77", (reqwest::Method::PUT, "/v1/me/password"), Some(&owner), &change);
+    assert_eq!(changed.await?, 204, "the signed-in owner could not change the password");
+    let leave = json!({ "password": new });
+    let left = from_client(&stack, "192.0.2.78", (reqwest::Method::DELETE, "/v1/me"), Some(&owner), &leave);
+    assert_eq!(left.await?, 202, "the signed-in owner could not leave");
+    Ok(())
+}
+
+/// Attack: someone who stole a session guesses the account's password (to change it and keep the account) from one
+/// network after another. Each network used to get its own count of failures; now the session's failures are one
+/// count, wherever they come from, for changing the password and leaving alike.
+#[tokio::test]
+async fn a_stolen_session_gets_no_more_password_guesses_from_more_networks() -> anyhow::Result<()> {
+    let stack = throttled_stack().await?;
+    let email = unique_email("stolen-session");
+    verified_account(&stack, &email).await?;
+    let stolen = stack.session(&email, PASSWORD).await?;
+    let change = |guess: &str| json!({ "current_password": guess, "new_password": "the thief's battery staple horse" });
+    let put = (reqwest::Method::PUT, "/v1/me/password");
+    for (network, guess) in
+        [("203.0.113.10", "first guess staple horse"), ("203.0.113.11", "second guess staple horse")]
+    {
+        assert_eq!(from_client(&stack, network, put.clone(), Some(&stolen), &change(guess)).await?, 401);
+    }
+    let third = from_client(&stack, "203.0.113.12", put, Some(&stolen), &change("third guess staple horse")).await?;
+    assert_eq!(third, 429, "a new network gave the stolen session more guesses");
+    let leave = json!({ "password": "fourth guess staple horse" });
+    let left = from_client(&stack, "203.0.113.13", (reqwest::Method::DELETE, "/v1/me"), Some(&stolen), &leave);
+    assert_eq!(left.await?, 429, "leaving gave the stolen session more guesses");
+    assert_eq!(stack.sign_in(&email, PASSWORD).await?.status(), 201, "the password changed");
+    Ok(())
+}
+
 async fn ask_reset(stack: &Stack, email: &str) -> anyhow::Result<(u16, Value)> {
     let url = format!("{}/v1/password-resets", stack.api_url());
     let response = stack.http().post(url).json(&json!({ "email": email })).send().await?;
