@@ -39,9 +39,9 @@ pub enum Class {
     Resends,
     /// The confirm page and the confirm.
     Confirms,
-    /// Signing in and out.
+    /// Signing in.
     Sessions,
-    /// Reading and changing the signed-in account.
+    /// Reading and changing the signed-in account, and signing out.
     Reads,
 }
 

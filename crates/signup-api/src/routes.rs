@@ -70,7 +70,8 @@ fn v1(state: &AppState) -> Router<AppState> {
             limited(Class::Confirms, get(crate::resets::confirm_page).post(crate::resets::confirm)),
         )
         .route("/v1/sessions", limited(Class::Sessions, post(crate::sessions::create)))
-        .route("/v1/sessions/current", limited(Class::Sessions, delete(crate::sessions::delete_current)))
+        // Signing out costs a lookup, no hash, and must work when the client's sign-in budget is spent.
+        .route("/v1/sessions/current", limited(Class::Reads, delete(crate::sessions::delete_current)))
         .route("/v1/me", limited(Class::Reads, get(crate::me::get).patch(crate::me::patch)))
         .route("/v1/me", limited(Class::Sessions, delete(crate::leave::delete)))
         .route("/v1/me/friend-suggestions", limited(Class::Reads, get(crate::friends::suggestions)))

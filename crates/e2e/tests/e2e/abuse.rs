@@ -149,6 +149,24 @@ async fn an_unknown_email_a_wrong_password_and_an_unverified_account_get_one_ans
 }
 
 /// Moves an email's last failed sign-in `secs` into the past: controlled time instead of waiting out a delay.
+/// Someone on the owner's network (a shared NAT) spends its sign-in budget; the owner could then not sign out
+/// (signing out was counted with signing in) and their session stayed open on a shared device. Signing out costs
+/// no hash and counts with the reads.
+#[tokio::test]
+async fn a_spent_sign_in_budget_does_not_keep_anyone_from_signing_out() -> anyhow::Result<()> {
+    let env = vec![("signup-api", "RATE_LIMIT_SESSIONS", "2/600".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let email = unique_email("signing-out");
+    verified_account(&stack, &email).await?;
+    let owner = stack.session(&email, PASSWORD).await?;
+    assert_eq!(stack.sign_in(&email, "a guessed battery staple horse").await?.status(), 401);
+    assert_eq!(stack.sign_in(&email, PASSWORD).await?.status(), 429, "the sign-in budget is not spent");
+    let url = format!("{}/v1/sessions/current", stack.api_url());
+    assert_eq!(stack.http().delete(&url).bearer_auth(&owner).send().await?.status(), 204, "could not sign out");
+    assert_eq!(stack.me(&owner).await?.status(), 401);
+    Ok(())
+}
+
 async fn time_passes(stack: &Stack, secs: u32) -> anyhow::Result<()> {
     sqlx::query("UPDATE sign_in_failures SET last_failure_at = last_failure_at - make_interval(secs => $1)")
         .bind(f64::from(secs))
