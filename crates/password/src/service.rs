@@ -298,10 +298,8 @@ impl Passwords {
         if let Err(wait) = reserved {
             return Ok(Checked::Throttled(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX)));
         }
-        let stored = match user_id {
-            None => None,
-            Some(user) => store::account_phc(&self.pool, user).await.map_err(database_status)?,
-        };
+        // An unknown user is looked up too (the nil id has no credential): the same statements for every email.
+        let stored = store::account_phc(&self.pool, user_id.unwrap_or_default()).await.map_err(database_status)?;
         let (stored, generation) = stored.unzip();
         let verified = self.hasher.verify(password, stored.clone()).await;
         if verified.is_err()
