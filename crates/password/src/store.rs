@@ -259,7 +259,8 @@ impl Link<'_> {
 
 /// The condition a new password is set under, over `credentials` and the parameters $2 (the generation a change
 /// replaces), $3 (when a reset's link was asked for) and $4 (the link's digest), each ignored when `NULL`.
-const REPLACEABLE: &str = "($2::bigint IS NULL OR generation = $2) AND ($3::timestamptz IS NULL OR set_at <= $3) \
+const REPLACEABLE: &str = "($2::bigint IS NULL OR generation = $2) \
+                           AND ($3::timestamptz IS NULL OR coalesce(set_at, updated_at) <= $3) \
                            AND ($4::bytea IS NULL OR reset_by IS DISTINCT FROM $4)";
 
 /// Whether `link` may still set `user_id`'s password, before the new one is hashed: a link used up costs no hash.
@@ -506,16 +507,15 @@ fn bind_throttle<'q, O>(
 /// A right password: this client's failures on this email are forgotten, and the client is remembered as one the
 /// owner signs in from. Other clients' failures stay: a guesser's count does not tell them the owner signed in.
 pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    // A session is trusted without a record: its count is simply forgotten, and no token's hash outlives it here.
+    let query = if asker.signed_in {
+        "DELETE FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2"
+    } else {
         "INSERT INTO sign_in_failures (email_hash, client_hash, failures, last_failure_at, last_success_at) \
          VALUES ($1, $2, 0, now(), now()) \
-         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = 0, last_success_at = now()",
-    )
-    .bind(asker.email_hash)
-    .bind(asker.client_hash)
-    .execute(pool)
-    .await
-    .map(drop)
+         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = 0, last_success_at = now()"
+    };
+    sqlx::query(query).bind(asker.email_hash).bind(asker.client_hash).execute(pool).await.map(drop)
 }
 
 /// A reset: the owner proved the mailbox, so no failure before it holds the account back. The clients the owner
@@ -598,7 +598,7 @@ pub(crate) async fn export(
 ) -> sqlx::Result<proto::password::v1::ExportAccountResponse> {
     use platform::time::to_proto;
     let credential: Option<(String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT phc, created_at, set_at FROM credentials WHERE user_id = $1")
+        sqlx::query_as("SELECT phc, created_at, coalesce(set_at, updated_at) FROM credentials WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(pool)
             .await?;

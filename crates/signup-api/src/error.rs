@@ -79,6 +79,11 @@ impl ApiError {
             _ if platform::grpc::is_unavailable(status) => {
                 Self::Unavailable { reason: format!("{service} is unavailable"), retry_after_secs: 2 }
             }
+            // A replica of an older release, during a rolling deploy: the call works once it is replaced.
+            Code::Unimplemented => Self::Unavailable {
+                reason: format!("{service} does not know this call yet (an older release)"),
+                retry_after_secs: 5,
+            },
             _ => Self::Internal(anyhow::anyhow!("{service} answered {:?}: {}", status.code(), status.message())),
         }
     }
@@ -228,5 +233,22 @@ fn once_a_minute(key: &str) -> bool {
             last.insert(key.to_owned(), now);
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_that_cannot_answer_now_is_a_503_and_one_that_fails_is_a_500() {
+        let unavailable =
+            |status: tonic::Status| matches!(ApiError::from_status("password", &status), ApiError::Unavailable { .. });
+        // An older replica during a rolling deploy does not know a newer call yet.
+        assert!(unavailable(tonic::Status::unimplemented("unknown method CheckPassword")));
+        assert!(unavailable(tonic::Status::resource_exhausted("hashing is at capacity")));
+        assert!(unavailable(tonic::Status::unavailable("connection refused")));
+        let internal = ApiError::from_status("password", &tonic::Status::internal("a bug"));
+        assert!(matches!(internal, ApiError::Internal(_)), "{internal:?}");
     }
 }

@@ -39,9 +39,9 @@ pub enum Class {
     Resends,
     /// The confirm page and the confirm.
     Confirms,
-    /// Signing in.
+    /// What checks a password: signing in, changing the password, leaving.
     Sessions,
-    /// Reading and changing the signed-in account, and signing out.
+    /// Reading the signed-in account and changing its settings, and signing out.
     Reads,
 }
 

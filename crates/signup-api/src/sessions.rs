@@ -100,6 +100,7 @@ pub(crate) async fn create(
     responses(
         (status = 204, description = "Signed out: the token no longer works (through another replica of the API, after at most SESSION_CACHE_TTL_MS)"),
         (status = 401, description = "No session, or one that is unknown, revoked or expired", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client's budget of reads is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -148,7 +148,6 @@ async fn an_unknown_email_a_wrong_password_and_an_unverified_account_get_one_ans
     Ok(())
 }
 
-/// Moves an email's last failed sign-in `secs` into the past: controlled time instead of waiting out a delay.
 /// Someone on the owner's network (a shared NAT) spends its sign-in budget; the owner could then not sign out
 /// (signing out was counted with signing in) and their session stayed open on a shared device. Signing out costs
 /// no hash and counts with the reads.
@@ -167,6 +166,7 @@ async fn a_spent_sign_in_budget_does_not_keep_anyone_from_signing_out() -> anyho
     Ok(())
 }
 
+/// Moves an email's last failed sign-in `secs` into the past: controlled time instead of waiting out a delay.
 async fn time_passes(stack: &Stack, secs: u32) -> anyhow::Result<()> {
     sqlx::query("UPDATE sign_in_failures SET last_failure_at = last_failure_at - make_interval(secs => $1)")
         .bind(f64::from(secs))

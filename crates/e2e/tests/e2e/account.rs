@@ -572,6 +572,14 @@ async fn a_signup_flood_does_not_cost_the_owner_a_used_reset_link() -> anyhow::R
     Ok(())
 }
 
+/// Whether email-verification still holds `token` usable by a retry of its reset (used by it, not ended).
+async fn half_used(stack: &Stack, token: &str) -> anyhow::Result<bool> {
+    let hash = platform::token::Token::parse(token).map(|token| token.hash()).unwrap_or_default();
+    let mut db = stack.database("email-verification").connect().await?;
+    let query = "SELECT EXISTS (SELECT 1 FROM tokens WHERE token_hash = $1 AND consumed_at IS NOT NULL)";
+    Ok(sqlx::query_scalar(query).bind(hash).fetch_one(&mut db).await?)
+}
+
 /// Asks for a reset of `email`'s password and uses its link (in the `mails`-th mail) while password is down: a
 /// `503`. Returns the link's token, password running again.
 async fn reset_while_password_is_down(
@@ -611,7 +619,8 @@ async fn a_reset_that_password_never_set_can_be_retried_with_its_link_and_sets_o
     let set = if stack.sign_in(&email, new).await?.status() == 201 { new } else { newer };
     assert_eq!(stack.sign_in(&email, set).await?.status(), 201, "neither password was set");
     // Whatever the databases' clocks say: as if password's ran far behind email-verification's, the link that set
-    // the password still sets nothing.
+    // the password still sets nothing. (email-verification still holds it usable: the refusal is password's.)
+    assert!(half_used(&stack, &token).await?, "email-verification ended the link: the test would prove nothing");
     let mut passwords = stack.database("password").connect().await?;
     sqlx::query("UPDATE credentials SET set_at = '-infinity'").execute(&mut passwords).await?;
     let (status, answer) = reset(&stack, &token, "a third battery staple horse").await?;
@@ -623,6 +632,7 @@ async fn a_reset_that_password_never_set_can_be_retried_with_its_link_and_sets_o
     let owner = stack.session(&email, set).await?;
     let changed = "the owner's battery staple horse";
     assert_eq!(change_password(&stack, &owner, set, changed).await?.status(), 204);
+    assert!(half_used(&stack, &stale).await?, "email-verification ended the link: the test would prove nothing");
     let (status, answer) = reset(&stack, &stale, "the attacker's battery staple horse").await?;
     assert_eq!(status, 400, "a link asked for before the change set the password after it: {answer}");
     assert_eq!(stack.sign_in(&email, changed).await?.status(), 201);
