@@ -692,6 +692,27 @@ async fn a_connection_whose_request_head_trickles_is_closed() -> anyhow::Result<
     Ok(())
 }
 
+/// Attack: slowloris over HTTP/2 without TLS (h2c, which a client may open with the connection preface). The head
+/// timeout bounds HTTP/1 only: a connection that sent the preface and part of a request's headers was held open for
+/// as long as the client liked. The API now speaks HTTP/1.1 only and refuses the preface at once.
+#[tokio::test]
+async fn a_connection_that_trickles_an_http2_request_is_closed() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stack = started(Options::default()).await?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.member("signup-api").port)).await?;
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // An empty SETTINGS frame, then a HEADERS frame on stream 1 without END_HEADERS: more headers are to follow.
+    frames.extend([0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    frames.extend([0, 0, 1, 0x1, 0, 0, 0, 0, 1, 0x82]);
+    stream.write_all(&frames).await?;
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+
+    assert!(closed.is_ok(), "the HTTP/2 connection is still open after 30 s");
+    Ok(())
+}
+
 /// A signup whose head asks to go on (`Expect: 100-continue`), on its own connection.
 async fn trickle(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt as _;
