@@ -281,18 +281,21 @@ pub(crate) async fn suggestions(
 }
 
 /// How many more suggestions `user_id` may be served today (UTC) out of `per_day`, locking the asker's budget
-/// until `tx` ends so concurrent pages are counted one after the other.
+/// until `tx` ends so concurrent pages are counted one after the other. A deleted user has none, and gets no budget
+/// row back: a request that passed signup-api just before the deletion must not leave one behind.
 pub(crate) async fn budget_left(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, per_day: i32) -> sqlx::Result<i32> {
-    let served: i32 = sqlx::query_scalar(
-        "INSERT INTO suggestion_budget AS b (user_id, day, served) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 0) \
+    let served: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO suggestion_budget AS b (user_id, day, served) \
+         SELECT $1, (now() AT TIME ZONE 'UTC')::date, 0 \
+         WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
          ON CONFLICT (user_id) DO UPDATE SET \
            served = CASE WHEN b.day = excluded.day THEN b.served ELSE 0 END, day = excluded.day \
          RETURNING served",
     )
     .bind(user_id)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok((per_day - served).max(0))
+    Ok(served.map_or(0, |served| (per_day - served).max(0)))
 }
 
 /// Counts `served` suggestions against `user_id`'s budget of today.

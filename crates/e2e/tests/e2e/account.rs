@@ -90,6 +90,17 @@ async fn leaving_ends_the_account_at_once_and_every_service_forgets_it() -> anyh
         Ok(())
     })
     .await?;
+    // A suggestions request that passed signup-api's check just before the deletion reaches friend-discovery after
+    // it: it leaves nothing behind either.
+    let url = format!("http://127.0.0.1:{}", stack.member("friend-discovery").port);
+    let mut friends =
+        proto::friend_discovery::v1::friend_discovery_service_client::FriendDiscoveryServiceClient::connect(url)
+            .await?;
+    let late = proto::friend_discovery::v1::GetSuggestionsRequest { user_id: user_id.clone(), ..Default::default() };
+    let code = friends.get_suggestions(late).await.err().map(|status| status.code());
+    assert_eq!(code, Some(tonic::Code::ResourceExhausted), "a deleted user had a budget of suggestions");
+    let held = rows_about(&stack, "friend-discovery", &user_id).await?;
+    assert!(held.is_empty(), "a late suggestions request left rows about the deleted user: {held:#?}");
     // The last mail, and the email is free again.
     let mails = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?;
     assert!(mails.iter().any(|m| m.header("Subject").is_some_and(|s| s.contains("deleted"))), "no deletion mail");
