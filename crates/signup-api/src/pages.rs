@@ -106,13 +106,13 @@ pub(crate) fn invalid_reset_link() -> Response {
 }
 
 /// When the system cannot confirm right now.
-pub(crate) fn unavailable() -> Response {
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Try again",
-        "<h1>Please try again</h1><p>We could not confirm your email just now. Your link still works: go back and \
-         press the button again in a moment.</p>",
-    )
+pub(crate) fn unavailable(doing: &str) -> Response {
+    let body = format!(
+        "<h1>Please try again</h1><p>We could not {} just now. Your link still works: go back and press the button \
+         again in a moment.</p>",
+        escape(doing)
+    );
+    page(StatusCode::SERVICE_UNAVAILABLE, "Try again", &body)
 }
 
 /// The page of a problem type, which its `type` URI resolves to.

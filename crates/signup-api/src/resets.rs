@@ -180,6 +180,10 @@ pub(crate) async fn confirm(State(state): State<AppState>, headers: HeaderMap, r
                 pages::reset_form(token.as_deref().unwrap_or_default(), Some(&format!("The new password {detail}.")));
             ApiError::Invalid(errors).logged_with(Some(page))
         }
+        // Nothing was set, or the retry will say so: the link still works.
+        (Err(error @ ApiError::Unavailable { .. }), true) => {
+            error.logged_with(Some(pages::unavailable("set your new password")))
+        }
         (Err(error), _) => error.into_response(),
     }
 }

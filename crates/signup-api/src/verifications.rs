@@ -156,7 +156,7 @@ fn page_for(error: &ApiError, token: Option<&str>) -> Option<Response> {
     match (error, token) {
         (ApiError::InvalidToken, _) | (ApiError::LinkPasswordMismatch, None) => Some(pages::invalid_link()),
         (ApiError::LinkPasswordMismatch, Some(token)) => Some(pages::confirm(token, Some(pages::MISMATCH))),
-        (ApiError::Unavailable { .. }, _) => Some(pages::unavailable()),
+        (ApiError::Unavailable { .. }, _) => Some(pages::unavailable("confirm your email")),
         _ => None,
     }
 }

@@ -592,7 +592,7 @@ async fn half_used(stack: &Stack, token: &str) -> anyhow::Result<bool> {
 }
 
 /// Asks for a reset of `email`'s password and uses its link (in the `mails`-th mail) while password is down: a
-/// `503`. Returns the link's token, password running again.
+/// `503`, and a browser's page says the link still works. Returns the link's token, password running again.
 async fn reset_while_password_is_down(
     stack: &mut Stack,
     email: &str,
@@ -604,6 +604,12 @@ async fn reset_while_password_is_down(
     stack.stop("password").await?;
     let (status, answer) = reset(stack, &token, new).await?;
     assert_eq!(status, 503, "{answer}");
+    let url = format!("{}/v1/password-resets/confirm", stack.api_url());
+    let form = [("token", token.as_str()), ("new_password", new)];
+    let page = stack.http().post(url).header("accept", "text/html").form(&form).send().await?;
+    assert_eq!(page.status(), 503);
+    let page = page.text().await?;
+    assert!(page.contains("Your link still works"), "the browser is not told to retry: {page}");
     stack.restart("password").await?;
     Ok(token)
 }
