@@ -81,7 +81,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `router` over HTTP/1.1 on `listener` until `cancel` fires, then until in-flight requests have finished;
 /// the caller bounds that wait (`shutdown::drain`). Each request carries its TCP peer as `ConnectInfo<SocketAddr>`.
 /// A request's head must arrive within [`HEADER_READ_TIMEOUT`] (what `axum::serve` leaves unbounded: it sets hyper
-/// no timer).
+/// no timer). HTTP/1.1 only: HTTP/2 without TLS (h2c, which a client may open with its preface) has no bound on how
+/// long a request's headers may take, and nothing in front of an HTTP port speaks it (load balancers end TLS and
+/// speak HTTP/1.1 to their targets; probes and scrapers speak HTTP/1.1; gRPC is served by tonic).
 pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
     let connections = GracefulShutdown::new();
     loop {
@@ -107,9 +109,6 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-        // HTTP/1.1 only. HTTP/2 without TLS (h2c, which a client may open with its preface) has no bound on how long
-        // a request's headers may take, and nothing in front of an HTTP port speaks it: load balancers end TLS and
-        // speak HTTP/1.1 to their targets, and probes and scrapers speak HTTP/1.1. (gRPC is served by tonic.)
         let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
         builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
