@@ -92,7 +92,8 @@ impl EventHandler {
         Ok(())
     }
 
-    /// Queues the "you already have an account" notice, at most one per interval and within the budget.
+    /// Queues the "you already have an account" notice, at most one per interval and within the budget, charged to
+    /// the client that signed up.
     async fn existing_account(
         &self,
         tx: &mut PgConnection,
@@ -107,7 +108,7 @@ impl EventHandler {
             recipient: &event.email,
             locale: &event.locale,
             signup_id: None,
-            client_hash: &[],
+            client_hash: &event.client_hash,
         };
         let (interval, budget) = (self.policy.notice_interval, self.policy.budget);
         let queued = store::existing_account(tx, &mail, interval, budget).await.map_err(transient)?;

@@ -34,6 +34,7 @@ pub(crate) fn signup(user: &User, profile: &Profile, existing: bool, attempt: &A
                 locale: user.locale.clone(),
                 occurred_at,
                 signup_id: attempt.signup_id.to_string(),
+                client_hash: attempt.client_hash.clone(),
             }
         });
     }

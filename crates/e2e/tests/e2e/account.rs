@@ -545,6 +545,55 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
 }
 
 /// user-metadata's `user_reads_total` for `source` (remembered or database), from its metrics.
+/// Attack: from one network, sign up the victim's verified address (its owner is told: the existing-account notice)
+/// and ask for resets. The notice was charged to no client, so with the client's own share of the hour (all but
+/// one mail) it took the whole hour's budget, and the owner's own reset request that hour mailed nothing. The notice
+/// now counts in the share of the client that signed up.
+#[tokio::test]
+async fn one_client_cannot_spend_an_hours_mail_with_a_notice_and_resets() -> anyhow::Result<()> {
+    let mut env = vec![("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned())];
+    // The defaults: three mails an hour, ten a day, three a day per client (and so two an hour per client).
+    for (name, value) in
+        [("MAIL_BUDGET_PER_HOUR", "3"), ("MAIL_BUDGET_PER_DAY", "10"), ("MAIL_BUDGET_PER_CLIENT_PER_DAY", "3")]
+    {
+        env.push(("email-verification", name, value.to_owned()));
+    }
+    let mut stack = Stack::start_with(e2e::stack::Options { env, ..Default::default() }).await?;
+    stack.wait_ready().await?;
+    let email = unique_email("notice-budget");
+    verified_account(&stack, &email).await?;
+    // The owner's verification mail leaves the hour: the hour's budget (3) is the attacker's to try.
+    let mut db = stack.database("email-verification").connect().await?;
+    sqlx::query("UPDATE mails SET created_at = created_at - interval '2 hours' WHERE recipient = $1")
+        .bind(&email)
+        .execute(&mut db)
+        .await?;
+
+    let attacker = "203.0.113.30";
+    let signup = json!({ "email": email, "password": "the attacker's battery staple", "display_name": "Ada" });
+    assert_eq!(from_client(&stack, attacker, (reqwest::Method::POST, "/v1/signups"), None, &signup).await?, 202);
+    stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?;
+    let ask = json!({ "email": email });
+    for _ in 0..2 {
+        assert_eq!(
+            from_client(&stack, attacker, (reqwest::Method::POST, "/v1/password-resets"), None, &ask).await?,
+            202
+        );
+    }
+    let owner = "198.51.100.30";
+    assert_eq!(from_client(&stack, owner, (reqwest::Method::POST, "/v1/password-resets"), None, &ask).await?, 202);
+    // A reset request queues its mail before it answers: one for the attacker (its share then spent), one for the
+    // owner.
+    let clients: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT client_hash) FROM mails WHERE recipient = $1 AND kind = 'password_reset'",
+    )
+    .bind(&email)
+    .fetch_one(&mut db)
+    .await?;
+    assert_eq!(clients, 2, "the owner's reset was not queued: the attacker's notice and resets took the hour");
+    Ok(())
+}
+
 /// Attack: a flood of signups keeps password's hashing full while the victim uses a reset link. The link is used
 /// up before the new password is hashed; the hash was refused with the signups' (a `503`), and the retry found the
 /// link used: the flood cost the owner the reset. The owner's new password now waits its turn with the checks.

@@ -92,17 +92,32 @@ pub(crate) async fn signed_up(
 }
 
 /// Applies a SignupAttemptedForExistingAccount: queues the notice `mail_id`, at most one per address per
-/// `interval`, within the address's budget.
+/// `interval`, within the address's budget and its client's share of it. The interval is spent only by a notice
+/// queued: one refused for the budget leaves the next attempt free to tell the owner.
 pub(crate) async fn existing_account(
     conn: &mut PgConnection,
     mail: &NewMail<'_>,
     interval: Duration,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    if !within_limit(conn, mail.recipient, mail.kind.as_str(), 1, interval).await? {
+    lock_address(conn, mail.recipient).await?;
+    let due: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM send_limits WHERE recipient = $1 AND kind = $2 \
+           AND window_started_at > now() - make_interval(secs => $3))",
+    )
+    .bind(mail.recipient)
+    .bind(mail.kind.as_str())
+    .bind(interval.as_secs_f64())
+    .fetch_one(&mut *conn)
+    .await?;
+    if !due {
         return Ok(Queued::NotNeeded);
     }
-    queue_within_budget(conn, mail, budget).await
+    if !insert_mail(conn, mail, Some(budget)).await? {
+        return Ok(Queued::OverBudget);
+    }
+    within_limit(conn, mail.recipient, mail.kind.as_str(), 1, interval).await?;
+    Ok(Queued::Yes)
 }
 
 /// Begins the transaction of a request that answers alike for known and unknown addresses (a resend, a reset
