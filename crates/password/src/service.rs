@@ -166,9 +166,7 @@ impl PasswordService for Passwords {
         let keep = Token::parse(&request.keep_session_token).map(|token| token.hash());
         let own = self.own_session(user_id, keep.as_deref()).await?;
         let asker = match own {
-            Some(session) => {
-                store::Asker { email_hash: email_hash(&request.email_hash)?, client_hash: session, signed_in: true }
-            }
+            Some(session) => signed_in(&request.email_hash, session)?,
             None => asker(&request.email_hash, &request.client_hash)?,
         };
         let (current, new) = (password(request.current_password)?, password(request.new_password)?);
@@ -205,8 +203,7 @@ impl PasswordService for Passwords {
         let session = Token::parse(&request.session_token).map(|token| token.hash());
         // A session that ended meanwhile proves nothing: the answer of a wrong password.
         let Some(session) = self.own_session(user_id, session.as_deref()).await? else { return answer(false, 0) };
-        let asker =
-            store::Asker { email_hash: email_hash(&request.email_hash)?, client_hash: session, signed_in: true };
+        let asker = signed_in(&request.email_hash, session)?;
         match self.check(asker, Some(user_id), password(request.password)?).await? {
             Checked::Valid(..) => answer(true, 0),
             Checked::Invalid => answer(false, 0),
@@ -399,6 +396,11 @@ fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
 fn asker<'a>(email: &'a [u8], client: &'a [u8]) -> Result<store::Asker<'a>, Status> {
     let client_hash = platform::grpc::client_hash_argument(client)?;
     Ok(store::Asker { email_hash: email_hash(email)?, client_hash, signed_in: false })
+}
+
+/// The failures of a signed-in owner's check count against the email and the live session (its token's hash).
+fn signed_in<'a>(email: &'a [u8], session: &'a [u8]) -> Result<store::Asker<'a>, Status> {
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash: session, signed_in: true })
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

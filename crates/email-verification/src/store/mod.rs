@@ -116,7 +116,15 @@ pub(crate) async fn existing_account(
     if !insert_mail(conn, mail, Some(budget)).await? {
         return Ok(Queued::OverBudget);
     }
-    within_limit(conn, mail.recipient, mail.kind.as_str(), 1, interval).await?;
+    // The interval starts with the notice queued (the address's lock, held, orders concurrent notices).
+    sqlx::query(
+        "INSERT INTO send_limits (recipient, kind, window_started_at, count) VALUES ($1, $2, now(), 1) \
+         ON CONFLICT (recipient, kind) DO UPDATE SET window_started_at = now(), count = 1",
+    )
+    .bind(mail.recipient)
+    .bind(mail.kind.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(Queued::Yes)
 }
 
@@ -463,32 +471,6 @@ async fn insert_mail(conn: &mut PgConnection, mail: &NewMail<'_>, budget: Option
     .bind(budget.per_client_per_hour)
     .fetch_one(conn)
     .await
-}
-
-/// Counts one more event of `kind` for `recipient` in a fixed window; returns whether it stays within `limit`.
-/// Concurrent callers serialise on the counter's row, so the limit holds across replicas.
-pub(crate) async fn within_limit(
-    conn: &mut PgConnection,
-    recipient: &str,
-    kind: &str,
-    limit: i32,
-    window: Duration,
-) -> sqlx::Result<bool> {
-    let (count,): (i32,) = sqlx::query_as(
-        "INSERT INTO send_limits (recipient, kind, window_started_at, count) VALUES ($1, $2, now(), 1) \
-         ON CONFLICT (recipient, kind) DO UPDATE SET \
-           window_started_at = CASE WHEN send_limits.window_started_at <= now() - make_interval(secs => $3) \
-                                    THEN now() ELSE send_limits.window_started_at END, \
-           count = CASE WHEN send_limits.window_started_at <= now() - make_interval(secs => $3) \
-                        THEN 1 ELSE send_limits.count + 1 END \
-         RETURNING count",
-    )
-    .bind(recipient)
-    .bind(kind)
-    .bind(window.as_secs_f64())
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(count <= limit)
 }
 
 /// The condition under which a token may confirm its account: known, unused, unexpired, and the account not
