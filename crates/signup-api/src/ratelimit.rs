@@ -5,11 +5,13 @@
 //!
 //! The client is the TCP peer, unless the peer is a trusted proxy (`TRUSTED_PROXIES`): then it is the right-most
 //! address of `X-Forwarded-For` that is not itself a trusted proxy (the left part of the header is whatever the
-//! client wrote). IPv6 clients are counted per /64, the smallest block a subscriber gets. The buckets live in this
-//! process: each replica limits on its own, and the edge (ingress, WAF) adds the global limit.
+//! client wrote). IPv6 clients are counted per /64, the smallest block a subscriber gets, and the /64s of one /48
+//! also share a bucket of `RATE_LIMIT_IPV6_48_CLIENTS` clients' budgets: whoever holds a /48 (a tunnel broker gives
+//! them away) would otherwise be 65,536 clients. The buckets live in this process: each replica limits on its own,
+//! and the edge (ingress, WAF) adds the global limit.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
     sync::Arc,
     time::Duration,
@@ -66,6 +68,8 @@ pub struct Policy {
     class: Class,
     requests: NonZeroU32,
     window: Duration,
+    /// The budget an IPv6 /48's /64s share, not one client's.
+    per_48: bool,
 }
 
 impl Policy {
@@ -78,7 +82,18 @@ impl Policy {
         if secs == 0 {
             return Err(invalid());
         }
-        Ok(Self { class, requests, window: Duration::from_secs(secs) })
+        Ok(Self { class, requests, window: Duration::from_secs(secs), per_48: false })
+    }
+
+    /// The budget the /64s of one IPv6 /48 share: `clients` times this one, in the same window.
+    fn shared_by_48(self, clients: NonZeroU32) -> Self {
+        Self { requests: self.requests.saturating_mul(clients), per_48: true, ..self }
+    }
+
+    /// The policy's name in the headers and metrics: the class's, with `-ipv6-48` for a /48's shared budget.
+    fn name(&self) -> String {
+        let suffix = if self.per_48 { "-ipv6-48" } else { "" };
+        format!("{}{suffix}", self.class.name())
     }
 
     fn quota(&self) -> Quota {
@@ -88,7 +103,7 @@ impl Policy {
 
     /// `RateLimit-Policy`: the policy's name, its quota and its window in seconds.
     fn header(&self) -> String {
-        format!("\"{}\";q={};w={}", self.class.name(), self.requests, self.window.as_secs())
+        format!("\"{}\";q={};w={}", self.name(), self.requests, self.window.as_secs())
     }
 }
 
@@ -97,6 +112,8 @@ impl Policy {
 pub struct RateLimitSettings {
     /// One policy per [`Class`], in the order of `Class::ALL`.
     pub policies: [Policy; 5],
+    /// `RATE_LIMIT_IPV6_48_CLIENTS`: how many clients' budgets the /64s of one IPv6 /48 share.
+    pub ipv6_48_clients: NonZeroU32,
     /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -110,13 +127,14 @@ pub struct RateLimits {
 }
 
 struct Inner {
-    limiters: Vec<(Policy, Limiter)>,
+    /// Per class: the client's bucket, and the bucket its IPv6 /48 shares.
+    limiters: Vec<[(Policy, Limiter); 2]>,
     trusted_proxies: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let policies: Vec<_> = self.inner.limiters.iter().map(|(policy, _)| policy).collect();
+        let policies: Vec<_> = self.inner.limiters.iter().flatten().map(|(policy, _)| policy).collect();
         f.debug_struct("RateLimits").field("policies", &policies).finish_non_exhaustive()
     }
 }
@@ -124,26 +142,41 @@ impl std::fmt::Debug for RateLimits {
 impl RateLimits {
     /// Empty buckets for `settings`.
     pub fn new(settings: &RateLimitSettings) -> Self {
+        let limiter = |policy: Policy| {
+            (policy, RateLimiter::keyed(policy.quota()).with_middleware::<StateInformationMiddleware>())
+        };
         let limiters = settings
             .policies
             .iter()
-            .map(|policy| (*policy, RateLimiter::keyed(policy.quota()).with_middleware::<StateInformationMiddleware>()))
+            .map(|policy| [limiter(*policy), limiter(policy.shared_by_48(settings.ipv6_48_clients))])
             .collect();
         Self { inner: Arc::new(Inner { limiters, trusted_proxies: settings.trusted_proxies.clone() }) }
     }
 
     /// Forgets clients whose buckets are full again, so memory follows the clients of the last window only.
     pub fn forget_idle(&self) {
-        for (_, limiter) in &self.inner.limiters {
+        for (_, limiter) in self.inner.limiters.iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
     }
 
-    /// Takes one token of `class` for the client `key` (a [`bucket`]).
+    /// Takes one token of `class` for the client `key` (a [`bucket`]) and, for an IPv6 client that got it, one of
+    /// its /48's shared bucket. The client's own bucket is asked first, so a client over its budget spends nothing of
+    /// its neighbours'. The verdict is the one that refused, or the one with fewer tokens left.
     fn check(&self, class: Class, key: IpAddr) -> Verdict {
         let index = Class::ALL.iter().position(|c| *c == class).unwrap_or_default();
-        let (policy, limiter) = &self.inner.limiters[index];
+        let [client, shared] = &self.inner.limiters[index];
+        let own = Self::take(client, key);
+        let IpAddr::V6(v6) = key else { return own };
+        if !own.allowed {
+            return own;
+        }
+        let network = Self::take(shared, IpAddr::V6(prefix(v6, 48)));
+        if !network.allowed || network.remaining < own.remaining { network } else { own }
+    }
+
+    fn take((policy, limiter): &(Policy, Limiter), key: IpAddr) -> Verdict {
         let period = policy.window / policy.requests.get();
         match limiter.check_key(&key) {
             Ok(snapshot) => {
@@ -174,7 +207,7 @@ impl Verdict {
 
     fn annotate(&self, headers: &mut HeaderMap) {
         let policy = self.policy.header();
-        let state = format!("\"{}\";r={};t={}", self.policy.class.name(), self.remaining, self.reset_secs());
+        let state = format!("\"{}\";r={};t={}", self.policy.name(), self.remaining, self.reset_secs());
         for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name, value);
@@ -193,9 +226,11 @@ pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, mut reque
         request.extensions_mut().insert(Client(Some(key)));
         next.run(request).await
     } else {
-        metrics::counter!("rate_limited_total", "class" => class.name()).increment(1);
+        metrics::counter!("rate_limited_total", "class" => class.name(), "per_48" => verdict.policy.per_48.to_string())
+            .increment(1);
+        let whose = if verdict.policy.per_48 { "this client's IPv6 /48 has" } else { "this client has" };
         Problem::of(&crate::problem::types::RATE_LIMITED)
-            .with_detail(format!("this client has used its {} budget; see Retry-After", class.name()))
+            .with_detail(format!("{whose} used its {} budget; see Retry-After", class.name()))
             .with_retry_after(verdict.reset_secs().max(1))
             .into_response()
     };
@@ -215,7 +250,7 @@ impl Client {
     pub(crate) fn hash(self, hasher: &crate::contacts::KeyedHasher) -> Vec<u8> {
         let octets = match self.0 {
             Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
-            Some(IpAddr::V6(v6)) => (u128::from(v6) & !((1u128 << 80) - 1)).to_be_bytes().to_vec(),
+            Some(IpAddr::V6(v6)) => prefix(v6, 48).octets().to_vec(),
             None => return Vec::new(),
         };
         hasher.mac(b"client\0", &octets)
@@ -265,9 +300,14 @@ fn hop_address(hop: &str) -> Option<IpAddr> {
 /// The bucket a client counts against: its IPv4 address, or the /64 of its IPv6 address.
 fn bucket(client: IpAddr) -> IpAddr {
     match canonical(client) {
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        IpAddr::V6(v6) => IpAddr::V6(prefix(v6, 64)),
         v4 => v4,
     }
+}
+
+/// The network of `address`'s first `bits` bits (at most 128).
+fn prefix(address: Ipv6Addr, bits: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(address) & u128::MAX.checked_shl(128 - bits).unwrap_or(0))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as the IPv4 addresses they are.
@@ -331,7 +371,8 @@ mod tests {
     #[test]
     fn a_client_gets_its_budget_then_429s_and_others_are_unaffected() {
         let policy = Policy::parse(Class::Signups, "2/60").unwrap();
-        let settings = RateLimitSettings { policies: [policy; 5], trusted_proxies: Vec::new() };
+        let settings =
+            RateLimitSettings { policies: [policy; 5], ipv6_48_clients: NonZeroU32::MIN, trusted_proxies: Vec::new() };
         let limits = RateLimits::new(&settings);
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
 
@@ -347,6 +388,36 @@ mod tests {
         assert_eq!(headers["ratelimit-policy"], "\"signups\";q=2;w=60");
         assert!(headers["ratelimit"].to_str().unwrap().starts_with("\"signups\";r=0;t="), "{:?}", headers["ratelimit"]);
         assert!((1..=30).contains(&denied.reset_secs()), "{}", denied.reset_secs());
+    }
+
+    #[test]
+    fn the_64s_of_one_48_share_a_budget_and_a_client_over_its_own_spends_none_of_it() {
+        let policy = Policy::parse(Class::Signups, "2/60").unwrap();
+        let clients = NonZeroU32::new(3).unwrap();
+        let limits = RateLimits::new(&RateLimitSettings {
+            policies: [policy; 5],
+            ipv6_48_clients: clients,
+            trusted_proxies: Vec::new(),
+        });
+        let take = |client: &str| limits.check(Class::Signups, bucket(ip(client))).allowed;
+
+        // One /64 over its own budget: its third request is refused by its own bucket, not the /48's.
+        let greedy: Vec<bool> = (0..3).map(|_| take("2001:db8:1:1::1")).collect();
+        // Two more /64s of the /48 take the four tokens the /48 has left; the next /64 finds it empty.
+        let neighbours: Vec<bool> = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:3::1", "2001:db8:1:3::2"]
+            .into_iter()
+            .map(take)
+            .collect();
+        let denied = limits.check(Class::Signups, bucket(ip("2001:db8:1:4::1")));
+
+        assert_eq!(greedy, [true, true, false]);
+        assert_eq!(neighbours, [true; 4]);
+        assert!(!denied.allowed);
+        let mut headers = HeaderMap::new();
+        denied.annotate(&mut headers);
+        assert_eq!(headers["ratelimit-policy"], "\"signups-ipv6-48\";q=6;w=60");
+        assert!(take("2001:db8:2:1::1"), "another /48 was limited");
+        assert!(take("192.0.2.1"), "an IPv4 client was limited");
     }
 
     #[test]

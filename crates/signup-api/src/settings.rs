@@ -2,7 +2,7 @@
 //! what is left here is turning them into the types the API uses, and the checks that span fields.
 
 use std::{
-    num::{NonZeroU64, NonZeroUsize},
+    num::{NonZeroU32, NonZeroU64, NonZeroUsize},
     time::Duration,
 };
 
@@ -194,6 +194,7 @@ struct RateLimits {
     rate_limit_confirms: String,
     rate_limit_sessions: String,
     rate_limit_reads: String,
+    rate_limit_ipv6_48_clients: NonZeroU32,
     trusted_proxies: String,
 }
 
@@ -205,6 +206,7 @@ impl Default for RateLimits {
             rate_limit_confirms: "30/600".to_owned(),
             rate_limit_sessions: "30/60".to_owned(),
             rate_limit_reads: "300/60".to_owned(),
+            rate_limit_ipv6_48_clients: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
             trusted_proxies: String::new(),
         }
     }
@@ -215,7 +217,11 @@ impl RateLimits {
         let policy = |variable: &str, class: Class, value: &str| {
             Policy::parse(class, value).map_err(|reason| SettingsError::invalid(variable, reason))
         };
+        if self.rate_limit_ipv6_48_clients.get() > 1 << 16 {
+            return Err(SettingsError::invalid("RATE_LIMIT_IPV6_48_CLIENTS", "must be at most 65536 (a /48's /64s)"));
+        }
         Ok(RateLimitSettings {
+            ipv6_48_clients: self.rate_limit_ipv6_48_clients,
             policies: [
                 policy("RATE_LIMIT_SIGNUPS", Class::Signups, &self.rate_limit_signups)?,
                 policy("RATE_LIMIT_RESENDS", Class::Resends, &self.rate_limit_resends)?,

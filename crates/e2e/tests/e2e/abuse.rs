@@ -472,6 +472,40 @@ async fn a_client_over_its_budget_gets_429s_and_other_clients_do_not() -> anyhow
     Ok(())
 }
 
+/// Attack: whoever holds an IPv6 /48 (a tunnel broker gives them away) signs up from one /64 after another, each
+/// a fresh client with a fresh budget: 65,536 budgets of hashing, enough to fill password for everyone. The /64s of
+/// one /48 now share `RATE_LIMIT_IPV6_48_CLIENTS` (16) clients' budgets. Before, the seventeenth /64 got a 202.
+#[tokio::test]
+async fn the_64s_of_one_ipv6_48_share_a_bounded_signup_budget() -> anyhow::Result<()> {
+    let env = vec![
+        ("signup-api", "RATE_LIMIT_SIGNUPS", "1/600".to_owned()),
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+    ];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let signup = |client: String| {
+        let request = stack.http().post(format!("{}/v1/signups", stack.api_url())).header("x-forwarded-for", client);
+        let body = json!({ "email": unique_email("per-48"), "password": PASSWORD, "display_name": "Ada" });
+        async move { anyhow::Ok(request.json(&body).send().await?) }
+    };
+
+    let mut statuses = Vec::new();
+    for subnet in 1..=16 {
+        statuses.push(signup(format!("2001:db8:48:{subnet:x}::1")).await?.status().as_u16());
+    }
+    let seventeenth = signup("2001:db8:48:11::1".to_owned()).await?;
+    let elsewhere = signup("2001:db8:49:1::1".to_owned()).await?.status();
+
+    assert_eq!(statuses, [202; 16], "each /64 has a budget of one signup, and the /48 sixteen");
+    assert_eq!(seventeenth.status(), 429, "the seventeenth /64 of one /48 got a fresh budget");
+    assert_eq!(seventeenth.headers()["ratelimit-policy"], "\"signups-ipv6-48\";q=16;w=600");
+    assert!(seventeenth.headers().contains_key("retry-after"));
+    let problem: Value = seventeenth.json().await?;
+    assert_eq!(problem["type"], "/problems/rate-limited");
+    assert!(problem["detail"].as_str().unwrap_or_default().contains("/48"), "{problem}");
+    assert_eq!(elsewhere, 202, "another /48 was limited");
+    Ok(())
+}
+
 /// Attack: another site's page makes its visitors' browsers post the API's own reset form (a cross-site form post
 /// needs no CORS), so the victim's mailbox is mailed from thousands of addresses, each within its own budget. A
 /// browser's cross-site post is refused before anything is done; the API's own page and a non-browser client are
