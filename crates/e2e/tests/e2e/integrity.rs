@@ -503,8 +503,10 @@ async fn mail_over_the_global_budget_waits_and_goes_out_later() -> anyhow::Resul
 async fn display_names_carry_no_links_and_never_reach_an_unproven_mailbox() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let target = unique_email("spam-target");
-    for name in ["Win a prize at https://evil.example", "cheap-pills.com", "call me @home", "A\u{202E}B", "x\u{200B}y"]
-    {
+    // The fullwidth and ideographic ones read as a link or an address all the same; before, they were accepted.
+    let names = ["Win a prize at https://evil.example", "cheap-pills.com", "call me @home", "A\u{202E}B", "x\u{200B}y"];
+    let lookalikes = ["ｃｈｅａｐ－ｐｉｌｌｓ．ｃｏｍ", "evil。com", "call me ＠home", "ｈｔｔｐｓ：／／x"];
+    for name in names.into_iter().chain(lookalikes) {
         let body = json!({ "email": target, "password": VICTIM_PASSWORD, "display_name": name });
         let response = stack.signup(&body, None).await?;
         assert_eq!(response.status(), 422, "{name:?}");

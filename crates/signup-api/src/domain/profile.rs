@@ -1,5 +1,7 @@
 //! The profile fields of a signup: display name and locale.
 
+use unicode_normalization::UnicodeNormalization as _;
+
 /// A trimmed, non-empty display name: no control characters, and nothing that would let a requester put a link, an
 /// address or reordered text in front of other people (it is shown to friends; it is never put in mail).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +18,16 @@ impl DisplayName {
         if raw.chars().count() > max_chars {
             return Err(("display_name_too_long", format!("must be at most {max_chars} characters")));
         }
-        if trimmed.chars().any(is_hidden) {
+        // Checked as readers see it: compatibility forms (fullwidth `＠`, `ｃｏｍ`, `：／／`) as their plain letters,
+        // and the ideographic full stops that browsers take for dots in domain names as dots.
+        let seen: String = trimmed.nfkc().map(|c| if matches!(c, '\u{3002}' | '\u{FF61}') { '.' } else { c }).collect();
+        if trimmed.chars().chain(seen.chars()).any(is_hidden) {
             return Err((
                 "display_name_invalid",
                 "must not contain control, bidirectional-override or zero-width characters".to_owned(),
             ));
         }
-        if trimmed.contains('@') || looks_like_a_link(trimmed) {
+        if seen.contains('@') || looks_like_a_link(&seen) {
             return Err(("display_name_invalid", "must not contain a link, a domain name or an @".to_owned()));
         }
         Ok(Self(trimmed.to_owned()))
@@ -55,7 +60,7 @@ fn is_invisible(c: char) -> bool {
             | '\u{034F}'
             | '\u{115F}'
             | '\u{1160}'
-            | '\u{180E}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200D}'
             | '\u{2028}'
             | '\u{2029}'
@@ -66,6 +71,7 @@ fn is_invisible(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFA0}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E007F}'
             | '\u{F0000}'..
     )
@@ -136,10 +142,19 @@ mod tests {
             "\u{2800}",
             "Ada\u{2028}Lovelace",
             "Ada\u{E0041}",
+            "ｃｈｅａｐ－ｐｉｌｌｓ．ｃｏｍ",
+            "evil。com",
+            "evil｡com",
+            "Ada ＠home",
+            "Ada ﹫home",
+            "ｈｔｔｐｓ：／／x",
+            "Ad\u{180B}a",
+            "Ada\u{1D173}",
         ] {
             assert_eq!(DisplayName::parse(bad, 100).map_err(|e| e.0), Err("display_name_invalid"), "{bad}");
         }
-        for good in ["J. R. R. Tolkien", "Ada Lovelace", "Zoë Ō'Brien-Smith", "李小龍", "Dr. Who", "v1.2"] {
+        for good in ["J. R. R. Tolkien", "Ada Lovelace", "Zoë Ō'Brien-Smith", "李小龍", "Dr. Who", "v1.2", "ｱｲｳ"]
+        {
             assert!(DisplayName::parse(good, 100).is_ok(), "{good}");
         }
     }
