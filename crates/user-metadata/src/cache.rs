@@ -4,6 +4,8 @@
 //! replica's own writes forget at once as well, so it reads its writes; another replica serves a change once its
 //! listener has heard of it (milliseconds). While the listener is not connected nothing is remembered, and
 //! whatever was remembered before it (re)connected is forgotten: a notification it missed cannot leave a user stale.
+//! A connection that dies without a word (a failover that resets nothing) is not noticed until the operating system
+//! gives up on it, so nothing is remembered longer than [`REMEMBER_AT_MOST`] either.
 
 use std::sync::{
     Arc,
@@ -23,6 +25,10 @@ const CHANNEL: &str = "users_changed";
 /// How the listener reconnects after losing its connection.
 const RECONNECT: Backoff = Backoff::jittered(std::time::Duration::from_millis(100), std::time::Duration::from_secs(5));
 
+/// How long a user is remembered at most, whatever the listener heard: the bound on how stale a silently lost
+/// listener can leave one.
+const REMEMBER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The users `GetUser` read, while a listener keeps them true. Cloning shares it.
 #[derive(Debug, Clone)]
 pub(crate) struct UserCache(Arc<Inner>);
@@ -40,7 +46,8 @@ struct Inner {
 impl UserCache {
     /// Remembers up to `capacity` users (none when 0) once [`UserCache::listen`] runs.
     pub(crate) fn new(capacity: u64) -> Self {
-        let users = (capacity > 0).then(|| Cache::new(capacity));
+        let users =
+            (capacity > 0).then(|| Cache::builder().max_capacity(capacity).time_to_live(REMEMBER_AT_MOST).build());
         Self(Arc::new(Inner { users, live: AtomicBool::new(false), epoch: AtomicU64::new(0) }))
     }
 
@@ -56,9 +63,15 @@ impl UserCache {
         metrics::counter!("user_reads_total", "source" => "database").increment(1);
         let epoch = self.0.epoch.load(Ordering::Acquire);
         let user = store::by_id(pool, id).await?;
-        // Nothing was forgotten while the query ran: no change committed since it began can be missing from it.
-        if self.live() && self.0.epoch.load(Ordering::Acquire) == epoch {
+        // Nothing was forgotten while the query ran: no change committed since it began can be missing from it. A
+        // forgetting between that check and the insert would leave the insert behind it, so the check is made again
+        // after the insert, which is undone if anything was forgotten meanwhile.
+        let unchanged = || self.live() && self.0.epoch.load(Ordering::Acquire) == epoch;
+        if unchanged() {
             users.insert(id, user.clone());
+            if !unchanged() {
+                users.invalidate(&id);
+            }
         }
         Ok(user)
     }
