@@ -138,11 +138,14 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let headers = [
         (header::CACHE_CONTROL, "no-store"),
-        // Nothing (the token in the address included) goes to another site; the pages' own form posts carry their
-        // `Origin`, which `no-referrer` would make `null` (and `cross_site` would refuse where no `Sec-Fetch-Site`
-        // is sent: plain HTTP beyond localhost, older browsers).
-        (header::REFERRER_POLICY, "same-origin"),
+        // The page's address (its token) is never a `Referer`, not even on the page's own form post, where the
+        // ingress's access log would keep it: the origin at most. The post still carries its `Origin`, which
+        // `no-referrer` would make `null` (and `cross_site` would refuse where no `Sec-Fetch-Site` is sent: plain
+        // HTTP beyond localhost, older browsers).
+        (header::REFERRER_POLICY, "strict-origin"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // `frame-ancestors 'none'` for browsers that predate it.
+        (header::X_FRAME_OPTIONS, "DENY"),
         (header::CONTENT_SECURITY_POLICY, CSP),
     ];
     (status, headers, Html(html)).into_response()
