@@ -826,3 +826,50 @@ async fn operational_endpoints_are_served_off_the_public_port() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// Every route counts against the budget of its kind, and only that one: with a budget of one request of every
+/// kind, each route's second request from a fresh client is a 429 naming the route's kind. A route moved to another
+/// kind (a confirm among the reads, a reset request in no budget) fails here; the other tests set one kind each.
+#[tokio::test]
+async fn every_route_counts_against_its_own_kind_of_budget() -> anyhow::Result<()> {
+    let kinds =
+        ["RATE_LIMIT_SIGNUPS", "RATE_LIMIT_RESENDS", "RATE_LIMIT_CONFIRMS", "RATE_LIMIT_SESSIONS", "RATE_LIMIT_READS"];
+    let mut env: Vec<_> = kinds.map(|name| ("signup-api", name, "1/600".to_owned())).into();
+    env.push(("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()));
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let token = "A".repeat(43);
+    let routes = [
+        ("POST", "/v1/signups".to_owned(), "signups"),
+        ("POST", "/v1/email-verifications".to_owned(), "resends"),
+        ("GET", "/v1/password-resets".to_owned(), "resends"),
+        ("POST", "/v1/password-resets".to_owned(), "resends"),
+        ("GET", format!("/v1/email-verifications/confirm?token={token}"), "confirms"),
+        ("POST", "/v1/email-verifications/confirm".to_owned(), "confirms"),
+        ("GET", format!("/v1/password-resets/confirm?token={token}"), "confirms"),
+        ("POST", "/v1/password-resets/confirm".to_owned(), "confirms"),
+        ("POST", "/v1/sessions".to_owned(), "sessions"),
+        ("PUT", "/v1/me/password".to_owned(), "sessions"),
+        ("DELETE", "/v1/me".to_owned(), "sessions"),
+        ("GET", "/v1/me".to_owned(), "reads"),
+        ("PATCH", "/v1/me".to_owned(), "reads"),
+        ("GET", "/v1/me/export".to_owned(), "reads"),
+        ("GET", "/v1/me/friend-suggestions".to_owned(), "reads"),
+        ("DELETE", "/v1/sessions/current".to_owned(), "reads"),
+    ];
+    for (i, (method, path, kind)) in routes.iter().enumerate() {
+        let send = || {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+            let request = stack.http().request(method, format!("{}{path}", stack.api_url()));
+            // A fresh client per route; what the body says does not matter to the budget.
+            let request = request.header("x-forwarded-for", format!("198.51.100.{}", 100 + i)).bearer_auth("x");
+            request.json(&json!({ "email": "nobody@example.com" })).send()
+        };
+        let first = send().await?;
+        let second = send().await?;
+        assert_ne!(first.status(), 429, "{method} {path}: the first request of its client was limited");
+        assert_eq!(second.status(), 429, "{method} {path}: the second request within a budget of one");
+        let policy = second.headers().get("ratelimit-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(policy, format!("\"{kind}\";q=1;w=600"), "{method} {path}");
+    }
+    Ok(())
+}

@@ -2,9 +2,10 @@
 
 use e2e::{
     broker::{Tap, publish_to_queue, queue_depth},
+    otlp::Collector,
     poll::eventually,
     smtp::Mode,
-    stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Stack},
+    stack::{DELIVERY_TIMEOUT, GRPC_SERVICES, Options, Stack},
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -840,5 +841,99 @@ async fn a_remembered_profile_follows_every_change_to_the_account_wherever_it_is
     shows_name(&stack, &session, "Changed behind its back").await?;
     assert_eq!(rename("Changed again").execute(&mut db).await?.rows_affected(), 1);
     shows_name(&stack, &session, "Changed again").await?;
+    Ok(())
+}
+
+/// Every place a process writes down what it did, in one list: `(where, text)`.
+async fn written_down(stack: &Stack, tap: &Tap, collector: &Collector) -> anyhow::Result<Vec<(String, String)>> {
+    let mut places = Vec::new();
+    for member in &stack.members {
+        let output = [member.all_stdout(), member.process.stderr_lines()].concat().join("\n");
+        places.push((format!("{}'s log", member.process.name()), output));
+    }
+    for database in stack.databases() {
+        places.push((format!("database {}", database.name()), database.dump().await?));
+    }
+    for message in tap.seen() {
+        let text = format!("{:?} {}", message.properties, String::from_utf8_lossy(&message.data));
+        places.push(("a broker message".to_owned(), text));
+    }
+    for span in collector.spans() {
+        places.push((format!("{}'s span {}", span.service, span.name), format!("{span:?}")));
+    }
+    Ok(places)
+}
+
+/// Whoever reads what the system writes down (logs with the services at debug, traces, tables, events) learns no
+/// secret of an account's whole life: the passwords of the signup, of a wrong sign-in, of a change and of a reset,
+/// the verification and reset links' tokens (opened as pages too, the token in the address), and the sessions.
+/// The signup canary (signup.rs) covers the signup alone.
+#[tokio::test]
+async fn no_secret_of_an_accounts_whole_life_is_written_down_anywhere() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let mut options = Options::default();
+    let ours = "info,signup_api=debug,user_metadata=debug,password=debug,email_verification=debug,\
+                friend_discovery=debug,platform=debug";
+    for service in GRPC_SERVICES.into_iter().chain(["signup-api"]) {
+        options.env.extend([
+            (service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+            (service, "OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+            (service, "RUST_LOG", ours.to_owned()),
+        ]);
+    }
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    let tap = Tap::attach(&stack.exchange).await?;
+    let marker = uuid::Uuid::now_v7().simple().to_string();
+    let [first, wrong, changed, reset_to] =
+        ["first", "wrong", "changed", "reset"].map(|which| format!("canary {which} battery staple {marker}"));
+    let email = unique_email("secrets");
+    let api = stack.api_url();
+
+    let body = json!({ "email": email, "password": first, "display_name": "Ada" });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+    let mail = stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    let link = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
+    let page = stack.http().get(format!("{api}/v1/email-verifications/confirm?token={link}")).send().await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(stack.confirm(&link, &first).await?.status(), 200);
+    assert_eq!(stack.sign_in(&email, &wrong).await?.status(), 401);
+    let session = stack.session(&email, &first).await?;
+    assert_eq!(change_password(&stack, &session, &first, &changed).await?.status(), 204);
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    // The verification, the notice of the change and the reset.
+    let reset_link = reset_token(&stack, &email, 3).await?;
+    let page = stack.http().get(format!("{api}/v1/password-resets/confirm?token={reset_link}")).send().await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(reset(&stack, &reset_link, &reset_to).await?.0, 200);
+    let last = stack.session(&email, &reset_to).await?;
+    let before_leaving = written_down(&stack, &tap, &collector).await?;
+    assert_eq!(leave(&stack, &last, &reset_to).await?.status(), 202);
+    stack.wait_processed(proto::Event::USER_DELETED, 1).await?;
+    // Every process has exported the spans of its part (the deletion's processing is the last of each).
+    eventually(DELIVERY_TIMEOUT, || async {
+        let spans = collector.spans();
+        for service in e2e::stack::subscribers_of(proto::Event::USER_DELETED) {
+            let processed = spans.iter().any(|s| {
+                s.service == *service && s.attribute("cloudevents.event_type") == Some(proto::Event::USER_DELETED)
+            });
+            anyhow::ensure!(processed, "no span of {service} processing the deletion yet");
+        }
+        Ok(())
+    })
+    .await?;
+
+    let secrets = [&first, &wrong, &changed, &reset_to, &link, &reset_link, &session, &last];
+    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let needles: Vec<String> = secrets.iter().flat_map(|s| [s.to_lowercase(), hex(s)]).collect();
+    let places = [before_leaving, written_down(&stack, &tap, &collector).await?].concat();
+    let found: Vec<&String> = places
+        .iter()
+        .filter(|(_, text)| needles.iter().any(|needle| text.to_lowercase().contains(needle.as_str())))
+        .map(|(place, _)| place)
+        .collect();
+    assert!(places.iter().any(|(place, _)| place.contains("span")), "no span was exported");
+    assert!(found.is_empty(), "a secret was written down in: {found:?}");
+    tap.close().await;
     Ok(())
 }
