@@ -296,6 +296,40 @@ async fn changing_the_password_takes_the_current_one_ends_the_other_sessions_and
     Ok(())
 }
 
+/// Four attackers who know the password sign in over and over until `end` (the owner's change of the password)
+/// has answered; then every session they opened must be refused.
+async fn sign_ins_racing<F>(stack: &Stack, email: &str, end: F) -> anyhow::Result<u16>
+where
+    F: std::future::Future<Output = anyhow::Result<u16>>,
+{
+    let (opened, ended) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let attacker = || async {
+        let mut sessions = Vec::new();
+        while !ended.load(Ordering::SeqCst) {
+            let response = stack.sign_in(email, PASSWORD).await?;
+            if response.status() == 201 {
+                let body: Value = response.json().await?;
+                sessions.push(body["token"].as_str().unwrap_or_default().to_owned());
+                opened.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        anyhow::Ok(sessions)
+    };
+    let owner = async {
+        // Every attacker is signing in, one after another, by the time the change begins.
+        e2e::poll::counted(&opened, 8, DELIVERY_TIMEOUT, "sessions the attackers opened").await?;
+        let answer = end.await;
+        ended.store(true, Ordering::SeqCst);
+        answer
+    };
+    let (sessions, answer) = tokio::join!(futures_util::future::try_join_all((0..4).map(|_| attacker())), owner);
+    for session in sessions?.concat() {
+        let status = stack.me(&session).await?.status();
+        assert_eq!(status, 401, "a session opened with the old password outlived the change");
+    }
+    answer
+}
+
 /// Attack: someone who knows the password keeps signing in while its owner changes it. A sign-in whose check had
 /// passed before the change committed used to open its session after the change had ended the others, and keep it.
 #[tokio::test]
@@ -305,36 +339,26 @@ async fn a_sign_in_under_way_when_the_password_changes_keeps_no_session() -> any
     let email = unique_email("racing");
     verified_account(&stack, &email).await?;
     let owner = stack.session(&email, PASSWORD).await?;
-    let (opened, changed) = (AtomicUsize::new(0), AtomicBool::new(false));
-    let attacker = || async {
-        let mut sessions = Vec::new();
-        while !changed.load(Ordering::SeqCst) {
-            let response = stack.sign_in(&email, PASSWORD).await?;
-            if response.status() == 201 {
-                let body: Value = response.json().await?;
-                sessions.push(body["token"].as_str().unwrap_or_default().to_owned());
-                opened.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        anyhow::Ok(sessions)
+    let change = async {
+        let new = "a quite different battery staple horse";
+        Ok(change_password(&stack, &owner, PASSWORD, new).await?.status().as_u16())
     };
-    let owner_changes = async {
-        // Every attacker is signing in, one after another, by the time the change begins.
-        e2e::poll::counted(&opened, 8, DELIVERY_TIMEOUT, "sessions the attackers opened").await?;
-        let answer = change_password(&stack, &owner, PASSWORD, "a quite different battery staple horse").await;
-        changed.store(true, Ordering::SeqCst);
-        answer
-    };
-    let (sessions, answer) =
-        tokio::join!(futures_util::future::try_join_all((0..4).map(|_| attacker())), owner_changes);
-    assert_eq!(answer?.status(), 204);
-    for session in sessions?.concat() {
-        assert_eq!(
-            stack.me(&session).await?.status(),
-            401,
-            "a session opened with the old password outlived the change"
-        );
-    }
+    assert_eq!(sign_ins_racing(&stack, &email, change).await?, 204);
+    Ok(())
+}
+
+/// The same attack against a reset: the owner, locked out of an account whose password leaked, resets it through
+/// the mailed link while the attacker keeps signing in. No session opened with the old password survives.
+#[tokio::test]
+async fn a_sign_in_under_way_when_the_password_is_reset_keeps_no_session() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("racing-reset");
+    verified_account(&stack, &email).await?;
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let token = reset_token(&stack, &email, 2).await?;
+    let reset = async { Ok(reset(&stack, &token, "a quite different battery staple horse").await?.0) };
+    assert_eq!(sign_ins_racing(&stack, &email, reset).await?, 200);
     Ok(())
 }
 
