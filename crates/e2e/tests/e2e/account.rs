@@ -453,6 +453,34 @@ async fn strangers_locking_the_email_out_do_not_stop_its_signed_in_owner() -> an
     Ok(())
 }
 
+/// Strangers' failed sign-ins lock the email out (as the throttle means to, against a guesser spread over many
+/// networks); the owner, on a network of their own, cannot sign in. A reset through the mailed link proves the
+/// mailbox, so it forgets every failure: the owner signs in with the new password at once, from anywhere.
+#[tokio::test]
+async fn a_reset_lifts_the_lockout_that_strangers_caused() -> anyhow::Result<()> {
+    let stack = throttled_stack().await?;
+    let email = unique_email("locked-out-resets");
+    verified_account(&stack, &email).await?;
+    let sign_in = (reqwest::Method::POST, "/v1/sessions");
+    for stranger in ["203.0.113.21", "203.0.113.22"] {
+        for _ in 0..2 {
+            let guess = json!({ "email": email, "password": "a guessed battery staple horse" });
+            assert_eq!(from_client(&stack, stranger, sign_in.clone(), None, &guess).await?, 401);
+        }
+    }
+    let right = json!({ "email": email, "password": PASSWORD });
+    assert_eq!(from_client(&stack, "192.0.2.60", sign_in.clone(), None, &right).await?, 429, "not locked out");
+
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let token = reset_token(&stack, &email, 2).await?;
+    let new = "a quite different battery staple horse";
+    assert_eq!(reset(&stack, &token, new).await?.0, 200);
+
+    let after = json!({ "email": email, "password": new });
+    assert_eq!(from_client(&stack, "192.0.2.61", sign_in, None, &after).await?, 201, "the reset left the lockout");
+    Ok(())
+}
+
 /// Attack: someone who stole a session guesses the account's password (to change it and keep the account) from one
 /// network after another. Each network used to get its own count of failures; now the session's failures are one
 /// count, wherever they come from, for changing the password and leaving alike.
