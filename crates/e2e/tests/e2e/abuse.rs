@@ -549,6 +549,35 @@ async fn another_sites_form_cannot_make_its_visitors_ask_for_password_resets() -
     Ok(())
 }
 
+/// The same refusal on every route that changes something: another site's page can post a form or send a
+/// `fetch` with the visitor's cookies to none of them (no route takes cookies today, but a form post needs no
+/// CORS). Each is refused with the same 403 problem.
+#[tokio::test]
+async fn no_route_that_changes_something_takes_another_sites_request() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let routes = [
+        ("POST", "/v1/signups"),
+        ("POST", "/v1/email-verifications"),
+        ("POST", "/v1/email-verifications/confirm"),
+        ("POST", "/v1/password-resets"),
+        ("POST", "/v1/password-resets/confirm"),
+        ("POST", "/v1/sessions"),
+        ("DELETE", "/v1/sessions/current"),
+        ("PATCH", "/v1/me"),
+        ("DELETE", "/v1/me"),
+        ("PUT", "/v1/me/password"),
+    ];
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let request = stack.http().request(method.clone(), format!("{}{path}", stack.api_url()));
+        let request = request.header("sec-fetch-site", "cross-site").header("origin", "https://evil.example");
+        let response = request.header("content-type", "application/x-www-form-urlencoded").body("a=b").send().await?;
+        assert_eq!(response.status(), 403, "{method} {path}");
+        assert_eq!(response.json::<Value>().await?["type"], "/problems/cross-site-request", "{method} {path}");
+    }
+    Ok(())
+}
+
 /// Attack: a flood of signups meant to starve sign-ins (and so lock everyone out). Signup hashing saturates and
 /// refuses at once; sign-ins have a lane of their own and are served meanwhile. A refused signup wrote nothing.
 #[tokio::test]

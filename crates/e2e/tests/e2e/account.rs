@@ -453,6 +453,34 @@ async fn strangers_locking_the_email_out_do_not_stop_its_signed_in_owner() -> an
     Ok(())
 }
 
+/// Attack: a link used for what it is not. Whoever reads a verification mail (a shared inbox) must not reset the
+/// account's password with its token, and a reset link must not verify a pending attempt. Each is refused as an
+/// unknown token, uses nothing up, and still does its own job afterwards.
+#[tokio::test]
+async fn a_verification_link_never_resets_and_a_reset_link_never_verifies() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("crossed-links");
+    let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
+    assert_eq!(stack.signup(&body, None).await?.status(), 202);
+    let mail = stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+    let verification = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
+
+    let (status, problem) = reset(&stack, &verification, "a quite different battery staple horse").await?;
+    assert_eq!((status, &problem["type"]), (400, &json!("/problems/invalid-token")), "{problem}");
+    assert_eq!(stack.confirm(&verification, PASSWORD).await?.status(), 200, "the verification link was used up");
+
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let reset_link = reset_token(&stack, &email, 2).await?;
+    let confirmed = stack.confirm(&reset_link, PASSWORD).await?;
+    assert_eq!(confirmed.status(), 400, "a reset link was taken as a verification link");
+    assert_eq!(confirmed.json::<Value>().await?["type"], "/problems/invalid-token");
+    let new = "a quite different battery staple horse";
+    assert_eq!(reset(&stack, &reset_link, new).await?.0, 200, "the reset link was used up");
+    assert_eq!(stack.sign_in(&email, new).await?.status(), 201);
+    Ok(())
+}
+
 /// Strangers' failed sign-ins lock the email out (as the throttle means to, against a guesser spread over many
 /// networks); the owner, on a network of their own, cannot sign in. A reset through the mailed link proves the
 /// mailbox, so it forgets every failure: the owner signs in with the new password at once, from anywhere.
