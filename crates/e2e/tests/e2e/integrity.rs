@@ -428,6 +428,36 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
     Ok(())
 }
 
+/// The same squatter on IPv6, where one subscriber holds a whole /48 and signs up from a fresh /64 each time: its
+/// /64s are one client, and its share of the address's attempts is the same two. Counted per /64, it was four.
+#[tokio::test]
+async fn a_squatter_on_many_64s_of_one_48_is_one_client() -> anyhow::Result<()> {
+    let env = vec![
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "6".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_CLIENT", "2".to_owned()),
+    ];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let victim = unique_email("squatted-v6");
+    let sign_up_from = |client: &'static str, password: &'static str| {
+        let body = json!({ "email": victim, "password": password, "display_name": "x" });
+        let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
+        let request = request.header("x-forwarded-for", client).json(&body);
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    let mut answers = Vec::new();
+    for client in ["2001:db8:77:1::1", "2001:db8:77:2::1", "2001:db8:77:3::1", "2001:db8:77:4::1"] {
+        answers.push(sign_up_from(client, ATTACKER_PASSWORD).await?);
+    }
+    answers.push(sign_up_from("2001:db8:78:1::1", VICTIM_PASSWORD).await?);
+    let mut users = stack.database("user-metadata").connect().await?;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
+
+    assert_eq!(answers, [202; 5], "every signup gets the same answer");
+    assert_eq!(attempts, 3, "the squatter's two (one /48) and the owner's");
+    Ok(())
+}
+
 /// Attack: guessing a signup's password through its links. Wrong passwords end a link after five, but a resend is
 /// a new link for the same attempt: someone who reads the mailbox (a shared inbox, forwarded mail) had five more
 /// guesses per resend, about fifty a day. Tries now count per attempt too (`CONFIRM_ATTEMPTS_PER_SIGNUP`); once they
