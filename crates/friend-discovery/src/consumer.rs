@@ -1,7 +1,8 @@
 //! The signup events friend-discovery acts on. Each is applied at most once: its id is recorded in the same
 //! transaction as its effect, and the message is acked only after that commits. The effects commute: attempts wait
 //! until one of them is verified, a verification that overtakes its attempt is filled in when the attempt arrives,
-//! and a later discoverability decision wins over an earlier one, so the graph is the same whatever the order.
+//! and the member's own discoverability changes win over the choice made at signup (the later change wins among
+//! them), so the graph is the same whatever the order.
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;

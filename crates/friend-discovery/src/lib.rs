@@ -42,6 +42,7 @@ impl platform::service::Service for FriendDiscovery {
         "20261126000001_processed_events",
         "20261126000002_graph",
         "20261129000001_attempts_and_budget",
+        "20261204000001_discoverable_since_changes_only",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -130,13 +130,13 @@ impl PendingSignup {
     }
 }
 
-/// The verified attempt's profile and contacts become the member's. Its `discoverable` counts only if no later
-/// decision (a DiscoverabilityChanged) was applied already.
+/// The verified attempt's profile and contacts become the member's. Its `discoverable` counts only if the member
+/// has not changed it yet (no DiscoverabilityChanged applied): a change is made by a verified member, so it always
+/// comes after the choice made at signup, whatever the clocks that named them say.
 async fn become_member(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE members SET email_hash = $2, display_name = $3, signup_id = $5, updated_at = now(), \
-           discoverable = CASE WHEN discoverable_since IS NULL OR discoverable_since < $5 THEN $4 ELSE discoverable END, \
-           discoverable_since = greatest(discoverable_since, $5) \
+           discoverable = CASE WHEN discoverable_since IS NULL THEN $4 ELSE discoverable END \
          WHERE user_id = $1",
     )
     .bind(attempt.user_id)
@@ -159,7 +159,7 @@ async fn become_member(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx:
 }
 
 /// Applies a member's decision whether others may be suggested them, unless a later one was applied already
-/// (`decided` is the event's UUID v7 id).
+/// (`decided` is the event's UUID v7 id, from user-metadata's clock like every other decision's).
 pub(crate) async fn discoverability(
     conn: &mut PgConnection,
     user_id: Uuid,

@@ -9,7 +9,7 @@ use e2e::{
 };
 use platform::events::Envelope;
 use prost::Message as _;
-use proto::events::v1::{EmailVerified, UserDeleted, UserSignedUp};
+use proto::events::v1::{DiscoverabilityChanged, EmailVerified, UserDeleted, UserSignedUp};
 use serde_json::{Value, json};
 use signup_api::{contacts::KeyedHasher, domain::email::Email};
 
@@ -247,6 +247,66 @@ async fn a_verification_that_overtakes_its_signup_is_kept_and_a_deleted_user_dis
     let id = announce(&stack, proto::Event::USER_SIGNED_UP, signed_up.encode_to_vec()).await?;
     processed(&stack, id).await?;
     expect(&stack, &u, &[]).await?;
+    Ok(())
+}
+
+/// Attack on an opt-out: the signup's choice and the later opt-out were ordered by their UUID v7 ids, one from
+/// signup-api's clock (the attempt's id) and one from user-metadata's (the event's id). With signup-api's clock ten
+/// minutes ahead, an opt-out within ten minutes of signing up lost to the signup's choice, whichever arrived first,
+/// and the member who opted out was still suggested to others. A choice made at signup never outranks a change the
+/// member made since: every change is made by a verified member, after the verification.
+#[tokio::test]
+async fn an_opt_out_soon_after_signing_up_holds_whatever_the_clocks_say() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let u = person("u");
+    let hasher = KeyedHasher::new(secrecy::SecretString::from(CONTACT_HASH_KEY));
+    let hash = |p: &Person| Email::parse(&p.email).map(|e| hasher.hash(&e));
+    join(&stack, &u, &[], true, true).await?;
+
+    // Two members who list u, each opting out soon after verifying: the opt-out arrives after the verification
+    // (v) or before it (w, events overtake each other).
+    let ahead = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let ahead = uuid::Timestamp::from_unix(uuid::NoContext, ahead.timestamp() as u64, ahead.timestamp_subsec_nanos());
+    for (name, opt_out_first) in [("v", false), ("w", true)] {
+        let member = person(name);
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let signed_up = UserSignedUp {
+            user_id: user_id.clone(),
+            signup_id: uuid::Uuid::new_v7(ahead).to_string(),
+            email: member.email.clone(),
+            display_name: name.to_owned(),
+            email_hash: hash(&member)?,
+            contact_hashes: vec![hash(&u)?],
+            discoverable: true,
+            ..Default::default()
+        };
+        let verified = EmailVerified {
+            user_id: user_id.clone(),
+            signup_id: signed_up.signup_id.clone(),
+            verified_at: Some(platform::time::to_proto(chrono::Utc::now())),
+            ..Default::default()
+        };
+        let opt_out = DiscoverabilityChanged { user_id, discoverable: false, ..Default::default() };
+        let mut events = vec![
+            (proto::Event::USER_SIGNED_UP, signed_up.encode_to_vec()),
+            (proto::Event::EMAIL_VERIFIED, verified.encode_to_vec()),
+        ];
+        let opt_out = (proto::Event::DISCOVERABILITY_CHANGED, opt_out.encode_to_vec());
+        if opt_out_first {
+            events.insert(0, opt_out)
+        } else {
+            events.push(opt_out)
+        }
+        for (kind, data) in events {
+            let id = announce(&stack, kind, data).await?;
+            processed(&stack, id).await?;
+        }
+    }
+
+    // Every event is applied: one read tells (polling would spend u's suggestions for the day).
+    let session = stack.session(&u.email, PASSWORD).await?;
+    let (shown, _) = page(&stack, &session, 100, None).await?;
+    assert_eq!(shown, [], "members who opted out are suggested");
     Ok(())
 }
 
