@@ -22,7 +22,7 @@ use crate::{
     domain::{
         email::Email,
         password::Context,
-        signup::{FieldError, required_email, required_string, unknown_fields},
+        signup::{FieldError, required_email, required_string, unknown_fields, unknown_keys},
     },
     error::ApiError,
     extract::{JsonObject, form_error, is_form, wants_html},
@@ -231,12 +231,10 @@ async fn fields(request: Request, names: &[&str]) -> Result<HashMap<String, Stri
         let Form(form) = Form::<HashMap<String, String>>::from_request(request, &())
             .await
             .map_err(|rejection| form_error(rejection, ApiError::Malformed("the form does not parse".to_owned())))?;
-        let unknown = form.keys().filter(|key| !names.contains(&key.as_str()));
-        let unknown =
-            unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", "is not a field of this request"));
+        let unknown = unknown_keys(form.keys(), names, "is not a field of this request");
         let missing = names.iter().filter(|name| !form.contains_key(**name));
         let missing = missing.map(|name| FieldError::new(*name, "required", "is required"));
-        let problems: Vec<FieldError> = unknown.chain(missing).collect();
+        let problems: Vec<FieldError> = unknown.into_iter().chain(missing).collect();
         return if problems.is_empty() { Ok(form) } else { Err(ApiError::Invalid(problems)) };
     }
     let JsonObject(body) = JsonObject::from_request(request, &()).await?;

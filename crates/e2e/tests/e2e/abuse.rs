@@ -578,6 +578,50 @@ async fn no_route_that_changes_something_takes_another_sites_request() -> anyhow
     Ok(())
 }
 
+/// Attack: a small request for a large answer. A body of thousands of made-up fields got a 422 naming every one
+/// (about 800 KB back for 100 KB sent), and one long made-up name came back whole. A 422 now names ten, each cut
+/// short, and counts the rest; the JSON route and the form route alike.
+#[tokio::test]
+async fn a_body_of_made_up_fields_gets_a_short_answer() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let mut body = serde_json::Map::new();
+    for i in 0..10_000 {
+        body.insert(format!("k{i:05}"), json!(0));
+    }
+    body.insert("x".repeat(1000), json!(0));
+    let form: String = (0..5_000).map(|i| format!("k{i:05}=0&")).collect();
+    let requests = [
+        stack.http().post(format!("{}/v1/signups", stack.api_url())).json(&body),
+        stack.http().post(format!("{}/v1/sessions", stack.api_url())).json(&body),
+        stack
+            .http()
+            .post(format!("{}/v1/password-resets", stack.api_url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form),
+    ];
+    for request in requests {
+        let response = request.send().await?;
+        assert_eq!(response.status(), 422);
+        let answer = response.bytes().await?;
+        assert!(answer.len() < 4096, "a {} byte answer", answer.len());
+        let problem: Value = serde_json::from_slice(&answer)?;
+        let unknown: Vec<&Value> =
+            problem["errors"].as_array().into_iter().flatten().filter(|e| e["code"] == "unknown_field").collect();
+        assert_eq!(unknown.len(), 11, "ten named and one counting the rest: {problem}");
+        assert!(unknown[10]["detail"].as_str().unwrap_or_default().contains(" more fields"), "{problem}");
+    }
+    // A thousand contacts that are not addresses, two bytes each: each was named.
+    let body = json!({ "email": unique_email("contacts"), "password": PASSWORD, "display_name": "Ada",
+                       "contacts": vec![0; 1000] });
+    let response = stack.signup(&body, None).await?;
+    assert_eq!(response.status(), 422);
+    let answer = response.bytes().await?;
+    assert!(answer.len() < 4096, "a {} byte answer to bad contacts", answer.len());
+    let problem: Value = serde_json::from_slice(&answer)?;
+    assert_eq!(problem["errors"].as_array().map(Vec::len), Some(11), "{problem}");
+    Ok(())
+}
+
 /// Attack: a flood of signups meant to starve sign-ins (and so lock everyone out). Signup hashing saturates and
 /// refuses at once; sign-ins have a lane of their own and are served meanwhile. A refused signup wrote nothing.
 #[tokio::test]

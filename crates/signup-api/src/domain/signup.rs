@@ -89,10 +89,36 @@ pub fn parse(body: &Map<String, Value>, limits: &SignupLimits) -> Result<Signup,
 }
 
 /// A problem for each member of `body` that is not one of the `known` fields, explained by `detail`.
+///
+/// At most [`UNKNOWN_FIELDS_NAMED`] are named, each cut to [`FIELD_NAME_SHOWN`] characters, and one more entry
+/// counts the rest: a body of thousands of made-up fields (or one very long name) gets a short answer, not its
+/// own size back several times over.
 pub fn unknown_fields(body: &Map<String, Value>, known: &[&str], detail: &str) -> Vec<FieldError> {
-    let unknown = body.keys().filter(|key| !known.contains(&key.as_str()));
-    unknown.map(|key| FieldError::new(key.as_str(), "unknown_field", detail)).collect()
+    unknown_keys(body.keys(), known, detail)
 }
+
+/// [`unknown_fields`] of any set of field names (a form's).
+pub fn unknown_keys<'a>(keys: impl Iterator<Item = &'a String>, known: &[&str], detail: &str) -> Vec<FieldError> {
+    let unknown: Vec<&String> = keys.filter(|key| !known.contains(&key.as_str())).collect();
+    let shown = |key: &str| match key.char_indices().nth(FIELD_NAME_SHOWN) {
+        Some((end, _)) => format!("{}…", &key[..end]),
+        None => key.to_owned(),
+    };
+    let mut errors: Vec<FieldError> = unknown
+        .iter()
+        .take(UNKNOWN_FIELDS_NAMED)
+        .map(|key| FieldError::new(shown(key), "unknown_field", detail))
+        .collect();
+    if let Some(rest) = unknown.len().checked_sub(UNKNOWN_FIELDS_NAMED).filter(|rest| *rest > 0) {
+        errors.push(FieldError::new("…", "unknown_field", format!("and {rest} more fields: {detail}")));
+    }
+    errors
+}
+
+/// How many unknown fields (or invalid contacts) a 422 names.
+pub const UNKNOWN_FIELDS_NAMED: usize = 10;
+/// How much of an unknown field's name a 422 repeats.
+pub const FIELD_NAME_SHOWN: usize = 64;
 
 /// The email address `field` of `body`, or its problem added to `errors`.
 pub fn required_email(body: &Map<String, Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<Email> {
@@ -141,13 +167,24 @@ fn contacts(value: Option<&Value>, max: usize, own: Option<&Email>, errors: &mut
         return Vec::new();
     }
     let mut contacts = Vec::with_capacity(items.len());
+    let mut invalid = 0;
     for (i, item) in items.iter().enumerate() {
-        let field = format!("contacts[{i}]");
-        match item.as_str().map(Email::parse) {
-            Some(Ok(email)) => contacts.push(email),
-            Some(Err(error)) => errors.push(FieldError::new(field, email_code(error), format!("{error}"))),
-            None => errors.push(FieldError::new(field, "invalid_type", "must be a string")),
+        let error = match item.as_str().map(Email::parse) {
+            Some(Ok(email)) => {
+                contacts.push(email);
+                continue;
+            }
+            Some(Err(error)) => FieldError::new(format!("contacts[{i}]"), email_code(error), format!("{error}")),
+            None => FieldError::new(format!("contacts[{i}]"), "invalid_type", "must be a string"),
+        };
+        // As with unknown fields: ten named, the rest counted, so a short body cannot ask for a long answer.
+        invalid += 1;
+        if invalid <= UNKNOWN_FIELDS_NAMED {
+            errors.push(error);
         }
+    }
+    if let Some(rest) = invalid.checked_sub(UNKNOWN_FIELDS_NAMED).filter(|rest| *rest > 0) {
+        errors.push(FieldError::new("contacts", "invalid_contacts", format!("and {rest} more contacts are invalid")));
     }
     contacts.sort();
     contacts.dedup();
