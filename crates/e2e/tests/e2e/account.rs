@@ -112,6 +112,51 @@ async fn leaving_ends_the_account_at_once_and_every_service_forgets_it() -> anyh
     Ok(())
 }
 
+/// Attack on a leaver's privacy: an event about the account that email-verification had not applied when the
+/// account was deleted (dead-lettered during an outage and replayed by `repair --replay-dead-letters`, or held by
+/// another replica's retry) arrives after the deletion. A signup's existing-account notice was queued all the same:
+/// the deleted address was mailed and its mail row, address included, was kept for good. Now a deleted user gets
+/// nothing, as a late signup event already did.
+#[tokio::test]
+async fn an_event_replayed_after_the_account_left_mails_it_nothing() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.wait_ready().await?;
+    let email = unique_email("replayed-notice");
+    let user_id = verified_account(&stack, &email).await?;
+    let session = stack.session(&email, PASSWORD).await?;
+    assert_eq!(leave(&stack, &session, PASSWORD).await?.status(), 202);
+    stack.wait_processed(proto::Event::USER_DELETED, 1).await?;
+
+    let notice = proto::events::v1::SignupAttemptedForExistingAccount {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.clone(),
+        email: email.clone(),
+        signup_id: uuid::Uuid::now_v7().to_string(),
+        ..Default::default()
+    };
+    let envelope = platform::events::Envelope {
+        id: uuid::Uuid::now_v7(),
+        kind: proto::Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT.to_owned(),
+        source: "/e2e/replay".to_owned(),
+        time: chrono::Utc::now(),
+        data: prost::Message::encode_to_vec(&notice),
+        trace: Default::default(),
+    };
+    publish_to_queue(stack.queue("email-verification"), envelope.properties(), &envelope.data).await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        let kind = Some(proto::Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT);
+        let applied = stack.processed("email-verification", kind).await?;
+        anyhow::ensure!(applied == 1, "the replayed event is not applied yet");
+        Ok(())
+    })
+    .await?;
+
+    // Applied (its id is recorded with its effects, in one transaction): whatever it queued is there now.
+    let held = rows_about(&stack, "email-verification", &user_id).await?;
+    assert!(held.is_empty(), "the replayed event wrote about the deleted user: {held:#?}");
+    Ok(())
+}
+
 /// Privacy (a leaver's): the last mail to a deleted account kept no address once sent, but kept it when the server
 /// refused the mail, in the mail log and so in its archives, for good. Before: the address stayed in
 /// email-verification's database.

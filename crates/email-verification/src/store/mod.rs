@@ -60,7 +60,10 @@ pub(crate) async fn signed_up(
     attempt: &SignedUp<'_>,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    // Nothing for a user deleted before this (late or redelivered) event: the insert selects no row.
+    // Nothing for a user deleted before this (late or redelivered) event.
+    if lock_user(conn, attempt.user_id).await? {
+        return Ok(Queued::NotNeeded);
+    }
     let pending: Option<bool> = sqlx::query_scalar(
         "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
          SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
@@ -100,6 +103,12 @@ pub(crate) async fn existing_account(
     interval: Duration,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
+    // Nothing for a user deleted before this (late, redelivered or replayed) event: no mail to a deleted account.
+    if let Some(user_id) = mail.user_id
+        && lock_user(conn, user_id).await?
+    {
+        return Ok(Queued::NotNeeded);
+    }
     lock_address(conn, mail.recipient).await?;
     let due: bool = sqlx::query_scalar(
         "SELECT NOT EXISTS (SELECT 1 FROM send_limits WHERE recipient = $1 AND kind = $2 \
@@ -426,6 +435,18 @@ async fn count_budget(
 
 /// The lock on a mailbox's budget, held until the transaction ends; what is counted after it, in a later
 /// statement, sees every mail queued by whoever held it before.
+/// Serialises a deletion with whatever an event would write about the same user, across consumers and replicas,
+/// until the transaction ends; then says whether the user was deleted. Two statements: the check must see a
+/// deletion that committed while the lock was awaited (a deletion applied at the same moment as a late signup or
+/// notice would otherwise miss the account and the mail it writes).
+async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('user ' || $1::text, 0))")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    platform::events::was_deleted(conn, user_id).await
+}
+
 async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mail budget ' || mailbox($1), 0))")
         .bind(recipient)
@@ -607,6 +628,7 @@ pub(crate) async fn mark_verified(
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    lock_user(conn, user_id).await?;
     platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
