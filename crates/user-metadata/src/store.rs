@@ -438,7 +438,8 @@ pub(crate) async fn unverified_count(pool: &PgPool, age: Duration) -> sqlx::Resu
     .await
 }
 
-/// An account to archive: its id, its row as JSON (what goes to cold storage), and its signup attempts.
+/// An account to archive: its id, its row as JSON without the address or the name (what goes to cold storage: ids,
+/// states and times, which no deletion needs to reach), and its signup attempts.
 #[derive(Debug)]
 pub(crate) struct Archived {
     pub(crate) id: Uuid,
@@ -454,7 +455,8 @@ pub(crate) async fn lock_unverified(
     limit: usize,
 ) -> sqlx::Result<Vec<Archived>> {
     let rows: Vec<(Uuid, serde_json::Value, Vec<Uuid>)> = sqlx::query_as(
-        "SELECT id, to_jsonb(u), ARRAY(SELECT signup_id FROM signup_attempts a WHERE a.user_id = u.id) FROM users u \
+        "SELECT id, to_jsonb(u) - ARRAY['email', 'display_name'], \
+                ARRAY(SELECT signup_id FROM signup_attempts a WHERE a.user_id = u.id) FROM users u \
          WHERE status <> 'verified' AND updated_at < now() - make_interval(secs => $1) \
          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )

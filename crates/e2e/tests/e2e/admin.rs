@@ -119,8 +119,14 @@ async fn email_verification_repair_fixes_missed_verifications_and_replays_dead_l
     let email = unique_email("missed");
     sign_up(&stack, &email).await?;
     stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?;
-    // Verified here, never recorded in user-metadata.
-    execute(&stack, "email-verification", &format!("UPDATE accounts SET verified_at = now() WHERE email = '{email}'"))
+    // Verified here through its attempt, never recorded in user-metadata.
+    let verify = "UPDATE accounts SET verified_at = now(), verified_signup_id = signup_id WHERE email = ";
+    execute(&stack, "email-verification", &format!("{verify}'{email}'")).await?;
+    // One verified before the attempt was recorded is left alone: its newest attempt may be a stranger's.
+    let legacy = unique_email("legacy");
+    sign_up(&stack, &legacy).await?;
+    stack.smtp.wait_for(&legacy, 1, DELIVERY_TIMEOUT).await?;
+    execute(&stack, "email-verification", &format!("UPDATE accounts SET verified_at = now() WHERE email = '{legacy}'"))
         .await?;
     let dead = unique_email("dead-letter");
     let letter = synthetic_signup(&dead);
@@ -138,6 +144,7 @@ async fn email_verification_repair_fixes_missed_verifications_and_replays_dead_l
     let real = succeeded(&stack.admin("email-verification", &["repair", "--replay", &id], &[]).await?)?;
     assert!(real.contains("marked verified in user-metadata"), "{real}");
     assert!(verified(&stack, &email).await?);
+    assert!(!verified(&stack, &legacy).await?, "verified through an attempt nobody confirmed");
     assert!(real.contains("dead letter replayed"), "{real}");
     assert_eq!(e2e::broker::queue_depth(&dlq).await?, 0);
     // The replayed event is applied: its verification mail goes out.
@@ -210,6 +217,11 @@ async fn archive_moves_old_unverified_accounts_to_cold_storage_and_every_service
     )
     .await?;
     let env = [var("ARCHIVE_URL", &url), var("ARCHIVE_BATCH_SIZE", 2)];
+    let mut expected: Vec<String> = {
+        let mut db = stack.database("user-metadata").connect().await?;
+        sqlx::query_scalar("SELECT id::text FROM users WHERE email LIKE 'old%'").fetch_all(&mut db).await?
+    };
+    expected.sort();
 
     let dry = succeeded(&stack.admin("user-metadata", &["archive", "--dry-run"], &env).await?)?;
     assert!(
@@ -224,12 +236,14 @@ async fn archive_moves_old_unverified_accounts_to_cold_storage_and_every_service
         sqlx::query_scalar("SELECT email FROM users").fetch_all(&mut db).await?
     };
     assert_eq!(left, std::slice::from_ref(&recent));
-    let mut archived: Vec<String> =
-        archived_records(&url).await?.iter().filter_map(|r| r["email"].as_str().map(str::to_owned)).collect();
+    let records = archived_records(&url).await?;
+    let mut archived: Vec<String> = records.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
     archived.sort();
-    let mut expected = old.clone();
-    expected.sort();
     assert_eq!(archived, expected, "the archive holds exactly the removed accounts");
+    // Ids, states and times: no address or name, which a deletion (or the address's owner) would have to reach.
+    let text = serde_json::to_string(&records)?;
+    assert!(old.iter().all(|email| !text.contains(email.as_str())), "an address is archived: {text}");
+    assert!(!text.contains("display_name"), "a name is archived: {text}");
     // UserDeleted reaches every service.
     stack.wait_processed(proto::Event::USER_DELETED, 3).await?;
     assert_eq!(scalar(&stack, "password", "SELECT count(*) FROM attempt_credentials").await?, 1);
@@ -255,7 +269,11 @@ async fn an_archive_killed_half_way_loses_nothing_and_simply_runs_again() -> any
     )
     .await?;
     assert_eq!(seeded, 400);
-    let old: Vec<String> = (1..=400).map(|n| format!("old{n}@example.com")).collect();
+    let mut old: Vec<String> = {
+        let mut db = stack.database("user-metadata").connect().await?;
+        sqlx::query_scalar("SELECT id::text FROM users").fetch_all(&mut db).await?
+    };
+    old.sort();
     let mut env = stack.member("user-metadata").env.clone();
     env.extend([var("ARCHIVE_URL", &url), var("ARCHIVE_BATCH_SIZE", 1)]);
 
@@ -277,11 +295,9 @@ async fn an_archive_killed_half_way_loses_nothing_and_simply_runs_again() -> any
     succeeded(&ServiceProcess::run("user-metadata", &["archive"], &env).await?)?;
     assert_eq!(scalar(&stack, "user-metadata", "SELECT count(*) FROM users").await?, 0);
     let mut archived: Vec<String> =
-        archived_records(&url).await?.iter().filter_map(|r| r["email"].as_str().map(str::to_owned)).collect();
+        archived_records(&url).await?.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
     archived.sort();
-    let mut expected = old.clone();
-    expected.sort();
-    assert_eq!(archived, expected, "every account archived exactly once");
+    assert_eq!(archived, old, "every account archived exactly once");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -311,8 +327,13 @@ async fn email_verification_archive_moves_used_tokens_and_the_sent_mail_log() ->
     assert_eq!(scalar(&stack, "email-verification", "SELECT count(*) FROM mails").await?, 1);
     let records = archived_records(&url).await?;
     assert_eq!(records.len(), 2, "{records:?}");
-    assert!(records.iter().any(|r| r["recipient"] == confirmed.as_str()));
+    assert!(records.iter().any(|r| r["kind"] == "verification" && r["status"] == "sent"), "{records:?}");
     assert!(records.iter().any(|r| r["used_at"].is_string()));
+    // No address (a deleted account's would stay there for good), no token's hash, no client.
+    let text = serde_json::to_string(&records)?;
+    for held in [confirmed.as_str(), "recipient", "token_hash", "client_hash"] {
+        assert!(!text.contains(held), "{held} is archived: {text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

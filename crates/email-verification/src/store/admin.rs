@@ -18,11 +18,14 @@ pub(crate) struct Verification {
 
 platform::from_row!(Verification { user_id, verified_at, signup_id });
 
-/// Accounts verified here within `lookback`, oldest first.
+/// Accounts verified here within `lookback` through a known attempt, oldest first. One verified before the attempt
+/// was recorded is left alone: the account's newest attempt may be a stranger's, and telling user-metadata it
+/// verified through that one would make the stranger's password the account's.
 pub(crate) async fn recent_verifications(pool: &PgPool, lookback: Duration) -> sqlx::Result<Vec<Verification>> {
     sqlx::query_as(
-        "SELECT user_id, verified_at, coalesce(verified_signup_id, signup_id) AS signup_id FROM accounts \
-         WHERE verified_at IS NOT NULL AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
+        "SELECT user_id, verified_at, verified_signup_id AS signup_id FROM accounts \
+         WHERE verified_at IS NOT NULL AND verified_signup_id IS NOT NULL \
+           AND verified_at > now() - make_interval(secs => $1) ORDER BY verified_at",
     )
     .bind(lookback.as_secs_f64())
     .fetch_all(pool)
@@ -43,7 +46,8 @@ pub(crate) struct Batch {
 pub(crate) fn tokens(age: Duration) -> Batch {
     Batch {
         table: "tokens",
-        select: "SELECT encode(token_hash, 'hex'), encode(substr(token_hash, 1, 8), 'hex'), to_jsonb(t) FROM tokens t \
+        select: "SELECT encode(token_hash, 'hex'), replace(mail_id::text, '-', ''), to_jsonb(t) - 'token_hash' \
+                 FROM tokens t \
                  WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
                  ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
         delete: "DELETE FROM tokens WHERE token_hash = ANY(SELECT decode(k, 'hex') FROM unnest($1::text[]) k)",
@@ -55,7 +59,8 @@ pub(crate) fn tokens(age: Duration) -> Batch {
 pub(crate) fn mails(age: Duration) -> Batch {
     Batch {
         table: "mails",
-        select: "SELECT replace(id::text, '-', ''), replace(id::text, '-', ''), to_jsonb(m) FROM mails m \
+        select: "SELECT replace(id::text, '-', ''), replace(id::text, '-', ''), \
+                        to_jsonb(m) - ARRAY['recipient', 'display_name', 'last_error', 'client_hash'] FROM mails m \
                  WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) \
                    AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.mail_id = m.id) \
                  ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
