@@ -57,6 +57,11 @@ impl Load for Settings {
 }
 
 /// argon2id cost parameters (OWASP's by default) and how much hashing may run or wait at once.
+/// OWASP's least argon2id memory (7 MiB, with 5 iterations).
+const MIN_MEMORY_KIB: u32 = 7168;
+/// OWASP's least argon2id settings all cost about this much memory × iterations (KiB).
+const MIN_MEMORY_TIMES_ITERATIONS: u64 = 35_840;
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default)]
 pub struct HashingSettings {
@@ -86,15 +91,30 @@ impl Default for HashingSettings {
 }
 
 impl HashingSettings {
-    /// The checked argon2 parameters; the error names the variable at fault.
+    /// The checked argon2 parameters; the error names the variable at fault. Nothing weaker than OWASP's least
+    /// settings starts: every sign-in rehashes a stored password under the current parameters, so a typo here
+    /// (`64` meant as MiB) would otherwise make each account that signs in cheap to crack, and stay so after the fix.
     pub fn params(&self) -> Result<Params, SettingsError> {
         let name = |e: argon2::Error| match e {
             argon2::Error::MemoryTooLittle | argon2::Error::MemoryTooMuch => "ARGON2_MEMORY_KIB",
             argon2::Error::TimeTooSmall => "ARGON2_ITERATIONS",
             _ => "ARGON2_PARALLELISM",
         };
-        Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
-            .map_err(|e| SettingsError::invalid(name(e), e))
+        let (memory, iterations) = (self.argon2_memory_kib, self.argon2_iterations);
+        if memory < MIN_MEMORY_KIB {
+            return Err(SettingsError::invalid("ARGON2_MEMORY_KIB", format!("must be at least {MIN_MEMORY_KIB}")));
+        }
+        if u64::from(memory) * u64::from(iterations) < MIN_MEMORY_TIMES_ITERATIONS {
+            return Err(SettingsError::invalid(
+                "ARGON2_ITERATIONS",
+                format!(
+                    "with ARGON2_MEMORY_KIB {memory}, must be at least {} (memory × iterations at least \
+                     {MIN_MEMORY_TIMES_ITERATIONS}, as OWASP's 19456 × 2, 12288 × 3, 9216 × 4, 7168 × 5)",
+                    MIN_MEMORY_TIMES_ITERATIONS.div_ceil(u64::from(memory))
+                ),
+            ));
+        }
+        Params::new(memory, iterations, self.argon2_parallelism, None).map_err(|e| SettingsError::invalid(name(e), e))
     }
 
     /// Hashing threads.
