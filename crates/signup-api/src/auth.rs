@@ -17,10 +17,16 @@ use tonic::Code;
 use crate::{error::ApiError, startup::AppState};
 
 /// A live session: its bearer token and the account it belongs to.
-#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) token: String,
     pub(crate) user_id: String,
+}
+
+/// The token is a secret: it is never printed, whatever prints a session.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("token", &"<redacted>").field("user_id", &self.user_id).finish()
+    }
 }
 
 /// The session the request's bearer token opens, or `Unauthorized` (no token, a malformed one, or one that is

@@ -99,6 +99,21 @@ impl Default for SessionCacheSettings {
 }
 
 impl SessionCacheSettings {
+    /// The most `SESSION_CACHE_TTL_MS` may be: a session ended through another replica (a reset, which is the
+    /// owner's remedy against a stolen session) works here for that long.
+    const MAX_TTL_MS: u64 = 10_000;
+
+    /// Reads `SESSION_CACHE_TTL_MS` and `SESSION_CACHE_CAPACITY`; a time-to-live over ten seconds is refused.
+    fn load() -> Result<Self, SettingsError> {
+        let settings: Self = platform::settings::load()?;
+        if settings.session_cache_ttl_ms > Self::MAX_TTL_MS {
+            let reason =
+                format!("must be at most {} (a session ended elsewhere works here that long)", Self::MAX_TTL_MS);
+            return Err(SettingsError::invalid("SESSION_CACHE_TTL_MS", reason));
+        }
+        Ok(settings)
+    }
+
     /// How long a checked session is remembered.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.session_cache_ttl_ms)
@@ -264,7 +279,7 @@ impl Settings {
             contact_hash_key: secret_key("CONTACT_HASH_KEY", limits.contact_hash_key)?,
             fingerprint_key: secret_key("IDEMPOTENCY_FINGERPRINT_KEY", limits.idempotency_fingerprint_key)?,
             rate_limits: platform::settings::load::<RateLimits>()?.check()?,
-            session_cache: platform::settings::load()?,
+            session_cache: SessionCacheSettings::load()?,
             shutdown: ShutdownSettings::load()?,
             telemetry: TelemetrySettings::load()?,
         })
