@@ -50,7 +50,9 @@ impl ColdStorage {
             "file" => {
                 let dir = parsed.to_file_path().map_err(|()| anyhow::anyhow!("ARCHIVE_URL: not an absolute path"))?;
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let store = LocalFileSystem::new_with_prefix(&dir)?;
+                // Written through to the disk before the write returns, as S3's put is: the rows it holds are
+                // deleted once it is read back, and a read-back from the page cache proves nothing after a crash.
+                let store = LocalFileSystem::new_with_prefix(&dir)?.with_fsync(true);
                 Ok(Self { store: Arc::new(store), prefix: Path::default(), location: url.to_owned() })
             }
             "s3" | "s3a" => {

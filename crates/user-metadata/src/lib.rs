@@ -66,6 +66,7 @@ impl platform::service::Service for UserMetadata {
         "20261129000004_users_changed",
         "20261130000001_outbox_retention",
         "20261201000001_attempt_client",
+        "20261204000001_idempotency_keys_user",
     ];
     type Settings = Settings;
     type Admin = Admin;
