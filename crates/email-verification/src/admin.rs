@@ -263,8 +263,15 @@ pub(crate) async fn gather(
     let stats = settings.user_metadata.client()?.get_signup_stats(request).await?.into_inner();
     let (emails_sent, emails_failed) = store::mail_figures(pool, from, to).await?;
     let mut dead_letters = 0u64;
+    // A queue that cannot be read is not a queue with no letters: the report fails, naming it.
     for queue in admin.dead_letter_queues() {
-        dead_letters += u64::from(platform::deadletters::depth(&common.amqp, queue).await?.unwrap_or(0));
+        let depth = platform::deadletters::depth(&common.amqp, queue).await?;
+        let depth = depth.ok_or_else(|| {
+            anyhow::anyhow!(
+                "dead-letter queue {queue} cannot be read (missing, or not allowed): REPORT_DEAD_LETTER_QUEUES"
+            )
+        })?;
+        dead_letters += u64::from(depth);
     }
     Ok(DailyReport::from_stats(day, &stats, (emails_sent, emails_failed), dead_letters))
 }

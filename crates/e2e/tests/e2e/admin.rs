@@ -404,6 +404,14 @@ async fn the_daily_report_matches_a_seeded_day_on_stdout_and_by_mail() -> anyhow
         assert!(printed.contains(line), "missing {line:?} in\n{printed}");
     }
 
+    // A queue it cannot read is not counted as empty: the report fails and names it.
+    let missing = format!("{}.nowhere.dlq", stack.queue("password"));
+    let wrong = [var("REPORT_DEAD_LETTER_QUEUES", &missing), var("REPORT_TO", "Ops <ops@example.com>")];
+    let failed = stack.admin("email-verification", &["report", "--day", day, "--stdout"], &wrong).await?;
+    assert!(!failed.status.success(), "a report counted a queue it could not read as empty");
+    let named = failed.stderr.iter().chain(&failed.stdout).any(|line| line.contains(&missing));
+    assert!(named, "the queue is not named: {:?}", failed.stderr);
+
     succeeded(&stack.admin("email-verification", &["report", "--day", day], &env).await?)?;
     let mail = stack.smtp.wait_for("ops@example.com", 1, DELIVERY_TIMEOUT).await?.remove(0);
     assert_eq!(mail.header("Subject").as_deref(), Some("Signup daily report for 2026-01-15"));
