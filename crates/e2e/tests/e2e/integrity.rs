@@ -378,6 +378,25 @@ async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result
     Ok(())
 }
 
+/// Signs `email` up with `password` from `client` (through a trusted proxy's `X-Forwarded-For`); the status.
+async fn sign_up_from(stack: &Stack, client: &str, email: &str, password: &str) -> anyhow::Result<u16> {
+    let body = json!({ "email": email, "password": password, "display_name": "x" });
+    let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
+    Ok(request.header("x-forwarded-for", client).json(&body).send().await?.status().as_u16())
+}
+
+/// A stack whose signup-api believes loopback's `X-Forwarded-For`, and whose addresses take six attempts, two per
+/// client; with `extra` settings.
+async fn squattable(extra: Vec<(&'static str, &'static str, String)>) -> anyhow::Result<Stack> {
+    let mut env = vec![
+        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "6".to_owned()),
+        ("user-metadata", "SIGNUP_ATTEMPTS_PER_CLIENT", "2".to_owned()),
+    ];
+    env.extend(extra);
+    started(Options { env, ..Options::default() }).await
+}
+
 /// Attack: keeping an address's owner from signing up, from one client. A few signups a day for the address
 /// filled its attempts (the owner's own was dropped, with the same 202) and spent its mail budget (the owner's mail
 /// was not sent): one client kept anyone from signing up with ten requests a day. A client now gets a share of each
@@ -387,23 +406,13 @@ async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result
 #[tokio::test]
 async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<()> {
     let mut env = budget(3, 10);
-    env.extend([
-        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
-        ("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "6".to_owned()),
-        ("user-metadata", "SIGNUP_ATTEMPTS_PER_CLIENT", "2".to_owned()),
-        ("email-verification", "MAIL_BUDGET_PER_CLIENT_PER_DAY", "2".to_owned()),
-    ]);
-    let stack = started(Options { env, ..Options::default() }).await?;
+    env.push(("email-verification", "MAIL_BUDGET_PER_CLIENT_PER_DAY", "2".to_owned()));
+    let stack = squattable(env).await?;
     let victim = unique_email("squatted");
-    let sign_up_from = |client: &'static str, password: &'static str| {
-        let body = json!({ "email": victim, "password": password, "display_name": "x" });
-        let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
-        let request = request.header("x-forwarded-for", client).json(&body);
-        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
-    };
+    let from = |client, password| sign_up_from(&stack, client, &victim, password);
     let mut answers = Vec::new();
     for _ in 0..6 {
-        answers.push(sign_up_from("203.0.113.9", ATTACKER_PASSWORD).await?);
+        answers.push(from("203.0.113.9", ATTACKER_PASSWORD).await?);
     }
     // And resends, which would mail the squatter's newest link until the hour's budget was spent.
     for _ in 0..3 {
@@ -411,7 +420,7 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
         let request = request.header("x-forwarded-for", "203.0.113.9").json(&json!({ "email": victim }));
         answers.push(request.send().await?.status().as_u16());
     }
-    answers.push(sign_up_from("198.51.100.4", VICTIM_PASSWORD).await?);
+    answers.push(from("198.51.100.4", VICTIM_PASSWORD).await?);
     let mails = stack.smtp.wait_for(&victim, 3, DELIVERY_TIMEOUT).await?;
     let mut users = stack.database("user-metadata").connect().await?;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
@@ -432,24 +441,14 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
 /// /64s are one client, and its share of the address's attempts is the same two. Counted per /64, it was four.
 #[tokio::test]
 async fn a_squatter_on_many_64s_of_one_48_is_one_client() -> anyhow::Result<()> {
-    let env = vec![
-        ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
-        ("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "6".to_owned()),
-        ("user-metadata", "SIGNUP_ATTEMPTS_PER_CLIENT", "2".to_owned()),
-    ];
-    let stack = started(Options { env, ..Options::default() }).await?;
+    let stack = squattable(Vec::new()).await?;
     let victim = unique_email("squatted-v6");
-    let sign_up_from = |client: &'static str, password: &'static str| {
-        let body = json!({ "email": victim, "password": password, "display_name": "x" });
-        let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
-        let request = request.header("x-forwarded-for", client).json(&body);
-        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
-    };
+    let from = |client, password| sign_up_from(&stack, client, &victim, password);
     let mut answers = Vec::new();
     for client in ["2001:db8:77:1::1", "2001:db8:77:2::1", "2001:db8:77:3::1", "2001:db8:77:4::1"] {
-        answers.push(sign_up_from(client, ATTACKER_PASSWORD).await?);
+        answers.push(from(client, ATTACKER_PASSWORD).await?);
     }
-    answers.push(sign_up_from("2001:db8:78:1::1", VICTIM_PASSWORD).await?);
+    answers.push(from("2001:db8:78:1::1", VICTIM_PASSWORD).await?);
     let mut users = stack.database("user-metadata").connect().await?;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
 
