@@ -68,10 +68,23 @@ impl Event {
         Self::PASSWORD_CHANGED,
     ];
 
-    /// A message body as people read it: the decoded event, or why it does not decode. For inspecting dead
-    /// letters; events carry no secrets (contacts only as keyed hashes).
+    /// A message body as people read it, for inspecting dead letters: the decoded event without what identifies a
+    /// person (the address and name written `<redacted>`, the keyed hashes dropped, the contacts counted), or why
+    /// it does not decode. What is printed goes to the logs, which an account's deletion never reaches; the ids,
+    /// types and times are what deciding on a replay needs.
     pub fn render(kind: &str, data: &[u8]) -> String {
+        const REDACTED: &str = "<redacted>";
         match Self::decode(kind, data) {
+            Ok(Self::UserSignedUp(mut event)) => {
+                let contacts = event.contact_hashes.len();
+                (event.email, event.display_name) = (REDACTED.to_owned(), REDACTED.to_owned());
+                (event.contact_hashes, event.email_hash, event.client_hash) = (Vec::new(), Vec::new(), Vec::new());
+                format!("{:?} with {contacts} contacts", Self::UserSignedUp(event))
+            }
+            Ok(Self::SignupAttemptedForExistingAccount(mut event)) => {
+                (event.email, event.client_hash) = (REDACTED.to_owned(), Vec::new());
+                format!("{:?}", Self::SignupAttemptedForExistingAccount(event))
+            }
             Ok(event) => format!("{event:?}"),
             Err(error) => format!("does not decode as {kind}: {error} ({} bytes)", data.len()),
         }
