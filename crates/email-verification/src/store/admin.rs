@@ -46,7 +46,9 @@ pub(crate) struct Batch {
 pub(crate) fn tokens(age: Duration) -> Batch {
     Batch {
         table: "tokens",
-        select: "SELECT encode(token_hash, 'hex'), replace(mail_id::text, '-', ''), to_jsonb(t) - 'token_hash' \
+        select: "SELECT encode(token_hash, 'hex'), \
+                        replace(mail_id::text, '-', '') || to_char(created_at, 'YYYYMMDDHH24MISSUS'), \
+                        to_jsonb(t) - 'token_hash' \
                  FROM tokens t \
                  WHERE (used_at IS NOT NULL OR expires_at < now()) AND created_at < now() - make_interval(secs => $1) \
                  ORDER BY created_at, token_hash LIMIT $2 FOR UPDATE SKIP LOCKED",
