@@ -173,7 +173,8 @@ pub(crate) async fn discoverability(
         "INSERT INTO members (user_id, discoverable, discoverable_since) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET discoverable = excluded.discoverable, \
            discoverable_since = excluded.discoverable_since, updated_at = now() \
-         WHERE members.discoverable_since IS NULL OR members.discoverable_since < excluded.discoverable_since",
+         WHERE members.discoverable_since IS NULL OR members.discoverable_since < excluded.discoverable_since \
+            OR members.discoverable_since = members.signup_id",
     )
     .bind(user_id)
     .bind(discoverable)
