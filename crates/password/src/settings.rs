@@ -56,12 +56,12 @@ impl Load for Settings {
     }
 }
 
-/// argon2id cost parameters (OWASP's by default) and how much hashing may run or wait at once.
 /// OWASP's least argon2id memory (7 MiB, with 5 iterations).
 const MIN_MEMORY_KIB: u32 = 7168;
 /// OWASP's least argon2id settings all cost about this much memory × iterations (KiB).
 const MIN_MEMORY_TIMES_ITERATIONS: u64 = 35_840;
 
+/// argon2id cost parameters (OWASP's by default) and how much hashing may run or wait at once.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default)]
 pub struct HashingSettings {

@@ -163,7 +163,9 @@ impl RateLimits {
 
     /// Takes one token of `class` for the client `key` (a [`bucket`]) and, for an IPv6 client that got it, one of
     /// its /48's shared bucket. The client's own bucket is asked first, so a client over its budget spends nothing of
-    /// its neighbours'. The verdict is the one that refused, or the one with fewer tokens left.
+    /// its neighbours'; a request the /48's bucket refuses has spent the client's own token all the same (buckets
+    /// give nothing back), so a /64 of a busy /48 may wait for both to refill. The verdict is the one that refused,
+    /// or the one with fewer tokens left.
     fn check(&self, class: Class, key: IpAddr) -> Verdict {
         let index = Class::ALL.iter().position(|c| *c == class).unwrap_or_default();
         let [client, shared] = &self.inner.limiters[index];

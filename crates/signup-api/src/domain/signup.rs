@@ -99,20 +99,28 @@ pub fn unknown_fields(body: &Map<String, Value>, known: &[&str], detail: &str) -
 
 /// [`unknown_fields`] of any set of field names (a form's).
 pub fn unknown_keys<'a>(keys: impl Iterator<Item = &'a String>, known: &[&str], detail: &str) -> Vec<FieldError> {
-    let unknown: Vec<&String> = keys.filter(|key| !known.contains(&key.as_str())).collect();
     let shown = |key: &str| match key.char_indices().nth(FIELD_NAME_SHOWN) {
         Some((end, _)) => format!("{}…", &key[..end]),
         None => key.to_owned(),
     };
-    let mut errors: Vec<FieldError> = unknown
-        .iter()
-        .take(UNKNOWN_FIELDS_NAMED)
-        .map(|key| FieldError::new(shown(key), "unknown_field", detail))
-        .collect();
-    if let Some(rest) = unknown.len().checked_sub(UNKNOWN_FIELDS_NAMED).filter(|rest| *rest > 0) {
-        errors.push(FieldError::new("…", "unknown_field", format!("and {rest} more fields: {detail}")));
+    let unknown = keys.filter(|key| !known.contains(&key.as_str()));
+    named_then_counted(unknown.map(|key| FieldError::new(shown(key), "unknown_field", detail)), |rest| {
+        FieldError::new("…", "unknown_field", format!("and {rest} more fields: {detail}"))
+    })
+}
+
+/// The first [`UNKNOWN_FIELDS_NAMED`] of `problems`, and one more, worded by `rest`, that counts the others: a
+/// short body (thousands of made-up fields, of contacts that are not addresses) cannot ask for a long answer.
+fn named_then_counted(
+    mut problems: impl Iterator<Item = FieldError>,
+    rest: impl FnOnce(usize) -> FieldError,
+) -> Vec<FieldError> {
+    let mut named: Vec<FieldError> = problems.by_ref().take(UNKNOWN_FIELDS_NAMED).collect();
+    let more = problems.count();
+    if more > 0 {
+        named.push(rest(more));
     }
-    errors
+    named
 }
 
 /// How many unknown fields (or invalid contacts) a 422 names.
@@ -167,25 +175,17 @@ fn contacts(value: Option<&Value>, max: usize, own: Option<&Email>, errors: &mut
         return Vec::new();
     }
     let mut contacts = Vec::with_capacity(items.len());
-    let mut invalid = 0;
-    for (i, item) in items.iter().enumerate() {
-        let error = match item.as_str().map(Email::parse) {
-            Some(Ok(email)) => {
-                contacts.push(email);
-                continue;
-            }
-            Some(Err(error)) => FieldError::new(format!("contacts[{i}]"), email_code(error), format!("{error}")),
-            None => FieldError::new(format!("contacts[{i}]"), "invalid_type", "must be a string"),
-        };
-        // As with unknown fields: ten named, the rest counted, so a short body cannot ask for a long answer.
-        invalid += 1;
-        if invalid <= UNKNOWN_FIELDS_NAMED {
-            errors.push(error);
+    let invalid = items.iter().enumerate().filter_map(|(i, item)| match item.as_str().map(Email::parse) {
+        Some(Ok(email)) => {
+            contacts.push(email);
+            None
         }
-    }
-    if let Some(rest) = invalid.checked_sub(UNKNOWN_FIELDS_NAMED).filter(|rest| *rest > 0) {
-        errors.push(FieldError::new("contacts", "invalid_contacts", format!("and {rest} more contacts are invalid")));
-    }
+        Some(Err(error)) => Some(FieldError::new(format!("contacts[{i}]"), email_code(error), format!("{error}"))),
+        None => Some(FieldError::new(format!("contacts[{i}]"), "invalid_type", "must be a string")),
+    });
+    errors.extend(named_then_counted(invalid, |rest| {
+        FieldError::new("contacts", "invalid_contacts", format!("and {rest} more contacts are invalid"))
+    }));
     contacts.sort();
     contacts.dedup();
     contacts.retain(|contact| Some(contact) != own);
@@ -276,6 +276,21 @@ mod tests {
         ] {
             assert!(fields.contains(&expected), "{expected:?} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn a_long_made_up_field_is_named_cut_short_and_many_are_counted() {
+        let mut body = Map::new();
+        body.insert("x".repeat(1000), Value::Null);
+        let errors = unknown_fields(&body, &FIELDS, "is not a field");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field.chars().count(), FIELD_NAME_SHOWN + 1, "{}", errors[0].field);
+        assert!(errors[0].field.ends_with('…'));
+
+        let many: Map<String, Value> = (0..25).map(|i| (format!("k{i:02}"), Value::Null)).collect();
+        let errors = unknown_fields(&many, &FIELDS, "is not a field");
+        assert_eq!(errors.len(), UNKNOWN_FIELDS_NAMED + 1);
+        assert_eq!(errors[UNKNOWN_FIELDS_NAMED].detail, "and 15 more fields: is not a field");
     }
 
     #[test]
