@@ -148,7 +148,7 @@ pub mod types {
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
         "Too Many Requests",
-        "This client has used its budget for this kind of request. `RateLimit-Policy` and `RateLimit` say how much and for how long; retry after `Retry-After` seconds.",
+        "This client (or, for an IPv6 client, its /48, whose /64s share a budget: the policy `<kind>-ipv6-48`) has used its budget for this kind of request. `RateLimit-Policy` and `RateLimit` say how much and for how long; retry after `Retry-After` seconds.",
     );
     /// 503.
     pub const SERVICE_UNAVAILABLE: ProblemType = kind(
