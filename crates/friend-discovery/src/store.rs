@@ -31,7 +31,7 @@ pub(crate) enum Applied {
 /// Applies a signup attempt: it waits as pending until its account is verified, or, if the verification through
 /// this very attempt arrived first, it fills in the member.
 pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<Applied> {
-    lock(conn, attempt.user_id).await?;
+    platform::events::lock_user(conn, attempt.user_id).await?;
     let (deleted, verified, verified_through): (bool, bool, Option<Uuid>) = sqlx::query_as(SIGNED_UP)
         .bind(attempt.signup_id)
         .bind(attempt.user_id)
@@ -197,17 +197,8 @@ pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Res
 /// and a signup applied at the same moment cannot both miss each other; then says whether the user is still
 /// there (not deleted). Two statements: the check must see what committed while the lock was awaited.
 async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
-    lock(conn, user_id).await?;
+    platform::events::lock_user(conn, user_id).await?;
     Ok(!platform::events::was_deleted(conn, user_id).await?)
-}
-
-/// The user's lock alone: what is read after it, in a later statement, sees what committed while it was awaited.
-async fn lock(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-        .bind(user_id)
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// Where a page of suggestions starts: after this position in the order (mutual, user id, both descending).

@@ -62,7 +62,7 @@ pub(crate) async fn signed_up(
 ) -> sqlx::Result<Queued> {
     // Nothing for a user deleted before this (late or redelivered) event: after the user's lock, the insert sees
     // the tombstone and selects no row.
-    lock_user(conn, attempt.user_id).await?;
+    platform::events::lock_user(conn, attempt.user_id).await?;
     let pending: Option<bool> = sqlx::query_scalar(
         "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
          SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
@@ -104,7 +104,7 @@ pub(crate) async fn existing_account(
 ) -> sqlx::Result<Queued> {
     // Nothing for a user deleted before this (late, redelivered or replayed) event: no mail to a deleted account.
     if let Some(user_id) = mail.user_id {
-        lock_user(conn, user_id).await?;
+        platform::events::lock_user(conn, user_id).await?;
         if platform::events::was_deleted(conn, user_id).await? {
             return Ok(Queued::NotNeeded);
         }
@@ -329,7 +329,7 @@ pub(crate) async fn password_changed(
     changed_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Queued> {
     // After the user's lock, a deletion applied at the same moment has removed the account the notice is for.
-    lock_user(conn, user_id).await?;
+    platform::events::lock_user(conn, user_id).await?;
     end_reset_links(conn, user_id, changed_at, None).await?;
     let account: Option<(String, String)> = sqlx::query_as(
         "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
@@ -433,18 +433,6 @@ async fn count_budget(
         .bind(budget.per_client_per_hour)
         .fetch_one(conn)
         .await
-}
-
-/// The lock on a user, held until the transaction ends: a deletion and whatever an event would write about the
-/// same user (a late signup, a notice) take it in turn, across consumers and replicas, so neither misses the other.
-/// What is read after it, in a later statement, sees a deletion that committed while it was awaited. Taken before
-/// any address's lock.
-async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('user ' || $1::text, 0))")
-        .bind(user_id)
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// The lock on a mailbox's budget, held until the transaction ends; what is counted after it, in a later
@@ -630,7 +618,7 @@ pub(crate) async fn mark_verified(
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    lock_user(conn, user_id).await?;
+    platform::events::lock_user(conn, user_id).await?;
     platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;

@@ -48,6 +48,14 @@ pub async fn remember_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid
     sqlx::query(sql).bind(user_id).execute(conn).await.map(drop)
 }
 
+/// The lock on a user, held until the transaction ends: a subscriber's deletion of the user and whatever another
+/// event would write about them take it in turn, across consumers and replicas, so neither misses the other. What
+/// is read after it, in a later statement, sees a deletion that committed while it was awaited.
+pub async fn lock_user(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {
+    let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))";
+    sqlx::query(sql).bind(user_id).execute(conn).await.map(drop)
+}
+
 /// Whether `user_id` was deleted ([`remember_deleted`]).
 pub async fn was_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<bool> {
     let sql = "SELECT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1)";
