@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cpu;
 pub mod database;
 pub mod otlp;
+pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod proxy;

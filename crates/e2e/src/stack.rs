@@ -71,6 +71,9 @@ pub struct Options {
     pub env: Vec<(&'static str, &'static str, String)>,
     /// Databases whose commits wait for the disk, as a deployment's do (tests need not: none crashes Postgres).
     pub durable: bool,
+    /// Mutual TLS between the services: each gets a certificate of [`Stack::authority`] (`GRPC_TLS_*`), the
+    /// upstream URLs are `https://`, and readiness is probed on `/readyz`.
+    pub grpc_tls: bool,
 }
 
 /// One service of the stack: its process, its ports, and its environment.
@@ -141,6 +144,8 @@ pub struct Stack {
     pub broker_proxy: Option<Proxy>,
     /// The SMTP server email-verification sends to.
     pub smtp: SmtpServer,
+    /// The authority of the services' certificates, when [`Options::grpc_tls`] was set.
+    pub authority: Option<crate::pki::Authority>,
     queues: Vec<String>,
     databases: Vec<TestDatabase>,
     http: reqwest::Client,
@@ -172,6 +177,19 @@ impl Stack {
         let databases = futures_util::future::try_join_all(GRPC_SERVICES.map(create)).await?;
         let queues: Vec<String> = GRPC_SERVICES.iter().map(|name| format!("e2e.{id}.{name}")).collect();
         crate::broker::write_down(&exchange, &queues);
+        let authority = options.grpc_tls.then(|| crate::pki::Authority::new("e2e services")).transpose()?;
+        let scheme = if authority.is_some() { "https" } else { "http" };
+        let mut tls = Vec::new();
+        for name in GRPC_SERVICES.into_iter().chain(["signup-api"]) {
+            let Some(authority) = &authority else { break };
+            let pem = authority.issue(name)?;
+            tls.push(vec![
+                var("GRPC_TLS_CERT", pem.cert),
+                var("GRPC_TLS_KEY", pem.key),
+                var("GRPC_TLS_CA", authority.cert()),
+            ]);
+        }
+        let tls_env = |i: usize| tls.get(i).cloned().unwrap_or_default();
         let grpc_env = |i: usize, user_metadata_port: Option<u16>| {
             let name = GRPC_SERVICES[i];
             let amqp_url = match (&broker_proxy, name) {
@@ -192,9 +210,10 @@ impl Stack {
                 // set them.
                 var("SIGNUP_ATTEMPTS_PER_CLIENT", 1000),
             ]);
+            env.extend(tls_env(i));
             if let Some(port) = user_metadata_port {
                 env.extend([
-                    var("USER_METADATA_URL", format!("http://127.0.0.1:{port}")),
+                    var("USER_METADATA_URL", format!("{scheme}://127.0.0.1:{port}")),
                     var("SMTP_URL", smtp.url()),
                     var("MAIL_BUDGET_PER_HOUR", 1000),
                     var("MAIL_BUDGET_PER_DAY", 1000),
@@ -211,7 +230,11 @@ impl Stack {
             env
         };
         // Everything that needs no other service's port starts at once; email-verification calls user-metadata.
-        let grpc = |port, _| Probe::Grpc(port);
+        // With mutual TLS the gRPC port takes only the services' certificates; `/readyz` says the same.
+        let grpc: fn(u16, u16) -> Probe = match authority {
+            Some(_) => |_, ops| Probe::Http(ops),
+            None => |port, _| Probe::Grpc(port),
+        };
         let (user_metadata, password, friends) = tokio::try_join!(
             Member::start(GRPC_SERVICES[0], grpc_env(0, None), grpc),
             Member::start(GRPC_SERVICES[1], grpc_env(1, None), grpc),
@@ -220,7 +243,7 @@ impl Stack {
         let verification = Member::start(GRPC_SERVICES[2], grpc_env(2, Some(user_metadata.port)), grpc).await?;
         let mut members = vec![user_metadata, password, verification, friends];
         let mut env = common_env();
-        let url = |i: usize| format!("http://127.0.0.1:{}", members[i].port);
+        let url = |i: usize| format!("{scheme}://127.0.0.1:{}", members[i].port);
         env.extend([
             var("USER_METADATA_URL", url(0)),
             var("PASSWORD_URL", url(1)),
@@ -233,9 +256,11 @@ impl Stack {
         for class in ["SIGNUPS", "RESENDS", "CONFIRMS", "SESSIONS", "READS"] {
             env.push(var(&format!("RATE_LIMIT_{class}"), UNLIMITED));
         }
+        env.extend(tls_env(4));
         env.extend(extra(&options, "signup-api"));
         members.push(Member::start("signup-api", env, |_, ops| Probe::Http(ops)).await?);
-        Ok(Self { members, exchange, broker_proxy, smtp, queues, databases, http: reqwest::Client::new() })
+        let http = reqwest::Client::new();
+        Ok(Self { members, exchange, broker_proxy, smtp, authority, queues, databases, http })
     }
 
     /// Waits until every process is ready; returns each one's exec-to-ready time.

@@ -61,14 +61,21 @@ pub fn reflection_service() -> anyhow::Result<
 pub struct TracedChannel(tonic::transport::Channel);
 
 /// A lazily connected channel to `url` with `deadline` on every call; it does no I/O until first used, and
-/// reconnects by itself after failures.
+/// reconnects by itself after failures. With mutual TLS ([`crate::tls::mutual_tls`]) `url` is `https://` and
+/// the channel presents this service's certificate; without, `http://`. A URL of the other kind is refused here,
+/// at start: an `https://` URL must never be spoken to in plain text, nor a certificate go unused.
 pub fn channel(url: &str, deadline: Duration) -> anyhow::Result<TracedChannel> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(deadline)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(TracedChannel(channel))
+        .tcp_nodelay(true);
+    let endpoint = match (crate::tls::mutual_tls(), url.starts_with("https://")) {
+        (Some(tls), true) => endpoint.tls_config(tls.client())?,
+        (None, false) => endpoint,
+        (Some(_), false) => anyhow::bail!("{url}: with GRPC_TLS_* set, every upstream URL must be https://"),
+        (None, true) => anyhow::bail!("{url}: an https:// upstream needs GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA"),
+    };
+    Ok(TracedChannel(endpoint.connect_lazy()))
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
@@ -163,7 +170,14 @@ pub fn readiness_check(
 /// Serves `routes` on `listener` until `cancel` fires, then until in-flight calls have finished; the caller bounds
 /// that wait (`shutdown::drain`).
 pub async fn serve(listener: TcpListener, routes: Routes, cancel: CancellationToken) {
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = crate::tls::mutual_tls() {
+        builder = match builder.tls_config(tls.server()) {
+            Ok(builder) => builder,
+            Err(error) => return tracing::error!(%error, "gRPC server failed: its TLS does not configure"),
+        };
+    }
+    let server = builder
         .layer(tower::layer::layer_fn(Observed))
         .add_routes(routes)
         // A response is headers, data and trailers in separate writes: without TCP_NODELAY, Nagle's algorithm and

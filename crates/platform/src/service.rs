@@ -71,7 +71,8 @@ enum Command<A: Subcommand> {
     Serve,
     /// Create the database if it is missing, apply pending migrations, declare the event queue, and exit.
     Migrate,
-    /// Probe the running server: exit 0 when it is ready (gRPC health on PORT).
+    /// Probe the running server: exit 0 when it is ready (gRPC health on PORT; `/readyz` on METRICS_PORT with
+    /// mutual TLS, whose gRPC port takes no caller without a service's certificate).
     Healthcheck {
         /// Probe liveness instead (`/livez` on METRICS_PORT): for platforms that restart unhealthy tasks.
         #[arg(long)]
@@ -93,11 +94,15 @@ pub async fn main<S: Service>() -> ExitCode {
 }
 
 async fn run<S: Service>(command: Command<S::Admin>) -> anyhow::Result<()> {
+    crate::tls::init_mutual_tls()?;
     if let Command::Healthcheck { live } = command {
         let ports = ServerSettings::load(S::PORTS)?;
-        return match live {
-            true => crate::healthcheck::http(ports.metrics_port, "/livez").await,
-            false => crate::healthcheck::grpc(ports.port).await,
+        // With mutual TLS the gRPC port takes only the services' certificates: readiness is asked where it is
+        // the same answer, `/readyz` on the operational port.
+        return match (live, crate::tls::mutual_tls().is_some()) {
+            (true, _) => crate::healthcheck::http(ports.metrics_port, "/livez").await,
+            (false, true) => crate::healthcheck::http(ports.metrics_port, "/readyz").await,
+            (false, false) => crate::healthcheck::grpc(ports.port).await,
         };
     }
     let (common, settings) = (Common::load(S::NAME, S::PORTS, S::EVENTS)?, S::Settings::load()?);

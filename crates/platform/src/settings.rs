@@ -426,10 +426,9 @@ impl fmt::Debug for AmqpSettings {
     }
 }
 
-/// The URL of another service's gRPC endpoint: `http://` with a host. Checked when read, so a bad value stops the
-/// process at start naming its variable. No TLS client is built in (the services trust their network, or a mesh's
-/// sidecar adds mTLS below them): an `https://` URL would be spoken to in plain text, so it is refused rather than
-/// believed.
+/// The URL of another service's gRPC endpoint: `http://` or, with mutual TLS (`GRPC_TLS_*`), `https://`, with a
+/// host. Checked when read, so a bad value stops the process at start naming its variable; which of the two
+/// schemes goes with the process's TLS, [`crate::grpc::channel`] checks at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcUrl(String);
 
@@ -444,14 +443,8 @@ impl<'de> Deserialize<'de> for GrpcUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let url = String::deserialize(deserializer)?;
         let uri: http::Uri = url.parse().map_err(serde::de::Error::custom)?;
-        if uri.scheme_str() == Some("https") {
-            return Err(serde::de::Error::custom(
-                "must be http://: gRPC between the services has no TLS of its own (a mesh adds it), so an https:// \
-                 URL would be spoken to in plain text",
-            ));
-        }
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(serde::de::Error::custom("must be an http:// URL with a host"));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(serde::de::Error::custom("must be an http:// or https:// URL with a host"));
         }
         Ok(Self(url))
     }
@@ -508,8 +501,6 @@ mod tests {
     #[test]
     fn a_bad_grpc_url_or_a_zero_where_positive_is_required_names_its_variable() {
         let bad_url = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "ftp://x")])).unwrap_err();
-        let https = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "https://x:1")])).unwrap_err();
-        assert!(https.to_string().contains("plain text"), "an https:// URL was believed: {https}");
         let zero = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "http://x:1"), ("POOL", "0")])).unwrap_err();
         assert_eq!((bad_url.variable(), zero.variable()), ("USER_METADATA_URL", "POOL"), "{bad_url} / {zero}");
         let good = load_from::<Upstreams>(&vars(&[("USER_METADATA_URL", "http://x:1"), ("POOL", "3")])).unwrap();

@@ -34,6 +34,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     if let Command::Healthcheck { live } = command {
         return platform::healthcheck::http_ready(signup_api::PORTS, live).await;
     }
+    platform::tls::init_mutual_tls()?;
     let settings = Settings::load()?;
     let telemetry = platform::telemetry::init("signup-api", &settings.telemetry)?;
     let shutdown = platform::shutdown::token_from(platform::shutdown::signal());

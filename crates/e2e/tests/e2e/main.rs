@@ -10,6 +10,7 @@ mod friends;
 mod integrity;
 mod lifecycle;
 mod migrations;
+mod mutual_tls;
 mod peers;
 mod readiness;
 mod signup;
