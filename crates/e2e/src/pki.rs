@@ -1,7 +1,9 @@
 //! Certificates for a stack with mutual TLS between its services: one authority, and a certificate per service
 //! for `localhost` and 127.0.0.1, as a deployment's issuer (cert-manager, a private CA) would hand them out.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
 
 /// A certificate and its private key, PEM.
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ impl Authority {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
         params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
         params.distinguished_name.push(DnType::CommonName, service);
+        // Both, as a deployment's must: a service serves and calls, and rustls checks each use when it is listed.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem { cert: cert.pem(), key: key.serialize_pem() })

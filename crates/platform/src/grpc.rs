@@ -69,7 +69,8 @@ pub fn channel(url: &str, deadline: Duration) -> anyhow::Result<TracedChannel> {
         .connect_timeout(Duration::from_secs(2))
         .timeout(deadline)
         .tcp_nodelay(true);
-    let endpoint = match (crate::tls::mutual_tls(), url.starts_with("https://")) {
+    let https = endpoint.uri().scheme_str().is_some_and(|scheme| scheme.eq_ignore_ascii_case("https"));
+    let endpoint = match (crate::tls::mutual_tls(), https) {
         (Some(tls), true) => endpoint.tls_config(tls.client())?,
         (None, false) => endpoint,
         (Some(_), false) => anyhow::bail!("{url}: with GRPC_TLS_* set, every upstream URL must be https://"),

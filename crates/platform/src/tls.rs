@@ -56,11 +56,18 @@ pub fn init_mutual_tls() -> Result<(), SettingsError> {
                 return Err(invalid("GRPC_TLS_CA", "a certificate"));
             }
             install_provider();
-            Some(MutualTls { cert, key, ca })
+            let tls = MutualTls { cert, key, ca };
+            tls.configures()?;
+            Some(tls)
         }
-        _ => {
-            let reason = "GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA are set together or not at all";
-            return Err(SettingsError::invalid("GRPC_TLS_CERT", reason));
+        (cert, key, _) => {
+            let missing = match (cert, key) {
+                (None, _) => "GRPC_TLS_CERT",
+                (_, None) => "GRPC_TLS_KEY",
+                _ => "GRPC_TLS_CA",
+            };
+            let reason = "is missing: GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA are set together or not at all";
+            return Err(SettingsError::invalid(missing, reason));
         }
     };
     let _ = MUTUAL_TLS.set(tls);
@@ -73,13 +80,32 @@ pub fn mutual_tls() -> Option<&'static MutualTls> {
 }
 
 impl MutualTls {
+    /// Builds both sides once, so what only building finds (a key that does not match the certificate, a key type
+    /// ring cannot use, an authority with no usable root) stops the process at start instead of leaving it ready
+    /// with a gRPC port that serves nothing.
+    fn configures(&self) -> Result<(), SettingsError> {
+        let invalid = |error: tonic::transport::Error| {
+            SettingsError::invalid(
+                "GRPC_TLS_CERT",
+                format!("with GRPC_TLS_KEY and GRPC_TLS_CA, does not configure: {error}"),
+            )
+        };
+        tonic::transport::Server::builder().tls_config(self.server()).map_err(invalid)?;
+        tonic::transport::Endpoint::from_static("https://localhost").tls_config(self.client()).map_err(invalid)?;
+        Ok(())
+    }
+
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert, self.key.expose_secret())
     }
 
-    /// A server's side: its certificate, and callers' certificates required, of the authority.
+    /// A server's side: its certificate, and callers' certificates required, of the authority; a handshake that
+    /// does not finish within ten seconds is dropped (a peer without a certificate cannot hold one open).
     pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity()).client_ca_root(Certificate::from_pem(&self.ca))
+        ServerTlsConfig::new()
+            .identity(self.identity())
+            .client_ca_root(Certificate::from_pem(&self.ca))
+            .timeout(std::time::Duration::from_secs(10))
     }
 
     /// A channel's side: servers' certificates of the authority only, and its own presented.

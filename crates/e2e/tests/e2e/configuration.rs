@@ -68,7 +68,7 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     let database = TestDatabase::create("config").await?;
     let keys = || vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("IDEMPOTENCY_FINGERPRINT_KEY", "f".repeat(32))];
     let with_keys = |extra: (String, String)| [keys(), vec![extra]].concat();
-    let cases: [(&str, Env, &str); 26] = [
+    let cases: [(&str, Env, &str); 27] = [
         ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
         ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
         ("signup-api", with_keys(var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")), "SHUTDOWN_GRACE_PERIOD_SECS"),
@@ -90,7 +90,12 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
         ("password", vec![var("ARGON2_ITERATIONS", 1)], "ARGON2_ITERATIONS"),
         // Mutual TLS is all three variables or none, each of them PEM; an https:// upstream needs it (it would
         // otherwise be spoken to in plain text).
-        ("password", vec![var("GRPC_TLS_CERT", "not a certificate")], "GRPC_TLS_CERT"),
+        ("password", vec![var("GRPC_TLS_CERT", "not a certificate")], "GRPC_TLS_KEY"),
+        (
+            "password",
+            vec![var("GRPC_TLS_CERT", "not a certificate"), var("GRPC_TLS_KEY", "no key"), var("GRPC_TLS_CA", "no")],
+            "GRPC_TLS_CERT",
+        ),
         ("signup-api", with_keys(var("PASSWORD_URL", "https://127.0.0.1:1")), "GRPC_TLS_CERT"),
         // A session ended through another replica would work here for an hour.
         ("signup-api", with_keys(var("SESSION_CACHE_TTL_MS", 3_600_000)), "SESSION_CACHE_TTL_MS"),

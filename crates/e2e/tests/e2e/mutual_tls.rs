@@ -46,7 +46,7 @@ async fn with_mutual_tls_only_the_services_reach_a_grpc_port() -> anyhow::Result
     assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
     let session = stack.session(&email, PASSWORD).await?;
     let me: Value = stack.me(&session).await?.json().await?;
-    let user_id = me["user_id"].as_str().unwrap_or_default().to_owned();
+    let user_id = me["user_id"].as_str().ok_or_else(|| anyhow::anyhow!("no user_id in {me}"))?.to_owned();
 
     let authority = stack.authority.as_ref().ok_or_else(|| anyhow::anyhow!("no authority"))?;
     let (ca, port) = (authority.cert(), stack.member("password").port);
@@ -63,6 +63,7 @@ async fn with_mutual_tls_only_the_services_reach_a_grpc_port() -> anyhow::Result
         ("a certificate of another authority", tls_channel(port, &ca, Some(&stranger)).await?),
     ];
     for (how, channel) in intruders {
+        assert!(!answers(channel.clone()).await, "{how}: a health check was answered");
         let answer = PasswordServiceClient::new(channel).reset_password(reset()).await;
         assert!(answer.is_err(), "{how}: ResetPassword was served");
     }
