@@ -378,6 +378,18 @@ impl Stack {
         body["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no token in {body}"))
     }
 
+    /// Signs `email` up with `password`, confirms the mailed link and signs in: a verified account's session.
+    pub async fn verified_session(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "email": email, "password": password, "display_name": "Ada" });
+        let status = self.signup(&body, None).await?.status();
+        anyhow::ensure!(status == 202, "signup answered {status}");
+        let mail = self.smtp.wait_for(email, 1, DELIVERY_TIMEOUT).await?.remove(0);
+        let token = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
+        let confirmed = self.confirm(&token, password).await?.status();
+        anyhow::ensure!(confirmed == 200, "confirm answered {confirmed}");
+        self.session(email, password).await
+    }
+
     /// `GET {path}` with `Authorization: Bearer {token}`.
     pub async fn get_as(&self, token: &str, path: &str) -> anyhow::Result<reqwest::Response> {
         Ok(self.http.get(format!("{}{path}", self.api_url())).bearer_auth(token).send().await?)

@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::stack::{DELIVERY_TIMEOUT, Stack};
-use serde_json::json;
+use e2e::stack::Stack;
 
 /// Not the documents' example password: schemathesis sends the examples, and `DELETE /v1/me` with the right password
 /// would delete the account the rest of the run needs.
@@ -73,12 +72,7 @@ async fn the_api_keeps_its_openapi_document() -> anyhow::Result<()> {
     stack.wait_ready().await?;
     // A verified account with a session, so the authenticated operations answer more than 401 and 403.
     let email = format!("contract-{}@example.com", uuid::Uuid::now_v7().simple());
-    let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
-    assert_eq!(stack.signup(&body, None).await?.status(), 202);
-    let mail = stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?.remove(0);
-    let token = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
-    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
-    let session = stack.session(&email, PASSWORD).await?;
+    let session = stack.verified_session(&email, PASSWORD).await?;
 
     // Signing out ends the session the rest needs: it runs last, on its own.
     run_schemathesis(&stack, &session, ("--exclude-name", "DELETE /v1/sessions/current")).await?;

@@ -3,10 +3,10 @@
 
 use e2e::{
     pki::{Authority, Pem},
-    stack::{DELIVERY_TIMEOUT, Options, Stack},
+    stack::{Options, Stack},
 };
 use proto::password::v1::{ResetPasswordRequest, password_service_client::PasswordServiceClient};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -39,12 +39,7 @@ async fn with_mutual_tls_only_the_services_reach_a_grpc_port() -> anyhow::Result
     let mut stack = Stack::start_with(Options { grpc_tls: true, ..Options::default() }).await?;
     stack.wait_ready().await?;
     let email = format!("mtls-{}@example.com", uuid::Uuid::now_v7().simple());
-    let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
-    assert_eq!(stack.signup(&body, None).await?.status(), 202);
-    let mail = stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?.remove(0);
-    let token = mail.token().ok_or_else(|| anyhow::anyhow!("no token in the mail"))?;
-    assert_eq!(stack.confirm(&token, PASSWORD).await?.status(), 200);
-    let session = stack.session(&email, PASSWORD).await?;
+    let session = stack.verified_session(&email, PASSWORD).await?;
     let me: Value = stack.me(&session).await?.json().await?;
     let user_id = me["user_id"].as_str().ok_or_else(|| anyhow::anyhow!("no user_id in {me}"))?.to_owned();
 
