@@ -104,18 +104,22 @@ pub fn unknown_keys<'a>(keys: impl Iterator<Item = &'a String>, known: &[&str], 
         None => key.to_owned(),
     };
     let unknown = keys.filter(|key| !known.contains(&key.as_str()));
-    named_then_counted(unknown.map(|key| FieldError::new(shown(key), "unknown_field", detail)), |rest| {
-        FieldError::new("…", "unknown_field", format!("and {rest} more fields: {detail}"))
-    })
+    named_then_counted(
+        unknown,
+        |key| FieldError::new(shown(key), "unknown_field", detail),
+        |rest| FieldError::new("…", "unknown_field", format!("and {rest} more fields: {detail}")),
+    )
 }
 
-/// The first [`UNKNOWN_FIELDS_NAMED`] of `problems`, and one more, worded by `rest`, that counts the others: a
-/// short body (thousands of made-up fields, of contacts that are not addresses) cannot ask for a long answer.
-fn named_then_counted(
-    mut problems: impl Iterator<Item = FieldError>,
+/// The first [`UNKNOWN_FIELDS_NAMED`] of `problems`, each `named`, and one more, worded by `rest`, that counts the
+/// others (named by nobody): a short body (thousands of made-up fields, of contacts that are not addresses) cannot
+/// ask for a long answer.
+fn named_then_counted<T>(
+    mut problems: impl Iterator<Item = T>,
+    named: impl FnMut(T) -> FieldError,
     rest: impl FnOnce(usize) -> FieldError,
 ) -> Vec<FieldError> {
-    let mut named: Vec<FieldError> = problems.by_ref().take(UNKNOWN_FIELDS_NAMED).collect();
+    let mut named: Vec<FieldError> = problems.by_ref().take(UNKNOWN_FIELDS_NAMED).map(named).collect();
     let more = problems.count();
     if more > 0 {
         named.push(rest(more));
@@ -180,12 +184,17 @@ fn contacts(value: Option<&Value>, max: usize, own: Option<&Email>, errors: &mut
             contacts.push(email);
             None
         }
-        Some(Err(error)) => Some(FieldError::new(format!("contacts[{i}]"), email_code(error), format!("{error}"))),
-        None => Some(FieldError::new(format!("contacts[{i}]"), "invalid_type", "must be a string")),
+        Some(Err(error)) => Some((i, Some(error))),
+        None => Some((i, None)),
     });
-    errors.extend(named_then_counted(invalid, |rest| {
-        FieldError::new("contacts", "invalid_contacts", format!("and {rest} more contacts are invalid"))
-    }));
+    errors.extend(named_then_counted(
+        invalid,
+        |(i, error)| match error {
+            Some(error) => FieldError::new(format!("contacts[{i}]"), email_code(error), format!("{error}")),
+            None => FieldError::new(format!("contacts[{i}]"), "invalid_type", "must be a string"),
+        },
+        |rest| FieldError::new("contacts", "invalid_contacts", format!("and {rest} more contacts are invalid")),
+    ));
     contacts.sort();
     contacts.dedup();
     contacts.retain(|contact| Some(contact) != own);
