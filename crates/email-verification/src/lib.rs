@@ -75,6 +75,7 @@ impl platform::service::Service for EmailVerification {
         "20261201000001_mail_client",
         "20261201000002_confirm_tries",
         "20261203000001_reset_retry",
+        "20261205000001_mailbox_inlined",
     ];
     type Settings = Settings;
     type Admin = Admin;

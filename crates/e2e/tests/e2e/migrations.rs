@@ -88,3 +88,65 @@ async fn migrate_on_start_lets_serve_bring_a_fresh_database_up_to_date() -> anyh
     assert!(served.wait(Duration::from_secs(10)).await?.success());
     Ok(())
 }
+
+/// email-verification's `mailbox()` was redefined in a form the planner inlines (20261205000001): the index on
+/// `mailbox(recipient)` built with the first form stays valid only if both give every address the same key. The
+/// first form, taken from its migration, is compared with the one `migrate` leaves, over awkward addresses and
+/// twenty thousand made ones; and the one left is inlined (no call of `mailbox` left in a plan).
+#[tokio::test]
+async fn mailbox_keeps_its_rule() -> anyhow::Result<()> {
+    const FIRST: &str = include_str!("../../../email-verification/migrations/20261130000001_mailbox_budget.sql");
+    let topology = TestTopology::new();
+    let database = TestDatabase::create("email-verification").await?;
+    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+    env.extend(topology.env("email-verification"));
+    let migrated = ServiceProcess::run("email-verification", &["migrate"], &env).await?;
+    assert!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+
+    let start = FIRST.find("CREATE FUNCTION mailbox(").ok_or_else(|| anyhow::anyhow!("no first form"))?;
+    let end = start + FIRST[start..].find("$$;").ok_or_else(|| anyhow::anyhow!("no end of the first form"))? + 3;
+    let first = FIRST[start..end].replacen("FUNCTION mailbox(", "FUNCTION mailbox_first(", 1);
+    let mut connection = database.connect().await?;
+    // The first form, from our own migration file.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(first)).execute(&mut connection).await?;
+    let awkward = [
+        "",
+        "@",
+        "a@",
+        "@b",
+        "a@b@c",
+        "plain",
+        "A.B+C@GMAIL.COM",
+        "x+@googlemail.com",
+        "Ä.ö+z@É.com",
+        "İx@X.org",
+        "a+b+c@d+e.com",
+        "new\nline@x.com",
+        "a@gmail.com.evil",
+        "..+@gmail.com",
+        "+@+",
+        "a.b@GoogleMail.Com",
+    ];
+    let differing: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "WITH addresses(a) AS ( \
+           SELECT unnest($1::text[]) UNION ALL SELECT NULL UNION ALL \
+           SELECT upper(left(md5(i::text), i % 7)) || CASE WHEN i % 5 = 0 THEN '.' ELSE '' END || md5(i::text) \
+             || CASE i % 4 WHEN 0 THEN '+t' WHEN 1 THEN '+' ELSE '' END \
+             || (ARRAY['@gmail.com', '@GoogleMail.com', '@Example.COM', '@x@y.org', ''])[i % 5 + 1] \
+           FROM generate_series(1, 20000) i) \
+         SELECT a, mailbox(a), mailbox_first(a) FROM addresses \
+         WHERE mailbox(a) IS DISTINCT FROM mailbox_first(a) LIMIT 5",
+    )
+    .bind(&awkward[..])
+    .fetch_all(&mut connection)
+    .await?;
+    assert!(differing.is_empty(), "the inlined mailbox() gives other keys: (address, inlined, first) {differing:?}");
+
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN VERBOSE SELECT count(*) FROM mails WHERE mailbox(recipient) = mailbox($1)")
+            .bind("ada@example.com")
+            .fetch_all(&mut connection)
+            .await?;
+    assert!(!plan.join("\n").contains("mailbox("), "mailbox() is still called, not inlined: {plan:#?}");
+    Ok(())
+}
