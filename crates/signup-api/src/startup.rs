@@ -23,6 +23,8 @@ pub struct AppState {
     pub hasher: KeyedHasher,
     /// Fingerprints idempotent requests under `IDEMPOTENCY_FINGERPRINT_KEY`.
     pub fingerprints: KeyedHasher,
+    /// How suggestions name other members and seal page tokens, per viewer (its keys derive from the fingerprint key).
+    pub(crate) suggestion_seal: std::sync::Arc<crate::friends::SuggestionSeal>,
     /// What signups are checked against.
     pub limits: SignupLimits,
     /// Largest accepted body.
@@ -47,11 +49,13 @@ impl AppState {
             .check("user-metadata", platform::grpc::readiness_check(upstreams.user_metadata_channel.clone()))
             .check("password", platform::grpc::readiness_check(upstreams.password_channel.clone()))
             .build();
+        let fingerprints = KeyedHasher::new(settings.fingerprint_key.clone());
         Ok(Self {
             readiness,
             upstreams,
             hasher: KeyedHasher::new(settings.contact_hash_key.clone()),
-            fingerprints: KeyedHasher::new(settings.fingerprint_key.clone()),
+            suggestion_seal: std::sync::Arc::new(crate::friends::SuggestionSeal::new(&fingerprints)?),
+            fingerprints,
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
             request_body_timeout: settings.request_body_timeout,

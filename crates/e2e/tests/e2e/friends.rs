@@ -139,6 +139,64 @@ async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out
     Ok(())
 }
 
+/// Attack: learning from "people you may know" when each person shown first signed up, and a handle on them that
+/// is the same for everyone. A user id is a UUID v7 (its first 48 bits are the time), and pages named each
+/// suggestion by it, and the page token held the last one's in plain base64. Now a suggestion's `id` is a keyed hash
+/// of viewer and member, and the token is sealed for its viewer. Before: eve's page carried ada's user id.
+#[tokio::test]
+async fn suggestions_name_nobody_by_their_user_id_and_page_tokens_are_sealed_for_their_viewer() -> anyhow::Result<()> {
+    let stack = started().await?;
+    let [ada, bob, cy, eve] = ["ada", "bob", "cy", "eve"].map(person);
+    join(&stack, &ada, &[], true, true).await?;
+    join(&stack, &bob, &[], true, true).await?;
+    join(&stack, &eve, &[&ada, &bob], true, true).await?;
+    join(&stack, &cy, &[&ada], true, true).await?;
+    expect(&stack, &eve, &[("bob", "in_your_contacts"), ("ada", "in_your_contacts")]).await?;
+    expect(&stack, &cy, &[("ada", "in_your_contacts")]).await?;
+    let mut user_ids = Vec::new();
+    for member in [&ada, &bob] {
+        let me: Value = stack.me(&stack.session(&member.email, PASSWORD).await?).await?.json().await?;
+        let id = uuid::Uuid::parse_str(me["user_id"].as_str().unwrap_or_default())?;
+        user_ids.extend([id.hyphenated().to_string(), id.simple().to_string()]);
+    }
+    let (eve_session, cy_session) =
+        (stack.session(&eve.email, PASSWORD).await?, stack.session(&cy.email, PASSWORD).await?);
+    let raw = |session: String, query: String| {
+        let stack = &stack;
+        async move {
+            let response = stack.get_as(&session, &format!("/v1/me/friend-suggestions?{query}")).await?;
+            Ok::<_, anyhow::Error>((response.status(), response.json::<Value>().await?))
+        }
+    };
+
+    let (status, first) = raw(eve_session.clone(), "limit=1".into()).await?;
+    assert_eq!(status, 200, "{first}");
+    let token = first["next_page_token"].as_str().unwrap_or_default().to_owned();
+    let (status, second) = raw(eve_session.clone(), format!("limit=1&page_token={token}")).await?;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        (first["suggestions"][0]["display_name"].as_str(), second["suggestions"][0]["display_name"].as_str()),
+        (Some("bob"), Some("ada")),
+        "the sealed token still pages"
+    );
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &token).unwrap_or_default();
+    let shown = [first.to_string(), second.to_string(), String::from_utf8_lossy(&decoded).into_owned()].join("\n");
+    for user_id in &user_ids {
+        assert!(!shown.to_lowercase().contains(user_id), "a page or its token carries the user id {user_id}: {shown}");
+    }
+
+    let ada_for_eve = second["suggestions"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let (_, again) = raw(eve_session, "limit=2".into()).await?;
+    assert_eq!(again["suggestions"][1]["id"].as_str(), Some(ada_for_eve.as_str()), "an id is stable for its viewer");
+    let (_, cys) = raw(cy_session.clone(), "limit=1".into()).await?;
+    let ada_for_cy = cys["suggestions"][0]["id"].as_str().unwrap_or_default();
+    assert!(!ada_for_eve.is_empty() && ada_for_eve != ada_for_cy, "two viewers see one member under one id");
+
+    let (status, refused) = raw(cy_session, format!("limit=1&page_token={token}")).await?;
+    assert_eq!(status, 400, "another viewer's page token was taken: {refused}");
+    Ok(())
+}
+
 /// Attack: hiding someone's real "people you may know". The members who have someone in their contacts were taken
 /// newest first and only then filtered for who may be shown, so a crowd of new opted-out accounts listing a victim
 /// filled the window (`SUGGESTION_SOURCES`, 1,000 by default; 2 here) and the victim's genuine contacts were never
