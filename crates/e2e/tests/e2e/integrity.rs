@@ -640,7 +640,7 @@ async fn an_upload_of_members_and_one_outsider_learns_nothing_about_the_outsider
         .map(|s| {
             let mut s = s.clone();
             let object = s.as_object_mut().expect("an object");
-            object.remove("user_id");
+            object.remove("id");
             object.remove("display_name");
             s.to_string()
         })

@@ -92,7 +92,8 @@ async fn migrate_on_start_lets_serve_bring_a_fresh_database_up_to_date() -> anyh
 /// email-verification's `mailbox()` was redefined in a form the planner inlines (20261205000001): the index on
 /// `mailbox(recipient)` built with the first form stays valid only if both give every address the same key. The
 /// first form, taken from its migration, is compared with the one `migrate` leaves, over awkward addresses and
-/// twenty thousand made ones; and the one left is inlined (no call of `mailbox` left in a plan).
+/// twenty thousand made ones; and the one left is inlined (no call of `mailbox` left in a plan), and the budget's
+/// query still uses the index, in a new connection and in one that read the index before the migration.
 #[tokio::test]
 async fn mailbox_keeps_its_rule() -> anyhow::Result<()> {
     const FIRST: &str = include_str!("../../../email-verification/migrations/20261130000001_mailbox_budget.sql");
@@ -105,10 +106,11 @@ async fn mailbox_keeps_its_rule() -> anyhow::Result<()> {
 
     let start = FIRST.find("CREATE FUNCTION mailbox(").ok_or_else(|| anyhow::anyhow!("no first form"))?;
     let end = start + FIRST[start..].find("$$;").ok_or_else(|| anyhow::anyhow!("no end of the first form"))? + 3;
-    let first = FIRST[start..end].replacen("FUNCTION mailbox(", "FUNCTION mailbox_first(", 1);
+    let first = &FIRST[start..end];
     let mut connection = database.connect().await?;
     // The first form, from our own migration file.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(first)).execute(&mut connection).await?;
+    let renamed = first.replacen("FUNCTION mailbox(", "FUNCTION mailbox_first(", 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(renamed)).execute(&mut connection).await?;
     let awkward = [
         "",
         "@",
@@ -142,11 +144,40 @@ async fn mailbox_keeps_its_rule() -> anyhow::Result<()> {
     .await?;
     assert!(differing.is_empty(), "the inlined mailbox() gives other keys: (address, inlined, first) {differing:?}");
 
-    let plan: Vec<String> =
-        sqlx::query_scalar("EXPLAIN VERBOSE SELECT count(*) FROM mails WHERE mailbox(recipient) = mailbox($1)")
-            .bind("ada@example.com")
-            .fetch_all(&mut connection)
-            .await?;
-    assert!(!plan.join("\n").contains("mailbox("), "mailbox() is still called, not inlined: {plan:#?}");
+    // A connection of the previous release, open across the migration: it read the index with the first form.
+    const INLINED: &str = include_str!("../../../email-verification/migrations/20261205000001_mailbox_inlined.sql");
+    let restored = first.replacen("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(restored)).execute(&mut connection).await?;
+    let mut previous = database.connect().await?;
+    let before = budget_plan(&mut previous).await?;
+    assert!(looks_up_mailbox(&before), "the first form's index unused: {before}");
+    sqlx::raw_sql(INLINED).execute(&mut connection).await?;
+    for (who, plan) in [
+        ("an open connection", budget_plan(&mut previous).await?),
+        ("a new one", budget_plan(&mut database.connect().await?).await?),
+    ] {
+        assert!(!plan.contains("mailbox("), "{who}: mailbox() is still called, not inlined: {plan}");
+        assert!(looks_up_mailbox(&plan), "{who}: the budget's query no longer looks the mailbox up: {plan}");
+    }
     Ok(())
+}
+
+/// Whether `plan` looks the mailbox up in the index (the index's first column: the recipient appears in its
+/// condition), not only the time (its second), filtering every mail of the day.
+fn looks_up_mailbox(plan: &str) -> bool {
+    plan.lines().any(|line| line.contains("Index Cond") && line.contains("recipient"))
+}
+
+/// The plan of the mail budget's query (the shape of email-verification's), with sequential scans ruled out unless
+/// nothing else can answer it.
+async fn budget_plan(connection: &mut sqlx::PgConnection) -> anyhow::Result<String> {
+    sqlx::query("SET enable_seqscan = off").execute(&mut *connection).await?;
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN VERBOSE SELECT count(*) FROM mails WHERE mailbox(recipient) = mailbox($1) \
+         AND created_at > now() - interval '1 day'",
+    )
+    .bind("ada@example.com")
+    .fetch_all(connection)
+    .await?;
+    Ok(plan.join("\n"))
 }
