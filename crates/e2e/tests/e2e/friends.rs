@@ -142,7 +142,7 @@ async fn suggestions_give_each_reason_in_order_and_skip_unverified_and_opted_out
 /// Attack: learning from "people you may know" when each person shown first signed up, and a handle on them that
 /// is the same for everyone. A user id is a UUID v7 (its first 48 bits are the time), and pages named each
 /// suggestion by it, and the page token held the last one's in plain base64. Now a suggestion's `id` is a keyed hash
-/// of viewer and member, and the token is sealed for its viewer. Before: eve's page carried ada's user id.
+/// of viewer and member, and the token is sealed for its viewer. Before: eve's first page carried bob's user id.
 #[tokio::test]
 async fn suggestions_name_nobody_by_their_user_id_and_page_tokens_are_sealed_for_their_viewer() -> anyhow::Result<()> {
     let stack = started().await?;
