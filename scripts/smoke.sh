@@ -77,6 +77,8 @@ step="signup"
 call 202 "$base/v1/signups" -H 'Content-Type: application/json' -H "Idempotency-Key: smoke-$$-$(date +%s)" \
   -d "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"Ada Lovelace\",\"contacts\":[\"charles@example.com\"],\"locale\":\"en-GB\"}"
 contains '"status":"verification_pending"'
+signup_id=$(json_field signup_id)
+[ -n "$signup_id" ] || fail "no signup_id in the answer"
 
 step="invalid-signup"
 call 422 "$base/v1/signups" -H 'Content-Type: application/json' -d '{"email":"nope","password":"short"}'
@@ -121,7 +123,8 @@ contains '"kind":"verification"'
 if grep -q -F -e "$token" -e '$argon2' -e 'charles@example.com' "$body"; then fail "the export holds a secret"; fi
 
 step="resend"
-call 202 "$base/v1/email-verifications" -H 'Content-Type: application/json' -d "{\"email\":\"$email\"}"
+call 202 "$base/v1/email-verifications" -H 'Content-Type: application/json' \
+  -d "{\"email\":\"$email\",\"signup_id\":\"$signup_id\"}"
 contains '"status":"accepted"'
 
 step="change-password"

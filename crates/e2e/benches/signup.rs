@@ -37,7 +37,7 @@ use e2e::{
     cpu::{self, Pinned, Processes},
     stack::{Options, Stack, processed_on, subscribers_of},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 /// How long the overload phase runs.
@@ -728,8 +728,17 @@ async fn sign_ins_during(stack: &Stack, email: &str, duration: Duration) -> anyh
 /// comparable time, or the time tells whether an account exists.
 async fn same_time(stack: &Stack) -> anyhow::Result<()> {
     let alike = existing_vs_new(stack, 20).await?;
-    let resend = known_vs_unknown(stack, "/v1/email-verifications", &alike.pending).await?;
-    let reset = known_vs_unknown(stack, "/v1/password-resets", &alike.verified).await?;
+    let unknown = || format!("unknown-{}@example.com", uuid::Uuid::now_v7().simple());
+    let some_signup = || uuid::Uuid::now_v7().to_string();
+    let resend = known_vs_unknown(
+        stack,
+        "/v1/email-verifications",
+        &alike.pending,
+        || json!({ "email": unknown(), "signup_id": some_signup() }),
+    )
+    .await?;
+    let verified: Vec<Value> = alike.verified.iter().map(|email| json!({ "email": email })).collect();
+    let reset = known_vs_unknown(stack, "/v1/password-resets", &verified, || json!({ "email": unknown() })).await?;
     println!("### the same answer in comparable time (sequential, 20 each)");
     println!("signup p50: new {:.1} ms, existing verified {:.1} ms", alike.new_ms, alike.existing_ms);
     println!("resend p50: pending {:.1} ms, unknown {:.1} ms", resend.0, resend.1);
@@ -738,12 +747,12 @@ async fn same_time(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// Signups for new emails and for verified accounts, one at a time: the median latency of each, and the accounts
-/// (the new ones still pending).
+/// (the new ones still pending, as the body of a resend of their signup).
 struct Alike {
     new_ms: f64,
     existing_ms: f64,
     verified: Vec<String>,
-    pending: Vec<String>,
+    pending: Vec<Value>,
 }
 
 async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<Alike> {
@@ -756,40 +765,49 @@ async fn existing_vs_new(stack: &Stack, n: usize) -> anyhow::Result<Alike> {
         stack.mark_verified(&email).await?;
         emails.push(email);
     }
+    // The latency, and the signup the answer named.
     let time = |email: String| async move {
         let body = json!({ "email": email, "password": "another benchmark passphrase", "display_name": "V" });
         let start = Instant::now();
-        let _ = stack.signup(&body, None).await;
-        start.elapsed().as_secs_f64() * 1000.0
+        let response = stack.signup(&body, None).await?;
+        let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+        let accepted: Value = response.json().await?;
+        anyhow::Ok((elapsed, accepted["signup_id"].clone()))
     };
     let (mut existing, mut fresh, mut pending) = (Vec::new(), Vec::new(), Vec::new());
     for email in &emails {
-        existing.push(time(email.clone()).await);
+        existing.push(time(email.clone()).await?.0);
         let new = format!("fresh-{}@example.com", uuid::Uuid::now_v7().simple());
-        fresh.push(time(new.clone()).await);
-        pending.push(new);
+        let (elapsed, signup_id) = time(new.clone()).await?;
+        fresh.push(elapsed);
+        pending.push(json!({ "email": new, "signup_id": signup_id }));
     }
     Ok(Alike { new_ms: percentiles(&fresh).0, existing_ms: percentiles(&existing).0, verified: emails, pending })
 }
 
-/// Median latency of posting `{"email": …}` to `path` for each of `known`, and for as many unknown addresses, one
-/// at a time and alternating: a request that queues mail for a known address must not answer later than one that
-/// finds no account.
-async fn known_vs_unknown(stack: &Stack, path: &str, known: &[String]) -> anyhow::Result<(f64, f64)> {
+/// Median latency of posting each of the `known` bodies to `path`, and as many `unknown()` ones (naming no
+/// account), one at a time and alternating: a request that queues mail for a known address must not answer later
+/// than one that finds no account.
+async fn known_vs_unknown(
+    stack: &Stack,
+    path: &str,
+    known: &[Value],
+    unknown: impl Fn() -> Value,
+) -> anyhow::Result<(f64, f64)> {
     let url = format!("{}{path}", stack.api_url());
-    let time = |email: String| {
+    let time = |body: Value| {
         let url = &url;
         async move {
             let start = Instant::now();
-            let response = stack.http().post(url).json(&json!({ "email": email })).send().await?;
+            let response = stack.http().post(url).json(&body).send().await?;
             anyhow::ensure!(response.status() == 202, "{url} answered {}", response.status());
             Ok(start.elapsed().as_secs_f64() * 1000.0)
         }
     };
     let (mut with_account, mut without) = (Vec::new(), Vec::new());
-    for email in known {
-        with_account.push(time(email.clone()).await?);
-        without.push(time(format!("unknown-{}@example.com", uuid::Uuid::now_v7().simple())).await?);
+    for body in known {
+        with_account.push(time(body.clone()).await?);
+        without.push(time(unknown()).await?);
     }
     Ok((percentiles(&with_account).0, percentiles(&without).0))
 }

@@ -358,6 +358,13 @@ impl Stack {
         Ok(request.send().await?)
     }
 
+    /// `POST /v1/email-verifications`: asks for the link of signup `signup_id` (as its `202` named it) again.
+    pub async fn resend(&self, email: &str, signup_id: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v1/email-verifications", self.api_url());
+        let body = serde_json::json!({ "email": email, "signup_id": signup_id });
+        Ok(self.http.post(url).json(&body).send().await?)
+    }
+
     /// `POST /v1/email-verifications/confirm` with a JSON body: the link's token and the signup's password.
     pub async fn confirm(&self, token: &str, password: &str) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}/v1/email-verifications/confirm", self.api_url());

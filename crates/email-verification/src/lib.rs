@@ -76,6 +76,7 @@ impl platform::service::Service for EmailVerification {
         "20261201000002_confirm_tries",
         "20261203000001_reset_retry",
         "20261205000001_mailbox_inlined",
+        "20261206000001_attempts_known",
     ];
     type Settings = Settings;
     type Admin = Admin;

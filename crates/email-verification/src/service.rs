@@ -99,19 +99,25 @@ impl EmailVerificationService for Verifications {
         Ok(Response::new(ConfirmEmailResponse { user_id: user_id.to_string(), verified_at: Some(timestamp) }))
     }
 
-    /// Queues a new verification mail for the newest attempt of a pending account, within the address's mail
-    /// budget. Unknown and verified addresses, and requests over the budget, change nothing; the answer is the
-    /// same for all.
+    /// Queues a new verification mail for the named attempt of a pending account, within the address's mail
+    /// budget. Unknown and verified addresses, attempts the account does not have and requests over the budget
+    /// change nothing; the answer is the same for all.
     #[tracing::instrument(skip_all)]
     async fn resend_verification(
         &self,
         request: Request<ResendVerificationRequest>,
     ) -> Result<Response<ResendVerificationResponse>, Status> {
-        let ResendVerificationRequest { email, client_hash } = request.into_inner();
+        let ResendVerificationRequest { email, client_hash, signup_id } = request.into_inner();
         let client_hash = asked(&email, client_hash)?;
+        // Empty names no attempt (a signup-api of the release before, during a rollout): nothing is sent.
+        let signup_id = match signup_id.as_str() {
+            "" => Uuid::nil(),
+            named => platform::grpc::uuid_argument("signup_id", named)?,
+        };
         let mut tx = store::begin_alike(&self.pool).await.map_err(database_status)?;
         let (budget, tries) = (self.policy.budget, self.policy.confirm_attempts_per_signup);
-        let queued = store::resend(&mut tx, (&email, &client_hash), budget, tries).await.map_err(database_status)?;
+        let queued =
+            store::resend(&mut tx, (&email, &client_hash), signup_id, budget, tries).await.map_err(database_status)?;
         tx.commit().await.map_err(database_status)?;
         metrics::counter!("verification_resends_total", "outcome" => queued.label()).increment(1);
         if queued == store::Queued::OverBudget {

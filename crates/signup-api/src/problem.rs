@@ -92,7 +92,7 @@ pub mod types {
         StatusCode::BAD_REQUEST,
         "invalid-token",
         "Invalid Token",
-        "The link (a verification or a password-reset link) is unknown, already used, expired, or ended by too many wrong passwords (one answer for all). Ask for a new email (`POST /v1/email-verifications` or `POST /v1/password-resets`) and use its link.",
+        "The link (a verification or a password-reset link) is unknown, already used, expired, or ended by too many wrong passwords (one answer for all). Ask for a new email (`POST /v1/email-verifications` with the `signup_id` your signup's answer named, or `POST /v1/password-resets`) and use its link, or sign up again.",
     );
     /// 400.
     pub const LINK_PASSWORD_MISMATCH: ProblemType = kind(

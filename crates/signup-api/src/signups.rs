@@ -42,6 +42,12 @@ pub(crate) struct SignupAccepted {
     /// The email as the system will use it (trimmed, lower-cased, IDN domain in ASCII).
     #[schema(example = "ada@example.com")]
     pub email: String,
+    /// This signup attempt: a resend (`POST /v1/email-verifications`) names it to have its link mailed again. Only
+    /// the one who signed up is told it, so nobody else can ask for that mail, and a resend never mails another
+    /// attempt's link (someone else may sign up with the same address after you). A retry with the same
+    /// `Idempotency-Key` names the first request's attempt.
+    #[schema(example = "0193a5c4-6b1e-7d2a-9f00-1c2d3e4f5a6b")]
+    pub signup_id: Uuid,
 }
 
 /// The fields of a signup (documentation of the body; the handler parses it field by field).
@@ -151,8 +157,9 @@ async fn accept(
     let email_hash = state.hasher.hash(&signup.email);
     store_password(state, &signup, signup_id, &email_hash, ticket).await?;
     let asked = Asked { email_hash, client_hash: client.hash(&state.hasher), key: key.as_deref() };
-    register(state, &signup, signup_id, asked).await?;
-    let accepted = SignupAccepted { status: "verification_pending", email: signup.email.as_str().to_owned() };
+    let signup_id = register(state, &signup, signup_id, asked).await?;
+    let email = signup.email.as_str().to_owned();
+    let accepted = SignupAccepted { status: "verification_pending", email, signup_id };
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -186,7 +193,8 @@ struct Asked<'a> {
     key: Option<&'a str>,
 }
 
-async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Asked<'_>) -> Result<(), ApiError> {
+/// Records the attempt; returns the attempt the answer names (on a replay, the first request's).
+async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Asked<'_>) -> Result<Uuid, ApiError> {
     let Asked { email_hash, client_hash, key } = asked;
     let request = RegisterSignupRequest {
         email: signup.email.as_str().to_owned(),
@@ -207,7 +215,8 @@ async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Ask
             if response.replayed {
                 discard_password(state, signup_id).await;
             }
-            Ok(())
+            // A user-metadata of the release before (during a rollout) names none: then it is this request's.
+            Ok(response.signup_id.parse().unwrap_or(signup_id))
         }
         Err(status) if status.code() == Code::FailedPrecondition => {
             discard_password(state, signup_id).await;

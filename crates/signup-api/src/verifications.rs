@@ -74,12 +74,16 @@ pub(crate) struct ResendRequest {
     /// The email the account was registered with.
     #[schema(example = "ada@example.com")]
     email: String,
+    /// The `signup_id` the signup's `202` named: that attempt's link is mailed again, never another's.
+    #[schema(example = "0193a5c4-6b1e-7d2a-9f00-1c2d3e4f5a6b")]
+    signup_id: uuid::Uuid,
 }
 
 /// The answer to every well-formed resend request, whatever the account's state.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ResendAccepted {
-    /// Always `accepted`: if a pending account has this email, a new verification email is on its way.
+    /// Always `accepted`: if a pending account has this email and that signup, a new verification email is on its
+    /// way.
     #[schema(example = "accepted")]
     status: &'static str,
 }
@@ -161,19 +165,19 @@ fn page_for(error: &ApiError, token: Option<&str>) -> Option<Response> {
     }
 }
 
-/// Sends a new verification email (for the newest signup) if a pending account has this email, within the
-/// address's mail budget. The answer is the same `202` whether or not such an account exists or the budget is
-/// spent.
+/// Sends a new verification email for the signup named, if a pending account has this email and that signup,
+/// within the address's mail budget. The answer is the same `202` whether or not such an account or signup exists
+/// or the budget is spent.
 #[utoipa::path(
     post,
     path = "/v1/email-verifications",
     tag = "email verification",
     request_body(content = ResendRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "If a pending account has this email and its mail budget allows, a new verification email is on its way (for its newest signup); earlier links keep working", body = ResendAccepted),
+        (status = 202, description = "If a pending account has this email and this signup, and its mail budget allows, a new verification email for that signup is on its way; earlier links keep working", body = ResendAccepted),
         (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not an email address", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an email address, or no signup_id (a UUID)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client's budget is used; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is down; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
@@ -184,11 +188,12 @@ pub(crate) async fn resend(
     client: crate::ratelimit::Client,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ResendAccepted>), ApiError> {
-    let email = parse_email(&body).map_err(ApiError::Invalid)?;
+    let (email, signup_id) = parse_resend(&body).map_err(ApiError::Invalid)?;
     let mut verifications = state.upstreams.verifications.clone();
     let client_hash = client.hash(&state.hasher);
+    let request = ResendVerificationRequest { email: email.as_str().to_owned(), client_hash, signup_id };
     verifications
-        .resend_verification(ResendVerificationRequest { email: email.as_str().to_owned(), client_hash })
+        .resend_verification(request)
         .await
         .map_err(|status| ApiError::from_status("email-verification", &status))?;
     Ok((StatusCode::ACCEPTED, Json(ResendAccepted { status: "accepted" })))
@@ -285,11 +290,52 @@ async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
     }
 }
 
-fn parse_email(body: &Map<String, Value>) -> Result<Email, Vec<FieldError>> {
-    let mut errors = unknown_fields(body, &["email"], "is not a field of this request");
+/// A resend's email and the signup it names (a UUID, passed on in its canonical form).
+fn parse_resend(body: &Map<String, Value>) -> Result<(Email, String), Vec<FieldError>> {
+    let mut errors = unknown_fields(body, &["email", "signup_id"], "is not a field of this request");
     let email = required_email(body, "email", &mut errors);
-    match email {
-        Some(email) if errors.is_empty() => Ok(email),
+    let signup_id = required_string(body, "signup_id", &mut errors).and_then(|raw| {
+        let parsed = uuid::Uuid::try_parse(raw);
+        parsed.map_err(|_| errors.push(FieldError::new("signup_id", "invalid_signup_id", SIGNUP_ID_SHAPE))).ok()
+    });
+    match (email, signup_id) {
+        (Some(email), Some(signup_id)) if errors.is_empty() => Ok((email, signup_id.to_string())),
         _ => Err(errors),
+    }
+}
+
+const SIGNUP_ID_SHAPE: &str = "must be the signup_id the signup's answer named (a UUID)";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::parse_resend;
+
+    fn codes(body: Value) -> Vec<(String, String)> {
+        let Value::Object(body) = body else { return Vec::new() };
+        parse_resend(&body).err().unwrap_or_default().into_iter().map(|e| (e.field, e.code)).collect()
+    }
+
+    #[test]
+    fn a_resend_names_an_email_and_a_signup_and_every_problem_is_reported_at_once() {
+        let id = "0193A5C4-6B1E-7D2A-9F00-1C2D3E4F5A6B";
+        let parsed = json!({ "email": "Ada@Example.com", "signup_id": id });
+        let Value::Object(parsed) = parsed else { return };
+        let (email, signup_id) = parse_resend(&parsed).unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!((email.as_str(), signup_id.as_str()), ("ada@example.com", id.to_lowercase().as_str()));
+
+        let pair = |field: &str, code: &str| (field.to_owned(), code.to_owned());
+        assert_eq!(codes(json!({ "email": "ada@example.com" })), [pair("signup_id", "required")]);
+        let shapes = [json!("not-a-signup"), json!(""), json!(format!("{id}0"))];
+        for shape in shapes {
+            let body = json!({ "email": "ada@example.com", "signup_id": shape });
+            assert_eq!(codes(body), [pair("signup_id", "invalid_signup_id")], "{shape}");
+        }
+        assert_eq!(codes(json!({ "email": "ada@example.com", "signup_id": 7 })), [pair("signup_id", "invalid_type")]);
+        assert_eq!(
+            codes(json!({ "email": "nope", "signup_id": id, "user_id": id })),
+            [pair("user_id", "unknown_field"), pair("email", "invalid_email")]
+        );
     }
 }

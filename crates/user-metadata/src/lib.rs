@@ -67,6 +67,7 @@ impl platform::service::Service for UserMetadata {
         "20261130000001_outbox_retention",
         "20261201000001_attempt_client",
         "20261204000001_idempotency_keys_user",
+        "20261206000001_idempotency_key_attempt",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -65,9 +65,9 @@ impl UserMetadataService for Users {
         let announce =
             |user: &User, profile: &Profile, existing: bool| events::signup(user, profile, existing, &attempt);
         let registered = store::register(&self.pool, &signup, &announce).await.map_err(status)?;
-        let (user_id, replayed) = record_outcome(&registered, signup_id);
-        self.cache.forget(user_id);
-        Ok(Response::new(RegisterSignupResponse { user_id: user_id.to_string(), replayed }))
+        let response = record_outcome(&registered, signup_id);
+        self.cache.forget(response.user_id);
+        Ok(Response::new(response.into()))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
@@ -181,21 +181,34 @@ fn bounded(field: &str, value: String) -> Result<String, Status> {
     Ok(value)
 }
 
-/// What a registration did, on the request's span and in `signup_attempts_total`: its account, and whether it was
-/// a replay.
-fn record_outcome(registered: &Registered, signup_id: uuid::Uuid) -> (uuid::Uuid, bool) {
-    let (user_id, replayed, outcome) = match registered {
-        Registered::Announced { user, existing: false } => (user.id, false, "announced"),
-        Registered::Announced { user, existing: true } => (user.id, false, "existing_account"),
-        Registered::Dropped { user_id } => (*user_id, false, "too_many_attempts"),
-        Registered::Replayed { user_id } => (*user_id, true, "replayed"),
+/// What a registration answers: its account, its attempt (on a replay, the first request's), whether it was a replay.
+struct Outcome {
+    user_id: uuid::Uuid,
+    signup_id: uuid::Uuid,
+    replayed: bool,
+}
+
+impl From<Outcome> for RegisterSignupResponse {
+    fn from(Outcome { user_id, signup_id, replayed }: Outcome) -> Self {
+        Self { user_id: user_id.to_string(), replayed, signup_id: signup_id.to_string() }
+    }
+}
+
+/// What a registration did, on the request's span and in `signup_attempts_total`, and what it answers.
+fn record_outcome(registered: &Registered, signup_id: uuid::Uuid) -> Outcome {
+    let (user_id, answered, outcome) = match registered {
+        Registered::Announced { user, existing: false } => (user.id, signup_id, "announced"),
+        Registered::Announced { user, existing: true } => (user.id, signup_id, "existing_account"),
+        Registered::Dropped { user_id } => (*user_id, signup_id, "too_many_attempts"),
+        Registered::Replayed { user_id, signup_id: first } => (*user_id, first.unwrap_or(signup_id), "replayed"),
     };
     let span = tracing::Span::current();
     span.record("user_id", tracing::field::display(user_id));
     span.record("signup_id", tracing::field::display(signup_id));
     span.record("outcome", outcome);
     metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
-    (user_id, replayed)
+    let replayed = matches!(registered, Registered::Replayed { .. });
+    Outcome { user_id, signup_id: answered, replayed }
 }
 
 fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<Idempotency>, Status> {

@@ -114,8 +114,9 @@ pub(crate) enum Registered {
     Announced { user: User, existing: bool },
     /// The account has as many live attempts as it may: nothing was written.
     Dropped { user_id: Uuid },
-    /// The idempotency key was used before for the same request: nothing was written.
-    Replayed { user_id: Uuid },
+    /// The idempotency key was used before for the same request: nothing was written. `signup_id` is the first
+    /// request's attempt (`None` for a key stored before keys kept it).
+    Replayed { user_id: Uuid, signup_id: Option<Uuid> },
 }
 
 /// Why an operation on a user was refused.
@@ -190,20 +191,21 @@ pub(crate) async fn register(
 ) -> Result<Registered, StoreError> {
     let mut tx = pool.begin().await?;
     if let Some(idempotency) = &signup.idempotency
-        && let Some(user_id) = claim_key(&mut tx, idempotency, &signup.email, signup.key_ttl).await?
+        && let Some((user_id, signup_id)) = claim_key(&mut tx, idempotency, &signup.email, signup.key_ttl).await?
     {
         tx.commit().await?;
-        return Ok(Registered::Replayed { user_id });
+        return Ok(Registered::Replayed { user_id, signup_id });
     }
     let registered = add_attempt(&mut tx, signup, announce).await?;
     if let Some(idempotency) = &signup.idempotency {
         let user_id = match &registered {
             Registered::Announced { user, .. } => user.id,
-            Registered::Dropped { user_id } | Registered::Replayed { user_id } => *user_id,
+            Registered::Dropped { user_id } | Registered::Replayed { user_id, .. } => *user_id,
         };
-        sqlx::query("UPDATE idempotency_keys SET user_id = $2 WHERE key = $1")
+        sqlx::query("UPDATE idempotency_keys SET user_id = $2, signup_id = $3 WHERE key = $1")
             .bind(&idempotency.key)
             .bind(user_id)
+            .bind(signup.signup_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -293,13 +295,14 @@ async fn room_for_attempt(conn: &mut PgConnection, user_id: Uuid, signup: &NewSi
     .await
 }
 
-/// Claims the key for this request, or returns the account of the earlier request if it was the same one.
+/// Claims the key for this request, or returns the account and attempt of the earlier request if it was the same
+/// one.
 async fn claim_key(
     tx: &mut Transaction<'_, Postgres>,
     idempotency: &Idempotency,
     email: &str,
     ttl: Duration,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<(Uuid, Option<Uuid>)>, StoreError> {
     // An expired key is a new key.
     sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at < now() - make_interval(secs => $2)")
         .bind(&idempotency.key)
@@ -317,8 +320,8 @@ async fn claim_key(
     if claimed.rows_affected() == 1 {
         return Ok(None);
     }
-    let (stored_email, fingerprint, user_id): (Option<String>, Vec<u8>, Option<Uuid>) =
-        sqlx::query_as("SELECT email, fingerprint, user_id FROM idempotency_keys WHERE key = $1 FOR UPDATE")
+    let (stored_email, fingerprint, user_id, signup_id): (Option<String>, Vec<u8>, Option<Uuid>, Option<Uuid>) =
+        sqlx::query_as("SELECT email, fingerprint, user_id, signup_id FROM idempotency_keys WHERE key = $1 FOR UPDATE")
             .bind(&idempotency.key)
             .fetch_one(&mut **tx)
             .await?;
@@ -328,7 +331,7 @@ async fn claim_key(
     if fingerprint != idempotency.fingerprint {
         return Err(StoreError::KeyReused);
     }
-    user_id.map(Some).ok_or(StoreError::NotFound)
+    user_id.map(|user_id| Some((user_id, signup_id))).ok_or(StoreError::NotFound)
 }
 
 /// Marks a pending user verified through attempt `signup_id`, in one transaction with `announce`'s event: the

@@ -301,14 +301,21 @@ async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_m
     let (target, bystander) = (unique_email("bombed"), unique_email("bystander"));
     let mut answers = HashSet::new();
 
+    let mut signup_ids = Vec::new();
     for i in 0..30 {
         let body = json!({ "email": target, "password": format!("{ATTACKER_PASSWORD} {i}"), "display_name": "x" });
         let response = stack.signup(&body, None).await?;
-        answers.insert((response.status().as_u16(), response.text().await?));
+        let status = response.status().as_u16();
+        // Each answer names its own attempt; everything else must be the same.
+        let mut accepted: Value = response.json().await?;
+        signup_ids.push(accepted.as_object_mut().and_then(|a| a.remove("signup_id")));
+        answers.insert((status, accepted.to_string()));
     }
+    // The resends name the attacker's first attempt (only its 202 told its id), once email-verification knows it.
+    stack.wait_processed(proto::Event::USER_SIGNED_UP, 30).await?;
+    let named = signup_ids[0].as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
     for _ in 0..30 {
-        let url = format!("{}/v1/email-verifications", stack.api_url());
-        let response = stack.http().post(url).json(&json!({ "email": target })).send().await?;
+        let response = stack.resend(&target, &named).await?;
         answers.insert((response.status().as_u16(), response.text().await?));
     }
     sign_up(&stack, &bystander, VICTIM_PASSWORD, "Bystander").await?;
@@ -319,6 +326,8 @@ async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_m
     let statuses: HashSet<u16> = answers.iter().map(|(status, _)| *status).collect();
     assert_eq!(statuses, HashSet::from([202]), "the API told the budget apart: {answers:?}");
     assert_eq!(answers.len(), 2, "one body for signups and one for resends: {answers:?}");
+    let distinct: HashSet<_> = signup_ids.iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!(distinct.len(), 30, "each signup named its own attempt: {signup_ids:?}");
     Ok(())
 }
 
@@ -381,11 +390,15 @@ async fn quoted_or_hidden_spellings_of_a_mailbox_are_refused() -> anyhow::Result
     Ok(())
 }
 
-/// Signs `email` up with `password` from `client` (through a trusted proxy's `X-Forwarded-For`); the status.
-async fn sign_up_from(stack: &Stack, client: &str, email: &str, password: &str) -> anyhow::Result<u16> {
+/// Signs `email` up with `password` from `client` (through a trusted proxy's `X-Forwarded-For`); the status and
+/// the answer's `signup_id` (empty if none).
+async fn sign_up_from(stack: &Stack, client: &str, email: &str, password: &str) -> anyhow::Result<(u16, String)> {
     let body = json!({ "email": email, "password": password, "display_name": "x" });
     let request = stack.http().post(format!("{}/v1/signups", stack.api_url()));
-    Ok(request.header("x-forwarded-for", client).json(&body).send().await?.status().as_u16())
+    let response = request.header("x-forwarded-for", client).json(&body).send().await?;
+    let status = response.status().as_u16();
+    let accepted: Value = response.json().await?;
+    Ok((status, accepted["signup_id"].as_str().unwrap_or_default().to_owned()))
 }
 
 /// A stack whose signup-api believes loopback's `X-Forwarded-For`, and whose addresses take six attempts, two per
@@ -413,17 +426,22 @@ async fn one_client_cannot_keep_an_address_from_signing_up() -> anyhow::Result<(
     let stack = squattable(env).await?;
     let victim = unique_email("squatted");
     let from = |client, password| sign_up_from(&stack, client, &victim, password);
-    let mut answers = Vec::new();
+    let (mut answers, mut squatters) = (Vec::new(), Vec::new());
     for _ in 0..6 {
-        answers.push(from("203.0.113.9", ATTACKER_PASSWORD).await?);
+        let (status, signup_id) = from("203.0.113.9", ATTACKER_PASSWORD).await?;
+        answers.push(status);
+        squatters.push(signup_id);
     }
-    // And resends, which would mail the squatter's newest link until the hour's budget was spent.
-    for _ in 0..3 {
+    // And resends of the squatter's own attempts (two recorded, one dropped), which would mail its links until the
+    // hour's budget was spent.
+    stack.wait_processed(proto::Event::USER_SIGNED_UP, 2).await?;
+    for signup_id in &squatters[..3] {
         let request = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
-        let request = request.header("x-forwarded-for", "203.0.113.9").json(&json!({ "email": victim }));
+        let body = json!({ "email": victim, "signup_id": signup_id });
+        let request = request.header("x-forwarded-for", "203.0.113.9").json(&body);
         answers.push(request.send().await?.status().as_u16());
     }
-    answers.push(from("198.51.100.4", VICTIM_PASSWORD).await?);
+    answers.push(from("198.51.100.4", VICTIM_PASSWORD).await?.0);
     let mails = stack.smtp.wait_for(&victim, 3, DELIVERY_TIMEOUT).await?;
     let mut users = stack.database("user-metadata").connect().await?;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
@@ -449,9 +467,9 @@ async fn a_squatter_on_many_64s_of_one_48_is_one_client() -> anyhow::Result<()> 
     let from = |client, password| sign_up_from(&stack, client, &victim, password);
     let mut answers = Vec::new();
     for client in ["2001:db8:77:1::1", "2001:db8:77:2::1", "2001:db8:77:3::1", "2001:db8:77:4::1"] {
-        answers.push(from(client, ATTACKER_PASSWORD).await?);
+        answers.push(from(client, ATTACKER_PASSWORD).await?.0);
     }
-    answers.push(from("2001:db8:78:1::1", VICTIM_PASSWORD).await?);
+    answers.push(from("2001:db8:78:1::1", VICTIM_PASSWORD).await?.0);
     let mut users = stack.database("user-metadata").connect().await?;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM signup_attempts").fetch_one(&mut users).await?;
 
@@ -469,12 +487,12 @@ async fn resends_give_no_more_guesses_at_a_signups_password() -> anyhow::Result<
     let env = vec![("email-verification", "CONFIRM_ATTEMPTS_PER_SIGNUP", "7".to_owned())];
     let stack = started(Options { env, ..Options::default() }).await?;
     let email = unique_email("guessed");
-    sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
+    let accepted = sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
+    let signup_id = accepted["signup_id"].as_str().unwrap_or_default();
     let mut seen = HashSet::new();
     let mut links = vec![next_link(&stack, &email, &mut seen).await?];
     for _ in 0..2 {
-        let resend = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
-        anyhow::ensure!(resend.json(&json!({ "email": email })).send().await?.status() == 202, "resend");
+        anyhow::ensure!(stack.resend(&email, signup_id).await?.status() == 202, "resend");
         links.push(next_link(&stack, &email, &mut seen).await?);
     }
 
@@ -494,14 +512,53 @@ async fn resends_give_no_more_guesses_at_a_signups_password() -> anyhow::Result<
     // nothing (a link of it could never work).
     let mut db = stack.database("email-verification").connect().await?;
     sqlx::query("DELETE FROM tokens").execute(&mut db).await?;
-    let resend = stack.http().post(format!("{}/v1/email-verifications", stack.api_url()));
-    anyhow::ensure!(resend.json(&json!({ "email": email })).send().await?.status() == 202, "resend");
+    anyhow::ensure!(stack.resend(&email, signup_id).await?.status() == 202, "resend");
     let resent: i64 = sqlx::query_scalar("SELECT count(*) FROM mails").fetch_one(&mut db).await?;
     assert_eq!(resent, 3, "a resend mailed a link of a signup whose tries are spent");
     sign_up(&stack, &email, VICTIM_PASSWORD, "Victim").await?;
     let fresh = next_link(&stack, &email, &mut seen).await?;
     let again = stack.confirm(&fresh, VICTIM_PASSWORD).await?.status().as_u16();
     assert_eq!(again, 200, "signing up again did not give the owner a working link");
+    Ok(())
+}
+
+/// Attack: keeping an address's owner from confirming by signing up after them. A resend mailed the link of the
+/// account's newest attempt, and a stranger's signup with the owner's address made that the stranger's: the owner,
+/// who lost the first mail and asked again, got a link that only the stranger's password confirms (and anyone's
+/// resend, naming only the address, spent the owner's mail budget on it). Now a resend names its signup, whose id
+/// only that signup's `202` told, and mails that attempt's link or nothing. Before: the resent link answered the
+/// owner's password with `/problems/link-password-mismatch`.
+#[tokio::test]
+async fn a_resend_mails_the_owner_their_own_link_and_never_a_strangers() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let email = unique_email("resent");
+    let api = &stack;
+    let signup = |password, locale| {
+        let body = json!({ "email": email, "password": password, "display_name": "x", "locale": locale });
+        async move { anyhow::Ok(api.signup(&body, None).await?.json::<Value>().await?) }
+    };
+    let owner = signup(VICTIM_PASSWORD, "fr-FR").await?;
+    let mut seen = HashSet::new();
+    next_link(&stack, &email, &mut seen).await?; // the owner's mail, lost
+    let stranger = signup(ATTACKER_PASSWORD, "en").await?;
+    next_link(&stack, &email, &mut seen).await?; // the stranger's, which the owner did not ask for
+
+    // Someone who knows only the address, or names an attempt the account does not have: nothing is mailed.
+    let guessed = stack.resend(&email, &uuid::Uuid::now_v7().to_string()).await?.status().as_u16();
+    let owners_id = owner["signup_id"].as_str().unwrap_or_default();
+    let resent = stack.resend(&email, owners_id).await?.status().as_u16();
+    let link = next_link(&stack, &email, &mut seen).await?;
+    let confirmed = problem_type(stack.confirm(&link, VICTIM_PASSWORD).await?).await?;
+    let mails = stack.smtp.messages_to(&email);
+    let subject = mails.iter().find(|m| m.token().as_deref() == Some(&link)).and_then(|m| m.header("Subject"));
+
+    assert_eq!((guessed, resent), (202, 202), "the same answer for any attempt named");
+    assert_eq!(subject.as_deref(), Some("Confirmez votre adresse e-mail"), "not in the owner's language");
+    assert_ne!(owner["signup_id"], stranger["signup_id"], "two attempts, two ids");
+    assert_eq!(confirmed, (200, String::new()), "the resent link is not the owner's");
+    assert!(verified(&stack, &email).await?, "the owner's confirm did not verify the account");
+    mail_settled(&stack, 2).await?;
+    assert_eq!(stack.smtp.messages_to(&email).len(), 3, "a resend naming no attempt of the account mailed");
     Ok(())
 }
 

@@ -181,3 +181,48 @@ async fn budget_plan(connection: &mut sqlx::PgConnection) -> anyhow::Result<Stri
     .await?;
     Ok(plan.join("\n"))
 }
+
+/// A resend names its attempt, and email-verification resends only attempts it knows: those of accounts pending when
+/// `20261206000001_attempts_known` runs must be known after it (applied by the previous release until then), or
+/// their resends would mail nothing. It records each pending account's newest attempt and every attempt a
+/// verification mail was queued for, each in its own language, keeps the tries already counted, and records nothing
+/// of a verified account.
+#[tokio::test]
+async fn attempts_of_accounts_pending_before_the_migration_stay_resendable() -> anyhow::Result<()> {
+    const KNOWN: &str = include_str!("../../../email-verification/migrations/20261206000001_attempts_known.sql");
+    let topology = TestTopology::new();
+    let database = TestDatabase::create("email-verification").await?;
+    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+    env.extend(topology.env("email-verification"));
+    let migrated = ServiceProcess::run("email-verification", &["migrate"], &env).await?;
+    assert!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+
+    let mut connection = database.connect().await?;
+    let [pending, verified] = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let [older, guessed, newest, verifieds] = [(); 4].map(|()| uuid::Uuid::now_v7());
+    // The schema before the migration, holding what the previous release wrote.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE confirm_tries DROP COLUMN locale; \
+         INSERT INTO accounts (user_id, email, display_name, locale, signup_id, verified_at) VALUES \
+           ('{pending}', 'p@example.com', '', 'en-GB', '{newest}', NULL), \
+           ('{verified}', 'v@example.com', '', 'fr', '{verifieds}', now()); \
+         INSERT INTO mails (id, kind, user_id, recipient, locale, signup_id) VALUES \
+           (gen_random_uuid(), 'verification', '{pending}', 'p@example.com', 'fr', '{older}'), \
+           (gen_random_uuid(), 'verification', '{pending}', 'p@example.com', 'de', '{guessed}'), \
+           (gen_random_uuid(), 'verification', '{pending}', 'p@example.com', 'de', '{guessed}'), \
+           (gen_random_uuid(), 'verification', '{pending}', 'p@example.com', 'en-GB', '{newest}'), \
+           (gen_random_uuid(), 'verification', '{verified}', 'v@example.com', 'fr', '{verifieds}'); \
+         INSERT INTO confirm_tries (signup_id, user_id, tries) VALUES ('{guessed}', '{pending}', 3);"
+    )))
+    .execute(&mut connection)
+    .await?;
+    sqlx::raw_sql(KNOWN).execute(&mut connection).await?;
+    let known: Vec<(uuid::Uuid, uuid::Uuid, i32, String)> =
+        sqlx::query_as("SELECT signup_id, user_id, tries, locale FROM confirm_tries ORDER BY signup_id")
+            .fetch_all(&mut connection)
+            .await?;
+
+    let expected = [(older, 0, "fr"), (guessed, 3, "de"), (newest, 0, "en-GB")];
+    assert_eq!(known, expected.map(|(attempt, tries, locale)| (attempt, pending, tries, locale.to_owned())));
+    Ok(())
+}

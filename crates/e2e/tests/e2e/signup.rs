@@ -61,13 +61,16 @@ async fn a_signup_is_committed_in_every_service_and_announced_once_to_each_subsc
     let response = stack.signup(&request, None).await?;
 
     assert_eq!(response.status(), 202);
-    assert_eq!(response.json::<Value>().await?, json!({ "status": "verification_pending", "email": email }));
+    let accepted: Value = response.json().await?;
+    let answered = accepted["signup_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(accepted, json!({ "status": "verification_pending", "email": email, "signup_id": answered }));
     let mut users = stack.database("user-metadata").connect().await?;
     let (id, status): (uuid::Uuid, String) =
         sqlx::query_as("SELECT id, status FROM users WHERE email = $1").bind(&email).fetch_one(&mut users).await?;
     assert_eq!(status, "pending_verification");
     let signup_id: uuid::Uuid =
         sqlx::query_scalar("SELECT signup_id FROM users WHERE id = $1").bind(id).fetch_one(&mut users).await?;
+    assert_eq!(answered, signup_id.to_string(), "the answer names another attempt than the one recorded");
     let mut passwords = stack.database("password").connect().await?;
     let phc: String = sqlx::query_scalar("SELECT phc FROM attempt_credentials WHERE signup_id = $1")
         .bind(signup_id)
@@ -127,7 +130,10 @@ async fn a_signup_for_a_verified_email_keeps_its_password_and_announces_the_atte
     let response = stack.signup(&body(&email, intruder), None).await?;
 
     assert_eq!(response.status(), 202);
-    assert_eq!(response.json::<Value>().await?, json!({ "status": "verification_pending", "email": email }));
+    let mut accepted: Value = response.json().await?;
+    let signup_id = accepted.as_object_mut().and_then(|a| a.remove("signup_id"));
+    assert!(signup_id.as_ref().and_then(Value::as_str).is_some_and(|id| id.parse::<uuid::Uuid>().is_ok()));
+    assert_eq!(accepted, json!({ "status": "verification_pending", "email": email }), "the answer tells it apart");
     assert!(signs_in(&stack, &email, original).await?, "the owner's password must still work");
     assert!(!signs_in(&stack, &email, intruder).await?, "the attempt's password must not");
     stack.wait_processed(EXISTING, 1).await?;
@@ -456,13 +462,16 @@ async fn an_idempotent_retry_creates_nothing_new_and_another_body_with_the_same_
 
     assert_eq!(first.status(), 202);
     assert_eq!(retry.status(), 202);
-    assert_eq!(first.json::<Value>().await?, retry.json::<Value>().await?);
+    let first: Value = first.json().await?;
+    assert_eq!(first, retry.json::<Value>().await?, "the retry was not told the first answer, its signup_id included");
     assert_eq!(changed.status(), 422);
     let problem: Value = changed.json().await?;
     assert_eq!(problem["type"], "/problems/idempotency-key-reused");
     let mut users = stack.database("user-metadata").connect().await?;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut users).await?;
     assert_eq!(count, 1);
+    let attempt: uuid::Uuid = sqlx::query_scalar("SELECT signup_id FROM signup_attempts").fetch_one(&mut users).await?;
+    assert_eq!(first["signup_id"], attempt.to_string(), "the answer names another attempt than the one recorded");
     assert_eq!(outbox_count(&stack, false).await?, 1, "a retry announced a second signup");
     Ok(())
 }
@@ -562,7 +571,8 @@ async fn the_victims_key_from_another_network_tells_nothing_and_blocks_nothing()
     let email = unique_email("victim");
     let (key, squatted_key) = ("7f1c2a", "7f1c2b");
 
-    assert_eq!(signup_from(&stack, victim, &body(&email, PASSWORD), key).await?.0, 202);
+    let first = signup_from(&stack, victim, &body(&email, PASSWORD), key).await?;
+    assert_eq!(first.0, 202);
     let probe = signup_from(&stack, attacker, &body(&email, "a guessed battery staple horse"), key).await?;
     assert_eq!(probe.0, 202, "another network's use of the victim's key told it apart: {}", probe.1);
     let squat = signup_from(&stack, attacker, &body(&email, "a guessed battery staple horse"), squatted_key).await?;
@@ -571,7 +581,7 @@ async fn the_victims_key_from_another_network_tells_nothing_and_blocks_nothing()
 
     // The victim's own retry is still a replay: the same answer, nothing new announced.
     let retry = signup_from(&stack, victim, &body(&email, PASSWORD), key).await?;
-    assert_eq!(retry, owners, "the owner's retry is not idempotent");
+    assert_eq!(retry, first, "the owner's retry is not idempotent");
     assert_eq!(outbox_count(&stack, false).await?, 4, "a retry announced another signup");
     Ok(())
 }

@@ -25,11 +25,13 @@ async fn started(options: Options) -> anyhow::Result<Stack> {
     Ok(stack)
 }
 
-async fn sign_up(stack: &Stack, email: &str, password: &str, locale: Option<&str>) -> anyhow::Result<()> {
+/// Signs up; returns the attempt's `signup_id`, as the `202` named it.
+async fn sign_up(stack: &Stack, email: &str, password: &str, locale: Option<&str>) -> anyhow::Result<String> {
     let body = json!({ "email": email, "password": password, "display_name": "Ada Lovelace", "locale": locale });
     let response = stack.signup(&body, None).await?;
     anyhow::ensure!(response.status() == 202, "signup answered {}", response.status());
-    Ok(())
+    let accepted: serde_json::Value = response.json().await?;
+    accepted["signup_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no signup_id in {accepted}"))
 }
 
 /// The one mail to `email`, once it has arrived.
@@ -240,21 +242,26 @@ async fn unknown_used_and_expired_tokens_get_the_same_answer() -> anyhow::Result
 }
 
 #[tokio::test]
-async fn a_resend_mails_a_new_link_for_the_newest_signup_and_earlier_links_keep_working() -> anyhow::Result<()> {
+async fn a_resend_mails_a_new_link_for_its_signup_and_earlier_links_keep_working() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
     let email = unique_email("resend");
-    sign_up(&stack, &email, PASSWORD, Some("fr-FR")).await?;
+    let signup_id = sign_up(&stack, &email, PASSWORD, Some("fr-FR")).await?;
     let first = the_mail(&stack, &email).await?;
     assert_eq!(first.header("Subject").as_deref(), Some("Confirmez votre adresse e-mail"), "the locale's language");
-    let resend = |address: String| {
-        let url = format!("{}/v1/email-verifications", stack.api_url());
-        let request = stack.http().post(url).json(&json!({ "email": address }));
-        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    let api = &stack;
+    let resend = |address: String, signup_id: String| async move {
+        anyhow::Ok(api.resend(&address, &signup_id).await?.status().as_u16())
     };
 
-    assert_eq!(resend(email.to_uppercase()).await?, 202);
+    assert_eq!(resend(email.to_uppercase(), signup_id.clone()).await?, 202);
     let second = stack.smtp.wait_for(&email, 2, DELIVERY_TIMEOUT).await?.remove(1);
-    assert_eq!(resend(unique_email("unknown")).await?, 202, "an unknown address gets the same answer");
+    let unknown = resend(unique_email("unknown"), uuid::Uuid::now_v7().to_string()).await?;
+    assert_eq!(unknown, 202, "an unknown address gets the same answer");
+    // Another pending address, naming this signup: the same answer, and nothing for either.
+    let other = unique_email("other");
+    sign_up(&stack, &other, PASSWORD, None).await?;
+    the_mail(&stack, &other).await?;
+    assert_eq!(resend(other.clone(), signup_id.clone()).await?, 202, "another address's resend told it apart");
 
     assert_ne!(first.header("Message-ID"), second.header("Message-ID"));
     assert_eq!(second.header("Subject").as_deref(), Some("Confirmez votre adresse e-mail"));
@@ -264,19 +271,18 @@ async fn a_resend_mails_a_new_link_for_the_newest_signup_and_earlier_links_keep_
     let (status, _) = problem(stack.confirm(&second.token().unwrap_or_default(), PASSWORD).await?).await?;
     assert_eq!(status, 400, "a link of a verified account still works");
     // Verified: a resend sends nothing.
-    assert_eq!(resend(email.clone()).await?, 202);
-    let (status, _) = problem(
-        stack
-            .http()
-            .post(format!("{}/v1/email-verifications", stack.api_url()))
-            .json(&json!({ "email": "nope" }))
-            .send()
-            .await?,
-    )
-    .await?;
+    assert_eq!(resend(email.clone(), signup_id).await?, 202);
+    let url = format!("{}/v1/email-verifications", stack.api_url());
+    let (status, body) = problem(stack.http().post(url).json(&json!({ "email": "nope" })).send().await?).await?;
     assert_eq!(status, 422);
+    let codes: Vec<_> = body["errors"].as_array().into_iter().flatten().map(|e| (&e["field"], &e["code"])).collect();
+    assert_eq!(codes.len(), 2, "both fields' problems at once: {body}");
+    assert_eq!(codes[1], (&json!("signup_id"), &json!("required")), "{body}");
+    let (status, body) = problem(stack.resend(&email, "not-a-signup").await?).await?;
+    assert_eq!((status, &body["errors"][0]["code"]), (422, &json!("invalid_signup_id")), "{body}");
     queue_settled(&stack).await?;
     assert_eq!(stack.smtp.messages_to(&email).len(), 2);
+    assert_eq!(stack.smtp.messages_to(&other).len(), 1, "a resend mailed another account's address");
     Ok(())
 }
 

@@ -52,8 +52,9 @@ pub(crate) struct SignedUp<'a> {
     pub(crate) client_hash: &'a [u8],
 }
 
-/// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, queues
-/// the attempt's verification mail `mail_id` within the address's budget. Earlier attempts' links keep working.
+/// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, the
+/// attempt (a resend names it) and queues its verification mail `mail_id` within the address's budget. Earlier
+/// attempts' links keep working.
 pub(crate) async fn signed_up(
     conn: &mut PgConnection,
     mail_id: Uuid,
@@ -64,13 +65,18 @@ pub(crate) async fn signed_up(
     // the tombstone and selects no row.
     platform::events::lock_user(conn, attempt.user_id).await?;
     let pending: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
-         SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
-         ON CONFLICT (user_id) DO UPDATE SET \
-           locale = CASE WHEN accounts.verified_at IS NULL AND accounts.signup_id < excluded.signup_id \
-                         THEN excluded.locale ELSE accounts.locale END, \
-           signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
-         RETURNING verified_at IS NULL",
+        "WITH account AS ( \
+           INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
+           SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
+           ON CONFLICT (user_id) DO UPDATE SET \
+             locale = CASE WHEN accounts.verified_at IS NULL AND accounts.signup_id < excluded.signup_id \
+                           THEN excluded.locale ELSE accounts.locale END, \
+             signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
+           RETURNING verified_at IS NULL AS pending), \
+         attempt AS ( \
+           INSERT INTO confirm_tries (signup_id, user_id, tries, locale) SELECT $4, $1, 0, $3 FROM account \
+           WHERE pending ON CONFLICT (signup_id) DO NOTHING) \
+         SELECT pending FROM account",
     )
     .bind(attempt.user_id)
     .bind(attempt.email)
@@ -145,23 +151,27 @@ pub(crate) async fn begin_alike(pool: &PgPool) -> sqlx::Result<sqlx::Transaction
     pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await
 }
 
-/// A resend: a new verification mail for the newest attempt of the pending account with `email`, within the
-/// address's budget, unless that attempt has spent its `tries` (its links can never confirm: a mail would only spend
-/// the budget). The budget is checked (and its lock taken) for every address, known or not, so the work does not
-/// depend on whether an account exists.
+/// A resend: a new verification mail for attempt `signup_id` of the pending account with `email`, within the
+/// address's budget, unless the account has no such attempt (only whoever made an attempt was told its id: nobody
+/// else's resend mails anything, and nobody is mailed a stranger's link) or the attempt has spent its `tries` (its
+/// links can never confirm: a mail would only spend the budget). The mail is in the attempt's language, not the
+/// account's (which follows its newest attempt, maybe a stranger's). The budget is checked (and its lock taken) for
+/// every address, known or not, so the work does not depend on whether an account exists.
 pub(crate) async fn resend(
     conn: &mut PgConnection,
     (email, client_hash): (&str, &[u8]),
+    signup_id: Uuid,
     budget: MailBudget,
     tries: i32,
 ) -> sqlx::Result<Queued> {
     let within = lock_budget(conn, email, client_hash, budget).await?;
     let account: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-        "SELECT user_id, signup_id, locale FROM accounts a WHERE email = $1 AND verified_at IS NULL \
-           AND coalesce((SELECT tries FROM confirm_tries c WHERE c.signup_id = a.signup_id), 0) < $2 \
-         ORDER BY created_at DESC LIMIT 1",
+        "SELECT a.user_id, c.signup_id, coalesce(nullif(c.locale, ''), a.locale) \
+         FROM accounts a JOIN confirm_tries c ON c.user_id = a.user_id \
+         WHERE a.email = $1 AND a.verified_at IS NULL AND c.signup_id = $2 AND c.tries < $3",
     )
     .bind(email)
+    .bind(signup_id)
     .bind(tries)
     .fetch_optional(&mut *conn)
     .await?;
