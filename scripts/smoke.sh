@@ -102,6 +102,7 @@ step="sign-in"
 call 201 "$base/v1/sessions" -H 'Content-Type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}"
 session=$(json_field token)
 [ -n "$session" ] || fail "no token in the answer"
+[ -n "$(json_field device_token)" ] || fail "no device_token in the answer"
 
 step="me"
 call 200 "$base/v1/me" -H "Authorization: Bearer $session"

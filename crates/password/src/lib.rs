@@ -56,6 +56,7 @@ impl platform::service::Service for Password {
         "20261201000002_sign_in_failures_carried_over",
         "20261202000001_credential_generation",
         "20261203000001_credential_set_at",
+        "20261206000001_trusted_devices",
     ];
     type Settings = Settings;
     type Admin = Admin;

@@ -119,7 +119,7 @@ impl PasswordService for Passwords {
         if let Some(user_id) = user_id {
             record_ids(user_id, None);
         }
-        let response = self.sign_in(asker, user_id, password).await?;
+        let response = self.sign_in(asker, Token::parse(&request.device_token), user_id, password).await?;
         tracing::Span::current().record("outcome", tracing::field::debug(response.outcome()));
         metrics::counter!("sign_ins_total", "outcome" => outcome_label(response.outcome())).increment(1);
         Ok(Response::new(response))
@@ -265,14 +265,36 @@ impl PasswordService for Passwords {
 
 impl Passwords {
     /// Throttle, check, and open a session on success.
+    /// Signs in from `device`, the token an earlier sign-in gave it (if it presented a well-formed one).
+    ///
+    /// A device the account signed in on lately is held to its own count only, not to the email's lockout: the
+    /// owner is not locked out of it with the guessers. Any other token is never reused (a value the client chose,
+    /// or copied from an example, must not become a trust that every account signing in with it shares): the session
+    /// comes with a fresh one, trusted from then on.
     async fn sign_in(
         &self,
         asker: store::Asker<'_>,
+        device: Option<Token>,
         user_id: Option<Uuid>,
         password: SecretString,
     ) -> Result<CreateSessionResponse, Status> {
+        // Looked up for an unknown user (the nil id) and without a token (a fresh one) too: the same statements.
+        let presented = match device {
+            Some(device) => device,
+            None => new_token()?,
+        };
+        let account = user_id.unwrap_or_default();
+        let presented_hash = presented.hash();
+        let trusted = store::trusted_device(&self.pool, account, &presented_hash, &self.throttle);
+        let trusted = trusted.await.map_err(database_status)?;
+        let device = if trusted { presented } else { new_token()? };
+        let device_hash = device.hash();
+        let asker = if trusted { store::Asker { client_hash: &device_hash, proven: true, ..asker } } else { asker };
         match self.check(asker, user_id, password).await? {
-            Checked::Valid(user_id, Some(checked)) => self.open(user_id, checked).await,
+            Checked::Valid(user_id, Some(checked)) => {
+                let opened = self.open(user_id, checked, &device_hash).await?;
+                Ok(CreateSessionResponse { device_token: device.expose().to_owned(), ..opened })
+            }
             Checked::Valid(_, None) | Checked::Invalid => Ok(wrong_password()),
             Checked::Throttled(retry_after_seconds) => Ok(CreateSessionResponse {
                 outcome: SessionOutcome::Throttled.into(),
@@ -329,14 +351,12 @@ impl Passwords {
         Ok(owned.then_some(token_hash))
     }
 
-    /// Opens a session for `user_id` whose password of generation `checked` was just checked; a password changed
-    /// or reset since (or an account deleted) makes the sign-in's password wrong, so it opens none.
-    async fn open(&self, user_id: Uuid, checked: i64) -> Result<CreateSessionResponse, Status> {
-        let token = Token::generate().map_err(|error| {
-            tracing::error!(%error, "the operating system's random generator failed");
-            Status::internal("could not open a session")
-        })?;
-        let new = NewSession { token_hash: &token.hash(), user_id, checked };
+    /// Opens a session, under a fresh token, for the account whose password of generation `checked` was just
+    /// checked, and trusts the device; a password changed or reset since (or an account deleted) makes the
+    /// sign-in's password wrong, so it opens none and trusts nothing.
+    async fn open(&self, user_id: Uuid, checked: i64, device_hash: &[u8]) -> Result<CreateSessionResponse, Status> {
+        let token = new_token()?;
+        let new = NewSession { token_hash: &token.hash(), user_id, checked, device_hash };
         let opened = store::open_session(&self.pool, &new, self.session_limits()).await.map_err(database_status)?;
         let Some(session) = opened else { return Ok(wrong_password()) };
         Ok(CreateSessionResponse {
@@ -344,9 +364,17 @@ impl Passwords {
             token: token.expose().to_owned(),
             expires_at: Some(platform::time::to_proto(session.expires_at)),
             idle_expires_at: Some(platform::time::to_proto(session.idle_expires_at)),
-            retry_after_seconds: 0,
+            ..CreateSessionResponse::default()
         })
     }
+}
+
+/// A fresh token (a session's, a device's) from the operating system's random generator.
+fn new_token() -> Result<Token, Status> {
+    Token::generate().map_err(|error| {
+        tracing::error!(%error, "the operating system's random generator failed");
+        Status::internal("could not open a session")
+    })
 }
 
 /// A sign-in's answer when the password is not the account's (or there is no account).
@@ -395,12 +423,12 @@ fn email_hash(value: &[u8]) -> Result<&[u8], Status> {
 /// The email and client a sign-in's failures count against: a 32-byte email hash, and a 32-byte client hash or none.
 fn asker<'a>(email: &'a [u8], client: &'a [u8]) -> Result<store::Asker<'a>, Status> {
     let client_hash = platform::grpc::client_hash_argument(client)?;
-    Ok(store::Asker { email_hash: email_hash(email)?, client_hash, signed_in: false })
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash, proven: false })
 }
 
 /// The failures of a signed-in owner's check count against the email and the live session (its token's hash).
 fn signed_in<'a>(email: &'a [u8], session: &'a [u8]) -> Result<store::Asker<'a>, Status> {
-    Ok(store::Asker { email_hash: email_hash(email)?, client_hash: session, signed_in: true })
+    Ok(store::Asker { email_hash: email_hash(email)?, client_hash: session, proven: true })
 }
 
 fn password(value: String) -> Result<SecretString, Status> {

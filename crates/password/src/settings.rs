@@ -184,7 +184,8 @@ impl SessionSettings {
 /// `LOGIN_THROTTLE_FIRST_DELAY_MS` (1000), doubling per failure up to `LOGIN_THROTTLE_MAX_DELAY_SECS` (300); after
 /// `LOGIN_LOCKOUT_AFTER_FAILURES` (100), `LOGIN_LOCKOUT_SECS` (3600); a success forgets that client's failures. Per
 /// email: once its failures from all clients reach `LOGIN_LOCKOUT_AFTER_FAILURES`, it is locked out as long, except
-/// for clients that signed in to it within `LOGIN_TRUSTED_CLIENT_DAYS` (30). Per client: after failing on
+/// for devices that signed in to it within `LOGIN_TRUSTED_CLIENT_DAYS` (30), presenting the device token that
+/// sign-in gave them (each held to its own count instead). Per client: after failing on
 /// `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` (30) emails within an hour, it may try no other until the hour has passed.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default)]
@@ -238,7 +239,7 @@ impl Throttle {
         Duration::from_secs(self.login_lockout_secs)
     }
 
-    /// How long after its last sign-in a client escapes the per-email lockout.
+    /// How long after its last sign-in a device escapes the per-email lockout.
     pub fn trusted_for(&self) -> Duration {
         Duration::from_secs(u64::from(self.login_trusted_client_days) * 86_400)
     }

@@ -108,8 +108,8 @@ pub(crate) async fn discard_attempt(conn: &mut PgConnection, signup_id: Uuid) ->
     sqlx::query("DELETE FROM attempt_credentials WHERE signup_id = $1").bind(signup_id).execute(conn).await.map(drop)
 }
 
-/// Removes everything held about a user: the account's credential, its sessions, and the credentials of its
-/// attempts `signup_ids`.
+/// Removes everything held about a user: the account's credential, its sessions and trusted devices, and the
+/// credentials of its attempts `signup_ids`.
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM attempt_credentials WHERE signup_id = ANY($1)")
         .bind(signup_ids)
@@ -117,6 +117,7 @@ pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid, signup_i
         .await?;
     sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM outbox WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM trusted_devices WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
 }
 
@@ -127,6 +128,8 @@ pub(crate) struct NewSession<'a> {
     pub(crate) user_id: Uuid,
     /// The generation of the password that was checked: the session opens only while it is still the account's.
     pub(crate) checked: i64,
+    /// The SHA-256 of the signing-in device's token: trusted from then on, if the session opens.
+    pub(crate) device_hash: &'a [u8],
 }
 
 /// A live session.
@@ -173,7 +176,10 @@ pub(crate) async fn open_session(
          ended AS ( \
            DELETE FROM sessions WHERE token_hash IN ( \
              SELECT token_hash FROM sessions WHERE user_id = $2 AND EXISTS (SELECT 1 FROM opened) \
-             ORDER BY last_used_at DESC, created_at DESC OFFSET $6 - 1)) \
+             ORDER BY last_used_at DESC, created_at DESC OFFSET $6 - 1)), \
+         trusted AS ( \
+           INSERT INTO trusted_devices (user_id, device_hash) SELECT user_id, $7 FROM opened \
+           ON CONFLICT (user_id, device_hash) DO UPDATE SET signed_in_at = now()) \
          SELECT * FROM opened",
     )
     .bind(new.token_hash)
@@ -182,6 +188,7 @@ pub(crate) async fn open_session(
     .bind(limits.absolute.as_secs_f64())
     .bind(new.checked)
     .bind(i64::from(limits.per_account))
+    .bind(new.device_hash)
     .fetch_optional(pool)
     .await
 }
@@ -275,9 +282,9 @@ pub(crate) async fn link_usable(pool: &PgPool, user_id: Uuid, link: &Link<'_>) -
         .await
 }
 
-/// Replaces the account's password, ends every session but `keep`, announces `PasswordChanged` and, for a reset,
-/// forgets the email's failed sign-ins, in one transaction; returns whether there was a password to replace (one
-/// `by` still gives the right to replace).
+/// Replaces the account's password, ends every session but `keep`, trusts no device, announces `PasswordChanged`
+/// and, for a reset, forgets the email's failed sign-ins, in one transaction; returns whether there was a password
+/// to replace (one `by` still gives the right to replace).
 pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx::Result<bool> {
     let (user_id, keep) = (change.user_id, change.keep);
     let (generation, link) = match change.by {
@@ -301,11 +308,16 @@ pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx:
     if changed == 0 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2")
-        .bind(user_id)
-        .bind(keep)
-        .execute(&mut *tx)
-        .await?;
+    // Whoever knew the password before trusts no device now: the devices it signed in on are held to the email's
+    // lockout again (the one that changed it earns its trust back at its next sign-in).
+    sqlx::query(
+        "WITH untrusted AS (DELETE FROM trusted_devices WHERE user_id = $1) \
+         DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(&mut *tx)
+    .await?;
     if let Some(link) = link.filter(|link| !link.email_hash.is_empty()) {
         forget_failures(&mut tx, link.email_hash).await?;
     }
@@ -328,17 +340,19 @@ pub(crate) async fn revoke_all(pool: &PgPool, user_id: Uuid) -> sqlx::Result<()>
 }
 
 /// Whose failed sign-ins an attempt counts as: the email's (keyed hash) from one client: a network (keyed hash;
-/// empty when the caller does not know it), or the owner's own live session (its token's hash).
+/// empty when the caller does not know it), or one the owner proved: the owner's own live session or a device the
+/// email signed in from lately (the SHA-256 of its token).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Asker<'a> {
     /// HMAC-SHA256 of the normalised email.
     pub email_hash: &'a [u8],
-    /// HMAC-SHA256 of the client's network, SHA-256 of the session's token, or empty.
+    /// HMAC-SHA256 of the client's network, SHA-256 of the session's or the device's token, or empty.
     pub client_hash: &'a [u8],
-    /// The client is a live session of the account (a signed-in owner changing the password or leaving): held to
-    /// its own count only, as a trusted client is. Strangers' failures that lock the email out do not hold back its
-    /// signed-in owner on a new network, and a stolen session gets no more guesses from more networks.
-    pub signed_in: bool,
+    /// The client is a live session of the account (a signed-in owner changing the password or leaving) or a device
+    /// the email signed in from within `LOGIN_TRUSTED_CLIENT_DAYS`: held to its own count only. Strangers' failures
+    /// that lock the email out do not hold its owner back there, and a stolen session gets no more guesses from more
+    /// networks.
+    pub proven: bool,
 }
 
 /// Whether `token_hash` is a live session of `user_id`.
@@ -362,9 +376,9 @@ const DELAY: &str = "CASE WHEN failures < $2 THEN interval '0' \
 /// Counts a sign-in attempt as a failure of its email and client before its password is checked, unless one of
 /// the three limits makes it wait: then returns how long. The limits: the client's consecutive failures on this
 /// email (slow down, then lock out); the email's failures from every client (the lockout); and the other emails
-/// this client failed on in the last hour (guessing many accounts). A client that signed in to this email within
-/// `LOGIN_TRUSTED_CLIENT_DAYS` is held only to the first: a guesser elsewhere cannot lock its owner out. Concurrent
-/// attempts of one client or one email take turns, so none slips past a count.
+/// this client failed on in the last hour (guessing many accounts). A proven client (the owner's session or
+/// device) is held only to the first: a guesser elsewhere cannot lock its owner out. Concurrent attempts of one
+/// client or one email take turns, so none slips past a count.
 pub(crate) async fn reserve_attempt(
     pool: &PgPool,
     asker: Asker<'_>,
@@ -372,7 +386,7 @@ pub(crate) async fn reserve_attempt(
 ) -> sqlx::Result<Result<(), Duration>> {
     let mut tx = pool.begin().await?;
     take_turn(&mut tx, asker).await?;
-    if !asker.signed_in && !trusted(&mut tx, asker, throttle).await? {
+    if !asker.proven {
         if let Some(wait) = client_budget_wait(&mut tx, asker, throttle).await? {
             return Ok(Err(wait));
         }
@@ -398,20 +412,23 @@ async fn take_turn(conn: &mut PgConnection, asker: Asker<'_>) -> sqlx::Result<()
     lock.execute(&mut *conn).await.map(drop)
 }
 
-/// Whether this client signed in to this email within `LOGIN_TRUSTED_CLIENT_DAYS`. A caller that does not know its
-/// client never is.
-async fn trusted(conn: &mut PgConnection, asker: Asker<'_>, throttle: &Throttle) -> sqlx::Result<bool> {
-    if asker.client_hash.is_empty() {
-        return Ok(false);
-    }
+/// Whether the device whose token hashes to `device_hash` signed in to `user_id` within
+/// `LOGIN_TRUSTED_CLIENT_DAYS`. (The nil id, for an email with no account, has none: the same statement for every
+/// email.)
+pub(crate) async fn trusted_device(
+    pool: &PgPool,
+    user_id: Uuid,
+    device_hash: &[u8],
+    throttle: &Throttle,
+) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2 \
-         AND last_success_at > now() - make_interval(secs => $3))",
+        "SELECT EXISTS (SELECT 1 FROM trusted_devices WHERE user_id = $1 AND device_hash = $2 \
+         AND signed_in_at > now() - make_interval(secs => $3))",
     )
-    .bind(asker.email_hash)
-    .bind(asker.client_hash)
+    .bind(user_id)
+    .bind(device_hash)
     .bind(throttle.trusted_for().as_secs_f64())
-    .fetch_one(conn)
+    .fetch_one(pool)
     .await
 }
 
@@ -504,32 +521,21 @@ fn bind_throttle<'q, O>(
         .bind(throttle.lockout().as_secs_f64())
 }
 
-/// A right password: this client's failures on this email are forgotten, and the client is remembered as one the
-/// owner signs in from. Other clients' failures stay: a guesser's count does not tell them the owner signed in.
+/// A right password: this client's failures on this email are forgotten. Other clients' failures stay: a guesser's
+/// count does not tell them the owner signed in.
 pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<()> {
-    // A session is trusted without a record: its count is simply forgotten, and no token's hash outlives it here.
-    let query = if asker.signed_in {
-        "DELETE FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2"
-    } else {
-        "INSERT INTO sign_in_failures (email_hash, client_hash, failures, last_failure_at, last_success_at) \
-         VALUES ($1, $2, 0, now(), now()) \
-         ON CONFLICT (email_hash, client_hash) DO UPDATE SET failures = 0, last_success_at = now()"
-    };
-    sqlx::query(query).bind(asker.email_hash).bind(asker.client_hash).execute(pool).await.map(drop)
+    sqlx::query("DELETE FROM sign_in_failures WHERE email_hash = $1 AND client_hash = $2")
+        .bind(asker.email_hash)
+        .bind(asker.client_hash)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
-/// A reset: the owner proved the mailbox, so no failure before it holds the account back. The clients the owner
+/// A reset: the owner proved the mailbox, so no failure before it holds the account back. The devices the owner
 /// signed in from stay trusted.
 async fn forget_failures(conn: &mut PgConnection, email_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query(
-        "WITH gone AS (DELETE FROM sign_in_failures WHERE email_hash = $1 AND last_success_at IS NULL) \
-         UPDATE sign_in_failures SET failures = 0 \
-         WHERE email_hash = $1 AND failures > 0 AND last_success_at IS NOT NULL",
-    )
-    .bind(email_hash)
-    .execute(conn)
-    .await
-    .map(drop)
+    sqlx::query("DELETE FROM sign_in_failures WHERE email_hash = $1").bind(email_hash).execute(conn).await.map(drop)
 }
 
 /// An attempt that was counted but never checked (hashing was saturated): it is not held against anyone.
@@ -549,17 +555,18 @@ pub(crate) async fn release_attempt(pool: &PgPool, asker: Asker<'_>) -> sqlx::Re
 #[derive(Debug, Default)]
 struct Purged {
     sessions: u64,
+    devices: u64,
     attempts: u64,
     failures: u64,
 }
 
-/// Removes expired sessions, attempt credentials older than `attempt_ttl`, and failure counts no longer
-/// throttling anything (no failure for the throttle's memory, no success for as long as a client is trusted), and
-/// logs what it did. Expiry is also checked wherever a row is read, so this only keeps the tables small.
+/// Removes expired sessions, devices no longer trusted, attempt credentials older than `attempt_ttl`, and failure
+/// counts no longer throttling anything (no failure for the throttle's memory), and logs what it did. Expiry is also
+/// checked wherever a row is read, so this only keeps the tables small.
 pub(crate) async fn purge(pool: PgPool, attempt_ttl: Duration, throttle: Throttle) {
     match delete_expired(&pool, attempt_ttl, &throttle).await {
-        Ok(Purged { sessions, attempts, failures }) => {
-            tracing::debug!(sessions, attempts, failures, "expired rows removed");
+        Ok(Purged { sessions, devices, attempts, failures }) => {
+            tracing::debug!(sessions, devices, attempts, failures, "expired rows removed");
         }
         Err(error) => tracing::warn!(%error, "could not remove expired rows; will try again"),
     }
@@ -570,22 +577,20 @@ async fn delete_expired(pool: &PgPool, attempt_ttl: Duration, throttle: &Throttl
         sqlx::query(sql).bind(age.as_secs_f64()).execute(pool).await.map(|done| done.rows_affected())
     };
     let expired_sessions = "DELETE FROM sessions WHERE expires_at <= now() OR idle_expires_at <= now()";
+    let devices = "DELETE FROM trusted_devices WHERE signed_in_at < now() - make_interval(secs => $1)";
     Ok(Purged {
         sessions: sqlx::query(expired_sessions).execute(pool).await?.rows_affected(),
+        devices: older_than(devices, throttle.trusted_for()).await?,
         attempts: older_than(
             "DELETE FROM attempt_credentials WHERE created_at < now() - make_interval(secs => $1)",
             attempt_ttl,
         )
         .await?,
-        failures: sqlx::query(
-            "DELETE FROM sign_in_failures WHERE last_failure_at < now() - make_interval(secs => $1) \
-             AND (last_success_at IS NULL OR last_success_at < now() - make_interval(secs => $2))",
+        failures: older_than(
+            "DELETE FROM sign_in_failures WHERE last_failure_at < now() - make_interval(secs => $1)",
+            throttle.memory(),
         )
-        .bind(throttle.memory().as_secs_f64())
-        .bind(throttle.trusted_for().as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected(),
+        .await?,
     })
 }
 
@@ -603,6 +608,11 @@ pub(crate) async fn export(
             .fetch_optional(pool)
             .await?;
     let sessions = live_sessions(pool, user_id).await?;
+    let devices: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT signed_in_at FROM trusted_devices WHERE user_id = $1 ORDER BY signed_in_at")
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM attempt_credentials WHERE email_hash = $1")
         .bind(email_hash)
         .fetch_one(pool)
@@ -616,6 +626,7 @@ pub(crate) async fn export(
         password_changed_at: credential.as_ref().map(|(.., set)| to_proto(*set)),
         pending_attempt_passwords: u32::try_from(pending).unwrap_or(u32::MAX),
         sessions,
+        devices_signed_in_at: devices.into_iter().map(to_proto).collect(),
     })
 }
 

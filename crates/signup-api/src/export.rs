@@ -49,6 +49,9 @@ pub(crate) struct PasswordPart {
     pending_attempt_passwords: u32,
     /// The live sessions.
     sessions: Vec<SessionPart>,
+    /// RFC 3339: when each device the account signed in from lately (one a lockout of its email does not lock out)
+    /// last signed in.
+    devices_signed_in_at: Vec<String>,
 }
 
 /// One live session.
@@ -158,6 +161,7 @@ impl From<proto::password::v1::ExportAccountResponse> for PasswordPart {
             password_changed_at: rfc3339(part.password_changed_at),
             pending_attempt_passwords: part.pending_attempt_passwords,
             sessions: part.sessions.into_iter().map(session).collect(),
+            devices_signed_in_at: part.devices_signed_in_at.into_iter().filter_map(|t| rfc3339(Some(t))).collect(),
         }
     }
 }

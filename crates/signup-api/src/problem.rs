@@ -113,7 +113,7 @@ pub mod types {
         StatusCode::TOO_MANY_REQUESTS,
         "too-many-sign-in-attempts",
         "Too Many Sign-In Attempts",
-        "Too many failed sign-ins: for this email from this client, for this email from clients it has not signed in from, or for other emails from this client. Wait for `Retry-After` seconds; a successful sign-in resets this client's count for this email.",
+        "Too many failed sign-ins: for this email from this client, for this email from every client but the devices its account signed in on lately (send the `device_token` your last sign-in answered), or for other emails from this client. Wait for `Retry-After` seconds; a successful sign-in resets this client's count for this email.",
     );
     /// 401.
     pub const UNAUTHORIZED: ProblemType = kind(

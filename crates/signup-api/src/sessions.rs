@@ -4,6 +4,9 @@
 //! and client, per email, per client: see the password service) whether or not an account exists. Only a verified account signs in: the password of a signup not
 //! yet confirmed opens nothing (it could be anyone's, and a session that worked for a new or pending address and not
 //! for a verified one would tell which addresses have an account).
+//!
+//! A sign-in answers a device token with the session, and the client sends it with its next sign-ins: a device the
+//! email signed in from lately is not locked out with the guessers (see the password service).
 
 use axum::{
     Json,
@@ -41,6 +44,12 @@ pub(crate) struct SignInRequest {
     /// The account's password. An account signs in once its email is verified.
     #[schema(example = "correct horse battery staple")]
     password: String,
+    /// The `device_token` an earlier sign-in answered this client (a browser, an app): keep it and send it. A device
+    /// that signed in to this email within `LOGIN_TRUSTED_CLIENT_DAYS` is held only to its own failures, so
+    /// strangers who lock the email out with wrong guesses do not lock its owner out there. A network is never
+    /// trusted that way: a guesser may share it.
+    #[schema(example = "<the device_token of your last sign-in>")]
+    device_token: Option<String>,
 }
 
 /// An open session.
@@ -55,6 +64,11 @@ pub(crate) struct SessionCreated {
     expires_at: Option<String>,
     /// RFC 3339: the session ends then unless it is used before (each use pushes this back).
     idle_expires_at: Option<String>,
+    /// Send as `device_token` with this client's next sign-ins (the one sent, if this account trusted it already;
+    /// else a new one): 256 random bits; the server keeps only its hash, with the account. Not a session: it opens
+    /// nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_token: Option<String>,
 }
 
 /// Opens a session for an email and password.
@@ -115,8 +129,8 @@ pub(crate) async fn delete_current(State(state): State<AppState>, headers: Heade
 }
 
 async fn sign_in(state: &AppState, client: Client, body: &Map<String, Value>) -> Result<SessionCreated, ApiError> {
-    let (email, password) = parse(body).map_err(ApiError::Invalid)?;
-    let (user_id, response) = open(state, client, &email, &password).await?;
+    let sign_in = parse(body).map_err(ApiError::Invalid)?;
+    let (user_id, response) = open(state, client, &sign_in).await?;
     tracing::Span::current().record("user_id", user_id.as_str());
     let rfc3339 = |t| platform::time::from_proto(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(SessionCreated {
@@ -124,16 +138,25 @@ async fn sign_in(state: &AppState, client: Client, body: &Map<String, Value>) ->
         token_type: "Bearer",
         expires_at: rfc3339(response.expires_at),
         idle_expires_at: rfc3339(response.idle_expires_at),
+        device_token: Some(response.device_token).filter(|token| !token.is_empty()),
     })
 }
 
-/// Checks `password` for the account of `email` as a sign-in does (throttled per email and `client`, the same work
-/// whether or not the account exists) and opens a session: the account's id and the session, or why not.
-pub(crate) async fn open(
+/// A sign-in's fields.
+struct SignIn {
+    email: Email,
+    password: Password,
+    /// The device token the client sent, or empty.
+    device_token: String,
+}
+
+/// Checks the password for the account of the email as a sign-in does (throttled per email and `client` or device,
+/// the same work whether or not the account exists) and opens a session: the account's id and the session, or why
+/// not.
+async fn open(
     state: &AppState,
     client: Client,
-    email: &Email,
-    password: &Password,
+    SignIn { email, password, device_token }: &SignIn,
 ) -> Result<(String, CreateSessionResponse), ApiError> {
     if !password.could_be_anyones() {
         return Err(ApiError::InvalidCredentials);
@@ -145,6 +168,7 @@ pub(crate) async fn open(
         email_hash: state.hasher.hash(email),
         password: password.expose().to_owned(),
         client_hash: client.hash(&state.hasher),
+        device_token: device_token.clone(),
     };
     let response = state.upstreams.passwords.clone().create_session(request).await;
     let response = response.map_err(|status| ApiError::from_status("password", &status))?.into_inner();
@@ -173,13 +197,53 @@ async fn verified_account(state: &AppState, email: &Email) -> Result<String, Api
     })
 }
 
-/// The email and the password of a sign-in, or every field's problem.
-fn parse(body: &Map<String, Value>) -> Result<(Email, Password), Vec<FieldError>> {
-    let mut errors = unknown_fields(body, &["email", "password"], "is not a field of this request");
+/// The fields of a sign-in, or every field's problem.
+fn parse(body: &Map<String, Value>) -> Result<SignIn, Vec<FieldError>> {
+    let mut errors = unknown_fields(body, &["email", "password", "device_token"], "is not a field of this request");
     let email = required_email(body, "email", &mut errors);
     let password = required_string(body, "password", &mut errors).map(Password::presented);
+    let device_token = match body.get("device_token") {
+        // Empty: what an answer of a password service of the release before (during a rollout) held.
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(token)) if token.is_empty() => String::new(),
+        Some(Value::String(token)) if platform::token::shaped(token) => token.clone(),
+        Some(_) => {
+            errors.push(FieldError::new("device_token", "invalid_device_token", DEVICE_TOKEN_SHAPE));
+            String::new()
+        }
+    };
     match (email, password) {
-        (Some(email), Some(password)) if errors.is_empty() => Ok((email, password)),
+        (Some(email), Some(password)) if errors.is_empty() => Ok(SignIn { email, password, device_token }),
         _ => Err(errors),
+    }
+}
+
+const DEVICE_TOKEN_SHAPE: &str = "must be the device_token an earlier sign-in answered (43 characters of base64url)";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::parse;
+
+    fn parsed(body: Value) -> Result<String, Vec<(String, String)>> {
+        let Value::Object(body) = body else { return Err(Vec::new()) };
+        parse(&body)
+            .map(|sign_in| sign_in.device_token)
+            .map_err(|errors| errors.into_iter().map(|e| (e.field, e.code)).collect())
+    }
+
+    #[test]
+    fn a_sign_in_may_present_a_device_token_of_the_shape_it_was_given() {
+        let token = "kG1yQe3Vb0uYzK2m4tRr8wPq5sXn7aLc9dFh6jJ0iE_";
+        let sign_in = |device: Value| json!({ "email": "ada@example.com", "password": "x", "device_token": device });
+        assert_eq!(parsed(sign_in(json!(token))), Ok(token.to_owned()));
+        assert_eq!(parsed(sign_in(Value::Null)), Ok(String::new()), "null is no device");
+        assert_eq!(parsed(sign_in(json!(""))), Ok(String::new()), "empty is no device");
+        assert_eq!(parsed(json!({ "email": "ada@example.com", "password": "x" })), Ok(String::new()));
+        for shape in [json!(&token[1..]), json!(format!("{token}A")), json!(token.replace('_', "/")), json!(7)] {
+            let refused = vec![("device_token".to_owned(), "invalid_device_token".to_owned())];
+            assert_eq!(parsed(sign_in(shape.clone())), Err(refused), "{shape}");
+        }
     }
 }

@@ -242,6 +242,23 @@ async fn attempt_from(stack: &Stack, client: &str, email: &str, password: &str) 
     Ok((response.status().as_u16(), retry))
 }
 
+/// Signs in once as `client` (behind a trusted proxy), presenting `device` if given: the status and, for a 201, the
+/// device token to present next time.
+async fn sign_in_on_device(
+    stack: &Stack,
+    client: &str,
+    email: &str,
+    password: &str,
+    device: Option<&str>,
+) -> anyhow::Result<(u16, Option<String>)> {
+    let request = stack.http().post(format!("{}/v1/sessions", stack.api_url())).header("x-forwarded-for", client);
+    let body = json!({ "email": email, "password": password, "device_token": device });
+    let response = request.json(&body).send().await?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await?;
+    Ok((status, answer["device_token"].as_str().map(str::to_owned)))
+}
+
 fn throttle_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str, String)> {
     let mut env = vec![
         ("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()),
@@ -258,8 +275,8 @@ fn throttle_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 /// in: a success forgot every client's failures, so a guesser whose next tries were no longer slowed knew the
 /// account exists and was just used. Now failures count per email and client: the guesser slows only themselves,
 /// and the owner's success forgets only the owner's. Guessing from many clients is still bounded: the email's
-/// failures from every client lock it out, except for clients the owner has signed in from. Before: the owner got
-/// 429, and the account's probe answered `[401, 401]` against the unknown address's `[401, 429]`.
+/// failures from every client lock it out, except for the devices the owner has signed in from. Before: the owner
+/// got 429, and the account's probe answered `[401, 401]` against the unknown address's `[401, 429]`.
 #[tokio::test]
 async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_sign_in() -> anyhow::Result<()> {
     let stack = started(Options { env: throttle_env(&[]), ..Options::default() }).await?;
@@ -267,7 +284,8 @@ async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_si
     verified_account(&stack, &account).await?;
     let (home, travelling, guesser) = ("198.51.100.1", "198.51.100.2", "203.0.113.1");
     let wrong = "a wrong guess at the passphrase";
-    assert_eq!(attempt_from(&stack, home, &account, PASSWORD).await?.0, 201);
+    let (status, device) = sign_in_on_device(&stack, home, &account, PASSWORD, None).await?;
+    assert_eq!(status, 201);
 
     let mut guesses = Vec::new();
     for email in [&account, &nobody] {
@@ -290,7 +308,7 @@ async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_si
         }
     }
     let stranger = attempt_from(&stack, "192.0.2.77", &account, PASSWORD).await?;
-    let owner_at_home = attempt_from(&stack, home, &account, PASSWORD).await?.0;
+    let owner_at_home = sign_in_on_device(&stack, home, &account, PASSWORD, device.as_deref()).await?.0;
 
     assert_eq!(guesses, [401, 401, 401, 429, 401, 401, 401, 429], "the guesser was not slowed down");
     assert_eq!(probes[0], probes[1], "the guesser's probe tells that the owner signed in");
@@ -299,7 +317,92 @@ async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_si
     assert_eq!(owner_later, 201);
     assert_eq!(stranger.0, 429, "guessing from many clients is not bounded per email");
     assert!(stranger.1.is_some_and(|retry| (3000..=3600).contains(&retry)), "{stranger:?}");
-    assert_eq!(owner_at_home, 201, "the owner's own client was locked out with the strangers");
+    assert_eq!(owner_at_home, 201, "the owner's own device was locked out with the strangers");
+    Ok(())
+}
+
+/// Attack: guessing from the owner's network (an office, a carrier's NAT or shared address) once the email is
+/// locked out. The network the owner signed in from was trusted: held only to its own count, it kept guessing while
+/// every other client was locked out. Now trust is a device's: the sign-in answers a device token, and only a
+/// sign-in presenting it to that account escapes the lockout (held to that device's own failures); a token the
+/// client chose (copied from an example, say) is never the one trusted, and one account's device is nobody else's.
+/// Before: the guesser on the owner's network was checked (401) after the lockout.
+#[tokio::test]
+async fn a_guesser_on_the_owners_network_is_locked_out_with_the_rest_and_the_owners_device_is_not() -> anyhow::Result<()>
+{
+    let stack = started(Options { env: throttle_env(&[]), ..Options::default() }).await?;
+    let (account, other_account) = (unique_email("shared-nat"), unique_email("elsewhere"));
+    verified_account(&stack, &account).await?;
+    verified_account(&stack, &other_account).await?;
+    let (nat, wrong) = ("198.51.100.9", "a wrong guess at the passphrase");
+    // The owner's client sends a token it made up (or copied); the answer is a fresh one, which it keeps.
+    let chosen = "A".repeat(43);
+    let (status, device) = sign_in_on_device(&stack, nat, &account, PASSWORD, Some(&chosen)).await?;
+    assert_eq!(status, 201);
+    let device = device.ok_or_else(|| anyhow::anyhow!("no device token"))?;
+    let other_device = sign_in_on_device(&stack, "192.0.2.50", &other_account, PASSWORD, None).await?.1;
+    // Guessers elsewhere, two failures each (under their own slow-down), and two from the owner's network: the
+    // email's failures reach the lockout (ten).
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", nat] {
+        for _ in 0..2 {
+            attempt_from(&stack, client, &account, wrong).await?;
+        }
+    }
+
+    let guesser_on_the_nat = attempt_from(&stack, nat, &account, wrong).await?.0;
+    let chosen_again = sign_in_on_device(&stack, nat, &account, wrong, Some(&chosen)).await?.0;
+    let another_accounts_device = sign_in_on_device(&stack, nat, &account, wrong, other_device.as_deref()).await?.0;
+    let owner_without_device = attempt_from(&stack, nat, &account, PASSWORD).await?.0;
+    let owner_elsewhere = sign_in_on_device(&stack, "192.0.2.5", &account, PASSWORD, Some(&device)).await?;
+
+    assert_ne!(device, chosen, "the token the client chose became the trusted one");
+    assert_eq!(guesser_on_the_nat, 429, "a guesser sharing the owner's network was not locked out");
+    assert_eq!(chosen_again, 429, "the token the owner's client chose escaped the lockout");
+    assert_eq!(another_accounts_device, 429, "another account's device escaped this account's lockout");
+    assert_eq!(owner_without_device, 429, "the network, not the device, was trusted");
+    assert_eq!(owner_elsewhere, (201, Some(device)), "the owner's device was locked out, or given another token");
+    Ok(())
+}
+
+/// A device's trust ends `LOGIN_TRUSTED_CLIENT_DAYS` after its last sign-in, and at once when the password changes
+/// (whoever knew the old one trusts no device with it): then it is locked out with everyone else.
+#[tokio::test]
+async fn a_devices_trust_ends_with_its_days_and_with_the_password() -> anyhow::Result<()> {
+    let env = throttle_env(&[("LOGIN_TRUSTED_CLIENT_DAYS", "1")]);
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (aged, changed) = (unique_email("aged"), unique_email("changed"));
+    let wrong = "a wrong guess at the passphrase";
+    let mut devices = Vec::new();
+    for email in [&aged, &changed] {
+        verified_account(&stack, email).await?;
+        let (status, device) = sign_in_on_device(&stack, "198.51.100.7", email, PASSWORD, None).await?;
+        anyhow::ensure!(status == 201, "sign-in answered {status}");
+        devices.push(device.unwrap_or_default());
+    }
+    // Two days pass for the first account's device; the second account's owner changes the password.
+    let aged_by = "UPDATE trusted_devices SET signed_in_at = now() - interval '2 days' \
+                   WHERE device_hash = sha256(convert_to($1, 'UTF8'))";
+    let aged_rows = sqlx::query(aged_by).bind(&devices[0]).execute(&mut sessions(&stack).await?).await?;
+    assert_eq!(aged_rows.rows_affected(), 1, "the first device's trust");
+    let session = stack.session(&changed, PASSWORD).await?;
+    let new_password = "a brand new passphrase for this account";
+    let body = json!({ "current_password": PASSWORD, "new_password": new_password });
+    let url = format!("{}/v1/me/password", stack.api_url());
+    let put = stack.http().put(url).bearer_auth(&session).json(&body).send().await?.status();
+    assert_eq!(put, 204, "the password change");
+    for (i, email) in [&aged, &changed].into_iter().enumerate() {
+        for client in 0..5 {
+            for _ in 0..2 {
+                attempt_from(&stack, &format!("203.0.113.{}", 20 * i + client), email, wrong).await?;
+            }
+        }
+    }
+
+    let aged_device = sign_in_on_device(&stack, "192.0.2.5", &aged, PASSWORD, Some(&devices[0])).await?.0;
+    let changed_device = sign_in_on_device(&stack, "192.0.2.5", &changed, new_password, Some(&devices[1])).await?.0;
+
+    assert_eq!(aged_device, 429, "a device trusted two days ago (for one day) escaped the lockout");
+    assert_eq!(changed_device, 429, "a device trusted with the old password escaped the lockout");
     Ok(())
 }
 
@@ -307,7 +410,7 @@ async fn a_guesser_elsewhere_neither_locks_the_owner_out_nor_learns_when_they_si
 /// failed on `LOGIN_CLIENT_ACCOUNTS_PER_HOUR` emails within the hour may try no other (an IPv6 client is its /48,
 /// whatever /64 in it each guess comes from);
 /// other clients are unaffected, and so is an owner who signed in from the same network before (an office, a
-/// carrier's NAT). Before: every guess was checked (401).
+/// carrier's NAT) on the device they sign in from. Before: every guess was checked (401).
 #[tokio::test]
 async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result<()> {
     let env = throttle_env(&[("LOGIN_CLIENT_ACCOUNTS_PER_HOUR", "3")]);
@@ -317,7 +420,8 @@ async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result
     let stuffer = ["2001:db8:1:2::1", "2001:db8:1:3::2", "2001:db8:1:ff00::3", "2001:db8:1:4::9"];
     let neighbour = unique_email("neighbour");
     verified_account(&stack, &neighbour).await?;
-    assert_eq!(attempt_from(&stack, "2001:db8:1:2::77", &neighbour, PASSWORD).await?.0, 201);
+    let (status, device) = sign_in_on_device(&stack, "2001:db8:1:2::77", &neighbour, PASSWORD, None).await?;
+    assert_eq!(status, 201);
 
     let mut answers = Vec::new();
     for (email, client) in emails.iter().zip(stuffer) {
@@ -325,7 +429,8 @@ async fn one_client_guessing_across_many_accounts_is_stopped() -> anyhow::Result
     }
     let again = attempt_from(&stack, stuffer[0], &emails[0], wrong).await?.0;
     let other = attempt_from(&stack, "2001:db8:2::1", &emails[4], wrong).await?.0;
-    let neighbour_again = attempt_from(&stack, "2001:db8:1:2::78", &neighbour, PASSWORD).await?.0;
+    let neighbour_again =
+        sign_in_on_device(&stack, "2001:db8:1:2::78", &neighbour, PASSWORD, device.as_deref()).await?.0;
     // A burst at once: the checks and the counts take turns, so no guess slips past the limit.
     let burst: Vec<String> = (0..8).map(|i| unique_email(&format!("burst{i}"))).collect();
     let guesses = burst.iter().map(|email| attempt_from(&stack, "2001:db8:3::1", email, wrong));

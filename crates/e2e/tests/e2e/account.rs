@@ -264,6 +264,8 @@ async fn an_export_holds_each_services_part_and_no_secret() -> anyhow::Result<()
     assert_eq!(export["password"]["algorithm"], "argon2id");
     assert!(export["password"]["parameters"].as_str().is_some_and(|p| p.contains("m=")), "{export}");
     assert!(export["password"]["sessions"].as_array().is_some_and(|s| s.len() >= 2), "{export}");
+    let devices = export["password"]["devices_signed_in_at"].as_array().cloned().unwrap_or_default();
+    assert!(!devices.is_empty() && devices.iter().all(Value::is_string), "the devices signed in from: {export}");
     let mails = export["mail"]["mails"].as_array().cloned().unwrap_or_default();
     assert!(mails.iter().any(|m| m["kind"] == "verification" && m["status"] == "sent"), "{export}");
     assert!(export["mail"]["verified_at"].is_string(), "{export}");

@@ -129,7 +129,7 @@ async fn a_stranger_who_signs_up_a_pending_address_can_neither_sign_in_to_it_nor
         signup_id: pending.signup_id,
         email_hash: vec![7; 32],
         password: ATTACKER_PASSWORD.to_owned(),
-        client_hash: Vec::new(),
+        ..CreateSessionRequest::default()
     };
     let by_attempt = stack.passwords().await?.create_session(request).await.map(|r| r.into_inner().outcome);
 

@@ -89,6 +89,17 @@ async fn migrate_on_start_lets_serve_bring_a_fresh_database_up_to_date() -> anyh
     Ok(())
 }
 
+/// A database of email-verification's that its `migrate` brought up to date, and the broker topology it declared.
+async fn migrated_email_verification() -> anyhow::Result<(TestTopology, TestDatabase)> {
+    let topology = TestTopology::new();
+    let database = TestDatabase::create("email-verification").await?;
+    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+    env.extend(topology.env("email-verification"));
+    let migrated = ServiceProcess::run("email-verification", &["migrate"], &env).await?;
+    anyhow::ensure!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+    Ok((topology, database))
+}
+
 /// email-verification's `mailbox()` was redefined in a form the planner inlines (20261205000001): the index on
 /// `mailbox(recipient)` built with the first form stays valid only if both give every address the same key. The
 /// first form, taken from its migration, is compared with the one `migrate` leaves, over awkward addresses and
@@ -97,12 +108,7 @@ async fn migrate_on_start_lets_serve_bring_a_fresh_database_up_to_date() -> anyh
 #[tokio::test]
 async fn mailbox_keeps_its_rule() -> anyhow::Result<()> {
     const FIRST: &str = include_str!("../../../email-verification/migrations/20261130000001_mailbox_budget.sql");
-    let topology = TestTopology::new();
-    let database = TestDatabase::create("email-verification").await?;
-    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
-    env.extend(topology.env("email-verification"));
-    let migrated = ServiceProcess::run("email-verification", &["migrate"], &env).await?;
-    assert!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+    let (_topology, database) = migrated_email_verification().await?;
 
     let start = FIRST.find("CREATE FUNCTION mailbox(").ok_or_else(|| anyhow::anyhow!("no first form"))?;
     let end = start + FIRST[start..].find("$$;").ok_or_else(|| anyhow::anyhow!("no end of the first form"))? + 3;
@@ -190,12 +196,7 @@ async fn budget_plan(connection: &mut sqlx::PgConnection) -> anyhow::Result<Stri
 #[tokio::test]
 async fn attempts_of_accounts_pending_before_the_migration_stay_resendable() -> anyhow::Result<()> {
     const KNOWN: &str = include_str!("../../../email-verification/migrations/20261206000001_attempts_known.sql");
-    let topology = TestTopology::new();
-    let database = TestDatabase::create("email-verification").await?;
-    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
-    env.extend(topology.env("email-verification"));
-    let migrated = ServiceProcess::run("email-verification", &["migrate"], &env).await?;
-    assert!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+    let (_topology, database) = migrated_email_verification().await?;
 
     let mut connection = database.connect().await?;
     let [pending, verified] = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];

@@ -52,6 +52,22 @@ pub(crate) struct SignedUp<'a> {
     pub(crate) client_hash: &'a [u8],
 }
 
+/// Records a UserSignedUp's account (`$1` user, `$2` email, `$3` locale; `$4`, the attempt, becomes its newest if it
+/// is newer, and the account's language then the attempt's) and, while it is pending, the attempt; whether it is
+/// pending. No row for a user deleted before (a tombstone).
+const RECORD_ATTEMPT: &str = "WITH account AS ( \
+       INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
+       SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
+       ON CONFLICT (user_id) DO UPDATE SET \
+         locale = CASE WHEN accounts.verified_at IS NULL AND accounts.signup_id < excluded.signup_id \
+                       THEN excluded.locale ELSE accounts.locale END, \
+         signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
+       RETURNING verified_at IS NULL AS pending), \
+     attempt AS ( \
+       INSERT INTO confirm_tries (signup_id, user_id, tries, locale) SELECT $4, $1, 0, $3 FROM account \
+       WHERE pending ON CONFLICT (signup_id) DO NOTHING) \
+     SELECT pending FROM account";
+
 /// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, the
 /// attempt (a resend names it) and queues its verification mail `mail_id` within the address's budget. Earlier
 /// attempts' links keep working.
@@ -64,26 +80,13 @@ pub(crate) async fn signed_up(
     // Nothing for a user deleted before this (late or redelivered) event: after the user's lock, the insert sees
     // the tombstone and selects no row.
     platform::events::lock_user(conn, attempt.user_id).await?;
-    let pending: Option<bool> = sqlx::query_scalar(
-        "WITH account AS ( \
-           INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
-           SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
-           ON CONFLICT (user_id) DO UPDATE SET \
-             locale = CASE WHEN accounts.verified_at IS NULL AND accounts.signup_id < excluded.signup_id \
-                           THEN excluded.locale ELSE accounts.locale END, \
-             signup_id = greatest(accounts.signup_id, excluded.signup_id), updated_at = now() \
-           RETURNING verified_at IS NULL AS pending), \
-         attempt AS ( \
-           INSERT INTO confirm_tries (signup_id, user_id, tries, locale) SELECT $4, $1, 0, $3 FROM account \
-           WHERE pending ON CONFLICT (signup_id) DO NOTHING) \
-         SELECT pending FROM account",
-    )
-    .bind(attempt.user_id)
-    .bind(attempt.email)
-    .bind(attempt.locale)
-    .bind(attempt.signup_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let pending: Option<bool> = sqlx::query_scalar(RECORD_ATTEMPT)
+        .bind(attempt.user_id)
+        .bind(attempt.email)
+        .bind(attempt.locale)
+        .bind(attempt.signup_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     if pending != Some(true) {
         return Ok(Queued::NotNeeded);
     }
