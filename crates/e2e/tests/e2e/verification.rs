@@ -358,6 +358,43 @@ async fn a_recipient_whose_server_stops_answering_holds_up_no_one_else() -> anyh
     Ok(())
 }
 
+/// A delivery cut off by its timeout takes its connection with it. Pooled, it did not: lettre's pool takes back a
+/// connection whose attempt was dropped, whatever its session was in the middle of, and the next mail, checking it
+/// with a NOOP that the stalled session never answered, failed its attempt on it and waited for a retry. Before:
+/// the next recipient's mail was delivered on its second attempt.
+#[tokio::test]
+async fn a_timed_out_delivery_hands_its_connection_to_no_other_mail() -> anyhow::Result<()> {
+    let env = [
+        ("MAIL_CONCURRENCY", "1"),
+        ("SMTP_TIMEOUT_SECS", "1"),
+        // The stalled mail is not retried within the test: nothing else takes the connection it left.
+        ("MAIL_RETRY_BASE_MS", "600000"),
+        ("MAIL_RETRY_MAX_SECS", "600"),
+    ];
+    let env = env.map(|(name, value)| ("email-verification", name, value.to_owned())).to_vec();
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let (stalled, next) = (unique_email("stalled"), unique_email("next"));
+    stack.smtp.set_mode_for(&stalled, Mode::Stall);
+    let api = &stack;
+    let attempts = |email: String| async move {
+        let mut db = api.database("email-verification").connect().await?;
+        let query = "SELECT attempts FROM mails WHERE recipient = $1";
+        anyhow::Ok(sqlx::query_scalar::<_, i32>(query).bind(email).fetch_optional(&mut db).await?)
+    };
+
+    sign_up(&stack, &stalled, PASSWORD, None).await?;
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(attempts(stalled.clone()).await? == Some(1), "the stalled attempt has not timed out");
+        Ok(())
+    })
+    .await?;
+    sign_up(&stack, &next, PASSWORD, None).await?;
+    the_mail(&stack, &next).await?;
+
+    assert_eq!(attempts(next.clone()).await?, Some(1), "the next mail failed an attempt on the stalled connection");
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_pending_signup_keeps_its_own_link_and_the_confirmed_one_sets_the_password() -> anyhow::Result<()> {
     let stack = started(Options::default()).await?;
