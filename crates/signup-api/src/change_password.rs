@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     domain::{
+        email::Email,
         password::{Context, Password},
         signup::{FieldError, required_string, unknown_fields},
     },
@@ -66,10 +67,7 @@ pub(crate) async fn put(
         return Err(ApiError::NotVerified);
     }
     let email = crate::auth::email(&user);
-    let context = Context { email: Some(&email), display_name: Some(&user.display_name) };
-    let new = state.limits.password.check(new, context).map_err(|problems| {
-        ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())
-    })?;
+    let new = new_password(&state, new, &email, Some(&user.display_name)).await?;
     let current = Password::presented(current);
     if !current.could_be_anyones() {
         return Err(ApiError::InvalidCredentials);
@@ -111,4 +109,22 @@ fn parse_fields(body: &Map<String, Value>) -> Result<(&str, &str), Vec<FieldErro
         (Some(current), Some(new)) if errors.is_empty() => Ok((current, new)),
         _ => Err(errors),
     }
+}
+
+/// `raw` as an account's new password (`new_password` of a change or a reset), checked against the signup policy
+/// off the runtime's workers (its strength estimate is CPU-bound), or its problems as a 422.
+pub(crate) async fn new_password(
+    state: &AppState,
+    raw: &str,
+    email: &Email,
+    display_name: Option<&str>,
+) -> Result<Password, ApiError> {
+    let (policy, raw, email, name) =
+        (state.limits.password, raw.to_owned(), email.clone(), display_name.map(str::to_owned));
+    let checked = crate::cpu::off_runtime(move || {
+        policy.check(&raw, Context { email: Some(&email), display_name: name.as_deref() })
+    });
+    checked.await?.map_err(|problems| {
+        ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())
+    })
 }

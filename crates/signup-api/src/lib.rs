@@ -8,6 +8,7 @@ mod admission;
 mod auth;
 mod change_password;
 pub mod contacts;
+mod cpu;
 mod cross_site;
 mod docs;
 pub mod domain;

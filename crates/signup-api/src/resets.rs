@@ -21,7 +21,6 @@ use tonic::Code;
 use crate::{
     domain::{
         email::Email,
-        password::Context,
         signup::{FieldError, required_email, required_string, unknown_fields, unknown_keys},
     },
     error::ApiError,
@@ -202,10 +201,7 @@ async fn reset(state: &AppState, token: &str, new_password: &str) -> Result<(), 
     let begin = BeginPasswordResetRequest { token: token.to_owned() };
     let begun = state.upstreams.verifications.clone().begin_password_reset(begin).await.map_err(invalid_token)?;
     let email = Email::stored(begun.into_inner().email);
-    let context = Context { email: Some(&email), display_name: None };
-    let new = state.limits.password.check(new_password, context).map_err(|problems| {
-        ApiError::Invalid(problems.iter().map(|p| FieldError::new("new_password", p.code(), p.detail())).collect())
-    })?;
+    let new = crate::change_password::new_password(state, new_password, &email, None).await?;
     let consume = ConsumePasswordResetRequest { token: token.to_owned() };
     let consumed =
         state.upstreams.verifications.clone().consume_password_reset(consume).await.map_err(invalid_token)?;

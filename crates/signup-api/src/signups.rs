@@ -108,7 +108,7 @@ pub(crate) async fn create(
         false => Err(at_capacity()),
         true => match JsonObject::from_request(request, &()).await {
             Ok(JsonObject(body)) => match state.admission.admit() {
-                Some(ticket) => accept(&state, client, &headers, &body, ticket).await,
+                Some(ticket) => accept(&state, client, &headers, body, ticket).await,
                 None => Err(at_capacity()),
             },
             Err(error) => Err(error),
@@ -148,11 +148,12 @@ async fn accept(
     state: &AppState,
     client: crate::ratelimit::Client,
     headers: &HeaderMap,
-    body: &serde_json::Map<String, serde_json::Value>,
+    body: serde_json::Map<String, serde_json::Value>,
     ticket: Ticket,
 ) -> Result<(StatusCode, Json<SignupAccepted>), ApiError> {
     let key = idempotency_key(headers)?;
-    let signup = signup::parse(body, &state.limits).map_err(ApiError::Invalid)?;
+    let limits = state.limits;
+    let signup = crate::cpu::off_runtime(move || signup::parse(&body, &limits)).await?.map_err(ApiError::Invalid)?;
     let signup_id = Uuid::now_v7();
     let email_hash = state.hasher.hash(&signup.email);
     store_password(state, &signup, signup_id, &email_hash, ticket).await?;
