@@ -5,8 +5,8 @@
 -- `sign_in_failures.last_success_at` is neither written nor read any more (the column stays until the release after;
 -- during a rollout, a sign-in or reset of this release forgets the rows the previous one's trust was read from, so
 -- its replicas see its owners as on a new network). Trust is a device's token, never a value the client chose: a
--- token no device of the account was trusted with is replaced by a fresh one. Removed with the account, when its
--- password is changed or reset, and by the janitor once they trust nothing.
+-- token the service did not issue is replaced by a fresh one. Removed with the account, when its password is reset,
+-- when it is changed (but the changing session's device), and by the janitor once they trust nothing.
 CREATE TABLE trusted_devices (
     user_id      uuid        NOT NULL,
     device_hash  bytea       NOT NULL CHECK (octet_length(device_hash) = 32),
@@ -14,3 +14,8 @@ CREATE TABLE trusted_devices (
     PRIMARY KEY (user_id, device_hash)
 );
 CREATE INDEX trusted_devices_signed_in ON trusted_devices (signed_in_at);
+-- A token the service issued (to any account) is the device's and is kept when it signs in to another account.
+CREATE INDEX trusted_devices_device ON trusted_devices (device_hash);
+
+-- The device each session was opened on: changing the password keeps that device's trust, not the others'.
+ALTER TABLE sessions ADD COLUMN device_hash bytea;

@@ -264,13 +264,13 @@ impl PasswordService for Passwords {
 }
 
 impl Passwords {
-    /// Throttle, check, and open a session on success.
     /// Signs in from `device`, the token an earlier sign-in gave it (if it presented a well-formed one).
     ///
     /// A device the account signed in on lately is held to its own count only, not to the email's lockout: the
-    /// owner is not locked out of it with the guessers. Any other token is never reused (a value the client chose,
-    /// or copied from an example, must not become a trust that every account signing in with it shares): the session
-    /// comes with a fresh one, trusted from then on.
+    /// owner is not locked out of it with the guessers. A token the service did not issue is never reused (a value
+    /// the client chose, or copied from an example, must not become a trust that every account signing in with it
+    /// shares): the session comes with a fresh one, trusted from then on. One it issued stays the device's, for
+    /// every account it signs in to.
     async fn sign_in(
         &self,
         asker: store::Asker<'_>,
@@ -285,11 +285,11 @@ impl Passwords {
         };
         let account = user_id.unwrap_or_default();
         let presented_hash = presented.hash();
-        let trusted = store::trusted_device(&self.pool, account, &presented_hash, &self.throttle);
-        let trusted = trusted.await.map_err(database_status)?;
-        let device = if trusted { presented } else { new_token()? };
+        let trust = store::device_trust(&self.pool, account, &presented_hash, &self.throttle);
+        let trust = trust.await.map_err(database_status)?;
+        let device = if trust.issued { presented } else { new_token()? };
         let device_hash = device.hash();
-        let asker = if trusted { store::Asker { client_hash: &device_hash, proven: true, ..asker } } else { asker };
+        let asker = if trust.here { store::Asker { client_hash: &device_hash, proven: true, ..asker } } else { asker };
         match self.check(asker, user_id, password).await? {
             Checked::Valid(user_id, Some(checked)) => {
                 let opened = self.open(user_id, checked, &device_hash).await?;

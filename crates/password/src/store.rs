@@ -168,8 +168,8 @@ pub(crate) async fn open_session(
 ) -> sqlx::Result<Option<Session>> {
     sqlx::query_as(
         "WITH opened AS ( \
-           INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at) \
-           SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4) \
+           INSERT INTO sessions (token_hash, user_id, idle_expires_at, expires_at, device_hash) \
+           SELECT $1, user_id, now() + make_interval(secs => $3), now() + make_interval(secs => $4), $7 \
            FROM credentials WHERE user_id = $2 AND generation = $5 FOR SHARE \
            RETURNING user_id, expires_at, least(idle_expires_at, expires_at) AS idle_expires_at, \
            signup_id IS NOT NULL AS attempt_bound, last_used_at), \
@@ -282,9 +282,16 @@ pub(crate) async fn link_usable(pool: &PgPool, user_id: Uuid, link: &Link<'_>) -
         .await
 }
 
-/// Replaces the account's password, ends every session but `keep`, trusts no device, announces `PasswordChanged`
-/// and, for a reset, forgets the email's failed sign-ins, in one transaction; returns whether there was a password
-/// to replace (one `by` still gives the right to replace).
+/// Ends every session of `$1` but `$2` (a token's hash, or NULL), and trusts no device but `$2`'s: whoever knew
+/// the password before trusts no device now, and the devices it signed in on are held to the email's lockout again
+/// (a reset keeps none).
+const END_SESSIONS_AND_TRUST: &str = "WITH untrusted AS (DELETE FROM trusted_devices WHERE user_id = $1 \
+       AND device_hash IS DISTINCT FROM (SELECT device_hash FROM sessions WHERE token_hash = $2)) \
+     DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2";
+
+/// Replaces the account's password, ends every session but `keep`, trusts no device but `keep`'s, announces
+/// `PasswordChanged` and, for a reset, forgets the email's failed sign-ins, in one transaction; returns whether there
+/// was a password to replace (one `by` still gives the right to replace).
 pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx::Result<bool> {
     let (user_id, keep) = (change.user_id, change.keep);
     let (generation, link) = match change.by {
@@ -308,16 +315,7 @@ pub(crate) async fn change_password(pool: &PgPool, change: &Change<'_>) -> sqlx:
     if changed == 0 {
         return Ok(false);
     }
-    // Whoever knew the password before trusts no device now: the devices it signed in on are held to the email's
-    // lockout again (the one that changed it earns its trust back at its next sign-in).
-    sqlx::query(
-        "WITH untrusted AS (DELETE FROM trusted_devices WHERE user_id = $1) \
-         DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2",
-    )
-    .bind(user_id)
-    .bind(keep)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(END_SESSIONS_AND_TRUST).bind(user_id).bind(keep).execute(&mut *tx).await?;
     if let Some(link) = link.filter(|link| !link.email_hash.is_empty()) {
         forget_failures(&mut tx, link.email_hash).await?;
     }
@@ -412,18 +410,28 @@ async fn take_turn(conn: &mut PgConnection, asker: Asker<'_>) -> sqlx::Result<()
     lock.execute(&mut *conn).await.map(drop)
 }
 
-/// Whether the device whose token hashes to `device_hash` signed in to `user_id` within
-/// `LOGIN_TRUSTED_CLIENT_DAYS`. (The nil id, for an email with no account, has none: the same statement for every
-/// email.)
-pub(crate) async fn trusted_device(
+/// What is known of a presented device token within `LOGIN_TRUSTED_CLIENT_DAYS`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DeviceTrust {
+    /// The device signed in to this account: it is trusted here.
+    pub(crate) here: bool,
+    /// The device signed in to some account: the service issued its token, which it keeps.
+    pub(crate) issued: bool,
+}
+
+platform::from_row!(DeviceTrust { here, issued });
+
+/// What is known of the device whose token hashes to `device_hash`, for `user_id`. (The nil id, for an email with no
+/// account, has no device: the same statement for every email.)
+pub(crate) async fn device_trust(
     pool: &PgPool,
     user_id: Uuid,
     device_hash: &[u8],
     throttle: &Throttle,
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM trusted_devices WHERE user_id = $1 AND device_hash = $2 \
-         AND signed_in_at > now() - make_interval(secs => $3))",
+) -> sqlx::Result<DeviceTrust> {
+    sqlx::query_as(
+        "SELECT coalesce(bool_or(user_id = $1), false) AS here, count(*) > 0 AS issued FROM trusted_devices \
+         WHERE device_hash = $2 AND signed_in_at > now() - make_interval(secs => $3)",
     )
     .bind(user_id)
     .bind(device_hash)
@@ -532,8 +540,7 @@ pub(crate) async fn succeeded(pool: &PgPool, asker: Asker<'_>) -> sqlx::Result<(
         .map(drop)
 }
 
-/// A reset: the owner proved the mailbox, so no failure before it holds the account back. The devices the owner
-/// signed in from stay trusted.
+/// A reset: the owner proved the mailbox, so no failure before it holds the account back.
 async fn forget_failures(conn: &mut PgConnection, email_hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sign_in_failures WHERE email_hash = $1").bind(email_hash).execute(conn).await.map(drop)
 }

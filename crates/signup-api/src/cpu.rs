@@ -2,7 +2,8 @@
 //! faster than the password: about 0.1 to 0.3 ms for a passphrase of 20 to 35 characters, 3 to 9 ms for one of 128
 //! (release build, on the 2-CPU machine `make bench` runs on). On a worker it would hold up every request that worker
 //! serves (sign-ins, refusals, health checks) for as long; on tokio's blocking pool it holds up nothing but itself.
-//! Admission bounds the signups doing it at once, rate limits the password changes and resets.
+//! Admission bounds the signups starting it at once (one whose client went away finishes its estimate all the same),
+//! rate limits the password changes and resets.
 
 use crate::error::ApiError;
 

@@ -48,7 +48,7 @@ pub(crate) struct SignInRequest {
     /// that signed in to this email within `LOGIN_TRUSTED_CLIENT_DAYS` is held only to its own failures, so
     /// strangers who lock the email out with wrong guesses do not lock its owner out there. A network is never
     /// trusted that way: a guesser may share it.
-    #[schema(example = "<the device_token of your last sign-in>")]
+    #[schema(example = "kG1yQe3Vb0uYzK2m4tRr8wPq5sXn7aLc9dFh6jJ0iE_")]
     device_token: Option<String>,
 }
 

@@ -294,10 +294,14 @@ async fn confirm_from(request: Request) -> Result<ConfirmRequest, ApiError> {
 fn parse_resend(body: &Map<String, Value>) -> Result<(Email, String), Vec<FieldError>> {
     let mut errors = unknown_fields(body, &["email", "signup_id"], "is not a field of this request");
     let email = required_email(body, "email", &mut errors);
-    let signup_id = required_string(body, "signup_id", &mut errors).and_then(|raw| {
-        let parsed = uuid::Uuid::try_parse(raw);
-        parsed.map_err(|_| errors.push(FieldError::new("signup_id", "invalid_signup_id", SIGNUP_ID_SHAPE))).ok()
-    });
+    let signup_id = match required_string(body, "signup_id", &mut errors).map(uuid::Uuid::try_parse) {
+        Some(Ok(signup_id)) => Some(signup_id),
+        Some(Err(_)) => {
+            errors.push(FieldError::new("signup_id", "invalid_signup_id", SIGNUP_ID_SHAPE));
+            None
+        }
+        None => None,
+    };
     match (email, signup_id) {
         (Some(email), Some(signup_id)) if errors.is_empty() => Ok((email, signup_id.to_string())),
         _ => Err(errors),

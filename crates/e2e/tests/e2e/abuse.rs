@@ -341,6 +341,8 @@ async fn a_guesser_on_the_owners_network_is_locked_out_with_the_rest_and_the_own
     assert_eq!(status, 201);
     let device = device.ok_or_else(|| anyhow::anyhow!("no device token"))?;
     let other_device = sign_in_on_device(&stack, "192.0.2.50", &other_account, PASSWORD, None).await?.1;
+    // A token the service issued stays its device's on another account (one browser, two accounts).
+    let shared = sign_in_on_device(&stack, "192.0.2.50", &other_account, PASSWORD, Some(&device)).await?.1;
     // Guessers elsewhere, two failures each (under their own slow-down), and two from the owner's network: the
     // email's failures reach the lockout (ten).
     for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", nat] {
@@ -356,6 +358,7 @@ async fn a_guesser_on_the_owners_network_is_locked_out_with_the_rest_and_the_own
     let owner_elsewhere = sign_in_on_device(&stack, "192.0.2.5", &account, PASSWORD, Some(&device)).await?;
 
     assert_ne!(device, chosen, "the token the client chose became the trusted one");
+    assert_eq!(shared.as_deref(), Some(device.as_str()), "a device lost its token signing in to another account");
     assert_eq!(guesser_on_the_nat, 429, "a guesser sharing the owner's network was not locked out");
     assert_eq!(chosen_again, 429, "the token the owner's client chose escaped the lockout");
     assert_eq!(another_accounts_device, 429, "another account's device escaped this account's lockout");
@@ -365,7 +368,8 @@ async fn a_guesser_on_the_owners_network_is_locked_out_with_the_rest_and_the_own
 }
 
 /// A device's trust ends `LOGIN_TRUSTED_CLIENT_DAYS` after its last sign-in, and at once when the password changes
-/// (whoever knew the old one trusts no device with it): then it is locked out with everyone else.
+/// (whoever knew the old one trusts no device with it, but the device of the session that changed it): then it is
+/// locked out with everyone else.
 #[tokio::test]
 async fn a_devices_trust_ends_with_its_days_and_with_the_password() -> anyhow::Result<()> {
     let env = throttle_env(&[("LOGIN_TRUSTED_CLIENT_DAYS", "1")]);
@@ -384,11 +388,15 @@ async fn a_devices_trust_ends_with_its_days_and_with_the_password() -> anyhow::R
                    WHERE device_hash = sha256(convert_to($1, 'UTF8'))";
     let aged_rows = sqlx::query(aged_by).bind(&devices[0]).execute(&mut sessions(&stack).await?).await?;
     assert_eq!(aged_rows.rows_affected(), 1, "the first device's trust");
-    let session = stack.session(&changed, PASSWORD).await?;
+    let url = format!("{}/v1/sessions", stack.api_url());
+    let body = json!({ "email": changed, "password": PASSWORD });
+    let opened: Value = stack.http().post(url).json(&body).send().await?.json().await?;
+    let (session, changers_device) = (&opened["token"], opened["device_token"].as_str().unwrap_or_default());
+    let session = session.as_str().unwrap_or_default();
     let new_password = "a brand new passphrase for this account";
     let body = json!({ "current_password": PASSWORD, "new_password": new_password });
     let url = format!("{}/v1/me/password", stack.api_url());
-    let put = stack.http().put(url).bearer_auth(&session).json(&body).send().await?.status();
+    let put = stack.http().put(url).bearer_auth(session).json(&body).send().await?.status();
     assert_eq!(put, 204, "the password change");
     for (i, email) in [&aged, &changed].into_iter().enumerate() {
         for client in 0..5 {
@@ -400,9 +408,11 @@ async fn a_devices_trust_ends_with_its_days_and_with_the_password() -> anyhow::R
 
     let aged_device = sign_in_on_device(&stack, "192.0.2.5", &aged, PASSWORD, Some(&devices[0])).await?.0;
     let changed_device = sign_in_on_device(&stack, "192.0.2.5", &changed, new_password, Some(&devices[1])).await?.0;
+    let changers = sign_in_on_device(&stack, "192.0.2.5", &changed, new_password, Some(changers_device)).await?.0;
 
     assert_eq!(aged_device, 429, "a device trusted two days ago (for one day) escaped the lockout");
     assert_eq!(changed_device, 429, "a device trusted with the old password escaped the lockout");
+    assert_eq!(changers, 201, "the device the password was changed on was locked out with the guessers");
     Ok(())
 }
 

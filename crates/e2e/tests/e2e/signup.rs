@@ -593,14 +593,26 @@ async fn canary_secrets_appear_in_no_log_line_database_or_message() -> anyhow::R
     let marker = uuid::Uuid::now_v7().simple().to_string();
     let password = format!("canary password {marker}");
     let contact = format!("canary-contact-{marker}@friends.example");
-    let request = json!({
-        "email": unique_email("canary"), "password": password, "display_name": "Canary", "contacts": [contact]
-    });
+    let email = unique_email("canary");
+    let request = json!({ "email": email, "password": password, "display_name": "Canary", "contacts": [contact] });
 
     assert_eq!(stack.signup(&request, None).await?.status(), 202);
     stack.wait_processed(SIGNED_UP, 1).await?;
+    // The link's token, and the tokens of a sign-in (its session, its device), presented again.
+    let link = stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?.remove(0).token().unwrap_or_default();
+    assert_eq!(stack.confirm(&link, &password).await?.status(), 200);
+    let url = format!("{}/v1/sessions", stack.api_url());
+    let first: Value =
+        stack.http().post(&url).json(&json!({ "email": email, "password": password })).send().await?.json().await?;
+    let device = first["device_token"].as_str().unwrap_or_default().to_owned();
+    let again = json!({ "email": email, "password": password, "device_token": device });
+    let second: Value = stack.http().post(&url).json(&again).send().await?.json().await?;
+    let sessions = [&first, &second].map(|answer| answer["token"].as_str().unwrap_or_default().to_owned());
+    assert!([&link, &device, &sessions[0], &sessions[1]].iter().all(|token| token.len() == 43), "{first} {second}");
+    assert_eq!(stack.me(&sessions[1]).await?.status(), 200, "the second session");
 
-    let needles = [password.clone(), contact.clone(), hex(&password), hex(&contact)];
+    let mut needles = vec![password.clone(), contact.clone(), hex(&password), hex(&contact)];
+    needles.extend([link, device].into_iter().chain(sessions));
     for member in &stack.members {
         let output = [member.all_stdout(), member.process.stderr_lines()].concat().join("\n").to_lowercase();
         for needle in &needles {
