@@ -110,10 +110,7 @@ impl EmailVerificationService for Verifications {
         let ResendVerificationRequest { email, client_hash, signup_id } = request.into_inner();
         let client_hash = asked(&email, client_hash)?;
         // Empty names no attempt (a signup-api of the release before, during a rollout): nothing is sent.
-        let signup_id = match signup_id.as_str() {
-            "" => Uuid::nil(),
-            named => platform::grpc::uuid_argument("signup_id", named)?,
-        };
+        let signup_id = platform::grpc::optional_uuid_argument("signup_id", &signup_id)?.unwrap_or_default();
         let mut tx = store::begin_alike(&self.pool).await.map_err(database_status)?;
         let (budget, tries) = (self.policy.budget, self.policy.confirm_attempts_per_signup);
         let queued =

@@ -1,9 +1,9 @@
 //! The events password acts on. `EmailVerified` promotes the verified attempt's credential to the account's
 //! password (signup-api also asks at once; this makes it certain, whatever crashed in between),
 //! `SignupAttemptedForExistingAccount` removes the credential of an attempt on a verified account (stored only so
-//! every signup costs the same), and `UserDeleted` removes the account's credential, its sessions, its trusted devices and its
-//! attempts' credentials. No other event reaches its queue (`EVENTS`), so a signup costs this service nothing beyond storing
-//! the hash.
+//! every signup costs the same), and `UserDeleted` removes the account's credential, its sessions, its trusted devices
+//! and its attempts' credentials. No other event reaches its queue (`EVENTS`), so a signup costs this service
+//! nothing beyond storing the hash.
 
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;

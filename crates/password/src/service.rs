@@ -111,7 +111,7 @@ impl PasswordService for Passwords {
     ) -> Result<Response<CreateSessionResponse>, Status> {
         let request = request.into_inner();
         let asker = asker(&request.email_hash, &request.client_hash)?;
-        let user_id = optional_uuid("user_id", &request.user_id)?;
+        let user_id = platform::grpc::optional_uuid_argument("user_id", &request.user_id)?;
         if !request.signup_id.is_empty() {
             return Err(Status::invalid_argument("signup_id must be empty: sessions open only for verified accounts"));
         }
@@ -407,10 +407,6 @@ fn record_ids(user_id: Uuid, signup_id: Option<Uuid>) {
     if let Some(signup_id) = signup_id {
         span.record("signup_id", tracing::field::display(signup_id));
     }
-}
-
-fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, Status> {
-    if value.is_empty() { Ok(None) } else { uuid(field, value).map(Some) }
 }
 
 fn email_hash(value: &[u8]) -> Result<&[u8], Status> {

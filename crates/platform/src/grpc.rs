@@ -279,3 +279,8 @@ pub fn client_hash_argument<T: AsRef<[u8]>>(value: T) -> Result<T, tonic::Status
 pub fn uuid_argument(field: &str, value: &str) -> Result<uuid::Uuid, tonic::Status> {
     uuid::Uuid::parse_str(value).map_err(|_| tonic::Status::invalid_argument(format!("{field} must be a UUID")))
 }
+
+/// A UUID argument that may be left empty (`None`); anything else is INVALID_ARGUMENT naming the field.
+pub fn optional_uuid_argument(field: &str, value: &str) -> Result<Option<uuid::Uuid>, tonic::Status> {
+    if value.is_empty() { Ok(None) } else { uuid_argument(field, value).map(Some) }
+}

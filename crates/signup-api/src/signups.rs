@@ -43,9 +43,9 @@ pub(crate) struct SignupAccepted {
     #[schema(example = "ada@example.com")]
     pub email: String,
     /// This signup attempt: a resend (`POST /v1/email-verifications`) names it to have its link mailed again. Only
-    /// the one who signed up is told it, so nobody who only knows the address can ask for that mail, and a resend never mails another
-    /// attempt's link (someone else may sign up with the same address after you). A retry with the same
-    /// `Idempotency-Key` names the first request's attempt.
+    /// the one who signed up is told it, so nobody who only knows the address can ask for that mail, and a resend
+    /// never mails another attempt's link (someone else may sign up with the same address after you). A retry with
+    /// the same `Idempotency-Key` names the first request's attempt.
     #[schema(example = "0193a5c4-6b1e-7d2a-9f00-1c2d3e4f5a6b")]
     pub signup_id: Uuid,
 }
