@@ -56,8 +56,8 @@ impl Sender {
         result
     }
 
-    /// Claims only as many mails as there are free delivery slots, and claims again as soon as one frees up, so
-    /// a slow recipient occupies one slot and no one else waits for it.
+    /// Claims only as many mails as there are free delivery slots, and, while more is due, claims again as soon as one
+    /// frees up, so a slow recipient occupies one slot and no one else waits for it.
     async fn claim_and_send(
         self: &Arc<Self>,
         in_flight: &mut JoinSet<()>,
@@ -81,8 +81,9 @@ impl Sender {
         Ok(())
     }
 
-    /// Claims as many due mails as there are free slots and starts delivering them; true when every slot is taken.
-    /// Mail no longer needed (superseded in the claim) frees its slot at once, so the claim is repeated.
+    /// Claims as many due mails as there are free slots and starts delivering them; true when every slot is taken
+    /// and more mail is due. Mail no longer needed (superseded in the claim) frees its slot at once, so the claim is
+    /// repeated.
     async fn fill(
         self: &Arc<Self>,
         in_flight: &mut JoinSet<()>,
@@ -105,16 +106,16 @@ impl Sender {
                 in_flight.spawn(async move { sender.deliver(mail).await });
             }
             if claim.superseded == 0 {
-                return Ok(claimed == free);
+                return Ok(claimed == free && claim.more_due);
             }
             let superseded = claim.superseded;
             tracing::info!(superseded, "the account was verified or removed before this mail went out; not sending");
         }
     }
 
-    /// Waits for a reason to claim again: with every slot taken, a slot freeing up; otherwise new mail or the next
-    /// poll (for due retries). A slot freeing up then is no reason: the last claim left a slot free, so it took
-    /// every mail that was due, and claiming again would find none. Returns at once when cancelled.
+    /// Waits for a reason to claim again: with every slot taken and more mail due, a slot freeing up; otherwise new
+    /// mail or the next poll (for due retries). A slot freeing up then is no reason: the last claim took every mail
+    /// that was due (or all the budget allowed), and claiming again would find none. Returns at once when cancelled.
     async fn wait(
         &self,
         saturated: bool,

@@ -73,7 +73,7 @@ pub struct MailSettings {
     pub public_base_url: String,
     /// `SMTP_TIMEOUT_SECS` (10): the bound on one delivery attempt.
     pub smtp_timeout: Duration,
-    /// `MAIL_CONCURRENCY` (4): deliveries in flight at once, so one slow recipient holds up no other.
+    /// `MAIL_CONCURRENCY` (8): deliveries in flight at once, so one slow recipient holds up no other.
     pub concurrency: usize,
     /// `MAIL_RETRY_BASE_MS` (1000) and `MAIL_RETRY_MAX_SECS` (600): the pause after a temporary failure doubles
     /// from the first up to the second, with full jitter.
@@ -195,7 +195,7 @@ impl Default for Own {
             mail_from: "Signup <no-reply@signup.localhost>".to_owned(),
             public_base_url: "http://localhost:8080".to_owned(),
             smtp_timeout_secs: n(10),
-            mail_concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            mail_concurrency: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
             mail_retry_base_ms: n(1000),
             mail_retry_max_secs: n(600),
             mail_max_attempts: i32(50),

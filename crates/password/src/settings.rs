@@ -20,7 +20,7 @@ pub struct Settings {
     /// When consecutive failed sign-ins slow down and then lock out an email.
     pub throttle: Throttle,
     /// How the relay publishes `PasswordChanged` (`OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`,
-    /// `OUTBOX_RETENTION_HOURS`).
+    /// `OUTBOX_LINGER_MS`, `OUTBOX_RETENTION_HOURS`).
     pub outbox: platform::outbox::OutboxSettings,
 }
 

@@ -19,8 +19,8 @@ use crate::{UserMetadata, store::AttemptLimit};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`, `OUTBOX_RETENTION_HOURS`: how the relay publishes and how long
-    /// it keeps what it published (loaded on their own).
+    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_INTERVAL_MS`, `OUTBOX_LINGER_MS`, `OUTBOX_RETENTION_HOURS`: how the relay
+    /// publishes and how long it keeps what it published (loaded on their own).
     #[serde(skip)]
     outbox: OutboxSettings,
     /// `IDEMPOTENCY_KEY_TTL_HOURS` (24): how long an `Idempotency-Key` is remembered.

@@ -146,7 +146,9 @@ macro_rules! columns {
 }
 
 // The queries, as literals with the column list spliced in at compile time.
-/// A new user's first attempt is recorded in the same statement (a round trip less per new account).
+/// Creates the user, or locks the one with the email. A new user is registered whole in this statement: its first
+/// attempt, its `UserSignedUp` (`$8`..`$12`) and the idempotency key `$13`, if any, written with it (a new account,
+/// the usual signup, costs one statement).
 const LOCK_OR_CREATE_USER: &str = concat!(
     "WITH u AS ( \
        INSERT INTO users (id, email, display_name, locale, discoverable, signup_id, status) \
@@ -157,7 +159,12 @@ const LOCK_OR_CREATE_USER: &str = concat!(
     ", (xmax = 0) AS created), \
      first_attempt AS ( \
        INSERT INTO signup_attempts (signup_id, user_id, display_name, locale, discoverable, client_hash) \
-       SELECT signup_id, id, display_name, locale, discoverable, $7 FROM u WHERE created) \
+       SELECT signup_id, id, display_name, locale, discoverable, $7 FROM u WHERE created), \
+     announced AS (",
+    platform::outbox_insert!(),
+    " SELECT $8, $9, $10, $11, $12, id FROM u WHERE created), \
+     keyed AS ( \
+       UPDATE idempotency_keys k SET user_id = u.id, signup_id = u.signup_id FROM u WHERE k.key = $13 AND u.created) \
      SELECT * FROM u"
 );
 const ADD_ATTEMPT_TO_USER: &str = concat!(
@@ -183,12 +190,18 @@ const USER_BY_EMAIL: &str = concat!("SELECT ", columns!(), " FROM users WHERE em
 pub(crate) type Announce<'a> = dyn Fn(&User, &Profile, bool) -> OutboxEvent + Send + Sync + 'a;
 
 /// Registers and announces one attempt in one transaction (see the `RegisterSignup` contract). The idempotency
-/// key is claimed first, so a concurrent request with the same key waits for this transaction.
+/// key is claimed first, so a concurrent request with the same key waits for this transaction. Without a key, a
+/// new account is one statement, atomic on its own: no transaction to open and commit around it.
 pub(crate) async fn register(
     pool: &PgPool,
     signup: &NewSignup,
     announce: &Announce<'_>,
 ) -> Result<Registered, StoreError> {
+    if signup.idempotency.is_none()
+        && let Created::New(user) = create_or_lock(&mut *pool.acquire().await?, signup, announce).await?
+    {
+        return Ok(Registered::Announced { user, existing: false });
+    }
     let mut tx = pool.begin().await?;
     if let Some(idempotency) = &signup.idempotency
         && let Some((user_id, signup_id)) = claim_key(&mut tx, idempotency, &signup.email, signup.key_ttl).await?
@@ -196,8 +209,8 @@ pub(crate) async fn register(
         tx.commit().await?;
         return Ok(Registered::Replayed { user_id, signup_id });
     }
-    let registered = add_attempt(&mut tx, signup, announce).await?;
-    if let Some(idempotency) = &signup.idempotency {
+    let (registered, keyed) = add_attempt(&mut tx, signup, announce).await?;
+    if let Some(idempotency) = signup.idempotency.as_ref().filter(|_| !keyed) {
         let user_id = match &registered {
             Registered::Announced { user, .. } => user.id,
             Registered::Dropped { user_id } | Registered::Replayed { user_id, .. } => *user_id,
@@ -220,46 +233,77 @@ struct UserCreated {
 
 platform::from_row!(UserCreated { created; flatten user });
 
-/// Creates the user or locks the existing one, then records and announces the attempt as the user's state allows.
-async fn add_attempt(
-    tx: &mut Transaction<'_, Postgres>,
-    signup: &NewSignup,
-    announce: &Announce<'_>,
-) -> Result<Registered, StoreError> {
+/// What [`create_or_lock`] found.
+enum Created {
+    /// A new user, registered whole: attempt, announcement and idempotency key.
+    New(User),
+    /// The user with the email, locked (until the transaction ends; at once without one): nothing written.
+    Existing(User),
+}
+
+/// Creates the user with its attempt, announcement and idempotency key, or locks the user with the email.
+async fn create_or_lock(conn: &mut PgConnection, signup: &NewSignup, announce: &Announce<'_>) -> sqlx::Result<Created> {
     let profile = &signup.profile;
-    let UserCreated { user, created } = sqlx::query_as(LOCK_OR_CREATE_USER)
-        .bind(Uuid::now_v7())
+    let id = Uuid::now_v7();
+    // What a new user is announced with, written only if the user is new (then its row is exactly this).
+    let now = Utc::now();
+    let new = User {
+        id,
+        email: signup.email.clone(),
+        display_name: profile.display_name.clone(),
+        locale: profile.locale.clone(),
+        discoverable: profile.discoverable,
+        status: "pending_verification".to_owned(),
+        signup_id: signup.signup_id,
+        created_at: now,
+        updated_at: now,
+        verified_at: None,
+    };
+    let event = announce(&new, profile, false);
+    let query = sqlx::query_as(LOCK_OR_CREATE_USER)
+        .bind(id)
         .bind(&signup.email)
         .bind(&profile.display_name)
         .bind(&profile.locale)
         .bind(profile.discoverable)
         .bind(signup.signup_id)
-        .bind(&signup.client_hash)
-        .fetch_one(&mut **tx)
-        .await?;
+        .bind(&signup.client_hash);
+    let key = signup.idempotency.as_ref().map(|idempotency| &idempotency.key);
+    let UserCreated { user, created } =
+        platform::outbox::bind_event(query, &event).bind(key).fetch_one(&mut *conn).await?;
+    Ok(if created { Created::New(user) } else { Created::Existing(user) })
+}
+
+/// Creates the user or locks the existing one, then records and announces the attempt as the user's state allows;
+/// whether the idempotency key was recorded with it.
+async fn add_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    signup: &NewSignup,
+    announce: &Announce<'_>,
+) -> Result<(Registered, bool), StoreError> {
+    let profile = &signup.profile;
+    let user = match create_or_lock(tx, signup, announce).await? {
+        Created::New(user) => return Ok((Registered::Announced { user, existing: false }, true)),
+        Created::Existing(user) => user,
+    };
     if user.status() == Status::Verified {
         platform::outbox::enqueue(tx, &announce(&user, profile, true)).await?;
-        return Ok(Registered::Announced { user, existing: true });
+        return Ok((Registered::Announced { user, existing: true }, false));
     }
-    let user = if created {
-        user
-    } else {
-        if !room_for_attempt(tx, user.id, signup).await? {
-            return Ok(Registered::Dropped { user_id: user.id });
-        }
-        let user: User = sqlx::query_as(ADD_ATTEMPT_TO_USER)
-            .bind(user.id)
-            .bind(signup.signup_id)
-            .bind(&profile.display_name)
-            .bind(&profile.locale)
-            .bind(profile.discoverable)
-            .fetch_one(&mut **tx)
-            .await?;
-        record_attempt(tx, user.id, signup).await?;
-        user
-    };
+    if !room_for_attempt(tx, user.id, signup).await? {
+        return Ok((Registered::Dropped { user_id: user.id }, false));
+    }
+    let user: User = sqlx::query_as(ADD_ATTEMPT_TO_USER)
+        .bind(user.id)
+        .bind(signup.signup_id)
+        .bind(&profile.display_name)
+        .bind(&profile.locale)
+        .bind(profile.discoverable)
+        .fetch_one(&mut **tx)
+        .await?;
+    record_attempt(tx, user.id, signup).await?;
     platform::outbox::enqueue(tx, &announce(&user, profile, false)).await?;
-    Ok(Registered::Announced { user, existing: false })
+    Ok((Registered::Announced { user, existing: false }, false))
 }
 
 /// Keeps the attempt's profile, for the verification that names it.

@@ -273,6 +273,54 @@ async fn the_relay_forgets_events_published_before_the_retention_and_keeps_every
     Ok(())
 }
 
+/// The relay's linger: the first event after a quiet spell goes out at once; the events written after it wait until
+/// `OUTBOX_LINGER_MS` after that batch began, and those written meanwhile go out together, in one batch (one
+/// transaction: one `published_at`). Every one of them is delivered.
+#[tokio::test]
+async fn events_written_while_the_relay_lingers_go_out_together_after_it() -> anyhow::Result<()> {
+    let linger = chrono::TimeDelta::milliseconds(1000);
+    let options = Options { env: vec![("user-metadata", "OUTBOX_LINGER_MS", "1000".to_owned())], ..Options::default() };
+    let stack = started(options).await?;
+    assert_eq!(stack.signup(&body(&unique_email("first"), PASSWORD), None).await?.status(), 202);
+    eventually(DELIVERY_TIMEOUT, || async {
+        anyhow::ensure!(outbox_count(&stack, true).await? == 0, "the first event is not published yet");
+        Ok(())
+    })
+    .await?;
+    let later = 3;
+    for i in 0..later {
+        let response = stack.signup(&body(&unique_email(&format!("later{i}")), PASSWORD), None).await?;
+        assert_eq!(response.status(), 202);
+    }
+    stack.wait_processed(SIGNED_UP, 1 + later).await?;
+
+    let mut outbox = stack.database("user-metadata").connect().await?;
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT created_at, published_at FROM outbox ORDER BY created_at")
+            .fetch_all(&mut outbox)
+            .await?;
+    assert_eq!(rows.len() as i64, 1 + later);
+    let first = rows[0].1;
+    // A batch's `published_at` is the time its transaction began: at most a round trip after the relay's clock
+    // for the linger started, hence the slack.
+    let slack = chrono::TimeDelta::milliseconds(300);
+    for (created, published) in &rows[1..] {
+        assert!(
+            *published - first >= linger - slack,
+            "written {created}, published {published}: within the linger of {first}"
+        );
+    }
+    // Written well within the linger (on a loaded machine maybe none is): committed before the next batch began,
+    // so all in it.
+    let within: Vec<_> =
+        rows[1..].iter().filter(|(created, _)| *created - first < linger / 2).map(|(_, p)| p).collect();
+    assert!(
+        within.windows(2).all(|pair| pair[0] == pair[1]),
+        "events written within the linger went out apart: {within:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn killing_the_relay_mid_stream_neither_loses_nor_duplicates_an_event() -> anyhow::Result<()> {
     let options = Options {

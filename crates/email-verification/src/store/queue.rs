@@ -35,6 +35,8 @@ pub(crate) struct Claim {
     pub(crate) superseded: usize,
     /// Whether the global budget, rather than `limit` or an empty queue, decided how much was claimed.
     pub(crate) budget_bound: bool,
+    /// Whether more mail was due than the claim took (the global budget aside): a slot freeing up has mail to take.
+    pub(crate) more_due: bool,
 }
 
 /// One row of a claim: a claimed mail, or none when nothing was claimed, with the budget left before the claim.
@@ -45,12 +47,13 @@ struct ClaimedRow {
     locale: Option<String>,
     attempts: Option<i32>,
     remaining: i64,
+    more_due: bool,
     /// The hash of the token issued for a verification mail; `None` when its account is no longer pending.
     token_hash: Option<Vec<u8>>,
     trace: TraceContext,
 }
 
-platform::from_row!(ClaimedRow { id, kind, recipient, locale, attempts, remaining, token_hash; flatten trace });
+platform::from_row!(ClaimedRow { id, kind, recipient, locale, attempts, remaining, more_due, token_hash; flatten trace });
 
 /// Claims up to `limit` due mails for one attempt each, no more than the global budget leaves of the last minute's
 /// `per_minute` attempts, and issues the token of each verification mail whose account is still pending (locking
@@ -79,9 +82,9 @@ pub(crate) async fn claim_due(
         .bind(reset_ttl.as_secs_f64())
         .fetch_all(pool)
         .await?;
-    let remaining = rows.first().map_or(0, |row| row.remaining);
+    let (remaining, more_due) = rows.first().map_or((0, false), |row| (row.remaining, row.more_due));
     let (mails, stale) = sort(rows, &tokens);
-    let mut claim = Claim { mails, ..Claim::default() };
+    let mut claim = Claim { mails, more_due, ..Claim::default() };
     claim.superseded = supersede(pool, &stale).await?;
     // The budget decided when it left less than was asked for, and the claim took all it left.
     let claimed = i64::try_from(claim.mails.len() + claim.superseded).unwrap_or(i64::MAX);
@@ -111,7 +114,8 @@ fn sort(rows: Vec<ClaimedRow>, tokens: &[Token]) -> (Vec<Claimed>, Vec<Uuid>) {
 
 /// The claim, in one statement: the budget left, the due mails locked and leased, the budget charged, each claimed
 /// verification mail's pending account locked and its token stored. Returns one row per claimed mail, or one
-/// without a mail when none was claimed.
+/// without a mail when none was claimed; each says whether more was due than the claim could take (the statement's
+/// snapshot still shows the mails it claims as due, so it looks past as many as it could take).
 const CLAIM: &str = "\
 WITH budget AS ( \
   SELECT greatest($3 - coalesce(sum(attempts), 0), 0) AS remaining \
@@ -138,7 +142,9 @@ issued AS ( \
   FROM numbered n JOIN unnest($5::bytea[]) WITH ORDINALITY AS t(hash, i) ON t.i = n.n \
   WHERE EXISTS (SELECT 1 FROM eligible e WHERE e.user_id = n.user_id AND e.verified = (n.kind = $7)) \
   RETURNING mail_id, token_hash) \
-SELECT c.id, c.kind, c.recipient, c.locale, c.attempts, b.remaining, i.token_hash, c.traceparent, c.tracestate \
+SELECT c.id, c.kind, c.recipient, c.locale, c.attempts, b.remaining, i.token_hash, c.traceparent, c.tracestate, \
+  EXISTS (SELECT 1 FROM mails WHERE status = 'pending' AND next_attempt_at <= now() \
+    OFFSET least($1, b.remaining)) AS more_due \
 FROM budget b LEFT JOIN claimed c ON true LEFT JOIN issued i ON i.mail_id = c.id";
 
 /// Marks verification mails whose account is no longer pending as superseded; returns how many.
