@@ -8,6 +8,7 @@ use proto::{
     events::v1::{SignupAttemptedForExistingAccount, UserSignedUp},
 };
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::{
     mail::Kind,
@@ -36,6 +37,12 @@ impl Handler for EventHandler {
 
     fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
         Ok(Event::decode(&envelope.kind, &envelope.data)?)
+    }
+
+    /// Every event here is about one user, whose lock the loop takes with the event's record: what `apply` reads
+    /// after it sees a deletion of the user that committed while it was awaited.
+    fn user(&self, event: &Event) -> Option<Uuid> {
+        event.user_id().and_then(|id| id.parse().ok())
     }
 
     /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.

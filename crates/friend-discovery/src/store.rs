@@ -29,9 +29,10 @@ pub(crate) enum Applied {
 }
 
 /// Applies a signup attempt: it waits as pending until its account is verified, or, if the verification through
-/// this very attempt arrived first, it fills in the member.
+/// this very attempt arrived first, it fills in the member. Every function here that applies an event runs under
+/// the user's lock, which the consumer loop took with the event's record, so a deletion and another event of the
+/// same user applied at the same moment cannot both miss each other.
 pub(crate) async fn signed_up(conn: &mut PgConnection, attempt: &SignedUp<'_>) -> sqlx::Result<Applied> {
-    platform::events::lock_user(conn, attempt.user_id).await?;
     let (deleted, verified, verified_through): (bool, bool, Option<Uuid>) = sqlx::query_as(SIGNED_UP)
         .bind(attempt.signup_id)
         .bind(attempt.user_id)
@@ -76,7 +77,7 @@ pub(crate) async fn verified(
     signup_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    if !lock_user(conn, user_id).await? {
+    if platform::events::was_deleted(conn, user_id).await? {
         return Ok(());
     }
     sqlx::query(
@@ -166,7 +167,7 @@ pub(crate) async fn discoverability(
     discoverable: bool,
     decided: Uuid,
 ) -> sqlx::Result<()> {
-    if !lock_user(conn, user_id).await? {
+    if platform::events::was_deleted(conn, user_id).await? {
         return Ok(());
     }
     sqlx::query(
@@ -186,19 +187,10 @@ pub(crate) async fn discoverability(
 
 /// Removes a member, their edges and their pending attempts for good: later events about them change nothing.
 pub(crate) async fn deleted(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    let _ = lock_user(conn, user_id).await?;
     platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM pending_signups WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM suggestion_budget WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM members WHERE user_id = $1").bind(user_id).execute(conn).await.map(drop)
-}
-
-/// Serialises the events of one user across consumers and replicas until the transaction ends, so a deletion
-/// and a signup applied at the same moment cannot both miss each other; then says whether the user is still
-/// there (not deleted). Two statements: the check must see what committed while the lock was awaited.
-async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
-    platform::events::lock_user(conn, user_id).await?;
-    Ok(!platform::events::was_deleted(conn, user_id).await?)
 }
 
 /// Where a page of suggestions starts: after this position in the order (mutual, user id, both descending).

@@ -230,26 +230,37 @@ async fn relay_on(
         if published == settings.batch_size as usize {
             continue;
         }
-        tokio::select! {
-            notification = listener.recv() => { notification.context("outbox notifications")?; }
-            () = tokio::time::sleep(settings.poll_interval) => {}
-            () = cancel.cancelled() => {
-                let _ = channel.close(200, "shutting down".into()).await;
-                return Ok(());
-            }
-        }
-        let lingering = settings.linger.saturating_sub(began.elapsed());
-        if published > 0 && !crate::backoff::pause(lingering, cancel).await {
+        let linger = if published > 0 { settings.linger.saturating_sub(began.elapsed()) } else { Duration::ZERO };
+        if !next_batch(&mut listener, settings.poll_interval, linger, cancel).await? {
             let _ = channel.close(200, "shutting down".into()).await;
             return Ok(());
         }
-        // The next batch takes every event announced so far: their notifications would only wake the relay again.
-        while let Some(notification) = listener.try_recv().now_or_never() {
-            if notification.context("outbox notifications")?.is_none() {
-                break;
-            }
+    }
+}
+
+/// Waits for the next batch: a notification or the next poll, then `linger`; false when cancelled. The next batch
+/// takes every event announced by then, so the notifications already received are dropped: they would only wake the
+/// relay again to find nothing.
+async fn next_batch(
+    listener: &mut PgListener,
+    poll_interval: Duration,
+    linger: Duration,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    tokio::select! {
+        notification = listener.recv() => { notification.context("outbox notifications")?; }
+        () = tokio::time::sleep(poll_interval) => {}
+        () = cancel.cancelled() => return Ok(false),
+    }
+    if !crate::backoff::pause(linger, cancel).await {
+        return Ok(false);
+    }
+    while let Some(notification) = listener.try_recv().now_or_never() {
+        if notification.context("outbox notifications")?.is_none() {
+            break;
         }
     }
+    Ok(true)
 }
 
 struct Row {

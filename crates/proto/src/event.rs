@@ -55,6 +55,19 @@ impl Event {
             other => Self::Unknown(other.to_owned()),
         })
     }
+
+    /// The `user_id` of the user the event is about, as it was sent (`None` for a type this build does not know).
+    pub fn user_id(&self) -> Option<&str> {
+        Some(match self {
+            Self::UserSignedUp(event) => &event.user_id,
+            Self::SignupAttemptedForExistingAccount(event) => &event.user_id,
+            Self::EmailVerified(event) => &event.user_id,
+            Self::DiscoverabilityChanged(event) => &event.user_id,
+            Self::UserDeleted(event) => &event.user_id,
+            Self::PasswordChanged(event) => &event.user_id,
+            Self::Unknown(_) => return None,
+        })
+    }
 }
 
 impl Event {

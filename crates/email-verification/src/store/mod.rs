@@ -77,9 +77,8 @@ pub(crate) async fn signed_up(
     attempt: &SignedUp<'_>,
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
-    // Nothing for a user deleted before this (late or redelivered) event: after the user's lock, the insert sees
-    // the tombstone and selects no row.
-    platform::events::lock_user(conn, attempt.user_id).await?;
+    // Nothing for a user deleted before this (late or redelivered) event: after the user's lock (the consumer loop
+    // took it with the event's record), the insert sees the tombstone and selects no row.
     let pending: Option<bool> = sqlx::query_scalar(RECORD_ATTEMPT)
         .bind(attempt.user_id)
         .bind(attempt.email)
@@ -112,11 +111,11 @@ pub(crate) async fn existing_account(
     budget: MailBudget,
 ) -> sqlx::Result<Queued> {
     // Nothing for a user deleted before this (late, redelivered or replayed) event: no mail to a deleted account.
-    if let Some(user_id) = mail.user_id {
-        platform::events::lock_user(conn, user_id).await?;
-        if platform::events::was_deleted(conn, user_id).await? {
-            return Ok(Queued::NotNeeded);
-        }
+    // The consumer loop took the user's lock with the event's record.
+    if let Some(user_id) = mail.user_id
+        && platform::events::was_deleted(conn, user_id).await?
+    {
+        return Ok(Queued::NotNeeded);
     }
     lock_address(conn, mail.recipient).await?;
     let due: bool = sqlx::query_scalar(
@@ -341,8 +340,8 @@ pub(crate) async fn password_changed(
     user_id: Uuid,
     changed_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Queued> {
-    // After the user's lock, a deletion applied at the same moment has removed the account the notice is for.
-    platform::events::lock_user(conn, user_id).await?;
+    // After the user's lock (the consumer loop took it with the event's record), a deletion applied at the same
+    // moment has removed the account the notice is for.
     end_reset_links(conn, user_id, changed_at, None).await?;
     let account: Option<(String, String)> = sqlx::query_as(
         "SELECT email, locale FROM accounts WHERE user_id = $1 AND verified_at IS NOT NULL \
@@ -630,8 +629,8 @@ pub(crate) async fn mark_verified(
 }
 
 /// Removes everything held about a user (account, queued and logged mail, tokens) and remembers the removal.
+/// The caller holds the user's lock (the consumer loop took it with the event's record).
 pub(crate) async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
-    platform::events::lock_user(conn, user_id).await?;
     platform::events::remember_deleted(conn, user_id).await?;
     sqlx::query("DELETE FROM mails WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;

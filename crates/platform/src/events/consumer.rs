@@ -61,6 +61,12 @@ pub trait Handler: Send + Sync + 'static {
         event: Self::Event,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
+    /// The user `event` is about, if any: the loop takes the user's lock in the statement that records the event
+    /// ([`record_once`]), before [`Self::apply`], which then need not take it.
+    fn user(&self, _event: &Self::Event) -> Option<uuid::Uuid> {
+        None
+    }
+
     /// Whether applying `event` again does nothing more (a deletion): such an event is applied even when it is older
     /// than the dedup window, where its record may be forgotten, instead of being dead-lettered. A deletion that
     /// waited out the window (a subscriber down for a month, a dead letter replayed late) must still delete.
@@ -282,7 +288,7 @@ impl<H: Handler> Applier<'_, H> {
 
     /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
     async fn apply_recorded(&self, tx: &mut PgConnection, item: &Work<H::Event>) -> Result<bool, HandleError> {
-        if !record_once(tx, &item.envelope).await.map_err(transient)? {
+        if !record_once(tx, &item.envelope, self.handler.user(&item.event)).await.map_err(transient)? {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(false);
         }

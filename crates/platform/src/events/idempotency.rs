@@ -5,15 +5,21 @@ use super::{Envelope, HandleError};
 
 /// Records `envelope` as processed in `conn`'s transaction. Returns false when it was processed before: the caller
 /// must then apply nothing. The effect and this record commit together.
-pub async fn record_once(conn: &mut sqlx::PgConnection, envelope: &Envelope) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(envelope.id)
-    .bind(&envelope.kind)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+///
+/// When the event is about a `user`, the same statement takes the user's lock, held until the transaction ends: a
+/// subscriber's deletion of the user and whatever another event would write about them take it in turn, across
+/// consumers and replicas, so neither misses the other. What is read after it, in a later statement, sees a deletion
+/// that committed while it was awaited. (The lock functions are strict: without a user nothing is locked.)
+pub async fn record_once(
+    conn: &mut sqlx::PgConnection,
+    envelope: &Envelope,
+    user: Option<uuid::Uuid>,
+) -> sqlx::Result<bool> {
+    let sql = "WITH recorded AS ( \
+                 INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING 1) \
+               SELECT EXISTS (SELECT 1 FROM recorded), pg_advisory_xact_lock(hashtextextended($3::text, 0))";
+    sqlx::query_scalar(sql).bind(envelope.id).bind(&envelope.kind).bind(user).fetch_one(conn).await
 }
 
 /// The most records [`forget_processed`] deletes in one statement.
@@ -45,14 +51,6 @@ pub(super) async fn forget_processed(pool: &sqlx::PgPool, keep: std::time::Durat
 /// arrive later (a redelivered or late signup) must change nothing.
 pub async fn remember_deleted(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {
     let sql = "INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING";
-    sqlx::query(sql).bind(user_id).execute(conn).await.map(drop)
-}
-
-/// The lock on a user, held until the transaction ends: a subscriber's deletion of the user and whatever another
-/// event would write about them take it in turn, across consumers and replicas, so neither misses the other. What
-/// is read after it, in a later statement, sees a deletion that committed while it was awaited.
-pub async fn lock_user(conn: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {
-    let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))";
     sqlx::query(sql).bind(user_id).execute(conn).await.map(drop)
 }
 

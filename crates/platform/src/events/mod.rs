@@ -9,5 +9,5 @@ mod topology;
 pub use consumer::{ConsumerStatus, HandleError, Handler, consume};
 pub(crate) use envelope::text;
 pub use envelope::{CONTENT_TYPE, Envelope};
-pub use idempotency::{lock_user, record_once, remember_deleted, transient, uuid_field, was_deleted};
+pub use idempotency::{record_once, remember_deleted, transient, uuid_field, was_deleted};
 pub use topology::{Subscription, declare_exchange, declare_subscription};
