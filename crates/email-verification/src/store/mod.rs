@@ -52,10 +52,20 @@ pub(crate) struct SignedUp<'a> {
     pub(crate) client_hash: &'a [u8],
 }
 
+/// The expression that takes the lock on the budget of the mailbox of `$recipient` (a statement parameter), held
+/// until the transaction ends: [`lock_address`], or a statement that takes it on the way.
+macro_rules! address_lock {
+    ($recipient:literal) => {
+        concat!("pg_advisory_xact_lock(hashtextextended('mail budget ' || mailbox(", $recipient, "), 0))")
+    };
+}
+
 /// Records a UserSignedUp's account (`$1` user, `$2` email, `$3` locale; `$4`, the attempt, becomes its newest if it
 /// is newer, and the account's language then the attempt's) and, while it is pending, the attempt; whether it is
-/// pending. No row for a user deleted before (a tombstone).
-const RECORD_ATTEMPT: &str = "WITH account AS ( \
+/// pending, with the address's budget locked (a round trip less than locking it after). No row for a user deleted
+/// before (a tombstone).
+const RECORD_ATTEMPT: &str = concat!(
+    "WITH account AS ( \
        INSERT INTO accounts (user_id, email, display_name, locale, signup_id) \
        SELECT $1, $2, '', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $1) \
        ON CONFLICT (user_id) DO UPDATE SET \
@@ -66,7 +76,10 @@ const RECORD_ATTEMPT: &str = "WITH account AS ( \
      attempt AS ( \
        INSERT INTO confirm_tries (signup_id, user_id, tries, locale) SELECT $4, $1, 0, $3 FROM account \
        WHERE pending ON CONFLICT (signup_id) DO NOTHING) \
-     SELECT pending FROM account";
+     SELECT pending, ",
+    address_lock!("$2"),
+    " FROM account"
+);
 
 /// Applies a UserSignedUp: records the account (its newest attempt) and, unless it is verified or deleted, the
 /// attempt (a resend names it) and queues its verification mail `mail_id` within the address's budget. Earlier
@@ -89,6 +102,7 @@ pub(crate) async fn signed_up(
     if pending != Some(true) {
         return Ok(Queued::NotNeeded);
     }
+    // Under the address's lock, taken with the attempt.
     let mail = NewMail {
         id: mail_id,
         kind: Kind::Verification,
@@ -98,7 +112,7 @@ pub(crate) async fn signed_up(
         signup_id: Some(attempt.signup_id),
         client_hash: attempt.client_hash,
     };
-    queue_within_budget(conn, &mail, budget).await
+    Ok(if insert_mail(conn, &mail, Some(budget)).await? { Queued::Yes } else { Queued::OverBudget })
 }
 
 /// Applies a SignupAttemptedForExistingAccount: queues the notice `mail_id`, at most one per address per
@@ -381,12 +395,6 @@ pub(crate) async fn account_deleted(pool: &PgPool, recipient: &str, locale: &str
     Ok(Queued::Yes)
 }
 
-/// Queues `mail` if one more to its recipient stays within the address's budget, under the address's lock.
-async fn queue_within_budget(conn: &mut PgConnection, mail: &NewMail<'_>, budget: MailBudget) -> sqlx::Result<Queued> {
-    lock_address(conn, mail.recipient).await?;
-    Ok(if insert_mail(conn, mail, Some(budget)).await? { Queued::Yes } else { Queued::OverBudget })
-}
-
 /// The address's budget, in one place: a query whose `within` says whether one more mail to the recipient's mailbox
 /// stays within the hourly and daily limits, counted over the mail queued to that mailbox (every spelling of it:
 /// the database's `mailbox()` drops `+tags` and Gmail's dots) in the last hour and day, of which a known client's
@@ -450,11 +458,7 @@ async fn count_budget(
 /// The lock on a mailbox's budget, held until the transaction ends; what is counted after it, in a later
 /// statement, sees every mail queued by whoever held it before.
 async fn lock_address(conn: &mut PgConnection, recipient: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mail budget ' || mailbox($1), 0))")
-        .bind(recipient)
-        .execute(conn)
-        .await
-        .map(drop)
+    sqlx::query(concat!("SELECT ", address_lock!("$1"))).bind(recipient).execute(conn).await.map(drop)
 }
 
 /// Queues a mail with the current trace context (its send continues the trace); the table's trigger wakes the
