@@ -233,7 +233,7 @@ platform::from_row!(UserCreated { created; flatten user });
 enum Created {
     /// A new user, registered whole: attempt, announcement and idempotency key.
     New(User),
-    /// The user with the email, locked until the transaction ends: nothing written.
+    /// The user with the email, locked until the transaction ends: nothing about it changed.
     Existing(User),
 }
 
@@ -241,7 +241,8 @@ enum Created {
 async fn create_or_lock(conn: &mut PgConnection, signup: &NewSignup, announce: &Announce<'_>) -> sqlx::Result<Created> {
     let profile = &signup.profile;
     let id = Uuid::now_v7();
-    // What a new user is announced with, written only if the user is new (then its row is exactly this).
+    // What a new user is announced with, written only if the user is new: then its row is this (its times aside,
+    // which no event carries).
     let now = Utc::now();
     let new = User {
         id,
