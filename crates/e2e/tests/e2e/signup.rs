@@ -6,7 +6,7 @@ use std::time::Duration;
 use e2e::{
     broker::{Tap, publish},
     poll::eventually,
-    stack::{DELIVERY_TIMEOUT, Options, SUBSCRIBERS, Stack, subscribers_of},
+    stack::{DELIVERY_TIMEOUT, Options, SUBSCRIBERS, Stack, subscribers_of, var},
 };
 use prost::Message as _;
 use proto::events::v1::UserSignedUp;
@@ -395,6 +395,43 @@ async fn a_redelivered_event_has_no_second_effect() -> anyhow::Result<()> {
         assert_eq!(stack.processed(subscriber, None).await?, 1, "{subscriber} applied the redelivery");
     }
     tap.close().await;
+    Ok(())
+}
+
+/// A consumer's batch is recorded in one statement (`record_once`): an event is new once, the first time it appears
+/// in the batch or in any batch before, and the users its events are about stay locked until the transaction ends.
+#[tokio::test]
+async fn a_batch_records_each_event_once_and_locks_its_users_until_it_commits() -> anyhow::Result<()> {
+    let topology = e2e::broker::TestTopology::new();
+    let database = e2e::database::TestDatabase::create("friend-discovery").await?;
+    let mut env = vec![var("DATABASE_URL", database.url()), var("AMQP_URL", e2e::backing::amqp_url())];
+    env.extend(topology.env("friend-discovery"));
+    let migrated = e2e::process::ServiceProcess::run("friend-discovery", &["migrate"], &env).await?;
+    anyhow::ensure!(migrated.status.success(), "migrate: {:?}", migrated.stderr);
+    let event = || platform::events::Envelope {
+        id: uuid::Uuid::now_v7(),
+        kind: SIGNED_UP.to_owned(),
+        source: "/e2e".to_owned(),
+        time: chrono::Utc::now(),
+        data: Vec::new(),
+        trace: platform::propagation::TraceContext::default(),
+    };
+    let (first, second, third, user) = (event(), event(), event(), uuid::Uuid::now_v7());
+    let user_locked = "SELECT NOT pg_try_advisory_xact_lock(hashtextextended($1::text, 0))";
+    let (mut consumer, mut other) = (database.connect().await?, database.connect().await?);
+
+    sqlx::query("BEGIN").execute(&mut consumer).await?;
+    let batch = [(&first, Some(user)), (&second, None), (&first, Some(user))];
+    let new = platform::events::record_once(&mut consumer, &batch).await?;
+    assert_eq!(new, [true, true, false], "an event twice in one batch is new the first time only");
+    let locked: bool = sqlx::query_scalar(user_locked).bind(user).fetch_one(&mut other).await?;
+    assert!(locked, "the batch's user is not locked while its transaction is open");
+    sqlx::query("COMMIT").execute(&mut consumer).await?;
+    let locked: bool = sqlx::query_scalar(user_locked).bind(user).fetch_one(&mut other).await?;
+    assert!(!locked, "the user is still locked after the commit");
+
+    let new = platform::events::record_once(&mut consumer, &[(&second, None), (&third, Some(user))]).await?;
+    assert_eq!(new, [false, true], "an event recorded by an earlier batch is new again");
     Ok(())
 }
 

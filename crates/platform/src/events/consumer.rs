@@ -1,8 +1,9 @@
 //! The consumer loop. Deliveries already prefetched are applied together: one transaction records every event of
-//! the batch as processed and applies its effect, and one multiple-ack settles the batch after the commit. Nothing
-//! is acked before its effect is committed, and a redelivered event finds its record and changes nothing. When a
-//! batch fails, its events are applied one at a time, so one event's failure is that event's alone: a poison event
-//! is dead-lettered, a transient failure is retried in place with backoff, holding the message.
+//! the batch as processed (in its first statement) and applies their effects, and one multiple-ack settles the
+//! batch after the commit. Nothing is acked before its effect is committed, and a redelivered event finds its
+//! record and changes nothing. When a batch fails, its events are applied one at a time, so one event's failure is
+//! that event's alone: a poison event is dead-lettered, a transient failure is retried in place with backoff,
+//! holding the message.
 //!
 //! Records are kept for the subscription's dedup window (and an hour for the clocks), then forgotten: an event
 //! older than the window that finds no record of itself is dead-lettered instead of applied (a redelivery that
@@ -252,16 +253,17 @@ impl<H: Handler> Applier<'_, H> {
         Ok(())
     }
 
-    /// Applies every event of `work` in one transaction, each recorded as processed in it.
+    /// Applies every event of `work` in one transaction, which records them all as processed in its first statement.
     async fn apply_together(&self, work: &[Work<H::Event>]) -> anyhow::Result<()> {
         let (start, mut tx) = (Instant::now(), self.pool.begin().await?);
-        let mut outcomes = Vec::with_capacity(work.len());
-        for item in work {
+        let events: Vec<_> = work.iter().map(|item| (&item.envelope, self.handler.user(&item.event))).collect();
+        let new = record_once(&mut tx, &events).await?;
+        for (item, &new) in work.iter().zip(&new) {
             let span = event_span(&item.envelope, &item.delivery);
-            outcomes.push(self.apply_recorded(&mut tx, item).instrument(span).await?);
+            self.apply_if_new(&mut tx, item, new).instrument(span).await?;
         }
         tx.commit().await?;
-        for (item, new) in work.iter().zip(outcomes) {
+        for (item, new) in work.iter().zip(new) {
             self.count(&item.envelope.kind, if new { "applied" } else { "duplicate" });
             self.observe(&item.envelope, start);
         }
@@ -286,11 +288,11 @@ impl<H: Handler> Applier<'_, H> {
         metrics::histogram!("event_age_seconds", &labels).record(envelope.age().as_secs_f64());
     }
 
-    /// Records the event and applies it in `tx`, unless it was applied before; returns whether it was new.
-    async fn apply_recorded(&self, tx: &mut PgConnection, item: &Work<H::Event>) -> Result<bool, HandleError> {
-        if !record_once(tx, &item.envelope, self.handler.user(&item.event)).await.map_err(transient)? {
+    /// Applies the event in `tx`, which recorded it, if it is `new`.
+    async fn apply_if_new(&self, tx: &mut PgConnection, item: &Work<H::Event>, new: bool) -> Result<(), HandleError> {
+        if !new {
             tracing::info!("event already applied; acknowledging the redelivery");
-            return Ok(false);
+            return Ok(());
         }
         // Not recorded, and older than the window: it may have been applied and its record forgotten. Checked here,
         // in the transaction that would record it, so no retry in place can carry it past the window unseen.
@@ -299,7 +301,7 @@ impl<H: Handler> Applier<'_, H> {
         }
         self.handler.apply(tx, &item.envelope, item.event.clone()).await?;
         tracing::info!("event applied");
-        Ok(true)
+        Ok(())
     }
 
     /// One event on its own, in its own transaction: acked after the commit, dead-lettered if it can never be applied,
@@ -346,7 +348,9 @@ impl<H: Handler> Applier<'_, H> {
 
     async fn apply_alone(&self, item: &Work<H::Event>) -> Result<(), HandleError> {
         let (start, mut tx) = (Instant::now(), self.pool.begin().await.map_err(transient)?);
-        let new = self.apply_recorded(&mut tx, item).await?;
+        let recorded = record_once(&mut tx, &[(&item.envelope, self.handler.user(&item.event))]).await;
+        let new = recorded.map_err(transient)?.first().copied().unwrap_or(false);
+        self.apply_if_new(&mut tx, item, new).await?;
         tx.commit().await.map_err(transient)?;
         self.count(&item.envelope.kind, if new { "applied" } else { "duplicate" });
         self.observe(&item.envelope, start);

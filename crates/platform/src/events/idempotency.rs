@@ -3,23 +3,35 @@
 
 use super::{Envelope, HandleError};
 
-/// Records `envelope` as processed in `conn`'s transaction. Returns false when it was processed before: the caller
-/// must then apply nothing. The effect and this record commit together.
+/// Records the events of a batch as processed in `conn`'s transaction, in one statement; returns, in order, whether
+/// each is new. The caller must apply nothing of one that is not: it was processed before (or earlier in the
+/// batch). The effects and these records commit together.
 ///
-/// When the event is about a `user`, the same statement takes the user's lock, held until the transaction ends: a
-/// subscriber's deletion of the user and whatever another event would write about them take it in turn, across
-/// consumers and replicas, so neither misses the other. What is read after it, in a later statement, sees a deletion
-/// that committed while it was awaited. (The lock functions are strict: without a user nothing is locked.)
+/// Each event may be about a user: the same statement takes those users' locks, in one order (so two batches never
+/// wait on each other), held until the transaction ends. A subscriber's deletion of a user and whatever another
+/// event would write about them take it in turn, across consumers and replicas, so neither misses the other. What
+/// is read after it, in a later statement, sees a deletion that committed while it was awaited.
 pub async fn record_once(
     conn: &mut sqlx::PgConnection,
-    envelope: &Envelope,
-    user: Option<uuid::Uuid>,
-) -> sqlx::Result<bool> {
+    events: &[(&Envelope, Option<uuid::Uuid>)],
+) -> sqlx::Result<Vec<bool>> {
     let sql = "WITH recorded AS ( \
-                 INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) \
-                 ON CONFLICT (event_id) DO NOTHING RETURNING 1) \
-               SELECT EXISTS (SELECT 1 FROM recorded), pg_advisory_xact_lock(hashtextextended($3::text, 0))";
-    sqlx::query_scalar(sql).bind(envelope.id).bind(&envelope.kind).bind(user).fetch_one(conn).await
+                 INSERT INTO processed_events (event_id, event_type) SELECT * FROM unnest($1::uuid[], $2::text[]) \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id), \
+               locked AS ( \
+                 SELECT count(pg_advisory_xact_lock(hashtextextended(u::text, 0))) AS users \
+                 FROM (SELECT DISTINCT u FROM unnest($3::uuid[]) AS u WHERE u IS NOT NULL ORDER BY u) AS ordered) \
+               SELECT array(SELECT event_id FROM recorded) FROM locked";
+    let ids: Vec<_> = events.iter().map(|(envelope, _)| envelope.id).collect();
+    let kinds: Vec<_> = events.iter().map(|(envelope, _)| envelope.kind.as_str()).collect();
+    let users: Vec<_> = events.iter().map(|(_, user)| *user).collect();
+    let mut recorded: Vec<uuid::Uuid> =
+        sqlx::query_scalar(sql).bind(&ids).bind(&kinds).bind(&users).fetch_one(conn).await?;
+    // An id twice in one batch is new once, the first time.
+    Ok(ids
+        .iter()
+        .map(|id| recorded.iter().position(|r| r == id).map(|at| recorded.swap_remove(at)).is_some())
+        .collect())
 }
 
 /// The most records [`forget_processed`] deletes in one statement.
