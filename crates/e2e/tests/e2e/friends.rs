@@ -264,6 +264,36 @@ async fn processed(stack: &Stack, id: uuid::Uuid) -> anyhow::Result<()> {
     .await
 }
 
+/// A consumer's batch waits `EVENTS_BATCH_LINGER_MS` after its first delivery: events published apart within it are
+/// applied in one transaction (one `processed_at`: the transaction's time), and one published once that batch is
+/// applied goes in another.
+#[tokio::test]
+async fn events_arriving_within_the_batch_linger_are_applied_in_one_transaction() -> anyhow::Result<()> {
+    let env = vec![("friend-discovery", "EVENTS_BATCH_LINGER_MS", "1000".to_owned())];
+    let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
+    stack.wait_ready().await?;
+    let deleted = || UserDeleted { user_id: uuid::Uuid::now_v7().to_string(), ..Default::default() }.encode_to_vec();
+
+    let first = announce(&stack, proto::Event::USER_DELETED, deleted()).await?;
+    // Apart, and well within the linger: what the test is about, not a wait for something to happen.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = announce(&stack, proto::Event::USER_DELETED, deleted()).await?;
+    processed(&stack, second).await?;
+    let third = announce(&stack, proto::Event::USER_DELETED, deleted()).await?;
+    processed(&stack, third).await?;
+
+    let mut db = stack.database("friend-discovery").connect().await?;
+    let applied: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT processed_at FROM processed_events WHERE event_id = ANY($1) ORDER BY event_id")
+            .bind([first, second, third])
+            .fetch_all(&mut db)
+            .await?;
+    assert_eq!(applied.len(), 3);
+    assert_eq!(applied[0], applied[1], "published 200 ms apart, within the linger, and applied apart");
+    assert!(applied[2] > applied[1], "published after the batch was applied, and applied with it");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_verification_that_overtakes_its_signup_is_kept_and_a_deleted_user_disappears() -> anyhow::Result<()> {
     let stack = started().await?;

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
@@ -182,11 +182,13 @@ async fn consume_on<H: Handler>(
             }
         };
         let mut batch = vec![first.context("the consumer was cancelled by the broker")??];
-        // Whatever the broker has already sent joins the batch, without waiting for more.
+        // What arrives within the linger joins the batch (with none, what the broker has already sent): the events
+        // a relay published together arrive a little apart. At most a second, so a shutdown waits no longer for it.
+        let until = tokio::time::Instant::now() + subscription.batch_linger;
         while batch.len() < usize::from(subscription.prefetch) {
-            match deliveries.next().now_or_never() {
-                Some(Some(delivery)) => batch.push(delivery?),
-                _ => break,
+            match tokio::time::timeout_at(until, deliveries.next()).await {
+                Ok(Some(delivery)) => batch.push(delivery?),
+                Ok(None) | Err(_) => break,
             }
         }
         applier.process_batch(batch).await?;

@@ -31,6 +31,9 @@ pub struct Subscription {
     pub delivery_limit: u32,
     /// Unacked messages in flight to one consumer.
     pub prefetch: u16,
+    /// How long a batch, once its first delivery is in, waits for more (up to `prefetch`): the events a relay
+    /// published together reach a consumer a little apart, and a batch applies them in one transaction.
+    pub batch_linger: std::time::Duration,
     /// The event types (`cloudEvents_type`) the subscriber acts on: the only ones routed to its queue.
     pub types: &'static [&'static str],
     /// How long the subscriber remembers that it applied an event: a redelivery within it changes nothing, an event
@@ -130,14 +133,16 @@ pub async fn declare_subscription(settings: &AmqpSettings, subscription: &Subscr
 const MAX_DEDUP_WINDOW_HOURS: u32 = 87_600;
 
 /// How a subscriber consumes: `EVENTS_QUEUE` (default `<service>.signup-events`), `EVENTS_DELIVERY_LIMIT`
-/// (10 deliveries before dead-lettering), `EVENTS_PREFETCH` (16 unacked messages in flight) and
-/// `EVENTS_DEDUP_WINDOW_HOURS` (720: 30 days).
+/// (10 deliveries before dead-lettering), `EVENTS_PREFETCH` (16 unacked messages in flight),
+/// `EVENTS_BATCH_LINGER_MS` (5, at most 1000: how long a batch waits for more deliveries after its first; 0 takes
+/// only those already in) and `EVENTS_DEDUP_WINDOW_HOURS` (720: 30 days).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 struct RawSubscription {
     events_queue: Option<String>,
     events_delivery_limit: std::num::NonZeroU32,
     events_prefetch: std::num::NonZeroU16,
+    events_batch_linger_ms: u64,
     events_dedup_window_hours: std::num::NonZeroU32,
 }
 
@@ -147,6 +152,7 @@ impl Default for RawSubscription {
             events_queue: None,
             events_delivery_limit: std::num::NonZeroU32::MIN.saturating_add(9),
             events_prefetch: std::num::NonZeroU16::MIN.saturating_add(15),
+            events_batch_linger_ms: 5,
             events_dedup_window_hours: std::num::NonZeroU32::MIN.saturating_add(719),
         }
     }
@@ -160,11 +166,15 @@ impl Subscription {
         if raw.events_dedup_window_hours.get() > MAX_DEDUP_WINDOW_HOURS {
             return Err(SettingsError::invalid("EVENTS_DEDUP_WINDOW_HOURS", "at most 87600 (ten years)"));
         }
+        if raw.events_batch_linger_ms > 1000 {
+            return Err(SettingsError::invalid("EVENTS_BATCH_LINGER_MS", "at most 1000"));
+        }
         Ok(Self {
             exchange: amqp.events_exchange.clone(),
             queue: raw.events_queue.unwrap_or_else(|| format!("{service}.signup-events")),
             delivery_limit: raw.events_delivery_limit.get(),
             prefetch: raw.events_prefetch.get(),
+            batch_linger: std::time::Duration::from_millis(raw.events_batch_linger_ms),
             types,
             dedup_window: std::time::Duration::from_secs(u64::from(raw.events_dedup_window_hours.get()) * 3600),
         })
