@@ -7,8 +7,8 @@ use super::{Envelope, HandleError};
 /// each is new. The caller must apply nothing of one that is not: it was processed before (or earlier in the
 /// batch). The effects and these records commit together.
 ///
-/// Each event may be about a user: the same statement takes those users' locks, in one order (so two batches never
-/// wait on each other), held until the transaction ends. A subscriber's deletion of a user and whatever another
+/// Each event may be about a user: the same statement takes those users' locks, in one order (two batches sharing
+/// users take them in turn, never each holding what the other awaits), held until the transaction ends. A subscriber's deletion of a user and whatever another
 /// event would write about them take it in turn, across consumers and replicas, so neither misses the other. What
 /// is read after it, in a later statement, sees a deletion that committed while it was awaited.
 pub async fn record_once(
