@@ -8,7 +8,6 @@ use proto::{
     events::v1::{SignupAttemptedForExistingAccount, UserSignedUp},
 };
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{
     mail::Kind,
@@ -33,23 +32,6 @@ pub(crate) const EVENTS: &[&str] = &[
 ];
 
 impl Handler for EventHandler {
-    type Event = Event;
-
-    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
-        Ok(Event::decode(&envelope.kind, &envelope.data)?)
-    }
-
-    /// Every event here is about one user, whose lock the loop takes with the event's record: what `apply` reads
-    /// after it sees a deletion of the user that committed while it was awaited.
-    fn user(&self, event: &Event) -> Option<Uuid> {
-        event.user_id().and_then(|id| id.parse().ok())
-    }
-
-    /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.
-    fn applies_twice_harmlessly(&self, event: &Event) -> bool {
-        matches!(event, Event::UserDeleted(_))
-    }
-
     async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
             Event::UserSignedUp(event) => self.signed_up(tx, envelope, &event).await?,

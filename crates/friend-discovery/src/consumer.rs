@@ -7,7 +7,6 @@
 use platform::events::{Envelope, HandleError, Handler, transient, uuid_field as uuid};
 use proto::Event;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::store::{self, SignedUp};
 
@@ -20,23 +19,6 @@ pub(crate) const EVENTS: &[&str] =
     &[Event::USER_SIGNED_UP, Event::EMAIL_VERIFIED, Event::DISCOVERABILITY_CHANGED, Event::USER_DELETED];
 
 impl Handler for EventHandler {
-    type Event = Event;
-
-    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
-        Ok(Event::decode(&envelope.kind, &envelope.data)?)
-    }
-
-    /// Every event here is about one user, whose lock the loop takes with the event's record: what `apply` reads
-    /// after it sees a deletion of the user that committed while it was awaited.
-    fn user(&self, event: &Event) -> Option<Uuid> {
-        event.user_id().and_then(|id| id.parse().ok())
-    }
-
-    /// A deletion deletes what is there and remembers it was deleted: the second time finds nothing more to do.
-    fn applies_twice_harmlessly(&self, event: &Event) -> bool {
-        matches!(event, Event::UserDeleted(_))
-    }
-
     async fn apply(&self, tx: &mut PgConnection, envelope: &Envelope, event: Event) -> Result<(), HandleError> {
         match event {
             Event::UserSignedUp(event) => {

@@ -20,12 +20,6 @@ pub(crate) const EVENTS: &[&str] =
     &[Event::EMAIL_VERIFIED, Event::SIGNUP_ATTEMPTED_FOR_EXISTING_ACCOUNT, Event::USER_DELETED];
 
 impl Handler for EventHandler {
-    type Event = Event;
-
-    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Event> {
-        Ok(Event::decode(&envelope.kind, &envelope.data)?)
-    }
-
     /// A deletion deletes what is there, by the user's and its attempts' ids: the second time finds nothing to do.
     fn applies_twice_harmlessly(&self, event: &Event) -> bool {
         matches!(event, Event::UserDeleted(_) | Event::SignupAttemptedForExistingAccount(_))

@@ -25,6 +25,7 @@ use lapin::{
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+use proto::Event;
 use uuid::Uuid;
 
 use super::{Envelope, Subscription, idempotency::forget_processed, record_once, transient};
@@ -48,31 +49,27 @@ pub enum HandleError {
 /// Applies events of the types it acts on to one database. The loop records each event as processed in the same
 /// transaction as its effect, commits, and only then acks: a handler only says what an event does.
 pub trait Handler: Send + Sync + 'static {
-    /// An event of a type this subscriber acts on, decoded.
-    type Event: Clone + Send + Sync;
-
-    /// Decodes an event this subscriber acts on; an error means it can never be applied.
-    fn decode(&self, envelope: &Envelope) -> anyhow::Result<Self::Event>;
-
     /// Applies one event in `tx`, the transaction that also records it.
     fn apply(
         &self,
         tx: &mut PgConnection,
         envelope: &Envelope,
-        event: Self::Event,
+        event: Event,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
-    /// The user `event` is about, if any: the loop takes the user's lock in the statement that records the event
-    /// ([`record_once`]), before [`Self::apply`], which then need not take it.
-    fn user(&self, _event: &Self::Event) -> Option<uuid::Uuid> {
-        None
+    /// The user `event` is about: the loop takes the user's lock in the statement that records the event
+    /// ([`record_once`]), before [`Self::apply`], so what `apply` reads after it sees a deletion of the user that
+    /// committed while it was awaited, and two replicas apply one user's events in turn.
+    fn user(&self, event: &Event) -> Option<Uuid> {
+        event.user_id().and_then(|id| id.parse().ok())
     }
 
-    /// Whether applying `event` again does nothing more (a deletion): such an event is applied even when it is older
-    /// than the dedup window, where its record may be forgotten, instead of being dead-lettered. A deletion that
-    /// waited out the window (a subscriber down for a month, a dead letter replayed late) must still delete.
-    fn applies_twice_harmlessly(&self, _event: &Self::Event) -> bool {
-        false
+    /// Whether applying `event` again does nothing more: such an event is applied even when it is older than the
+    /// dedup window, where its record may be forgotten, instead of being dead-lettered. A deletion that waited out
+    /// the window (a subscriber down for a month, a dead letter replayed late) must still delete; a deletion
+    /// deletes what is there and remembers it was deleted, so the second time finds nothing more to do.
+    fn applies_twice_harmlessly(&self, event: &Event) -> bool {
+        matches!(event, Event::UserDeleted(_))
     }
 }
 
@@ -196,20 +193,20 @@ async fn consume_on<H: Handler>(
 }
 
 /// One delivery that will be applied: its envelope and decoded event.
-struct Work<E> {
+struct Work {
     delivery: Delivery,
     envelope: Envelope,
-    event: E,
+    event: Event,
 }
 
 /// A delivery, sorted.
-enum Sorted<E> {
+enum Sorted {
     /// Already settled (dead-lettered).
     Settled,
     /// Of a type this subscriber does not act on: acked with the batch.
     Ignored(Delivery),
     /// To apply.
-    Work(Work<E>),
+    Work(Work),
 }
 
 /// Back to the queue, for this or another consumer.
@@ -256,7 +253,7 @@ impl<H: Handler> Applier<'_, H> {
     }
 
     /// Applies every event of `work` in one transaction, which records them all as processed in its first statement.
-    async fn apply_together(&self, work: &[Work<H::Event>]) -> anyhow::Result<()> {
+    async fn apply_together(&self, work: &[Work]) -> anyhow::Result<()> {
         let (start, mut tx) = (Instant::now(), self.pool.begin().await?);
         let events: Vec<_> = work.iter().map(|item| (&item.envelope, self.handler.user(&item.event))).collect();
         let new = record_once(&mut tx, &events).await?;
@@ -291,7 +288,7 @@ impl<H: Handler> Applier<'_, H> {
     }
 
     /// Applies the event in `tx`, which recorded it, if it is `new`.
-    async fn apply_if_new(&self, tx: &mut PgConnection, item: &Work<H::Event>, new: bool) -> Result<(), HandleError> {
+    async fn apply_if_new(&self, tx: &mut PgConnection, item: &Work, new: bool) -> Result<(), HandleError> {
         if !new {
             tracing::info!("event already applied; acknowledging the redelivery");
             return Ok(());
@@ -309,7 +306,7 @@ impl<H: Handler> Applier<'_, H> {
     /// One event on its own, in its own transaction: acked after the commit, dead-lettered if it can never be applied,
     /// retried in place with backoff on a transient failure (holding the message: a requeue would count toward the
     /// delivery limit, and an outage of our own database must not dead-letter good events).
-    async fn process_one(&self, item: Work<H::Event>) -> anyhow::Result<()> {
+    async fn process_one(&self, item: Work) -> anyhow::Result<()> {
         let span = event_span(&item.envelope, &item.delivery);
         async {
             for attempt in 1.. {
@@ -348,7 +345,7 @@ impl<H: Handler> Applier<'_, H> {
         .await
     }
 
-    async fn apply_alone(&self, item: &Work<H::Event>) -> Result<(), HandleError> {
+    async fn apply_alone(&self, item: &Work) -> Result<(), HandleError> {
         let (start, mut tx) = (Instant::now(), self.pool.begin().await.map_err(transient)?);
         let recorded = record_once(&mut tx, &[(&item.envelope, self.handler.user(&item.event))]).await;
         let new = recorded.map_err(transient)?.first().copied().unwrap_or(false);
@@ -361,7 +358,7 @@ impl<H: Handler> Applier<'_, H> {
 
     /// Dead-letters a malformed or undecodable delivery, sets aside one of a type this subscriber ignores,
     /// and decodes the rest.
-    async fn sort(&self, delivery: Delivery) -> anyhow::Result<Sorted<H::Event>> {
+    async fn sort(&self, delivery: Delivery) -> anyhow::Result<Sorted> {
         let envelope = match Envelope::from_delivery(&delivery) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -376,7 +373,7 @@ impl<H: Handler> Applier<'_, H> {
             self.count(&envelope.kind, "ignored");
             return Ok(Sorted::Ignored(delivery));
         }
-        match self.handler.decode(&envelope) {
+        match Event::decode(&envelope.kind, &envelope.data) {
             Ok(event) => Ok(Sorted::Work(Work { delivery, envelope, event })),
             Err(error) => {
                 let span = event_span(&envelope, &delivery);
@@ -393,7 +390,7 @@ impl<H: Handler> Applier<'_, H> {
     }
 
     /// Rejects `item` to the dead-letter queue, counting it under `outcome`.
-    async fn reject(&self, item: Work<H::Event>, outcome: &'static str) -> anyhow::Result<()> {
+    async fn reject(&self, item: Work, outcome: &'static str) -> anyhow::Result<()> {
         self.dead_letter(item.delivery, &item.envelope.kind, outcome).await.map(drop)
     }
 
@@ -403,7 +400,7 @@ impl<H: Handler> Applier<'_, H> {
         delivery: Delivery,
         kind: &str,
         outcome: &'static str,
-    ) -> anyhow::Result<Sorted<H::Event>> {
+    ) -> anyhow::Result<Sorted> {
         self.count(kind, outcome);
         delivery.reject(BasicRejectOptions { requeue: false }).await?;
         Ok(Sorted::Settled)
