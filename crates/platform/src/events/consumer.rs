@@ -22,10 +22,10 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
     types::FieldTable,
 };
+use proto::Event;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use proto::Event;
 use uuid::Uuid;
 
 use super::{Envelope, Subscription, idempotency::forget_processed, record_once, transient};
@@ -200,6 +200,7 @@ struct Work {
 }
 
 /// A delivery, sorted.
+#[expect(clippy::large_enum_variant, reason = "moved once, into the batch, which holds `Work` unboxed anyway")]
 enum Sorted {
     /// Already settled (dead-lettered).
     Settled,
@@ -395,12 +396,7 @@ impl<H: Handler> Applier<'_, H> {
     }
 
     /// Rejects `delivery` to the dead-letter queue, counting it under `outcome`.
-    async fn dead_letter(
-        &self,
-        delivery: Delivery,
-        kind: &str,
-        outcome: &'static str,
-    ) -> anyhow::Result<Sorted> {
+    async fn dead_letter(&self, delivery: Delivery, kind: &str, outcome: &'static str) -> anyhow::Result<Sorted> {
         self.count(kind, outcome);
         delivery.reject(BasicRejectOptions { requeue: false }).await?;
         Ok(Sorted::Settled)
