@@ -148,10 +148,9 @@ impl TelemetrySettings {
     /// Loads and checks the telemetry variables.
     pub fn load() -> Result<Self, SettingsError> {
         let settings: Self = load()?;
-        tracing_subscriber::EnvFilter::try_new(&settings.rust_log)
-            .map_err(|e| SettingsError::invalid("RUST_LOG", e))?;
-        tracing_subscriber::EnvFilter::try_new(&settings.traces_filter)
-            .map_err(|e| SettingsError::invalid("TRACES_FILTER", e))?;
+        let targets = |value: &str| value.parse::<tracing_subscriber::filter::Targets>();
+        targets(&settings.rust_log).map_err(|e| SettingsError::invalid("RUST_LOG", e))?;
+        targets(&settings.traces_filter).map_err(|e| SettingsError::invalid("TRACES_FILTER", e))?;
         Ok(settings)
     }
 

@@ -68,7 +68,7 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     let database = TestDatabase::create("config").await?;
     let keys = || vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("IDEMPOTENCY_FINGERPRINT_KEY", "f".repeat(32))];
     let with_keys = |extra: (String, String)| [keys(), vec![extra]].concat();
-    let cases: [(&str, Env, &str); 28] = [
+    let cases: [(&str, Env, &str); 30] = [
         ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
         ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
         ("signup-api", with_keys(var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")), "SHUTDOWN_GRACE_PERIOD_SECS"),
@@ -102,6 +102,8 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
         ("password", vec![var("DATABASE_URL", database.url()), var("MIGRATE_ON_START", "perhaps")], "MIGRATE_ON_START"),
         ("user-metadata", vec![var("DATABASE_URL", database.url()), var("AMQP_URL", "http://nope")], "AMQP_URL"),
         ("friend-discovery", vec![var("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        ("friend-discovery", vec![var("RUST_LOG", "info,sqlx=loud")], "RUST_LOG"),
+        ("password", vec![var("TRACES_FILTER", "debug,lapin=chatty")], "TRACES_FILTER"),
         ("friend-discovery", vec![var("EVENTS_DEDUP_WINDOW_HOURS", 4_000_000_000_u32)], "EVENTS_DEDUP_WINDOW_HOURS"),
         ("password", vec![var("EVENTS_DEDUP_WINDOW_HOURS", 0)], "EVENTS_DEDUP_WINDOW_HOURS"),
         ("email-verification", vec![var("EVENTS_BATCH_LINGER_MS", 1001)], "EVENTS_BATCH_LINGER_MS"),
