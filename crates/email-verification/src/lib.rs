@@ -77,6 +77,7 @@ impl platform::service::Service for EmailVerification {
         "20261203000001_reset_retry",
         "20261205000001_mailbox_inlined",
         "20261206000001_attempts_known",
+        "20261207000001_mailbox_without_regexes",
     ];
     type Settings = Settings;
     type Admin = Admin;
