@@ -8,6 +8,7 @@ use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, de::DeserializeOwned};
 use sqlx::postgres::PgConnectOptions;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 /// A configuration value that is missing or malformed, with the environment variable it came from.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +111,12 @@ pub enum OtlpProtocol {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TelemetrySettings {
-    /// `RUST_LOG` directives for log lines only; `info` when unset.
-    pub rust_log: String,
-    /// `TRACES_FILTER` directives for the spans exported, apart from the logs; `info` when unset.
-    pub traces_filter: String,
+    /// `RUST_LOG`: per-target levels for log lines only; `info` when unset.
+    #[serde(deserialize_with = "targets")]
+    pub rust_log: Targets,
+    /// `TRACES_FILTER`: per-target levels for the spans exported, apart from the logs; `info` when unset.
+    #[serde(deserialize_with = "targets")]
+    pub traces_filter: Targets,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's base URL; spans are exported when it or
@@ -129,11 +132,16 @@ pub struct TelemetrySettings {
     pub otel_service_name: Option<String>,
 }
 
+/// Per-target levels as `RUST_LOG` and `TRACES_FILTER` write them: `info,sqlx=warn,user_metadata=debug`.
+fn targets<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Targets, D::Error> {
+    String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+}
+
 impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
-            rust_log: "info".to_owned(),
-            traces_filter: "info".to_owned(),
+            rust_log: Targets::new().with_default(LevelFilter::INFO),
+            traces_filter: Targets::new().with_default(LevelFilter::INFO),
             log_format: LogFormat::Json,
             otel_exporter_otlp_endpoint: None,
             otel_exporter_otlp_traces_endpoint: None,
@@ -145,15 +153,6 @@ impl Default for TelemetrySettings {
 }
 
 impl TelemetrySettings {
-    /// Loads and checks the telemetry variables.
-    pub fn load() -> Result<Self, SettingsError> {
-        let settings: Self = load()?;
-        let targets = |value: &str| value.parse::<tracing_subscriber::filter::Targets>();
-        targets(&settings.rust_log).map_err(|e| SettingsError::invalid("RUST_LOG", e))?;
-        targets(&settings.traces_filter).map_err(|e| SettingsError::invalid("TRACES_FILTER", e))?;
-        Ok(settings)
-    }
-
     /// Whether spans are exported: an OTLP endpoint is configured.
     pub fn exports_traces(&self) -> bool {
         self.otel_exporter_otlp_endpoint.is_some() || self.otel_exporter_otlp_traces_endpoint.is_some()
@@ -253,7 +252,7 @@ impl Common {
             amqp,
             subscription,
             shutdown: ShutdownSettings::load()?,
-            telemetry: TelemetrySettings::load()?,
+            telemetry: load()?,
         })
     }
 }

@@ -7,7 +7,7 @@
 use anyhow::Context as _;
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::settings::{LogFormat, OtlpProtocol, TelemetrySettings};
 
@@ -32,15 +32,13 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> anyhow:
     global::set_tracer_provider(provider.clone());
     global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let traces: Targets = settings.traces_filter.parse().context("TRACES_FILTER")?;
     // Without the thread attributes (an async span moves between threads: they mean little and cost an allocation
     // per span) and without busy/idle timings (two clock reads at every poll of every span).
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name))
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(traces);
-    let logs: Targets = settings.rust_log.parse().context("RUST_LOG")?;
+        .with_filter(settings.traces_filter.clone());
     // Boxed, not `Option`: `Option<Layer>` does not forward `on_register_dispatch`, which the JSON layer needs
     // to find each span's OpenTelemetry ids.
     let output: Box<dyn Layer<_> + Send + Sync> = match settings.log_format {
@@ -49,7 +47,7 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> anyhow:
     };
     tracing_subscriber::registry()
         .with(otel)
-        .with(output.with_filter(logs))
+        .with(output.with_filter(settings.rust_log.clone()))
         .try_init()
         .context("a global tracing subscriber is already installed")?;
     Ok(Telemetry { provider })

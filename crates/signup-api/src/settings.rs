@@ -281,7 +281,7 @@ impl Settings {
             rate_limits: platform::settings::load::<RateLimits>()?.check()?,
             session_cache: SessionCacheSettings::load()?,
             shutdown: ShutdownSettings::load()?,
-            telemetry: TelemetrySettings::load()?,
+            telemetry: platform::settings::load()?,
         })
     }
 }
