@@ -25,6 +25,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: platform::Allocator = platform::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     platform::cli::exit(run(Cli::parse().command.unwrap_or_default()).await)
