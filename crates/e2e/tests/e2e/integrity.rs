@@ -341,6 +341,49 @@ async fn thirty_signups_and_thirty_resends_for_one_address_deliver_exactly_its_m
     Ok(())
 }
 
+/// Attack: thirty resends for one address at the same moment, each counting the budget in a transaction of its own
+/// (as replicas would). To make the race certain rather than likely, the test holds the mail queue against inserts
+/// (`LOCK TABLE mails IN SHARE MODE`: reads go on) until five resends wait on a lock, then lets them all go. Counted
+/// under the address's lock, they count one after the other and the address gets exactly its budget; without it
+/// (`lock_address` a no-op), each waiting resend had counted the budget unspent and the address got 9 or 10 mails
+/// against a budget of 3.
+#[tokio::test]
+async fn thirty_resends_at_once_for_one_address_deliver_exactly_its_mail_budget() -> anyhow::Result<()> {
+    let stack = started(Options { env: budget(3, 10), ..Options::default() }).await?;
+    let target = unique_email("raced");
+    let accepted = sign_up(&stack, &target, VICTIM_PASSWORD, "Raced").await?;
+    let signup_id = accepted["signup_id"].as_str().unwrap_or_default();
+    stack.wait_processed(proto::Event::USER_SIGNED_UP, 1).await?;
+    let mut holder = stack.database("email-verification").connect().await?;
+    sqlx::raw_sql("BEGIN; LOCK TABLE mails IN SHARE MODE").execute(&mut holder).await?;
+
+    let resends = futures_util::future::try_join_all((0..30).map(|_| stack.resend(&target, signup_id)));
+    let released = async {
+        eventually(DELIVERY_TIMEOUT, || async {
+            let mut watcher = stack.database("email-verification").connect().await?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE NOT l.granted AND d.datname = current_database()",
+            )
+            .fetch_one(&mut watcher)
+            .await?;
+            anyhow::ensure!(waiting >= 5, "{waiting} resends waiting");
+            Ok(())
+        })
+        .await?;
+        sqlx::query("COMMIT").execute(&mut holder).await?;
+        anyhow::Ok(())
+    };
+    let (answers, released) = tokio::join!(resends, released);
+    released?;
+    let statuses: HashSet<u16> = answers?.iter().map(|r| r.status().as_u16()).collect();
+    mail_settled(&stack, 1).await?;
+
+    assert_eq!(statuses, HashSet::from([202]), "every resend is answered alike");
+    assert_eq!(stack.smtp.messages_to(&target).len(), 3, "concurrent resends overran the budget");
+    Ok(())
+}
+
 /// Attack: mail-bombing one mailbox through the spellings that reach it (`+tags`, Gmail's dots and its other
 /// domain), each of which had a budget of its own. On the code before, six tagged signups within an hour's budget of
 /// three delivered six mails to one mailbox.
