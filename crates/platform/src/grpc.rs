@@ -227,7 +227,7 @@ where
             } else {
                 tracing::info!(parent: &span, grpc_code = code as i32, elapsed_ms, "rpc completed");
             }
-            crate::metrics::record_grpc(&method, &(code as i32).to_string(), start);
+            crate::metrics::record_grpc(&method, code, start);
             Ok(response)
         })
     }

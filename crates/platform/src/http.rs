@@ -48,11 +48,14 @@ pub struct RequestSpan;
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
         let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+        let method = crate::metrics::method_label(request.method());
+        // A method of the client's own naming is not in the span's name either (OpenTelemetry says `HTTP`).
+        let name = if method == crate::metrics::OTHER { "HTTP" } else { method };
         let span = tracing::info_span!(
             "http.server",
             otel.kind = "server",
-            otel.name = format!("{} {route}", request.method()),
-            http.request.method = %request.method(),
+            otel.name = format!("{name} {route}"),
+            http.request.method = method,
             http.route = route,
             http.response.status_code = tracing::field::Empty,
         );

@@ -48,10 +48,31 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// A request's method as a label or span attribute: HTTP's own methods by name, any other `_OTHER` (as OpenTelemetry's
+/// HTTP conventions say). A method is any token the client likes; as a label, each new one was a time series kept
+/// for the life of the process.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => OTHER,
+    }
+}
+
+/// The label of what a caller named but the server does not know: a method, a gRPC service or method.
+pub const OTHER: &str = "_OTHER";
+
 /// axum middleware: counts HTTP requests and times them by method, route template and status.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let response = next.run(request).await;
     let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
@@ -60,11 +81,15 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts and times one gRPC call to `path` (`/package.Service/Method`) by service, method and status code.
-pub fn record_grpc(path: &str, code: &str, start: Instant) {
-    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-    let labels =
-        [("grpc_service", service.to_owned()), ("grpc_method", method.to_owned()), ("grpc_code", code.to_owned())];
+/// Counts and times one gRPC call to `path` (`/package.Service/Method`) by service, method and status code. A call
+/// the server does not implement is counted under [`OTHER`]: its path is whatever the caller sent.
+pub fn record_grpc(path: &str, code: tonic::Code, start: Instant) {
+    let (service, method) = match code {
+        tonic::Code::Unimplemented => (OTHER, OTHER),
+        _ => path.trim_start_matches('/').split_once('/').unwrap_or((path, "")),
+    };
+    let code = (code as i32).to_string();
+    let labels = [("grpc_service", service.to_owned()), ("grpc_method", method.to_owned()), ("grpc_code", code)];
     metrics::counter!("grpc_server_handled_total", &labels).increment(1);
     metrics::histogram!("grpc_server_handling_seconds", &labels).record(start.elapsed().as_secs_f64());
 }

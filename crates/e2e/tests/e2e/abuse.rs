@@ -1015,6 +1015,60 @@ async fn operational_endpoints_are_served_off_the_public_port() -> anyhow::Resul
     Ok(())
 }
 
+/// The values of `label` in the samples of `metric` that `port`'s `/metrics` shows.
+async fn label_values(port: u16, metric: &str, label: &str) -> anyhow::Result<Vec<String>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?.text().await?;
+    let pattern = format!("{label}=\"");
+    let values =
+        text.lines().filter(|l| l.starts_with(metric)).filter_map(|l| l.split(&pattern).nth(1)?.split('"').next());
+    Ok(values.map(str::to_owned).collect())
+}
+
+/// Attack: requests under methods of the client's own naming, a new one each time. signup-api labelled its request
+/// metrics with the method as sent, so each was a new time series kept for the life of the process (memory without
+/// bound, and a `/metrics` page to match): on the code before, 40 requests left 40 `PROBE…` labels. A method that is
+/// not HTTP's own is counted as `_OTHER`.
+#[tokio::test]
+async fn methods_of_the_clients_naming_add_no_metric_series() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let client = reqwest::Client::new();
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("PROBE{i}").as_bytes())?;
+        let status = client.request(method, format!("{}/v1/signups", stack.api_url())).send().await?.status();
+        assert_eq!(status, 405, "PROBE{i} answered {status}");
+    }
+
+    let methods = label_values(stack.member("signup-api").ops_port, "http_server_requests_total", "method").await?;
+    assert!(!methods.iter().any(|m| m.starts_with("PROBE")), "the client's methods became labels: {methods:?}");
+    assert!(methods.iter().any(|m| m == "_OTHER"), "the requests were not counted: {methods:?}");
+    Ok(())
+}
+
+/// Attack: gRPC calls to paths of the caller's own naming (a new service or method each time), on a service's gRPC
+/// port. Each such call's path became a time series of its own; on the code before, 40 calls left 40. A call that
+/// the server does not implement is counted under `_OTHER`.
+#[tokio::test]
+async fn grpc_paths_of_the_callers_naming_add_no_metric_series() -> anyhow::Result<()> {
+    let stack = started(Options::default()).await?;
+    let users = stack.member("user-metadata");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", users.port))?.connect().await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for i in 0..40 {
+        grpc.ready().await?;
+        let path = tonic::codegen::http::uri::PathAndQuery::try_from(format!("/probe{i}.Service/Method{i}"))?;
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        let code =
+            grpc.unary(tonic::Request::new(()), path, codec).await.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        assert_eq!(code, tonic::Code::Unimplemented, "call {i}");
+    }
+
+    let services = label_values(users.ops_port, "grpc_server_handled_total", "grpc_service").await?;
+    assert!(!services.iter().any(|s| s.starts_with("probe")), "the caller's paths became labels: {services:?}");
+    assert!(services.iter().any(|s| s == "_OTHER"), "the calls were not counted: {services:?}");
+    Ok(())
+}
+
 /// Every route counts against the budget of its kind, and only that one: with a budget of one request of every
 /// kind, each route's second request from a fresh client is a 429 naming the route's kind. A route moved to another
 /// kind (a confirm among the reads, a reset request in no budget) fails here; the other tests set one kind each.
