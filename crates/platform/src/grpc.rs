@@ -234,11 +234,16 @@ where
 }
 
 /// The status for a database error: UNAVAILABLE when the database cannot be reached or went away mid-call (a
-/// restart: SQLSTATE classes 08 and 57P), worth a retry; INTERNAL otherwise. The error is logged here, where it
-/// becomes a status, and never sent in detail.
+/// restart: SQLSTATE classes 08 and 57P) or gave up the transaction for another's sake (class 40: a serialization
+/// failure or a deadlock), worth a retry; INTERNAL otherwise. The error is logged here, where it becomes a status,
+/// and never sent in detail.
 pub fn database_status(error: sqlx::Error) -> tonic::Status {
-    let gone =
-        error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"));
+    let code = error.as_database_error().and_then(|e| e.code());
+    if code.as_deref().is_some_and(|c| c.starts_with("40")) {
+        tracing::warn!(error = %error, "the transaction gave way to a concurrent one");
+        return tonic::Status::unavailable("a concurrent change got in the way; try again");
+    }
+    let gone = code.as_deref().is_some_and(|c| c.starts_with("08") || c.starts_with("57P"));
     let unreachable =
         matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_));
     if gone || unreachable {

@@ -674,6 +674,67 @@ async fn a_forgotten_password_is_reset_through_a_single_use_link_and_nothing_tel
     Ok(())
 }
 
+/// Two reset links of one account used at the same moment. Each use locked its own link and then ended the
+/// account's other links, so each waited for the other's: Postgres broke the deadlock by failing one, and its
+/// request was answered 500. The test holds the mail queue against writes (`LOCK TABLE mails IN SHARE MODE`: reads
+/// go on) until both uses wait, so the two meet every time; on the code before, one of them got a 500 in every run.
+/// A use now takes the account's lock first: one link resets the password and the other is refused as used.
+#[tokio::test]
+async fn two_reset_links_used_at_once_reset_once_and_fail_no_request() -> anyhow::Result<()> {
+    // The sender claims only when mail is queued, so no claim of its own waits on the test's lock.
+    let env = vec![("email-verification", "MAIL_POLL_INTERVAL_MS", "600000".to_owned())];
+    let mut stack = Stack::start_with(Options { env, ..Options::default() }).await?;
+    stack.wait_ready().await?;
+    let email = unique_email("reset-race");
+    verified_account(&stack, &email).await?;
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let first = reset_token(&stack, &email, 2).await?;
+    assert_eq!(ask_reset(&stack, &email).await?.0, 202);
+    let second = reset_token(&stack, &email, 3).await?;
+    let ev = stack.database("email-verification");
+    eventually(DELIVERY_TIMEOUT, || async {
+        let mut db = ev.connect().await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM mails WHERE status = 'pending'").fetch_one(&mut db).await?;
+        anyhow::ensure!(pending == 0, "{pending} mails not yet recorded as sent");
+        Ok(())
+    })
+    .await?;
+    let mut holder = ev.connect().await?;
+    sqlx::raw_sql("BEGIN; LOCK TABLE mails IN SHARE MODE").execute(&mut holder).await?;
+
+    let passwords = ["the first link's battery staple", "the second link's battery staple"];
+    let released = async {
+        eventually(DELIVERY_TIMEOUT, || async {
+            let mut watcher = ev.connect().await?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut watcher)
+            .await?;
+            anyhow::ensure!(waiting >= 2, "{waiting} of the two uses waiting");
+            Ok(())
+        })
+        .await?;
+        sqlx::query("COMMIT").execute(&mut holder).await?;
+        anyhow::Ok(())
+    };
+    let (one, other, released) =
+        tokio::join!(reset(&stack, &first, passwords[0]), reset(&stack, &second, passwords[1]), released);
+    released?;
+    let answers = [one?, other?];
+
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    let won = answers.iter().position(|(status, _)| *status == 200);
+    assert!(statuses.iter().all(|status| *status < 500), "a use failed: {answers:?}");
+    let won = won.ok_or_else(|| anyhow::anyhow!("no link reset the password: {answers:?}"))?;
+    assert_eq!(answers[1 - won].1["type"], json!("/problems/invalid-token"), "{answers:?}");
+    assert_eq!(stack.sign_in(&email, passwords[won]).await?.status(), 201, "the winning link's password");
+    assert_eq!(stack.sign_in(&email, passwords[1 - won]).await?.status(), 401, "the refused link's password");
+    Ok(())
+}
+
 /// user-metadata's `user_reads_total` for `source` (remembered or database), from its metrics.
 /// Attack: from one network, sign up the victim's verified address (its owner is told: the existing-account notice)
 /// and ask for resets. The notice was charged to no client, so with the client's own share of the hour (all but

@@ -276,6 +276,12 @@ pub(crate) async fn reset_account(pool: &PgPool, token: &Token) -> sqlx::Result<
 /// (a retry, after password failed to answer, uses the token again and gets the same answer).
 pub(crate) async fn consume_reset(pool: &PgPool, token: &Token) -> sqlx::Result<Option<(Uuid, DateTime<Utc>)>> {
     let mut tx = pool.begin().await?;
+    // The account's lock first, as the consumers take it: two links of one account used at once (or a use and a
+    // PasswordChanged) take turns. Each locking its own link first and then ending the other's was a deadlock.
+    sqlx::query(concat!("SELECT ", platform::user_lock!("user_id"), " FROM tokens WHERE token_hash = $1"))
+        .bind(token.hash())
+        .execute(&mut *tx)
+        .await?;
     let used: Option<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
         "UPDATE tokens t SET used_at = coalesce(t.used_at, now()), consumed_at = coalesce(t.consumed_at, now()) \
          FROM mails m WHERE m.id = t.mail_id AND t.token_hash = $1 AND m.kind = $2 \

@@ -3,6 +3,16 @@
 
 use super::{Envelope, HandleError};
 
+/// The expression that takes the lock on the user `$user` (an SQL expression that is a user's id), held until the
+/// transaction ends: the lock [`record_once`] takes for each event's user, for any other writer about that user
+/// that must take turns with the consumers (and take it first, before any row it then waits on).
+#[macro_export]
+macro_rules! user_lock {
+    ($user:literal) => {
+        concat!("pg_advisory_xact_lock(hashtextextended((", $user, ")::text, 0))")
+    };
+}
+
 /// Records the events of a batch as processed in `conn`'s transaction, in one statement; returns, in order, whether
 /// each is new. The caller must apply nothing of one that is not: it was processed before (or earlier in the
 /// batch). The effects and these records commit together.
@@ -15,13 +25,16 @@ pub async fn record_once(
     conn: &mut sqlx::PgConnection,
     events: &[(&Envelope, Option<uuid::Uuid>)],
 ) -> sqlx::Result<Vec<bool>> {
-    let sql = "WITH recorded AS ( \
-                 INSERT INTO processed_events (event_id, event_type) SELECT * FROM unnest($1::uuid[], $2::text[]) \
-                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id), \
-               locked AS ( \
-                 SELECT count(pg_advisory_xact_lock(hashtextextended(u::text, 0))) AS users \
-                 FROM (SELECT DISTINCT u FROM unnest($3::uuid[]) AS u WHERE u IS NOT NULL ORDER BY u) AS ordered) \
-               SELECT array(SELECT event_id FROM recorded) FROM locked";
+    let sql = concat!(
+        "WITH recorded AS ( \
+           INSERT INTO processed_events (event_id, event_type) SELECT * FROM unnest($1::uuid[], $2::text[]) \
+           ON CONFLICT (event_id) DO NOTHING RETURNING event_id), \
+         locked AS (SELECT count(",
+        crate::user_lock!("u"),
+        ") AS users \
+           FROM (SELECT DISTINCT u FROM unnest($3::uuid[]) AS u WHERE u IS NOT NULL ORDER BY u) AS ordered) \
+         SELECT array(SELECT event_id FROM recorded) FROM locked"
+    );
     let ids: Vec<_> = events.iter().map(|(envelope, _)| envelope.id).collect();
     let kinds: Vec<_> = events.iter().map(|(envelope, _)| envelope.kind.as_str()).collect();
     let users: Vec<_> = events.iter().map(|(_, user)| *user).collect();
