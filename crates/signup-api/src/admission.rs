@@ -11,7 +11,8 @@
 //! A refusal while this process held nothing else means password is full with work it did not get from here
 //! (other replicas' signups, or ones whose callers gave up): then the window is closed, and one signup per
 //! [`PROBE_INTERVAL`] goes through to find out when password has room again (as TCP probes a zero window), so the
-//! others are refused here rather than one after another by password.
+//! others are refused here rather than one after another by password. A probe that never reaches password (its body
+//! is invalid, its client goes away) is no probe: the next signup may probe at once.
 //!
 //! Whether there is room is asked before the body is read ([`Admission::has_room`]), so a refused signup costs
 //! nothing; the place is taken only once the body has arrived ([`Admission::admit`]), so a client that trickles its
@@ -69,7 +70,7 @@ impl Admission {
             window.next_probe = Some(now + PROBE_INTERVAL);
         }
         window.in_flight += 1;
-        Some(Ticket(self.clone()))
+        Some(Ticket { admission: self.clone(), asked: false })
     }
 
     fn with(&self, change: impl FnOnce(&mut Window)) {
@@ -98,12 +99,23 @@ fn shed() -> bool {
 
 /// One admitted signup, until password has answered it (dropping the ticket).
 #[derive(Debug)]
-pub(crate) struct Ticket(Admission);
+pub(crate) struct Ticket {
+    admission: Admission,
+    /// Whether the signup went to password. With the window closed, one that never did (its body was invalid, its
+    /// client went away) was no probe, and the next signup may probe at once: otherwise a stream of invalid
+    /// signups, one per interval, would take every probe and keep the window closed after password had room.
+    asked: bool,
+}
 
 impl Ticket {
+    /// The signup goes to password now.
+    pub(crate) fn asking(&mut self) {
+        self.asked = true;
+    }
+
     /// password took the signup: there may be room for one more (and the window is open).
     pub(crate) fn taken(&self) {
-        self.0.with(|w| {
+        self.admission.with(|w| {
             w.limit = (w.limit + 1.0 / w.limit).min(UNLIMITED);
             w.next_probe = None;
         });
@@ -116,7 +128,7 @@ impl Ticket {
     }
 
     fn refused_for_capacity_at(&self, now: Instant) {
-        self.0.with(|w| {
+        self.admission.with(|w| {
             let held = w.in_flight.saturating_sub(1);
             w.limit = (held as f64).max(1.0);
             if held == 0 {
@@ -128,7 +140,13 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.with(|w| w.in_flight = w.in_flight.saturating_sub(1));
+        let asked = self.asked;
+        self.admission.with(|w| {
+            w.in_flight = w.in_flight.saturating_sub(1);
+            if !asked && let Some(at) = w.next_probe.as_mut() {
+                *at = (*at).min(Instant::now());
+            }
+        });
     }
 }
 
@@ -157,21 +175,42 @@ mod tests {
     fn refused_while_holding_nothing_one_probe_per_interval_goes_through_until_password_takes_one() {
         let admission = Admission::default();
         let start = Instant::now();
-        let probe = admission.admit_at(start).expect("unlimited before any refusal");
+        let mut probe = admission.admit_at(start).expect("unlimited before any refusal");
+        probe.asking();
         probe.refused_for_capacity_at(start);
         drop(probe);
         let soon = start + PROBE_INTERVAL / 2;
         assert!(admission.admit_at(soon).is_none(), "password is full: refused here until the next probe");
 
         let later = start + PROBE_INTERVAL;
-        let probe = admission.admit_at(later).expect("one probe per interval");
+        let mut probe = admission.admit_at(later).expect("one probe per interval");
+        probe.asking();
         drop(probe);
         assert!(admission.admit_at(later).is_none(), "only one probe per interval, even once it has finished");
 
-        let probe = admission.admit_at(later + PROBE_INTERVAL).expect("the next interval's probe");
+        let mut probe = admission.admit_at(later + PROBE_INTERVAL).expect("the next interval's probe");
+        probe.asking();
         probe.taken();
         drop(probe);
         let open: Vec<Ticket> = (0..2).filter_map(|_| admission.admit_at(later + PROBE_INTERVAL)).collect();
         assert_eq!(open.len(), 2, "the window opens once password takes a probe");
+    }
+
+    #[test]
+    fn a_probe_that_never_went_to_password_lets_the_next_signup_probe_at_once() {
+        let admission = Admission::default();
+        let start = Instant::now();
+        let mut probe = admission.admit_at(start).expect("unlimited before any refusal");
+        probe.asking();
+        probe.refused_for_capacity_at(start);
+        drop(probe);
+
+        let later = start + PROBE_INTERVAL;
+        let invalid = admission.admit_at(later).expect("the interval's probe");
+        drop(invalid);
+        let mut probe = admission.admit_at(later).expect("an invalid signup took the probe");
+        probe.asking();
+        drop(probe);
+        assert!(admission.admit_at(later).is_none(), "a probe that asked password is the interval's only one");
     }
 }

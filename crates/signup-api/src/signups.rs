@@ -171,8 +171,9 @@ async fn store_password(
     signup: &Signup,
     signup_id: Uuid,
     email_hash: &[u8],
-    ticket: Ticket,
+    mut ticket: Ticket,
 ) -> Result<(), ApiError> {
+    ticket.asking();
     let request = StoreAttemptCredentialRequest {
         signup_id: signup_id.to_string(),
         email_hash: email_hash.to_vec(),

@@ -998,6 +998,44 @@ async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refuse
     Ok(())
 }
 
+/// Attack: keeping signups shut with invalid ones. While the window is closed, one signup per interval goes through
+/// to probe password; an invalid signup (422) took that place without ever reaching password, so one per interval
+/// kept every valid signup refused (503) after password had room again. A probe that never reached password is
+/// now no probe: the next signup probes at once. On the code before, signup-api refused the valid signup right
+/// after the invalid one itself, and it never reached password.
+#[tokio::test]
+async fn invalid_signups_do_not_keep_the_window_closed_once_password_has_room() -> anyhow::Result<()> {
+    // As above: the two signups that fill password are given up at the deadline, and a third closes the window.
+    let (stack, api, password) = two_signups_fill_password(400, 1000).await?;
+    let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
+    let filling = [signup("fill"), signup("fill")].map(|body| {
+        let stack = stack.clone();
+        tokio::spawn(async move { stack.signup(&body, None).await.map(|r| r.status().as_u16()) })
+    });
+    let filled: Vec<u16> = futures_util::future::try_join_all(filling).await?.into_iter().collect::<Result<_, _>>()?;
+    assert_eq!(filled, vec![503, 503], "the filling signups were not given up at the deadline");
+    assert_eq!(stack.signup(&signup("third"), None).await?.status(), 503, "the window did not close");
+    eventually(Duration::from_secs(120), || async {
+        let held = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
+        anyhow::ensure!(held == 0.0, "password still holds {held} signups");
+        Ok(())
+    })
+    .await?;
+
+    // password has room; the probe is due. An invalid signup takes it, and a valid one follows at once (its hash
+    // outlasts the deadline here, so it is answered 503 either way: what tells is whether signup-api refused it).
+    let shed_before = metric(api, "signups_shed_total", "").await?;
+    let invalid = stack.signup(&json!({ "email": "not an address" }), None).await?.status();
+    stack.signup(&signup("valid"), None).await?;
+    let shed = metric(api, "signups_shed_total", "").await? - shed_before;
+    let hashed = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
+
+    assert_eq!(invalid, 422, "the invalid signup was not admitted");
+    assert_eq!(shed, 0.0, "signup-api refused the valid signup after an invalid one took the probe");
+    assert_eq!(hashed, 1.0, "the valid signup did not reach password");
+    Ok(())
+}
+
 /// With the window closed, how often signup-api lets one signup through to probe password (admission.rs).
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
