@@ -257,7 +257,7 @@ impl Own {
         let (per_hour, per_day) = (self.mail_budget_per_hour.get(), self.mail_budget_per_day.get());
         let per_client_per_day = self.mail_budget_per_client_per_day.get();
         let shared = per_client_per_day < per_day;
-        let per_client_per_hour = if shared { (per_hour - 1).max(1) } else { per_hour };
+        let per_client_per_hour = if shared { per_hour - 1 } else { per_hour };
         let budget = MailBudget { per_hour, per_day, per_client_per_day, per_client_per_hour };
         if budget.per_client_per_day < 1 {
             return Err(SettingsError::invalid("MAIL_BUDGET_PER_CLIENT_PER_DAY", "must be at least 1"));
@@ -266,6 +266,14 @@ impl Own {
             return Err(SettingsError::invalid(
                 "MAIL_BUDGET_PER_DAY",
                 "MAIL_BUDGET_PER_HOUR must be at least 1 and MAIL_BUDGET_PER_DAY at least MAIL_BUDGET_PER_HOUR",
+            ));
+        }
+        // One mail an hour left no share for others: one client could take every hour's.
+        if shared && per_hour < 2 {
+            return Err(SettingsError::invalid(
+                "MAIL_BUDGET_PER_HOUR",
+                "must be at least 2 while clients share the day (MAIL_BUDGET_PER_CLIENT_PER_DAY below \
+                 MAIL_BUDGET_PER_DAY): one client may never take all of an hour's mail",
             ));
         }
         Ok(Policy {

@@ -68,7 +68,7 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
     let database = TestDatabase::create("config").await?;
     let keys = || vec![var("CONTACT_HASH_KEY", "k".repeat(32)), var("IDEMPOTENCY_FINGERPRINT_KEY", "f".repeat(32))];
     let with_keys = |extra: (String, String)| [keys(), vec![extra]].concat();
-    let cases: [(&str, Env, &str); 30] = [
+    let cases: [(&str, Env, &str); 31] = [
         ("signup-api", vec![var("USER_METADATA_URL", "not a url")], "USER_METADATA_URL"),
         ("signup-api", vec![var("PASSWORD_URL", "ftp://127.0.0.1:1")], "PASSWORD_URL"),
         ("signup-api", with_keys(var("SHUTDOWN_GRACE_PERIOD_SECS", "soon")), "SHUTDOWN_GRACE_PERIOD_SECS"),
@@ -111,6 +111,8 @@ async fn malformed_values_of_other_variables_are_named() -> anyhow::Result<()> {
         ("password", vec![var("LOGIN_CLIENT_ACCOUNTS_PER_HOUR", 0)], "LOGIN_CLIENT_ACCOUNTS_PER_HOUR"),
         ("user-metadata", vec![var("SIGNUP_ATTEMPTS_PER_CLIENT", 1001)], "SIGNUP_ATTEMPTS_PER_CLIENT"),
         ("email-verification", vec![var("MAIL_BUDGET_PER_CLIENT_PER_DAY", 0)], "MAIL_BUDGET_PER_CLIENT_PER_DAY"),
+        // With one mail an hour and the day shared, one client's share of the hour would be all of it.
+        ("email-verification", vec![var("MAIL_BUDGET_PER_HOUR", 1)], "MAIL_BUDGET_PER_HOUR"),
     ];
     for (name, env, variable) in cases {
         let finished = ServiceProcess::run(name, &["serve"], &env).await?;
