@@ -63,7 +63,8 @@ pub(crate) struct SignupRequest {
     #[schema(example = "correct horse battery staple")]
     password: String,
     /// Shown to friends (never put in mail); 1 to `DISPLAY_NAME_MAX_LENGTH` (100) characters, without links,
-    /// domain names, `@`, control, bidirectional-override or zero-width characters.
+    /// domain names, `@`, control, bidirectional-override or zero-width characters (a link is one also when
+    /// characters that render as nothing break it up).
     #[schema(example = "Ada Lovelace")]
     display_name: String,
     /// Email addresses of people the user knows, at most `MAX_CONTACTS` (1000). Only keyed hashes of them leave

@@ -89,11 +89,10 @@ impl Email {
     }
 }
 
-/// What a local part must not hold: what a display name must not ([`super::profile::is_hidden`]), and variation
-/// selectors, which change no mailbox and only make another spelling of one.
+/// What a local part must not hold: what a display name must not ([`super::profile::is_hidden`]), and anything that
+/// renders as nothing (variation selectors among them), which only makes another spelling that reads the same.
 fn is_hidden(c: char) -> bool {
-    super::profile::is_hidden(c)
-        || matches!(c, '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+    super::profile::is_hidden(c) || super::profile::is_ignorable(c)
 }
 
 /// Addresses are personal data: debug output shows only the domain.

@@ -1,5 +1,6 @@
 //! The profile fields of a signup: display name and locale.
 
+use icu_properties::{CodePointSetData, props::DefaultIgnorableCodePoint};
 use unicode_normalization::UnicodeNormalization as _;
 
 /// A trimmed, non-empty display name: no control characters, and nothing that would let a requester put a link, an
@@ -19,8 +20,13 @@ impl DisplayName {
             return Err(("display_name_too_long", format!("must be at most {max_chars} characters")));
         }
         // Checked as readers see it: compatibility forms (fullwidth `＠`, `ｃｏｍ`, `：／／`) as their plain letters,
-        // and the ideographic full stops that browsers take for dots in domain names as dots.
-        let seen: String = trimmed.nfkc().map(|c| if matches!(c, '\u{3002}' | '\u{FF61}') { '.' } else { c }).collect();
+        // the ideographic full stops that browsers take for dots in domain names as dots, and without what renders
+        // as nothing (`evil.\u{FE0F}com` reads `evil.com`; an emoji's variation selector is welcome in the name).
+        let seen: String = trimmed
+            .nfkc()
+            .filter(|c| !is_ignorable(*c))
+            .map(|c| if matches!(c, '\u{3002}' | '\u{FF61}') { '.' } else { c })
+            .collect();
         if trimmed.chars().chain(seen.chars()).any(is_hidden) {
             return Err((
                 "display_name_invalid",
@@ -44,6 +50,12 @@ impl DisplayName {
 /// an address really is).
 pub(crate) fn is_hidden(c: char) -> bool {
     c.is_control() || is_bidi_control(c) || is_invisible(c)
+}
+
+/// What renders as nothing unless a font or a script gives it a use: Unicode's Default_Ignorable_Code_Point
+/// (zero-width and format characters, variation selectors, fillers, tags; new ones are assigned in its ranges).
+pub(crate) fn is_ignorable(c: char) -> bool {
+    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
 }
 
 /// Explicit bidirectional formatting (embeddings, overrides, isolates, marks).
