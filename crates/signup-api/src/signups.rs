@@ -218,6 +218,11 @@ async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Ask
             if response.replayed {
                 discard_password(state, signup_id).await;
             }
+            if response.dropped {
+                // After the answer, which must not take longer for an address whose attempts are spent.
+                let state = state.clone();
+                tokio::spawn(async move { discard_password(&state, signup_id).await });
+            }
             // A user-metadata of the release before (during a rollout) names none: then it is this request's.
             Ok(response.signup_id.parse().unwrap_or(signup_id))
         }
@@ -229,8 +234,9 @@ async fn register(state: &AppState, signup: &Signup, signup_id: Uuid, asked: Ask
     }
 }
 
-/// Removes the password stored for an attempt user-metadata did not record (the signup replayed an earlier one, or
-/// reused its key with another body): no event will name it, and it would outlive even the account's deletion.
+/// Removes the password stored for an attempt user-metadata did not record (the signup replayed an earlier one,
+/// reused its key with another body, or came when the account's attempts were spent): no event will name it, and it
+/// would outlive even the account's deletion.
 /// One left behind (password unreachable just now) expires with the attempts.
 async fn discard_password(state: &AppState, signup_id: Uuid) {
     let request = DiscardAttemptCredentialRequest { signup_id: signup_id.to_string() };

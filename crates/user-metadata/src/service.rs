@@ -186,11 +186,12 @@ struct Outcome {
     user_id: uuid::Uuid,
     signup_id: uuid::Uuid,
     replayed: bool,
+    dropped: bool,
 }
 
 impl From<Outcome> for RegisterSignupResponse {
-    fn from(Outcome { user_id, signup_id, replayed }: Outcome) -> Self {
-        Self { user_id: user_id.to_string(), replayed, signup_id: signup_id.to_string() }
+    fn from(Outcome { user_id, signup_id, replayed, dropped }: Outcome) -> Self {
+        Self { user_id: user_id.to_string(), replayed, signup_id: signup_id.to_string(), dropped }
     }
 }
 
@@ -208,7 +209,8 @@ fn record_outcome(registered: &Registered, signup_id: uuid::Uuid) -> Outcome {
     span.record("outcome", outcome);
     metrics::counter!("signup_attempts_total", "outcome" => outcome).increment(1);
     let replayed = matches!(registered, Registered::Replayed { .. });
-    Outcome { user_id, signup_id: answered, replayed }
+    let dropped = matches!(registered, Registered::Dropped { .. });
+    Outcome { user_id, signup_id: answered, replayed, dropped }
 }
 
 fn idempotency(key: String, fingerprint: Vec<u8>) -> Result<Option<Idempotency>, Status> {

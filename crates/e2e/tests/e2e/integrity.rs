@@ -482,6 +482,38 @@ async fn squattable(extra: Vec<(&'static str, &'static str, String)>) -> anyhow:
     started(Options { env, ..Options::default() }).await
 }
 
+/// Attack: signups for an address beyond the attempts it takes. Each was answered 202 and dropped by user-metadata,
+/// but password had already stored its argon2 hash under the address's keyed hash, and nothing removed it: no event
+/// names a dropped attempt, so it outlived even the account's deletion, for as long as the attempts' expiry (30
+/// days). On the code before, all five attempts' hashes (the three dropped among them) were still stored. Now
+/// signup-api has them removed, after the answer (which is the same whether the attempts were spent or not).
+#[tokio::test]
+async fn signups_beyond_an_addresss_attempts_leave_no_password_behind() -> anyhow::Result<()> {
+    let env = vec![("user-metadata", "SIGNUP_ATTEMPTS_PER_ACCOUNT", "2".to_owned())];
+    let stack = started(Options { env, ..Options::default() }).await?;
+    let email = unique_email("spent");
+    let mut signup_ids = Vec::new();
+    for i in 0..5 {
+        let accepted = sign_up(&stack, &email, &format!("{ATTACKER_PASSWORD} {i}"), "x").await?;
+        signup_ids.push(accepted["signup_id"].as_str().unwrap_or_default().parse::<uuid::Uuid>()?);
+    }
+
+    let passwords = stack.database("password");
+    let stored = || async {
+        let mut db = passwords.connect().await?;
+        let query = "SELECT signup_id FROM attempt_credentials WHERE signup_id = ANY($1) ORDER BY signup_id";
+        anyhow::Ok(sqlx::query_scalar::<_, uuid::Uuid>(query).bind(&signup_ids).fetch_all(&mut db).await?)
+    };
+    let kept = eventually(DELIVERY_TIMEOUT, || async {
+        let kept = stored().await?;
+        anyhow::ensure!(kept.len() <= 2, "{} of the five attempts' passwords are stored", kept.len());
+        Ok(kept)
+    })
+    .await?;
+    assert_eq!(kept, signup_ids[..2], "the recorded attempts' passwords are not the ones kept");
+    Ok(())
+}
+
 /// Attack: keeping an address's owner from signing up, from one client. A few signups a day for the address
 /// filled its attempts (the owner's own was dropped, with the same 202) and spent its mail budget (the owner's mail
 /// was not sent): one client kept anyone from signing up with ten requests a day. A client now gets a share of each
