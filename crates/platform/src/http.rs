@@ -35,7 +35,8 @@ pub fn operational_router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// A server span per request, continuing the caller's W3C trace, and one log line per response.
+/// A server span per request, continuing the caller's W3C trace (a public server takes a client's off first:
+/// [`crate::propagation::take_untrusted`]), and one log line per response.
 pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, DefaultOnRequest, LogResponse>
 {
     TraceLayer::new_for_http().make_span_with(RequestSpan).on_response(LogResponse)
@@ -59,8 +60,11 @@ impl<B> MakeSpan<B> for RequestSpan {
             http.route = route,
             http.response.status_code = tracing::field::Empty,
         );
-        // A request without a valid traceparent simply starts a new trace.
+        // A request without a valid traceparent simply starts a new trace; one a client sent from outside is a link.
         let _ = span.set_parent(crate::propagation::extract(request.headers()));
+        if let Some(crate::propagation::Untrusted(sent)) = request.extensions().get() {
+            span.add_link(sent.clone());
+        }
         span
     }
 }

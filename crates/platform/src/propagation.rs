@@ -14,6 +14,22 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
+/// A trace context a client sent from outside the proxies we trust. It is not continued: the client would decide
+/// whether its requests are traced (a `traceparent` marked not sampled hides them) and its `tracestate` would be
+/// stored with everything they cause. The request's span links to it instead (without its `tracestate`).
+#[derive(Debug, Clone)]
+pub struct Untrusted(pub SpanContext);
+
+/// Takes the trace context off a request from outside (`traceparent` and `tracestate`): what to link to, if it was
+/// valid.
+pub fn take_untrusted(headers: &mut http::HeaderMap) -> Option<Untrusted> {
+    let sent = extract(headers).span().span_context().clone();
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    let bare = SpanContext::new(sent.trace_id(), sent.span_id(), sent.trace_flags(), true, Default::default());
+    sent.is_valid().then_some(Untrusted(bare))
+}
+
 /// Writes `span`'s trace context into outgoing HTTP (or gRPC) headers.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     let context = span.context();

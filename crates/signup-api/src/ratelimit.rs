@@ -218,6 +218,18 @@ impl Verdict {
     }
 }
 
+/// The middleware in front of the request's span: a trace context is continued only when the request came through
+/// a proxy of ours (`TRUSTED_PROXIES`); a client's own is taken off, and linked
+/// ([`platform::propagation::take_untrusted`]).
+pub async fn trace_context(State(limits): State<RateLimits>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| canonical(info.0.ip()));
+    let trusted = peer.is_some_and(|ip| limits.inner.trusted_proxies.iter().any(|net| net.contains(&ip)));
+    if !trusted && let Some(link) = platform::propagation::take_untrusted(request.headers_mut()) {
+        request.extensions_mut().insert(link);
+    }
+    next.run(request).await
+}
+
 /// The middleware: one token of `class` per request, or `429` without calling the handler. The handler finds the
 /// client it counted against as the [`Client`] extractor.
 pub async fn limit(State((limits, class)): State<(RateLimits, Class)>, mut request: Request, next: Next) -> Response {

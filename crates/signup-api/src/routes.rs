@@ -22,8 +22,10 @@ use crate::{
 /// client's budget for its kind of request; a body must arrive within `REQUEST_BODY_TIMEOUT_MS` of the request's head
 /// (a trickled one holds a connection and a task until then). Every error is a problem document carrying its `instance`, 404 and
 /// 405 included; a panic is a 500 problem, logged in the request's span. Every answer says `nosniff`: a browser
-/// takes it as the type it is labelled (JSON is never run as a script or shown as a page).
+/// takes it as the type it is labelled (JSON is never run as a script or shown as a page). A trace is continued
+/// only from a proxy of ours (a client's own trace context is a link).
 pub fn router(state: AppState) -> Router {
+    let limits = state.rate_limits.clone();
     let docs = crate::docs::router(crate::openapi::constrained(&state.limits));
     let api = v1(&state)
         .route("/problems/{slug}", get(crate::problem::page))
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::problem::with_instance))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(platform::http::trace_layer())
+        .layer(middleware::from_fn_with_state(limits, ratelimit::trace_context))
         .layer(middleware::from_fn(platform::metrics::track_http))
 }
 

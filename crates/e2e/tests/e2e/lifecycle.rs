@@ -125,9 +125,11 @@ async fn one_signup_shows_in_the_metrics_an_operator_alerts_on() -> anyhow::Resu
     Ok(())
 }
 
+/// Every line is JSON; a request's line carries the trace a proxy of ours passed on (here the test is the proxy).
 #[tokio::test]
 async fn logs_are_json_lines_that_carry_the_callers_trace() -> anyhow::Result<()> {
-    let mut stack = Stack::start().await?;
+    let env = vec![("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned())];
+    let mut stack = Stack::start_with(e2e::stack::Options { env, ..Default::default() }).await?;
     stack.wait_ready().await?;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
 

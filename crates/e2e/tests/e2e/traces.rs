@@ -18,9 +18,11 @@ const SIGNUP_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CONFIRM_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-/// Every process exports to `collector`, quickly, and logs only warnings (and the line the harness waits for).
+/// Every process exports to `collector`, quickly, and logs only warnings (and the line the harness waits for);
+/// signup-api continues the trace of the test, which stands for a proxy of ours.
 fn exporting_to(collector: &Collector) -> Options {
     let mut options = Options::default();
+    options.env.push(("signup-api", "TRUSTED_PROXIES", "127.0.0.1/32, ::1/128".to_owned()));
     for service in GRPC_SERVICES.into_iter().chain(["signup-api"]) {
         options.env.extend([
             (service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
@@ -215,6 +217,50 @@ async fn one_signup_is_one_trace_from_the_http_request_to_the_smtp_server() -> a
     }
     let probes: Vec<_> = all.iter().filter(|span| span.mentions("grpc.health")).collect();
     assert!(probes.is_empty(), "health checks were traced: {probes:?}");
+    Ok(())
+}
+
+/// Attack: a client's own trace context, sent straight to signup-api. It was continued, so the client decided
+/// whether its requests were traced: with a `traceparent` marked not sampled, nothing of this signup reached the
+/// collector, in any service. Its `tracestate` was stored with the outbox row, carried by the events and kept with
+/// the mail. Now only a proxy of ours passes a trace on: the request starts a trace of its own, sampled like any
+/// other, with a link to what the client sent and none of its `tracestate`.
+#[tokio::test]
+async fn a_clients_own_trace_context_is_linked_not_continued() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let mut options = exporting_to(&collector);
+    options.env.retain(|(_, name, _)| *name != "TRUSTED_PROXIES");
+    let mut stack = Stack::start_with(options).await?;
+    stack.wait_ready().await?;
+    let email = format!("untrusted-{}@example.com", uuid::Uuid::now_v7().simple());
+    let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
+
+    let response = stack
+        .http()
+        .post(format!("{}/v1/signups", stack.api_url()))
+        .header("traceparent", format!("00-{SIGNUP_TRACE}-{CALLER_SPAN}-00"))
+        .header("tracestate", "client=chosen")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 202);
+    stack.smtp.wait_for(&email, 1, DELIVERY_TIMEOUT).await?;
+    let server = eventually(DELIVERY_TIMEOUT, || async {
+        let spans = collector.spans();
+        let server = spans.into_iter().find(|s| s.service == "signup-api" && s.name == "POST /v1/signups");
+        server.ok_or_else(|| anyhow::anyhow!("no span of the signup reached the collector"))
+    })
+    .await?;
+    let mut outbox = stack.database("user-metadata").connect().await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tracestate LIKE '%client=chosen%'")
+        .fetch_one(&mut outbox)
+        .await?;
+
+    assert!(server.parent_span_id.is_empty() && server.trace_id != SIGNUP_TRACE, "the client's trace was continued");
+    assert_eq!(server.links, vec![(SIGNUP_TRACE.to_owned(), CALLER_SPAN.to_owned())], "no link to the client's");
+    assert!(collector.trace(SIGNUP_TRACE).is_empty(), "a span joined the client's trace");
+    assert!(collector.spans().iter().all(|span| !span.trace_state.contains("client=")), "a span kept its tracestate");
+    assert_eq!(stored, 0, "the client's tracestate was stored with the event");
     Ok(())
 }
 
