@@ -171,14 +171,20 @@ mod tests {
         assert_eq!(again.len(), 7, "room again once password took one and the others finished");
     }
 
-    #[test]
-    fn refused_while_holding_nothing_one_probe_per_interval_goes_through_until_password_takes_one() {
+    /// Admission after password refused a probe while nothing else was in flight: the window closed at `start`.
+    fn closed() -> (Admission, Instant) {
         let admission = Admission::default();
         let start = Instant::now();
         let mut probe = admission.admit_at(start).expect("unlimited before any refusal");
         probe.asking();
         probe.refused_for_capacity_at(start);
         drop(probe);
+        (admission, start)
+    }
+
+    #[test]
+    fn refused_while_holding_nothing_one_probe_per_interval_goes_through_until_password_takes_one() {
+        let (admission, start) = closed();
         let soon = start + PROBE_INTERVAL / 2;
         assert!(admission.admit_at(soon).is_none(), "password is full: refused here until the next probe");
 
@@ -198,12 +204,7 @@ mod tests {
 
     #[test]
     fn a_probe_that_never_went_to_password_lets_the_next_signup_probe_at_once() {
-        let admission = Admission::default();
-        let start = Instant::now();
-        let mut probe = admission.admit_at(start).expect("unlimited before any refusal");
-        probe.asking();
-        probe.refused_for_capacity_at(start);
-        drop(probe);
+        let (admission, start) = closed();
 
         let later = start + PROBE_INTERVAL;
         let invalid = admission.admit_at(later).expect("the interval's probe");

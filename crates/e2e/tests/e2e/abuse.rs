@@ -959,14 +959,10 @@ async fn status_line(stream: &mut tokio::net::TcpStream) -> anyhow::Result<Strin
     Ok(String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned())
 }
 
-/// Attack: a signup flood while password is full of signups this signup-api no longer holds (their callers gave
-/// up at the gRPC deadline, or another replica sent them). Nothing is in flight here, so the learned limit alone
-/// would let every flooding signup through to the strength check and to password, one refusal after another; the
-/// closed window lets one probe per interval through and refuses the rest itself.
-#[tokio::test]
-async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refused_here() -> anyhow::Result<()> {
-    // A hash of seconds and a one-second gRPC deadline: the two signups that fill password are answered 503 by
-    // signup-api long before password is done with them.
+/// A stack as [`two_signups_fill_password`] makes it, with password full of two signups signup-api gave up on and
+/// its window closed: a hash of seconds and a one-second gRPC deadline, so the two filling signups are answered 503
+/// long before password is done with them, and a third is refused by password with nothing in flight here.
+async fn window_closed_by_others_work() -> anyhow::Result<(Arc<Stack>, u16, u16)> {
     let (stack, api, password) = two_signups_fill_password(400, 1000).await?;
     let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
     let filling = [signup("fill"), signup("fill")].map(|body| {
@@ -974,12 +970,22 @@ async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refuse
         tokio::spawn(async move { stack.signup(&body, None).await.map(|r| r.status().as_u16()) })
     });
     let filled: Vec<u16> = futures_util::future::try_join_all(filling).await?.into_iter().collect::<Result<_, _>>()?;
-    assert_eq!(filled, vec![503, 503], "the filling signups were not given up at the deadline");
+    anyhow::ensure!(filled == [503, 503], "the filling signups were not given up at the deadline: {filled:?}");
     let held = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
-    assert_eq!(held, 2.0, "password no longer holds the signups given up on");
+    anyhow::ensure!(held == 2.0, "password no longer holds the signups given up on ({held})");
+    let third = stack.signup(&signup("third"), None).await?.status();
+    anyhow::ensure!(third == 503, "password did not refuse the third signup ({third})");
+    Ok((stack, api, password))
+}
 
-    // password refuses this one for capacity, with nothing else in flight here: the window closes.
-    assert_eq!(stack.signup(&signup("third"), None).await?.status(), 503);
+/// Attack: a signup flood while password is full of signups this signup-api no longer holds (their callers gave
+/// up at the gRPC deadline, or another replica sent them). Nothing is in flight here, so the learned limit alone
+/// would let every flooding signup through to the strength check and to password, one refusal after another; the
+/// closed window lets one probe per interval through and refuses the rest itself.
+#[tokio::test]
+async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refused_here() -> anyhow::Result<()> {
+    let (stack, api, password) = window_closed_by_others_work().await?;
+    let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
     let started_at = Instant::now();
     let mut flood = Vec::new();
     for _ in 0..20 {
@@ -1005,16 +1011,8 @@ async fn a_signup_flood_against_a_password_service_full_of_others_work_is_refuse
 /// after the invalid one itself, and it never reached password.
 #[tokio::test]
 async fn invalid_signups_do_not_keep_the_window_closed_once_password_has_room() -> anyhow::Result<()> {
-    // As above: the two signups that fill password are given up at the deadline, and a third closes the window.
-    let (stack, api, password) = two_signups_fill_password(400, 1000).await?;
+    let (stack, api, password) = window_closed_by_others_work().await?;
     let signup = |name: &str| json!({ "email": unique_email(name), "password": PASSWORD, "display_name": "F" });
-    let filling = [signup("fill"), signup("fill")].map(|body| {
-        let stack = stack.clone();
-        tokio::spawn(async move { stack.signup(&body, None).await.map(|r| r.status().as_u16()) })
-    });
-    let filled: Vec<u16> = futures_util::future::try_join_all(filling).await?.into_iter().collect::<Result<_, _>>()?;
-    assert_eq!(filled, vec![503, 503], "the filling signups were not given up at the deadline");
-    assert_eq!(stack.signup(&signup("third"), None).await?.status(), 503, "the window did not close");
     eventually(Duration::from_secs(120), || async {
         let held = metric(password, "password_hashing_in_progress", "kind=\"signup\"").await?;
         anyhow::ensure!(held == 0.0, "password still holds {held} signups");
